@@ -1,0 +1,39 @@
+"""Burn-down: the order in which packages are used, and allocation. Pure: no I/O, no clock.
+
+The billing page's rule made total: the trial first, then whatever expires soonest. Usable grants
+are sorted by (priority ascending, expires_at ascending with never-expiring last, effective_at
+ascending, creation order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from creditmeter.domain import Allocation, Grant, GrantId
+
+_NEVER = 1 << 62
+
+
+def order_key(grant: Grant) -> tuple[int, int, int, int]:
+    """The one function that decides which package pays first."""
+    expires = _NEVER if grant.expires_at_us is None else grant.expires_at_us
+    return (grant.priority, expires, grant.effective_at_us, grant.seq)
+
+
+def allocate(drawable: Iterable[tuple[GrantId, int]], amount_uc: int) -> tuple[list[Allocation], int]:
+    """Take ``amount_uc`` from ``drawable`` (grant, amount it can give), in the order given.
+
+    Returns the allocations and the shortfall (what no grant could cover).
+    """
+    assert amount_uc >= 0, amount_uc
+    parts: list[Allocation] = []
+    left = amount_uc
+    for grant_id, can_give in drawable:
+        if left == 0:
+            break
+        if can_give <= 0:
+            continue
+        take = can_give if can_give < left else left
+        parts.append(Allocation(grant_id, take))
+        left -= take
+    return parts, left

@@ -1,0 +1,545 @@
+"""The ``creditmeter`` command: a thin edge over the engine.
+
+Each command parses its options into engine calls and prints the result (a table, or JSON with
+``--json``). ``--at TIME`` runs a command as if the current time were TIME; it is the only place
+"now" is read. Errors print ``error: FIELD: REASON`` to stderr and exit non-zero (see errors.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from creditmeter import present
+from creditmeter.domain import Charge, Refused
+from creditmeter.engine import Engine, Usage
+from creditmeter.errors import CreditmeterError, InputError
+from creditmeter.money import format_credits, parse_credits, to_decimal
+from creditmeter.pricing import import_litellm, load_yaml, parse_catalog
+from creditmeter.store.sql import SqlStore
+from creditmeter.timeutil import format_instant, parse_instant
+
+DEFAULT_DB = "sqlite:///creditmeter.db"
+EXIT_REFUSED = 6
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _instant(value: str | None, field: str) -> int | None:
+    return None if value is None else parse_instant(value, field)
+
+
+def _emit(data: Any) -> None:
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def command(group: click.Group, name: str, *, at: bool = False, as_json: bool = False) -> Callable[[F], F]:
+    """Register a command with the shared options (--db, and --at / --json where they apply).
+
+    The wrapped function gets ``engine`` (and ``at_us``, ``as_json``); errors become exit codes.
+    """
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(db: str | None, **kwargs: Any) -> None:
+            url = db or os.environ.get("CREDITMETER_DB") or DEFAULT_DB
+            try:
+                if at:
+                    at_text = kwargs.pop("at")
+                    kwargs["at_us"] = now_us() if at_text is None else parse_instant(at_text, "at")
+                engine = Engine(SqlStore(url))
+                try:
+                    fn(engine=engine, **kwargs)
+                finally:
+                    engine.store.close()
+            except CreditmeterError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(exc.exit_code)
+
+        wrapped: Any = run
+        if as_json:
+            wrapped = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(wrapped)
+        if at:
+            wrapped = click.option("--at", metavar="TIME",
+                                   help="Run as if now were TIME (ISO 8601; a date is 00:00 UTC).")(wrapped)
+        wrapped = click.option("--db", metavar="URL",
+                               help=f"Database URL (env CREDITMETER_DB, default {DEFAULT_DB}).")(wrapped)
+        group.command(name)(wrapped)
+        return fn
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="creditmeter")
+def main() -> None:
+    """creditmeter: credits for AI products — prices, packages, burn-down, holds, usage."""
+
+
+# -- db ------------------------------------------------------------------------------------------
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--db", "url", metavar="URL", help="Database URL (env CREDITMETER_DB).")
+def db_upgrade(url: str | None) -> None:
+    """Create or upgrade the schema to the newest version."""
+    store = SqlStore(url or os.environ.get("CREDITMETER_DB") or DEFAULT_DB)
+    store.upgrade()
+    click.echo(f"schema at {store.revision()} ({store.url})")
+
+
+# -- prices --------------------------------------------------------------------------------------
+
+@main.group()
+def prices() -> None:
+    """The price catalog (credits per 1M tokens, features per unit)."""
+
+
+@command(prices, "load", at=True, as_json=True)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--effective", metavar="TIME", help="When the new prices take effect (default: now).")
+def prices_load(engine: Engine, file: Path, effective: str | None, at_us: int, as_json: bool) -> None:
+    """Load a catalog YAML file as a new price version."""
+    catalog = parse_catalog(load_yaml(file.read_text(encoding="utf-8"), str(file)), str(file))
+    effective_us = _instant(effective, "effective") or at_us
+    version = engine.load_prices(catalog, effective_us, at_us, source=file.name)
+    out = {"version": version.version, "effective_at": format_instant(effective_us),
+           "models": len(catalog.models), "features": len(catalog.features)}
+    if as_json:
+        _emit(out)
+    else:
+        click.echo(f"price version {out['version']} effective {out['effective_at']}: "
+                   f"{out['models']} models, {out['features']} features")
+
+
+@command(prices, "import-litellm", at=True, as_json=True)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--credits-per-usd", "rate_text", required=True, metavar="N",
+              help="How many credits one US dollar buys.")
+@click.option("--effective", metavar="TIME", help="When the new prices take effect (default: now).")
+def prices_import_litellm(engine: Engine, file: Path, rate_text: str, effective: str | None,
+                          at_us: int, as_json: bool) -> None:
+    """Import a LiteLLM-style price map (USD per token) as a new price version."""
+    rate = to_decimal(rate_text, "credits-per-usd")
+    if rate <= 0:
+        raise InputError("credits-per-usd", "must be greater than zero")
+    try:
+        data = _json_decimal(file.read_text("utf-8"))
+    except ValueError as exc:
+        raise InputError(str(file), f"is not valid JSON: {exc}") from None
+    report = import_litellm(data, rate)
+    if not report.imported:
+        raise InputError(str(file), "has no model priced per token")
+    effective_us = _instant(effective, "effective") or at_us
+    version = engine.load_prices(report.catalog, effective_us, at_us, source=file.name)
+    out = {"version": version.version, "effective_at": format_instant(effective_us),
+           "imported": report.imported,
+           "skipped": [{"model": m, "reason": r} for m, r in report.skipped],
+           "rounded": [{"model": m, "price": f} for m, f in report.rounded]}
+    if as_json:
+        _emit(out)
+        return
+    click.echo(f"price version {version.version} effective {out['effective_at']}: "
+               f"imported {report.imported} models, skipped {len(report.skipped)}, "
+               f"rounded up {len(report.rounded)} prices to 6 places")
+    reasons: dict[str, int] = {}
+    for _, reason in report.skipped:
+        key = reason.split(" (")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        click.echo(f"  skipped {count:5d}: {reason}")
+
+
+def _json_decimal(text: str) -> Any:
+    """JSON with every fractional number read as an exact Decimal (never a float)."""
+    return json.loads(text, parse_float=Decimal)
+
+
+@command(prices, "list", at=True, as_json=True)
+def prices_list(engine: Engine, at_us: int, as_json: bool) -> None:
+    """Show the price version in effect now (--at), and every version."""
+    book = engine.price_book()
+    current = book.at(at_us)
+    out = {
+        "at": format_instant(at_us),
+        "current_version": current.version if current else None,
+        "versions": [{"version": v.version, "effective_at": format_instant(v.effective_at_us),
+                      "models": len(v.catalog.models), "features": len(v.catalog.features)}
+                     for v in book.versions],
+        "catalog": current.catalog.to_dict() if current else None,
+    }
+    if as_json:
+        _emit(out)
+        return
+    from creditmeter.tables import prices_table
+
+    prices_table(out)
+
+
+# -- accounts ------------------------------------------------------------------------------------
+
+@main.group()
+def accounts() -> None:
+    """Accounts (people and enterprises)."""
+
+
+@command(accounts, "create", at=True, as_json=True)
+@click.argument("account_id", metavar="ID")
+@click.option("--name", help="Shown to people (default: the id).")
+@click.option("--kind", type=click.Choice(["user", "enterprise"]), default="user", show_default=True)
+def accounts_create(engine: Engine, account_id: str, name: str | None, kind: str, at_us: int,
+                    as_json: bool) -> None:
+    """Create an account."""
+    account = engine.create_account(account_id, at_us, name=name, kind=kind)
+    if as_json:
+        _emit(present.account(account, 0))
+    else:
+        click.echo(f"account {account.id} ({account.kind.value})")
+
+
+@command(accounts, "list", as_json=True)
+def accounts_list(engine: Engine, as_json: bool) -> None:
+    """List accounts."""
+    rows = [present.account(a, o) for a, o in engine.accounts()]
+    if as_json:
+        _emit(rows)
+        return
+    from creditmeter.tables import simple_table
+
+    simple_table("Accounts", ["id", "name", "kind", "created_at", "overage_credits"], rows)
+
+
+# -- grants --------------------------------------------------------------------------------------
+
+@main.group()
+def grants() -> None:
+    """Credit packages."""
+
+
+@command(grants, "add", at=True, as_json=True)
+@click.argument("account_id", metavar="ACCOUNT")
+@click.argument("amount")
+@click.option("--kind", required=True, metavar="KIND",
+              help="trial, subscription, addon, package, enterprise, promo or adjustment.")
+@click.option("--expires", metavar="TIME", help="When it expires (default: never).")
+@click.option("--effective", metavar="TIME", help="When it becomes usable (default: now).")
+@click.option("--priority", type=int, help="0-100, lower is used first (default: trial 0, others 50).")
+@click.option("--name", help="Shown to the user, e.g. 'Professional Edition — Nov 2026'.")
+@click.option("--id", "grant_id", metavar="ID", help="Idempotency key: the same add again does nothing.")
+def grants_add(engine: Engine, account_id: str, amount: str, kind: str, expires: str | None,
+               effective: str | None, priority: int | None, name: str | None, grant_id: str | None,
+               at_us: int, as_json: bool) -> None:
+    """Put AMOUNT credits on ACCOUNT."""
+    package = engine.add_grant(
+        account_id, parse_credits(amount, "amount", allow_zero=False), kind, at_us,
+        expires_at_us=_instant(expires, "expires"), effective_at_us=_instant(effective, "effective"),
+        priority=priority, name=name, grant_id=grant_id, source="cli")
+    if as_json:
+        _emit(present.package(package))
+    else:
+        click.echo(f"grant {package.grant.id}: {format_credits(package.grant.amount_uc)} credits "
+                   f"({package.grant.kind.value}) on {account_id}, {package.status.value}")
+
+
+@command(grants, "list", at=True, as_json=True)
+@click.argument("account_id", metavar="ACCOUNT")
+def grants_list(engine: Engine, account_id: str, at_us: int, as_json: bool) -> None:
+    """List an account's packages in burn-down order."""
+    b = engine.balance(account_id, at_us)
+    if as_json:
+        _emit([present.package(p) for p in b.packages])
+        return
+    from creditmeter.tables import packages_table
+
+    packages_table(present.balance(b))
+
+
+@command(grants, "void", at=True, as_json=True)
+@click.argument("grant_id")
+def grants_void(engine: Engine, grant_id: str, at_us: int, as_json: bool) -> None:
+    """Void (refund) a package: what remains is removed, what was used stays used."""
+    package = engine.void_grant(grant_id, at_us)
+    if as_json:
+        _emit(present.package(package))
+    else:
+        click.echo(f"grant {grant_id} voided: {format_credits(package.voided_uc)} credits removed")
+
+
+# -- usage ---------------------------------------------------------------------------------------
+
+@main.group()
+def usage() -> None:
+    """Usage events: record, import, list, export."""
+
+
+def _quantities(values: tuple[str, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in values:
+        name, sep, number = item.partition("=")
+        if not sep or not name:
+            raise InputError("quantity", f"{item!r} must look like NAME=N")
+        try:
+            out[name] = int(number)
+        except ValueError:
+            raise InputError(f"quantities.{name}", f"{number!r} is not a whole number") from None
+    return out
+
+
+def _usage_options(fn: F) -> F:
+    for option in reversed([
+        click.option("--model", metavar="M", help="The model id, as priced in the catalog."),
+        click.option("--input", "input_tokens", type=int, default=0, help="Input tokens."),
+        click.option("--output", "output_tokens", type=int, default=0, help="Output tokens."),
+        click.option("--cached-input", "cached_input_tokens", type=int, default=0,
+                     help="Cache-read input tokens (not also counted as input)."),
+        click.option("--cache-write", "cache_write_tokens", type=int, default=0,
+                     help="Cache-write tokens."),
+        click.option("--quantity", "quantity", multiple=True, metavar="NAME=N",
+                     help="Units of a priced feature (repeatable)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _print_charge(result: Charge, as_json: bool) -> None:
+    data = present.charge(result)
+    if as_json:
+        _emit(data)
+        return
+    parts = ", ".join(f"{a['grant_id']} {a['amount_credits']}" for a in data["allocations"]) or "-"
+    line = f"{data['status']} {data['event_id']}: {data['cost_credits']} credits ({parts})"
+    if result.overage_uc:
+        line += f", overage {data['overage_credits']}"
+    click.echo(line)
+
+
+@command(usage, "record", at=True, as_json=True)
+@click.argument("account_id", metavar="ACCOUNT")
+@_usage_options
+@click.option("--id", "event_id", metavar="ID", help="Idempotency key (default: a new id).")
+@click.option("--timestamp", metavar="TIME", help="When the usage happened (default: now / --at).")
+def usage_record(engine: Engine, account_id: str, model: str | None, input_tokens: int,
+                 output_tokens: int, cached_input_tokens: int, cache_write_tokens: int,
+                 quantity: tuple[str, ...], event_id: str | None, timestamp: str | None,
+                 at_us: int, as_json: bool) -> None:
+    """Charge one usage event."""
+    import uuid
+
+    event: dict[str, Any] = {
+        "id": event_id if event_id is not None else f"evt_{uuid.uuid4().hex}",
+        "account_id": account_id, "model": model, "input_tokens": input_tokens,
+        "output_tokens": output_tokens, "cached_input_tokens": cached_input_tokens,
+        "cache_write_tokens": cache_write_tokens, "quantities": _quantities(quantity),
+    }
+    if timestamp is not None:
+        event["timestamp"] = timestamp
+    _print_charge(engine.record(event, at_us), as_json)
+
+
+@command(usage, "import", at=True, as_json=True)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch-size", type=click.IntRange(1, 50_000), default=5_000, show_default=True,
+              help="Events per transaction.")
+def usage_import(engine: Engine, file: Path, batch_size: int, at_us: int, as_json: bool) -> None:
+    """Charge every event of a JSONL file (one event per line); exit 1 if any was rejected."""
+    from creditmeter.ingest import import_jsonl
+
+    summary = import_jsonl(engine, file, at_us, batch_size=batch_size,
+                           progress=sys.stderr.isatty() and not as_json)
+    if as_json:
+        _emit(summary.to_dict())
+    else:
+        summary.print()
+    if summary.rejected:
+        sys.exit(1)
+
+
+def _range(from_: str | None, to: str | None) -> tuple[int | None, int | None]:
+    start, end = _instant(from_, "from"), _instant(to, "to")
+    if start is not None and end is not None and end <= start:
+        raise InputError("to", "must be after --from")
+    return start, end
+
+
+@command(usage, "list", as_json=True)
+@click.argument("account_id", metavar="ACCOUNT")
+@click.option("--from", "from_", metavar="TIME", help="From this time (inclusive).")
+@click.option("--to", metavar="TIME", help="Up to this time (exclusive).")
+@click.option("--model", metavar="M", help="Only this model.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many (newest first).")
+def usage_list(engine: Engine, account_id: str, from_: str | None, to: str | None,
+               model: str | None, limit: int | None, as_json: bool) -> None:
+    """An account's usage, newest first, with the packages that paid."""
+    start, end = _range(from_, to)
+    rows = [present.event(e) for e in engine.usage(account_id, from_us=start, to_us=end,
+                                                    model=model, limit=limit)]
+    if as_json:
+        _emit(rows)
+        return
+    from creditmeter.tables import usage_table
+
+    usage_table(rows)
+
+
+@command(usage, "export")
+@click.argument("account_id", metavar="ACCOUNT")
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the CSV ('-' for standard output).")
+@click.option("--from", "from_", metavar="TIME")
+@click.option("--to", metavar="TIME")
+@click.option("--model", metavar="M")
+def usage_export(engine: Engine, account_id: str, csv_path: Path, from_: str | None,
+                 to: str | None, model: str | None) -> None:
+    """Write an account's usage to CSV (full precision), streamed."""
+    from creditmeter.ingest import write_csv
+
+    start, end = _range(from_, to)
+    stream = engine.usage(account_id, from_us=start, to_us=end, model=model)
+    if str(csv_path) == "-":
+        write_csv(stream, sys.stdout)
+        return
+    with csv_path.open("w", newline="", encoding="utf-8") as out:
+        count = write_csv(stream, out)
+    click.echo(f"wrote {count} events to {csv_path}")
+
+
+# -- balance -------------------------------------------------------------------------------------
+
+@command(main, "balance", at=True, as_json=True)
+@click.argument("account_id", metavar="ACCOUNT")
+def balance(engine: Engine, account_id: str, at_us: int, as_json: bool) -> None:
+    """Available, held and overage credits, and every package in burn-down order."""
+    data = present.balance(engine.balance(account_id, at_us))
+    if as_json:
+        _emit(data)
+        return
+    from creditmeter.tables import packages_table
+
+    packages_table(data)
+
+
+# -- holds ---------------------------------------------------------------------------------------
+
+@main.group()
+def holds() -> None:
+    """Holds: credits reserved for requests in flight."""
+
+
+@command(holds, "reserve", at=True, as_json=True)
+@click.argument("account_id", metavar="ACCOUNT")
+@click.argument("amount")
+@click.option("--ttl", "ttl_s", type=int, default=None, help="Seconds before it lapses (default 600).")
+@click.option("--id", "hold_id", metavar="ID", help="Idempotency key (default: a new id).")
+def holds_reserve(engine: Engine, account_id: str, amount: str, ttl_s: int | None,
+                  hold_id: str | None, at_us: int, as_json: bool) -> None:
+    """Reserve AMOUNT credits; exit 6 if the account cannot cover it."""
+    if ttl_s is not None and ttl_s <= 0:
+        raise InputError("ttl", "must be greater than zero")
+    result = engine.reserve(account_id, parse_credits(amount, "amount", allow_zero=False), at_us,
+                            ttl_s=ttl_s, hold_id=hold_id)
+    if isinstance(result, Refused):
+        data = present.refused(result)
+        if as_json:
+            _emit(data)
+        click.echo(f"refused: {result.reason} (available {data['available_credits']}, "
+                   f"requested {data['requested_credits']})", err=True)
+        sys.exit(EXIT_REFUSED)
+    data = present.hold(result)
+    if as_json:
+        _emit(data)
+    else:
+        click.echo(f"hold {data['hold_id']}: {data['amount_credits']} credits until {data['expires_at']}")
+
+
+@command(holds, "settle", at=True, as_json=True)
+@click.argument("hold_id")
+@_usage_options
+@click.option("--id", "event_id", metavar="ID", help="The usage event's id (default: hold:HOLD_ID).")
+def holds_settle(engine: Engine, hold_id: str, model: str | None, input_tokens: int,
+                 output_tokens: int, cached_input_tokens: int, cache_write_tokens: int,
+                 quantity: tuple[str, ...], event_id: str | None, at_us: int, as_json: bool) -> None:
+    """Charge the actual usage of a held request; the rest of the hold is released."""
+    quantities = tuple(sorted(_quantities(quantity).items()))
+    for name, value in quantities:
+        if value < 0:
+            raise InputError(f"quantities.{name}", "must not be negative")
+    result = engine.settle(hold_id, Usage(model, input_tokens, output_tokens, cached_input_tokens,
+                                          cache_write_tokens, quantities), at_us, event_id=event_id)
+    _print_charge(result, as_json)
+
+
+@command(holds, "release", at=True, as_json=True)
+@click.argument("hold_id")
+def holds_release(engine: Engine, hold_id: str, at_us: int, as_json: bool) -> None:
+    """Give a hold's credits back."""
+    hold = engine.release(hold_id, at_us)
+    if as_json:
+        _emit(present.hold(hold))
+    else:
+        click.echo(f"hold {hold.id}: {hold.status.value}")
+
+
+# -- maintenance ---------------------------------------------------------------------------------
+
+@command(main, "tick", at=True, as_json=True)
+def tick(engine: Engine, at_us: int, as_json: bool) -> None:
+    """Time out holds, record expiries, pay overage from new credits (run it periodically)."""
+    report = engine.tick(at_us)
+    data = {"at": format_instant(at_us), "accounts": report.accounts,
+            "holds_expired": report.holds_expired, "entries": report.entries}
+    if as_json:
+        _emit(data)
+    else:
+        click.echo(f"tick at {data['at']}: {report.accounts} accounts, "
+                   f"{report.holds_expired} holds timed out, {report.entries} ledger entries")
+
+
+@command(main, "reconcile", as_json=True)
+def reconcile(engine: Engine, as_json: bool) -> None:
+    """Re-derive every figure from the ledger and check every invariant; exit 1 on a violation."""
+    problems = engine.check_invariants()
+    if as_json:
+        _emit({"ok": not problems, "violations": problems})
+    elif problems:
+        for line in problems:
+            click.echo(f"violation: {line}")
+    else:
+        click.echo("reconcile: every invariant holds")
+    if problems:
+        sys.exit(1)
+
+
+@main.command("demo")
+@click.option("--db", "url", metavar="URL", default="sqlite:///creditmeter-demo.db", show_default=True,
+              help="Where to create the demo database (an existing demo database is replaced).")
+@click.option("--days", type=click.IntRange(1, 60), default=30, show_default=True,
+              help="Days of usage to simulate.")
+def demo(url: str, days: int) -> None:
+    """Create a demo database with a user, packages and realistic usage, and show it."""
+    from creditmeter.demo import run_demo
+
+    try:
+        run_demo(url, days, now_us())
+    except CreditmeterError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

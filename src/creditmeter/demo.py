@@ -1,0 +1,112 @@
+"""``creditmeter demo``: a demo database with one user, four packages and a month of usage.
+
+Everything is replayed through the engine as it would happen (each request at its own time,
+some through holds as a gateway would do), so the result is a real ledger that reconciles.
+"""
+
+from __future__ import annotations
+
+import random
+from importlib.resources import files
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+
+from creditmeter import present
+from creditmeter.domain import Hold
+from creditmeter.engine import Engine, Usage
+from creditmeter.errors import InputError
+from creditmeter.pricing import load_yaml, parse_catalog
+from creditmeter.store.sql import SqlStore
+from creditmeter.timeutil import US_PER_S, format_instant
+
+DAY_US = 86_400 * US_PER_S
+USER = "demo-user"
+# (model, share of requests, typical input tokens, typical output tokens)
+MODELS = [("demo-small", 0.35, 3_000, 400), ("gpt-4o-mini", 0.25, 6_000, 800),
+          ("demo-large", 0.2, 18_000, 1_600), ("claude-sonnet-4", 0.2, 24_000, 2_000)]
+
+
+def example_catalog_text() -> str:
+    return files("creditmeter").joinpath("catalogs/example.yaml").read_text(encoding="utf-8")
+
+
+def run_demo(url: str, days: int, now_us: int, *, quiet: bool = False) -> Engine:
+    """Build the demo database at ``url`` (replacing an old one) and print what it holds."""
+    path = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+    if not path or path == ":memory:":
+        raise InputError("db", "the demo needs a SQLite file URL, e.g. sqlite:///creditmeter-demo.db")
+    for suffix in ("", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
+    engine = Engine(SqlStore(url))
+    start = (now_us // DAY_US - days) * DAY_US
+    engine.load_prices(parse_catalog(load_yaml(example_catalog_text())), start, start,
+                       source="example.yaml (example prices)")
+    engine.create_account(USER, start, name="Dana Demo")
+    engine.add_grant(USER, 100 * US_PER_S, "trial", start, expires_at_us=start + 14 * DAY_US,
+                     name="Personal Trial Edition", grant_id="demo-trial")
+    engine.add_grant(USER, 1_500 * US_PER_S, "subscription", start,
+                     expires_at_us=start + (days + 5) * DAY_US,
+                     name="Personal Professional Edition — monthly", grant_id="demo-pro")
+    engine.add_grant(USER, 300 * US_PER_S, "package", start,
+                     expires_at_us=start + (days * 2 // 3) * DAY_US,
+                     name="Resource pack — knowledge base", grant_id="demo-pack")
+    addon_at = start + (days // 4) * DAY_US
+    engine.add_grant(USER, 500 * US_PER_S, "addon", addon_at, expires_at_us=addon_at + 365 * DAY_US,
+                     name="Personal Add-on Pack", grant_id="demo-addon")
+    rng = random.Random(7)
+    requests = 0
+    for day in range(days):
+        day_start = start + day * DAY_US
+        count = rng.randint(6, 14) if day % 7 < 5 else rng.randint(1, 4)
+        moments = sorted(day_start + rng.randint(8 * 3600, 20 * 3600) * US_PER_S for _ in range(count))
+        for moment in moments:
+            if moment > now_us:
+                break
+            _one_request(engine, rng, moment, requests)
+            requests += 1
+        engine.tick(min(day_start + DAY_US, now_us))
+    engine.tick(now_us)
+    if not quiet:
+        _show(engine, url, now_us, requests)
+    return engine
+
+
+def _one_request(engine: Engine, rng: random.Random, at_us: int, number: int) -> None:
+    model, _, typical_in, typical_out = rng.choices(MODELS, weights=[m[1] for m in MODELS])[0]
+    input_tokens = int(typical_in * rng.uniform(0.3, 2.0))
+    output_tokens = int(typical_out * rng.uniform(0.2, 1.8))
+    cached = int(input_tokens * rng.uniform(0.2, 0.7)) if rng.random() < 0.4 else 0
+    quantities = {"web_search": rng.randint(1, 3)} if rng.random() < 0.1 else {}
+    metadata = {"conversation": f"conv-{number // 5:04d}"}
+    if rng.random() < 0.5:
+        # As a gateway does: hold an estimate, then settle the actual usage.
+        hold = engine.reserve(USER, 5 * US_PER_S, at_us, ttl_s=120, hold_id=f"demo-hold-{number:05d}")
+        if isinstance(hold, Hold):
+            engine.settle(hold.id, Usage(model, input_tokens - cached, output_tokens, cached, 0,
+                                         tuple(quantities.items()), metadata),
+                          at_us + rng.randint(2, 40) * US_PER_S, event_id=f"demo-req-{number:05d}")
+            return
+    engine.record({"id": f"demo-req-{number:05d}", "account_id": USER, "model": model,
+                   "input_tokens": input_tokens - cached, "output_tokens": output_tokens,
+                   "cached_input_tokens": cached, "quantities": quantities, "metadata": metadata},
+                  at_us)
+
+
+def _show(engine: Engine, url: str, now_us: int, requests: int) -> None:
+    from creditmeter.tables import console, packages_table, usage_table
+
+    console.rule("[bold]creditmeter demo[/bold] — example prices, not a vendor's")
+    console.print(f"{requests} requests by {USER} over the last days, replayed at their own times.")
+    packages_table(present.balance(engine.balance(USER, now_us)))
+    recent = [present.event(e) for e in engine.usage(USER, limit=12)]
+    usage_table(recent, title="Recent usage (newest first)")
+    problems = engine.check_invariants()
+    console.print("reconcile: every invariant holds" if not problems else f"reconcile: {problems}")
+    click.echo(f"\nThe demo database is {url}. Try:\n"
+               f"  creditmeter balance {USER} --db {url}\n"
+               f"  creditmeter usage list {USER} --db {url} --limit 20\n"
+               f"  creditmeter usage record {USER} --model demo-large --input 12000 --output 900 --db {url}\n"
+               f"  creditmeter reconcile --db {url}\n"
+               f"(now is {format_instant(now_us)})")

@@ -1,0 +1,260 @@
+"""The domain's records and enums: immutable, with amounts in µc and instants in µs.
+
+Units are the last part of a name: ``amount_uc`` is micro-credits, ``expires_at_us`` is
+microseconds since the epoch (UTC), ``ttl_s`` is seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, NewType
+
+from creditmeter.errors import CreditmeterError, InputError
+
+AccountId = NewType("AccountId", str)
+GrantId = NewType("GrantId", str)
+EventId = NewType("EventId", str)
+HoldId = NewType("HoldId", str)
+
+MAX_ID_LENGTH = 255
+
+
+class AccountKind(enum.StrEnum):
+    USER = "user"
+    ENTERPRISE = "enterprise"
+
+
+class GrantKind(enum.StrEnum):
+    """What a package is. Only ``trial`` gets a different default priority (used first)."""
+
+    TRIAL = "trial"
+    SUBSCRIPTION = "subscription"
+    ADDON = "addon"
+    PACKAGE = "package"
+    ENTERPRISE = "enterprise"
+    PROMO = "promo"
+    ADJUSTMENT = "adjustment"
+
+    @property
+    def default_priority(self) -> int:
+        return 0 if self is GrantKind.TRIAL else 50
+
+
+class GrantStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    DEPLETED = "depleted"
+    EXPIRED = "expired"
+    VOIDED = "voided"
+
+
+class HoldStatus(enum.StrEnum):
+    OPEN = "open"
+    SETTLED = "settled"
+    RELEASED = "released"
+    EXPIRED = "expired"  # its ttl passed before a settle
+
+
+class EntryKind(enum.StrEnum):
+    """Ledger entries other than charges (a charge is the usage event itself, with its parts)."""
+
+    GRANT = "grant"          # +granted
+    HOLD = "hold"            # credits set aside for a request in flight
+    RELEASE = "release"      # a hold's credits given back (settled, released or timed out)
+    PAYOFF = "payoff"        # a grant's credits paying the account's overage
+    VOID = "void"            # a grant's remaining removed (refund); history entry
+    EXPIRE = "expire"        # a grant's remaining lost at its expiry; history entry, corrected
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account that holds credit packages.
+
+    Attributes:
+      id: the operator's id for it.
+      name: shown to people.
+      kind: a person (``user``) or an enterprise pool (``enterprise``).
+      created_at_us: when it was created.
+    """
+
+    id: AccountId
+    name: str
+    kind: AccountKind
+    created_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A credit package on an account. Usable while ``effective_at_us <= t < expires_at_us``.
+
+    Attributes:
+      seq: creation order, the last tie-breaker of the burn-down order.
+      voided_at_us: set once when the grant is voided (refunded); it is usable no more.
+      source: where it came from (``cli``, ``api``, a subscription or order id).
+    """
+
+    id: GrantId
+    account_id: AccountId
+    kind: GrantKind
+    amount_uc: int
+    priority: int
+    effective_at_us: int
+    expires_at_us: int | None
+    name: str
+    source: str
+    seq: int
+    created_at_us: int
+    voided_at_us: int | None = None
+
+    def usable_at(self, at_us: int) -> bool:
+        """Whether a charge at ``at_us`` may draw on this grant (voiding is final)."""
+        return (self.voided_at_us is None and self.effective_at_us <= at_us
+                and (self.expires_at_us is None or at_us < self.expires_at_us))
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """One part of a charge or hold: ``amount_uc`` taken from ``grant_id``."""
+
+    grant_id: GrantId
+    amount_uc: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """A metered piece of usage, as validated. ``fingerprint`` identifies the body for idempotency.
+
+    ``timestamp_us`` is ``None`` when the producer did not state it (it then defaults to now).
+    """
+
+    id: EventId
+    account_id: AccountId
+    timestamp_us: int | None
+    model: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    quantities: tuple[tuple[str, int], ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """The outcome of a charged event (also what a duplicate answers).
+
+    Attributes:
+      status: ``charged`` the first time, ``duplicate`` when the same event came again.
+      allocations: the packages that paid, in the order they were drawn.
+      overage_uc: the part no package could cover (a debt on the account).
+    """
+
+    event_id: EventId
+    account_id: AccountId
+    status: str
+    cost_uc: int
+    allocations: tuple[Allocation, ...]
+    overage_uc: int
+    price_version: int | None
+    timestamp_us: int
+    hold_id: HoldId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An event that was not charged; ``error`` says why (it names the field)."""
+
+    event_id: str | None
+    error: CreditmeterError
+    status: str = "rejected"
+
+    @property
+    def error_type(self) -> str:
+        return self.error.kind
+
+    @property
+    def field(self) -> str | None:
+        return getattr(self.error, "field", None)
+
+    @property
+    def reason(self) -> str:
+        return self.error.reason if isinstance(self.error, InputError) else str(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Credits set aside for a request in flight (a two-phase charge).
+
+    Attributes:
+      parts: the grants the credits are held on, in burn-down order.
+      expires_at_us: after this instant the hold no longer counts and a settle charges afresh.
+      settled_event_id: the usage event that settled it.
+    """
+
+    id: HoldId
+    account_id: AccountId
+    amount_uc: int
+    parts: tuple[Allocation, ...]
+    created_at_us: int
+    expires_at_us: int
+    status: HoldStatus
+    settled_event_id: EventId | None = None
+
+    def open_at(self, at_us: int) -> bool:
+        return self.status is HoldStatus.OPEN and at_us < self.expires_at_us
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A reservation that was not made: the account cannot cover it."""
+
+    account_id: AccountId
+    requested_uc: int
+    available_uc: int
+    overage_uc: int
+    reason: str
+    status: str = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An append-only ledger entry (see :class:`EntryKind`).
+
+    ``corrects`` points at the entry this one corrects (expiry corrections after a late event).
+    """
+
+    kind: EntryKind
+    account_id: AccountId
+    grant_id: GrantId | None
+    amount_uc: int
+    at_us: int
+    hold_id: HoldId | None = None
+    corrects: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """A grant's figures at an instant. Always granted = used + held + expired + voided + remaining."""
+
+    grant: Grant
+    used_uc: int
+    held_uc: int
+    expired_uc: int
+    voided_uc: int
+    remaining_uc: int
+    status: GrantStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """An account's credits at an instant; ``packages`` in burn-down order."""
+
+    account_id: AccountId
+    at_us: int
+    available_uc: int
+    held_uc: int
+    overage_uc: int
+    packages: tuple[Package, ...]

@@ -1,0 +1,442 @@
+"""The engine: the one place that runs a command.
+
+Each command opens one transaction, loads what it needs into books, runs the pure transitions
+(``ledger``, ``burndown``, ``pricing``), writes what they produced and commits — or raises one of
+``creditmeter.errors`` and writes nothing. Time is always an argument (``at_us``): the engine
+never reads a clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import orjson
+
+from creditmeter import invariants
+from creditmeter.domain import (
+    Account,
+    AccountId,
+    AccountKind,
+    Balance,
+    Charge,
+    EventId,
+    Grant,
+    GrantId,
+    GrantKind,
+    GrantStatus,
+    Hold,
+    HoldId,
+    HoldStatus,
+    Package,
+    Refused,
+    Rejected,
+    UsageEvent,
+)
+from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
+from creditmeter.events import check_id, fingerprint, parse_event
+from creditmeter.ledger import Book
+from creditmeter.money import MAX_UC
+from creditmeter.pricing import Catalog, PriceBook, PriceVersion, rate
+from creditmeter.store.base import Store, StoredEvent, Transaction
+from creditmeter.timeutil import US_PER_S, format_instant
+
+DAY_S = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Engine settings.
+
+    Attributes:
+      lateness_window_s: how old an event's timestamp may be (default 7 days).
+      max_future_s: how far ahead of now an event's timestamp may be (5 minutes).
+      default_hold_ttl_s: a hold's ttl when none is given (10 minutes).
+    """
+
+    lateness_window_s: int = 7 * DAY_S
+    max_future_s: int = 300
+    default_hold_ttl_s: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What a tick did: accounts visited, holds timed out, ledger entries written."""
+
+    accounts: int
+    holds_expired: int
+    entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A request's measured usage, for settling a hold."""
+
+    model: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    quantities: tuple[tuple[str, int], ...] = ()
+    metadata: Mapping[str, object] | None = None
+
+
+def _request_fp(*parts: object) -> str:
+    return hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest()
+
+
+class Engine:
+    """Credits operations over a :class:`~creditmeter.store.base.Store`."""
+
+    def __init__(self, store: Store, settings: Settings | None = None) -> None:
+        self.store = store
+        self.settings = settings or Settings()
+        self._prices: PriceBook | None = None
+        self._prices_version = -1
+
+    # -- accounts ----------------------------------------------------------------------------
+
+    def create_account(self, account_id: str, at_us: int, name: str | None = None,
+                       kind: str = "user") -> Account:
+        """Create an account; the same call again returns it (a different one conflicts)."""
+        check_id(account_id, "id")
+        try:
+            account_kind = AccountKind(kind)
+        except ValueError:
+            raise InputError("kind", f"must be one of {', '.join(k.value for k in AccountKind)}") from None
+        if name is not None and (not name.strip() or len(name) > 255):
+            raise InputError("name", "must be 1-255 characters")
+        account = Account(AccountId(account_id), name or account_id, account_kind, at_us)
+        with self.store.transaction(write=True) as tx:
+            existing = tx.get_account(account_id)
+            if existing:
+                old = existing[0]
+                if old.kind is account_kind and (name is None or old.name == name):
+                    return old
+                raise Conflict(f"account {account_id!r} already exists with other details")
+            tx.insert_account(account)
+        return account
+
+    def accounts(self) -> list[tuple[Account, int]]:
+        with self.store.transaction() as tx:
+            return tx.list_accounts()
+
+    # -- prices ------------------------------------------------------------------------------
+
+    def load_prices(self, catalog: Catalog, effective_at_us: int, at_us: int,
+                    source: str = "") -> PriceVersion:
+        """Add a catalog version effective from ``effective_at_us``."""
+        with self.store.transaction(write=True) as tx:
+            version = tx.insert_price_version(catalog, effective_at_us, at_us, source)
+        return PriceVersion(version, effective_at_us, catalog)
+
+    def price_book(self, tx: Transaction | None = None) -> PriceBook:
+        """Every catalog version (cached; reloaded when another process added one)."""
+        if tx is None:
+            with self.store.transaction() as own:
+                return self.price_book(own)
+        latest = tx.latest_price_version()
+        if self._prices is None or latest != self._prices_version:
+            self._prices = PriceBook(tx.price_versions())
+            self._prices_version = latest
+        return self._prices
+
+    # -- grants ------------------------------------------------------------------------------
+
+    def add_grant(self, account_id: str, amount_uc: int, kind: str, at_us: int, *,
+                  expires_at_us: int | None = None, effective_at_us: int | None = None,
+                  priority: int | None = None, name: str | None = None,
+                  grant_id: str | None = None, source: str = "manual") -> Package:
+        """Put a credit package on an account. With ``grant_id``, the same call is idempotent."""
+        try:
+            grant_kind = GrantKind(kind)
+        except ValueError:
+            raise InputError("kind", f"must be one of {', '.join(k.value for k in GrantKind)}") from None
+        if not 0 < amount_uc <= MAX_UC:
+            raise InputError("amount", "must be greater than zero and at most 10^12 credits")
+        effective = at_us if effective_at_us is None else effective_at_us
+        if expires_at_us is not None:
+            if expires_at_us <= effective:
+                raise InputError("expires", f"must be after the effective time {format_instant(effective)}")
+            if expires_at_us <= at_us:
+                raise InputError("expires", "is in the past")
+        prio = grant_kind.default_priority if priority is None else priority
+        if type(prio) is not int or not 0 <= prio <= 100:
+            raise InputError("priority", "must be a whole number from 0 to 100")
+        if name is not None and len(name) > 255:
+            raise InputError("name", "must be at most 255 characters")
+        gid = check_id(grant_id, "id") if grant_id is not None else f"grt_{uuid.uuid4().hex}"
+        label = name or f"{grant_kind.value.capitalize()} credits"
+        request_fp = _request_fp(account_id, amount_uc, grant_kind.value, effective, expires_at_us,
+                                 prio, label)
+        with self.store.transaction(write=True) as tx:
+            existing = tx.get_grant(gid)
+            if existing is not None:
+                if existing.request_fp != request_fp:
+                    raise Conflict(f"grant id {gid!r} was already used for another grant")
+                return self._package(tx, existing.grant.account_id, existing.grant.id, at_us)
+            book = self._book(tx, account_id, at_us)
+            grant = Grant(GrantId(gid), AccountId(account_id), grant_kind, amount_uc, prio, effective,
+                          expires_at_us, label, source, tx.next_grant_seq(), at_us)
+            book.add_grant(grant, at_us)
+            tx.persist([book], at_us, grant_fps={grant.id: request_fp})
+            return book.package(book.grant(grant.id) or grant, at_us)
+
+    def void_grant(self, grant_id: str, at_us: int) -> Package:
+        """Void (refund) a grant: its remaining credits are removed; what was used stays."""
+        with self.store.transaction(write=True) as tx:
+            row = tx.get_grant(grant_id)
+            if row is None:
+                raise NotFound("grant", grant_id, "grant_id")
+            book = self._book(tx, row.grant.account_id, at_us)
+            grant = book.grant(row.grant.id)
+            assert grant is not None
+            if grant.voided_at_us is None:
+                status = book.package(grant, at_us).status
+                if status is GrantStatus.EXPIRED:
+                    raise Conflict(f"grant {grant_id!r} has already expired; nothing remains to void")
+                grant = book.void(grant, at_us)
+            tx.persist([book], at_us)
+            return book.package(grant, at_us)
+
+    # -- usage -------------------------------------------------------------------------------
+
+    def record(self, event: UsageEvent | dict[str, object], at_us: int) -> Charge:
+        """Charge one event; a rejected event raises its error (nothing is written)."""
+        result = self.record_batch([event], at_us)[0]
+        if isinstance(result, Rejected):
+            raise result.error
+        return result
+
+    def record_batch(self, items: Sequence[UsageEvent | dict[str, object]],
+                     at_us: int) -> list[Charge | Rejected]:
+        """Charge a batch: a result per event, in order, all in one transaction.
+
+        Events one by one or in batches of any size give the same results.
+        """
+        results: list[Charge | Rejected | None] = [None] * len(items)
+        parsed: list[tuple[int, UsageEvent]] = []
+        for index, item in enumerate(items):
+            try:
+                parsed.append((index, item if isinstance(item, UsageEvent) else parse_event(item)))
+            except CreditmeterError as exc:
+                event_id = item.get("id") if isinstance(item, dict) else None
+                results[index] = _rejected(event_id if isinstance(event_id, str) else None, exc)
+        if parsed:
+            with self.store.transaction(write=True) as tx:
+                self._charge_events(tx, parsed, results, at_us)
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _charge_events(self, tx: Transaction, parsed: list[tuple[int, UsageEvent]],
+                       results: list[Charge | Rejected | None], at_us: int) -> None:
+        prices = self.price_book(tx)
+        stored = tx.find_events([e.id for _, e in parsed])
+        books = tx.load_books({e.account_id for _, e in parsed if e.id not in stored})
+        advanced: set[str] = set()
+        seen: dict[str, tuple[str, Charge]] = {k: (v.event.fingerprint, v.charge)
+                                               for k, v in stored.items()}
+        oldest = at_us - self.settings.lateness_window_s * US_PER_S
+        newest = at_us + self.settings.max_future_s * US_PER_S
+        for index, event in parsed:
+            prior = seen.get(event.id)
+            if prior is not None:
+                results[index] = _duplicate(event, *prior)
+                continue
+            book = books.get(event.account_id)
+            if book is None:
+                results[index] = _rejected(event.id, NotFound("account", event.account_id, "account_id"))
+                continue
+            ts = at_us if event.timestamp_us is None else event.timestamp_us
+            try:
+                version = self._check_time_and_price(prices, ts, oldest, newest)
+                cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
+                            event.cached_input_tokens, event.cache_write_tokens, event.quantities)
+            except CreditmeterError as exc:
+                results[index] = _rejected(event.id, exc)
+                continue
+            if event.account_id not in advanced:
+                book.advance(at_us)
+                advanced.add(event.account_id)
+            charge = book.charge(event, cost, version.version, ts, at_us)
+            results[index] = charge
+            seen[event.id] = (event.fingerprint, charge)
+        tx.persist(books.values(), at_us)
+
+    def _check_time_and_price(self, prices: PriceBook, ts: int, oldest: int,
+                              newest: int) -> PriceVersion:
+        if ts < oldest:
+            raise InputError("timestamp", f"{format_instant(ts)} is older than the lateness window "
+                             f"({self.settings.lateness_window_s // DAY_S} days)")
+        if ts > newest:
+            raise InputError("timestamp", f"{format_instant(ts)} is more than "
+                             f"{self.settings.max_future_s // 60} minutes in the future")
+        version = prices.at(ts)
+        if version is None:
+            raise InputError("timestamp", f"no price catalog is effective at {format_instant(ts)}")
+        return version
+
+    def usage(self, account_id: str, *, from_us: int | None = None, to_us: int | None = None,
+              model: str | None = None, limit: int | None = None) -> Iterator[StoredEvent]:
+        """An account's charged events, newest first (streamed)."""
+        with self.store.transaction() as tx:
+            if tx.get_account(account_id) is None:
+                raise NotFound("account", account_id, "account_id")
+            yield from tx.list_events(account_id, from_us, to_us, model, limit)
+
+    # -- holds -------------------------------------------------------------------------------
+
+    def reserve(self, account_id: str, amount_uc: int, at_us: int, *, ttl_s: int | None = None,
+                hold_id: str | None = None) -> Hold | Refused:
+        """Hold credits for a request in flight; refused (a value) when they are not there."""
+        if not 0 < amount_uc <= MAX_UC:
+            raise InputError("amount", "must be greater than zero and at most 10^12 credits")
+        ttl = self.settings.default_hold_ttl_s if ttl_s is None else ttl_s
+        if ttl <= 0:
+            raise InputError("ttl", "must be greater than zero")
+        hid = check_id(hold_id, "id") if hold_id is not None else f"hld_{uuid.uuid4().hex}"
+        request_fp = _request_fp(account_id, amount_uc, ttl)
+        with self.store.transaction(write=True) as tx:
+            existing = tx.get_hold(hid)
+            if existing is not None:
+                if existing[1] != request_fp:
+                    raise Conflict(f"hold id {hid!r} was already used for another reservation")
+                return existing[0]
+            book = self._book(tx, account_id, at_us)
+            result = book.reserve(HoldId(hid), amount_uc, ttl, at_us)
+            tx.persist([book], at_us, hold_fps={HoldId(hid): request_fp})
+            return result
+
+    def settle(self, hold_id: str, usage: Usage, at_us: int, *,
+               event_id: str | None = None) -> Charge:
+        """Charge a request's actual usage from its hold first; the rest of the hold is released.
+
+        Idempotent: settling again with the same usage answers the original charge (duplicate).
+        A hold whose ttl passed is charged like a plain usage event.
+        """
+        eid = check_id(event_id, "id") if event_id is not None else f"hold:{hold_id}"
+        with self.store.transaction(write=True) as tx:
+            found = tx.get_hold(hold_id)
+            if found is None:
+                raise NotFound("hold", hold_id, "hold_id")
+            hold = found[0]
+            event = _settle_event(eid, hold, usage)
+            stored = tx.find_events([eid]).get(eid)
+            if stored is not None:
+                result = _duplicate(event, stored.event.fingerprint, stored.charge)
+                if isinstance(result, Rejected):
+                    raise result.error
+                return result
+            if hold.status is HoldStatus.SETTLED:
+                raise Conflict(f"hold {hold_id!r} was already settled by event {hold.settled_event_id!r}")
+            if hold.status is HoldStatus.RELEASED:
+                raise Conflict(f"hold {hold_id!r} was released; record the usage as an event instead")
+            version = self.price_book(tx).at(at_us)
+            if version is None:
+                raise InputError("timestamp", f"no price catalog is effective at {format_instant(at_us)}")
+            cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
+                        event.cached_input_tokens, event.cache_write_tokens, event.quantities)
+            book = self._book(tx, hold.account_id, at_us)
+            open_hold = book.holds.get(hold.id)
+            if open_hold is not None:
+                book.end_hold(open_hold, at_us, HoldStatus.SETTLED, event.id)
+            charge = book.charge(event, cost, version.version, at_us, at_us, hold=open_hold)
+            if open_hold is None:  # the ttl passed: charged afresh, but still tied to its hold
+                charge = replace(charge, hold_id=hold.id)
+                book.charges[-1] = (event, charge)
+            tx.persist([book], at_us)
+            return charge
+
+    def release(self, hold_id: str, at_us: int) -> Hold:
+        """Give a hold's credits back. Idempotent; a settled hold cannot be released."""
+        with self.store.transaction(write=True) as tx:
+            found = tx.get_hold(hold_id)
+            if found is None:
+                raise NotFound("hold", hold_id, "hold_id")
+            hold = found[0]
+            if hold.status is HoldStatus.SETTLED:
+                raise Conflict(f"hold {hold_id!r} was already settled")
+            if hold.status is not HoldStatus.OPEN:
+                return hold
+            book = self._book(tx, hold.account_id, at_us)
+            open_hold = book.holds.get(hold.id)
+            ended = (book.end_hold(open_hold, at_us, HoldStatus.RELEASED) if open_hold
+                     else next(h for h in book.ended_holds if h.id == hold.id))
+            tx.persist([book], at_us)
+            return ended
+
+    # -- views -------------------------------------------------------------------------------
+
+    def balance(self, account_id: str, at_us: int) -> Balance:
+        """The account's credits as they stand at ``at_us`` (nothing is written)."""
+        with self.store.transaction() as tx:
+            return self._book(tx, account_id, at_us).balance(at_us)
+
+    def _book(self, tx: Transaction, account_id: str, at_us: int) -> Book:
+        book = tx.load_books([account_id]).get(AccountId(account_id))
+        if book is None:
+            raise NotFound("account", account_id, "account_id")
+        book.advance(at_us)
+        return book
+
+    def _package(self, tx: Transaction, account_id: str, grant_id: GrantId, at_us: int) -> Package:
+        book = self._book(tx, account_id, at_us)
+        grant = book.grant(grant_id)
+        assert grant is not None
+        return book.package(grant, at_us)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def tick(self, at_us: int) -> TickReport:
+        """Time out holds, pay overage from new credits, record expiries (idempotent)."""
+        with self.store.transaction(write=True) as tx:
+            books = tx.load_books(tx.accounts_to_tick(at_us))
+            expired = 0
+            entries = 0
+            for book in books.values():
+                book.advance(at_us)
+                book.sweep(at_us)
+                expired += sum(1 for h in book.ended_holds if h.status is HoldStatus.EXPIRED)
+                entries += len(book.entries)
+            tx.persist(books.values(), at_us)
+        return TickReport(len(books), expired, entries)
+
+    def check_invariants(self, account_ids: Iterable[str] | None = None) -> list[str]:
+        """Every invariant of the ledger; an empty list when all hold."""
+        ids = None if account_ids is None else list(account_ids)
+        with self.store.transaction() as tx:
+            accounts = [(a.id, overage) for a, overage in tx.list_accounts()
+                        if ids is None or a.id in ids]
+            return invariants.check(tx.grant_rows(ids), accounts, tx.ledger_totals(ids))
+
+
+def _settle_event(event_id: str, hold: Hold, usage: Usage) -> UsageEvent:
+    tokens = [usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+              usage.cache_write_tokens]
+    for name, value in zip(("input_tokens", "output_tokens", "cached_input_tokens",
+                            "cache_write_tokens"), tokens, strict=True):
+        if type(value) is not int or value < 0:
+            raise InputError(name, f"must be a whole number ≥ 0, got {value!r}")
+    if usage.model is None and not usage.quantities:
+        raise InputError("model", "is required (or quantities of priced features)")
+    metadata = dict(usage.metadata or {})
+    return UsageEvent(
+        id=EventId(event_id), account_id=hold.account_id, timestamp_us=None, model=usage.model,
+        input_tokens=tokens[0], output_tokens=tokens[1], cached_input_tokens=tokens[2],
+        cache_write_tokens=tokens[3], quantities=usage.quantities, metadata=metadata,
+        fingerprint=fingerprint(hold.account_id, None, usage.model, tokens, usage.quantities,
+                                {**metadata, "hold_id": hold.id}),
+    )
+
+
+def _duplicate(event: UsageEvent, original_fp: str, original: Charge) -> Charge | Rejected:
+    if event.fingerprint != original_fp:
+        return Rejected(event.id, Conflict(
+            "id: this event id was already used for an event with a different body"))
+    return replace(original, status="duplicate")
+
+
+def _rejected(event_id: str | None, exc: CreditmeterError) -> Rejected:
+    return Rejected(event_id, exc)

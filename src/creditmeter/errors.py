@@ -1,0 +1,74 @@
+"""The errors creditmeter raises at its edges, one small hierarchy.
+
+Expected outcomes (a duplicate event, a refused reservation) are values, not exceptions.
+What is raised is always one of these::
+
+    CreditmeterError            anything the caller did that cannot be carried out
+     ├── InputError             a bad value: names the field and the reason   (HTTP 400/422, exit 2)
+     ├── NotFound               an unknown (or another tenant's) object        (HTTP 404, exit 3)
+     ├── Conflict               an id reused with a different body, a hold   (HTTP 409, exit 4)
+     │                          already settled or released
+     └── SchemaError            the database is missing or behind its migrations (exit 5)
+
+Nothing is written when one of these is raised: every command runs in one transaction.
+"""
+
+from __future__ import annotations
+
+
+class CreditmeterError(Exception):
+    """Base of every error creditmeter raises on purpose."""
+
+    exit_code = 1
+    kind = "error"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.kind, "message": str(self)}
+
+
+class InputError(CreditmeterError):
+    """A bad input value. ``field`` names it (dotted for nested fields), ``reason`` says why."""
+
+    exit_code = 2
+    kind = "invalid_input"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.kind, "message": str(self), "field": self.field}
+
+
+class NotFound(CreditmeterError):
+    """An object that does not exist (or that the caller may not see)."""
+
+    exit_code = 3
+    kind = "not_found"
+
+    def __init__(self, what: str, ident: str, field: str | None = None) -> None:
+        super().__init__(f"unknown {what} {ident!r}")
+        self.what = what
+        self.ident = ident
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"type": self.kind, "message": str(self)}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+class Conflict(CreditmeterError):
+    """An idempotency key reused with a different body, or a state that forbids the operation."""
+
+    exit_code = 4
+    kind = "conflict"
+
+
+class SchemaError(CreditmeterError):
+    """The database has no schema yet, or an older one: run ``creditmeter db upgrade``."""
+
+    exit_code = 5
+    kind = "schema"

@@ -1,0 +1,140 @@
+"""Batch import of usage events from JSONL, and CSV export of usage.
+
+Each batch of lines is one transaction: a crash mid-file leaves every event either charged or
+not, and running the same file again charges only what was not (the rest answer duplicate).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import orjson
+
+from creditmeter.domain import Charge, Rejected
+from creditmeter.engine import Engine
+from creditmeter.errors import InputError
+from creditmeter.money import format_credits
+from creditmeter.store.base import StoredEvent
+from creditmeter.timeutil import format_instant
+
+
+@dataclass
+class ImportSummary:
+    """Counts of what an import did; ``rejected`` lists (line, event id, field, reason)."""
+
+    charged: int = 0
+    duplicate: int = 0
+    cost_uc: int = 0
+    rejected: list[tuple[int, str | None, str | None, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return self.charged + self.duplicate + len(self.rejected)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "events": self.total, "charged": self.charged, "duplicate": self.duplicate,
+            "rejected": len(self.rejected), "charged_credits": format_credits(self.cost_uc),
+            "seconds": round(self.seconds, 3),
+            "rejections": [{"line": line, "event_id": eid, "field": fld, "reason": reason}
+                           for line, eid, fld, reason in self.rejected],
+        }
+
+    def print(self) -> None:
+        click.echo(f"{self.total} events: {self.charged} charged "
+                   f"({format_credits(self.cost_uc)} credits), {self.duplicate} duplicate, "
+                   f"{len(self.rejected)} rejected in {self.seconds:.2f}s")
+        for line, eid, fld, reason in self.rejected[:20]:
+            click.echo(f"  line {line}: {eid or '-'}: {fld + ': ' if fld else ''}{reason}")
+        if len(self.rejected) > 20:
+            click.echo(f"  … and {len(self.rejected) - 20} more (use --json for all)")
+
+
+def read_batches(path: Path, batch_size: int) -> Iterator[tuple[list[tuple[int, Any]], int]]:
+    """Batches of (line number, parsed JSON or an InputError), with the bytes read so far.
+
+    Blank lines are skipped; a malformed line becomes an error for that line only.
+    """
+    batch: list[tuple[int, Any]] = []
+    consumed = 0
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            consumed += len(line)
+            if not line.strip():
+                continue
+            try:
+                item: Any = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                item = InputError(f"line {number}", f"malformed JSON: {exc}")
+            batch.append((number, item))
+            if len(batch) >= batch_size:
+                yield batch, consumed
+                batch = []
+    if batch:
+        yield batch, consumed
+
+
+def import_jsonl(engine: Engine, path: Path, at_us: int, *, batch_size: int = 5_000,
+                 progress: bool = False) -> ImportSummary:
+    """Charge every event of a JSONL file, batch by batch (a progress bar on a terminal)."""
+    summary = ImportSummary()
+    started = time.perf_counter()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("importing"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                   TimeRemainingColumn(), transient=True, disable=not progress)
+    with bar:
+        task = bar.add_task("import", total=path.stat().st_size)
+        for batch, consumed in read_batches(path, batch_size):
+            good = [(n, item) for n, item in batch if not isinstance(item, InputError)]
+            for n, item in batch:
+                if isinstance(item, InputError):
+                    summary.rejected.append((n, None, item.field, item.reason))
+            results = engine.record_batch([item for _, item in good], at_us)
+            for (n, _), result in zip(good, results, strict=True):
+                _count(summary, n, result)
+            bar.update(task, completed=consumed)
+    summary.rejected.sort(key=lambda r: r[0])
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _count(summary: ImportSummary, line: int, result: Charge | Rejected) -> None:
+    if isinstance(result, Rejected):
+        summary.rejected.append((line, result.event_id, result.field, result.reason))
+    elif result.status == "duplicate":
+        summary.duplicate += 1
+    else:
+        summary.charged += 1
+        summary.cost_uc += result.cost_uc
+
+
+CSV_COLUMNS = ["timestamp", "event_id", "model", "input_tokens", "output_tokens",
+               "cached_input_tokens", "cache_write_tokens", "quantities", "cost_credits",
+               "overage_credits", "paid_by", "price_version", "hold_id"]
+
+
+def write_csv(stream: Iterable[StoredEvent], out: IO[str]) -> int:
+    """Write events as CSV rows as they stream in (never all in memory)."""
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    for stored in stream:
+        e, c = stored.event, stored.charge
+        writer.writerow([
+            format_instant(c.timestamp_us), e.id, e.model or "", e.input_tokens, e.output_tokens,
+            e.cached_input_tokens, e.cache_write_tokens,
+            ";".join(f"{k}={v}" for k, v in e.quantities), format_credits(c.cost_uc),
+            format_credits(c.overage_uc),
+            ";".join(f"{p.grant_id}={format_credits(p.amount_uc)}" for p in c.allocations),
+            c.price_version if c.price_version is not None else "", c.hold_id or "",
+        ])
+        count += 1
+    return count

@@ -1,0 +1,273 @@
+"""One account's credits as a working book: the transitions of the ledger. No I/O, no clock.
+
+A :class:`Book` is loaded from the store at the start of a command, the command's transitions
+run on it (charge, reserve, settle, release, grant, void, sweep), and what they produced —
+new ledger entries, charges, holds and the grants' cached counters — is written back in the
+same transaction. Reads use the same book without writing it, so every figure is right at the
+instant asked (holds past their ttl stop counting, expired credits stop counting) without
+waiting for any background job.
+
+Per grant the book keeps three counters, all re-derivable from the ledger:
+
+- ``used``   = Σ charge allocations + Σ overage payoffs
+- ``held``   = Σ hold entries − Σ release entries (open holds)
+- ``closed`` = Σ expire and void entries (history of what expiry/voiding took)
+
+and every other figure is derived at an instant ``t`` from ``residual = granted − used − held``:
+it is ``remaining`` while the grant is live, ``expired`` once ``t ≥ expires_at``, ``voided`` once
+voided. So granted = used + held + expired + voided + remaining holds by construction; what must
+be checked is that nothing is negative and the counters match the ledger (see ``invariants``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from creditmeter.burndown import allocate, order_key
+from creditmeter.domain import (
+    Account,
+    Allocation,
+    Balance,
+    Charge,
+    Entry,
+    EntryKind,
+    EventId,
+    Grant,
+    GrantId,
+    GrantStatus,
+    Hold,
+    HoldId,
+    HoldStatus,
+    Package,
+    Refused,
+    UsageEvent,
+)
+
+
+@dataclasses.dataclass(slots=True)
+class Counters:
+    """A grant's cached counters (see the module docstring)."""
+
+    used_uc: int = 0
+    held_uc: int = 0
+    closed_uc: int = 0
+
+
+class Book:
+    """One account's grants, open holds and overage, and the changes a command made to them."""
+
+    def __init__(self, account: Account, overage_uc: int,
+                 grants: Iterable[tuple[Grant, Counters]], holds: Iterable[Hold]) -> None:
+        self.account = account
+        self.overage_uc = overage_uc
+        pairs = sorted(grants, key=lambda pair: order_key(pair[0]))
+        self.grants: list[Grant] = [g for g, _ in pairs]
+        self.counters: dict[GrantId, Counters] = {g.id: c for g, c in pairs}
+        self.holds: dict[HoldId, Hold] = {h.id: h for h in holds if h.status is HoldStatus.OPEN}
+        # What the command changed, for the store to write.
+        self.entries: list[Entry] = []
+        self.charges: list[tuple[UsageEvent, Charge]] = []
+        self.new_grants: list[Grant] = []
+        self.voided: list[Grant] = []
+        self.new_holds: list[Hold] = []
+        self.ended_holds: list[Hold] = []
+        self.changed: set[GrantId] = set()
+        self.overage_changed = False
+
+    # -- figures ---------------------------------------------------------------------------
+
+    def grant(self, grant_id: GrantId) -> Grant | None:
+        for grant in self.grants:
+            if grant.id == grant_id:
+                return grant
+        return None
+
+    def residual(self, grant: Grant) -> int:
+        c = self.counters[grant.id]
+        return grant.amount_uc - c.used_uc - c.held_uc
+
+    def available_uc(self, at_us: int) -> int:
+        """Credits that a request at ``at_us`` could use (call :meth:`advance` first)."""
+        return sum(self.residual(g) for g in self.grants if g.usable_at(at_us))
+
+    def held_uc(self) -> int:
+        return sum(c.held_uc for c in self.counters.values())
+
+    def package(self, grant: Grant, at_us: int) -> Package:
+        c = self.counters[grant.id]
+        residual = grant.amount_uc - c.used_uc - c.held_uc
+        expired = voided = remaining = 0
+        if grant.voided_at_us is not None and grant.voided_at_us <= at_us:
+            voided, status = residual, GrantStatus.VOIDED
+        elif grant.expires_at_us is not None and at_us >= grant.expires_at_us:
+            expired, status = residual, GrantStatus.EXPIRED
+        elif at_us < grant.effective_at_us:
+            remaining, status = residual, GrantStatus.SCHEDULED
+        else:
+            remaining = residual
+            status = GrantStatus.ACTIVE if residual > 0 else GrantStatus.DEPLETED
+        return Package(grant, c.used_uc, c.held_uc, expired, voided, remaining, status)
+
+    def balance(self, at_us: int) -> Balance:
+        packages = tuple(self.package(g, at_us) for g in self.grants)
+        available = sum(p.remaining_uc for p in packages if p.status in
+                        (GrantStatus.ACTIVE, GrantStatus.DEPLETED))
+        return Balance(self.account.id, at_us, available, self.held_uc(), self.overage_uc, packages)
+
+    # -- transitions -----------------------------------------------------------------------
+
+    def advance(self, at_us: int) -> None:
+        """Bring the book to ``at_us``: holds past their ttl end, new credits pay off overage."""
+        for hold in [h for h in self.holds.values() if h.expires_at_us <= at_us]:
+            self._end_hold(hold, at_us, HoldStatus.EXPIRED, "ttl passed")
+        self.pay_overage(at_us)
+
+    def pay_overage(self, at_us: int) -> None:
+        """Use credits usable at ``at_us`` to pay the account's overage, in burn-down order."""
+        if self.overage_uc <= 0:
+            return
+        parts, _ = allocate(((g.id, self.residual(g)) for g in self.grants if g.usable_at(at_us)),
+                            self.overage_uc)
+        for part in parts:
+            self._use(part.grant_id, part.amount_uc, at_us)
+            self.entries.append(Entry(EntryKind.PAYOFF, self.account.id, part.grant_id,
+                                      part.amount_uc, at_us, note="overage paid off"))
+            self.overage_uc -= part.amount_uc
+        if parts:
+            self.overage_changed = True
+
+    def add_grant(self, grant: Grant, at_us: int) -> None:
+        assert grant.id not in self.counters, grant.id
+        self.grants.append(grant)
+        self.grants.sort(key=order_key)
+        self.counters[grant.id] = Counters()
+        self.new_grants.append(grant)
+        self.entries.append(Entry(EntryKind.GRANT, self.account.id, grant.id, grant.amount_uc, at_us,
+                                  note=grant.name))
+        self.pay_overage(at_us)
+
+    def void(self, grant: Grant, at_us: int) -> Grant:
+        """Void (refund) a grant: what remains is removed; what was used stays used."""
+        voided = dataclasses.replace(grant, voided_at_us=at_us)
+        self.grants[self.grants.index(grant)] = voided
+        self.voided.append(voided)
+        self._close(voided, self.residual(voided), at_us)
+        return voided
+
+    def charge(self, event: UsageEvent, cost_uc: int, price_version: int | None,
+               timestamp_us: int, at_us: int, hold: Hold | None = None) -> Charge:
+        """Charge an event: first from ``hold``'s parts, then grants usable at its timestamp.
+
+        What nothing covers becomes overage. New overage is paid at once from credits usable now
+        (a late event may find its own instant's grants spent while newer ones are not).
+        """
+        parts: list[Allocation] = []
+        left = cost_uc
+        if hold is not None:
+            held_parts, left = allocate(((p.grant_id, p.amount_uc) for p in hold.parts), left)
+            parts.extend(held_parts)
+            for part in held_parts:
+                self._use(part.grant_id, part.amount_uc, at_us)
+        if left:
+            more, left = allocate(((g.id, self.residual(g)) for g in self.grants
+                                   if g.usable_at(timestamp_us)), left)
+            for part in more:
+                self._use(part.grant_id, part.amount_uc, at_us)
+            parts = _merge(parts + more) if parts else more
+        charge = Charge(event.id, self.account.id, "charged", cost_uc, tuple(parts), left,
+                        price_version, timestamp_us, hold.id if hold else None)
+        self.charges.append((event, charge))
+        if left:
+            self.overage_uc += left
+            self.overage_changed = True
+            self.pay_overage(at_us)
+        return charge
+
+    def reserve(self, hold_id: HoldId, amount_uc: int, ttl_s: int, at_us: int) -> Hold | Refused:
+        """Hold credits for a request in flight; refused unless available covers all of it."""
+        available = self.available_uc(at_us)
+        if self.overage_uc > 0:
+            return Refused(self.account.id, amount_uc, available, self.overage_uc,
+                           "the account has unpaid overage")
+        if available <= 0 or available < amount_uc:
+            return Refused(self.account.id, amount_uc, available, self.overage_uc,
+                           "not enough credits available")
+        parts, short = allocate(((g.id, self.residual(g)) for g in self.grants
+                                 if g.usable_at(at_us)), amount_uc)
+        assert short == 0, (amount_uc, available)
+        for part in parts:
+            self.counters[part.grant_id].held_uc += part.amount_uc
+            self.changed.add(part.grant_id)
+            self.entries.append(Entry(EntryKind.HOLD, self.account.id, part.grant_id,
+                                      part.amount_uc, at_us, hold_id=hold_id))
+        hold = Hold(hold_id, self.account.id, amount_uc, tuple(parts), at_us,
+                    at_us + ttl_s * 1_000_000, HoldStatus.OPEN)
+        self.holds[hold_id] = hold
+        self.new_holds.append(hold)
+        return hold
+
+    def end_hold(self, hold: Hold, at_us: int, status: HoldStatus,
+                 settled_event_id: EventId | None = None) -> Hold:
+        """Give a hold's credits back (before a settle charges, or on release)."""
+        return self._end_hold(hold, at_us, status, status.value, settled_event_id)
+
+    def sweep(self, at_us: int) -> None:
+        """Record expiry/void entries so history matches the derived figures at ``at_us``.
+
+        A difference with what was recorded before (a hold released after the expiry) is a
+        new entry; the store points it at the grant's first closing entry (``corrects``).
+        """
+        for grant in self.grants:
+            package = self.package(grant, at_us)
+            if package.status in (GrantStatus.EXPIRED, GrantStatus.VOIDED):
+                self._close(grant, package.expired_uc + package.voided_uc, at_us)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _use(self, grant_id: GrantId, amount_uc: int, at_us: int) -> None:
+        counters = self.counters[grant_id]
+        counters.used_uc += amount_uc
+        self.changed.add(grant_id)
+        if counters.closed_uc:
+            # A late event drew on credits already recorded as expired (or a settle on voided
+            # ones): correct the recorded figure now, by a new entry.
+            grant = self.grant(grant_id)
+            assert grant is not None
+            residual = self.residual(grant)
+            if counters.closed_uc > residual:
+                self._close(grant, residual, at_us)
+
+    def _close(self, grant: Grant, target_uc: int, at_us: int) -> None:
+        counters = self.counters[grant.id]
+        delta = target_uc - counters.closed_uc
+        if delta == 0:
+            return
+        kind = EntryKind.VOID if grant.voided_at_us is not None else EntryKind.EXPIRE
+        note = "correction" if counters.closed_uc else kind.value
+        counters.closed_uc = target_uc
+        self.changed.add(grant.id)
+        self.entries.append(Entry(kind, self.account.id, grant.id, delta, at_us, note=note))
+
+    def _end_hold(self, hold: Hold, at_us: int, status: HoldStatus, note: str,
+                  settled_event_id: EventId | None = None) -> Hold:
+        assert hold.status is HoldStatus.OPEN, hold
+        for part in hold.parts:
+            counters = self.counters[part.grant_id]
+            counters.held_uc -= part.amount_uc
+            assert counters.held_uc >= 0, (part, counters)
+            self.changed.add(part.grant_id)
+            self.entries.append(Entry(EntryKind.RELEASE, self.account.id, part.grant_id,
+                                      part.amount_uc, at_us, hold_id=hold.id, note=note))
+        ended = dataclasses.replace(hold, status=status, settled_event_id=settled_event_id)
+        del self.holds[hold.id]
+        self.ended_holds.append(ended)
+        return ended
+
+
+def _merge(parts: list[Allocation]) -> list[Allocation]:
+    """Join parts on the same grant, keeping the order in which grants were first drawn."""
+    totals: dict[GrantId, int] = {}
+    for part in parts:
+        totals[part.grant_id] = totals.get(part.grant_id, 0) + part.amount_uc
+    return [Allocation(gid, amount) for gid, amount in totals.items()]

@@ -1,0 +1,108 @@
+"""The database schema as SQLAlchemy Core tables (what queries use).
+
+Migrations in ``migrations/versions`` create and change it; a test checks both agree.
+Amounts are BIGINT µc (``*_uc``), instants BIGINT microseconds since the epoch UTC (``*_us``).
+Append-only tables: ``events`` (charges, with the packages that paid), ``entries`` (every other
+ledger movement) and ``price_versions``. ``grants``, ``holds`` and ``accounts`` carry cached
+counters and states that ``reconcile`` re-derives from the append-only tables.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# SQLite only auto-numbers an INTEGER PRIMARY KEY; elsewhere the key is a BIGINT identity.
+SeqType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+accounts = sa.Table(
+    "accounts", metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+    sa.Column("overage_uc", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+grants = sa.Table(
+    "grants", metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(255), nullable=False, unique=True),
+    sa.Column("account_id", sa.String(255), sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("amount_uc", sa.BigInteger, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("effective_at_us", sa.BigInteger, nullable=False),
+    sa.Column("expires_at_us", sa.BigInteger, nullable=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("source", sa.String(255), nullable=False),
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+    sa.Column("voided_at_us", sa.BigInteger, nullable=True),
+    sa.Column("used_uc", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("held_uc", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("closed_uc", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("request_fp", sa.String(64), nullable=False),
+)
+
+entries = sa.Table(
+    "entries", metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(255), nullable=False, index=True),
+    sa.Column("grant_id", sa.String(255), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("amount_uc", sa.BigInteger, nullable=False),
+    sa.Column("at_us", sa.BigInteger, nullable=False),
+    sa.Column("hold_id", sa.String(255), nullable=True),
+    sa.Column("corrects", sa.BigInteger, nullable=True),
+    sa.Column("note", sa.String(255), nullable=False),
+    sa.Column("recorded_at_us", sa.BigInteger, nullable=False),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(255), nullable=False, unique=True),
+    sa.Column("account_id", sa.String(255), nullable=False),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),
+    sa.Column("model", sa.String(255), nullable=True),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cached_input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_write_tokens", sa.BigInteger, nullable=False),
+    sa.Column("quantities", sa.Text, nullable=True),
+    sa.Column("metadata", sa.Text, nullable=True),
+    sa.Column("cost_uc", sa.BigInteger, nullable=False),
+    sa.Column("overage_uc", sa.BigInteger, nullable=False),
+    sa.Column("allocations", sa.Text, nullable=False),
+    sa.Column("price_version", sa.Integer, nullable=True),
+    sa.Column("hold_id", sa.String(255), nullable=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("recorded_at_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_events_account_ts", "account_id", "ts_us", "seq"),
+)
+
+holds = sa.Table(
+    "holds", metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("account_id", sa.String(255), nullable=False),
+    sa.Column("amount_uc", sa.BigInteger, nullable=False),
+    sa.Column("parts", sa.Text, nullable=False),
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+    sa.Column("expires_at_us", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("settled_event_id", sa.String(255), nullable=True),
+    sa.Column("ended_at_us", sa.BigInteger, nullable=True),
+    sa.Column("request_fp", sa.String(64), nullable=False),
+    sa.Index("ix_holds_account_status", "account_id", "status"),
+    sa.Index("ix_holds_status_expires", "status", "expires_at_us"),
+)
+
+price_versions = sa.Table(
+    "price_versions", metadata,
+    sa.Column("version", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("effective_at_us", sa.BigInteger, nullable=False),
+    sa.Column("loaded_at_us", sa.BigInteger, nullable=False),
+    sa.Column("source", sa.String(255), nullable=False),
+    sa.Column("catalog", sa.Text, nullable=False),
+)

@@ -1,0 +1,445 @@
+"""The SQL store (SQLAlchemy Core). SQLite is the embedded default.
+
+SQLite specifics: WAL journal, ``synchronous=NORMAL``, a busy timeout, and write transactions
+opened with ``BEGIN IMMEDIATE`` so that a command's reads and writes are one serialised unit
+(no check-then-act race between processes). Hot-path bulk writes go through the driver's
+``executemany`` with statements built once per dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from creditmeter.domain import (
+    Account,
+    AccountId,
+    AccountKind,
+    Allocation,
+    Charge,
+    EntryKind,
+    EventId,
+    Grant,
+    GrantId,
+    GrantKind,
+    Hold,
+    HoldId,
+    HoldStatus,
+    UsageEvent,
+)
+from creditmeter.errors import SchemaError
+from creditmeter.invariants import GrantRow, LedgerTotals
+from creditmeter.ledger import Book, Counters
+from creditmeter.pricing import Catalog, PriceVersion, parse_catalog
+from creditmeter.store.base import StoredEvent
+from creditmeter.store.schema import accounts, entries, events, grants, holds, price_versions
+
+SCHEMA_REVISION = "0001"
+_CHUNK = 500  # ids per IN (...) list
+
+
+def open_store(url: str) -> SqlStore:
+    return SqlStore(url)
+
+
+class SqlStore:
+    """A store on any SQLAlchemy URL; one engine (connection pool) per store."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self._ensure_sqlite_dir(url)
+            self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+            sa.event.listen(self.engine, "connect", _sqlite_on_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self._checked = False
+        dialect = self.engine.dialect
+        self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
+
+    @staticmethod
+    def _ensure_sqlite_dir(url: str) -> None:
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Create or upgrade the schema to the newest migration (Alembic)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", "creditmeter.store:migrations")
+        with self.engine.connect() as conn:
+            conn.info["immediate"] = True
+            with conn.begin():
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        self._checked = True
+
+    def revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+    def _check_schema(self, auto_create: bool) -> None:
+        if self._checked:
+            return
+        current = self.revision()
+        if current is None and auto_create and self.is_sqlite:
+            self.upgrade()  # the embedded default needs no set-up
+            return
+        if current != SCHEMA_REVISION:
+            raise SchemaError(
+                f"the database at {self.url} has schema {current or 'none'}, this creditmeter "
+                f"needs {SCHEMA_REVISION}: run 'creditmeter db upgrade'")
+        self._checked = True
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, write: bool = False, auto_create: bool = True) -> Iterator[SqlTransaction]:
+        """One transaction: committed if the block ends normally, rolled back if it raises."""
+        self._check_schema(auto_create)
+        conn = self.engine.connect()
+        try:
+            if self.is_sqlite:
+                conn.info["immediate"] = write
+            with conn.begin():
+                yield SqlTransaction(conn, self._mark)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # transactions are begun explicitly (below)
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("immediate") else "BEGIN")
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
+
+
+def _insert_sql(table: sa.Table, columns: Sequence[str], mark: str) -> str:
+    return (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join([mark] * len(columns))})")
+
+
+_EVENT_COLUMNS = ("id", "account_id", "ts_us", "model", "input_tokens", "output_tokens",
+                  "cached_input_tokens", "cache_write_tokens", "quantities", "metadata",
+                  "cost_uc", "overage_uc", "allocations", "price_version", "hold_id",
+                  "fingerprint", "recorded_at_us")
+_ENTRY_COLUMNS = ("account_id", "grant_id", "kind", "amount_uc", "at_us", "hold_id", "note",
+                  "recorded_at_us")
+_CLOSING = (EntryKind.EXPIRE, EntryKind.VOID)
+
+
+def _grant_from_row(row: Any) -> Grant:
+    return Grant(
+        id=GrantId(row.id), account_id=AccountId(row.account_id), kind=GrantKind(row.kind),
+        amount_uc=row.amount_uc, priority=row.priority, effective_at_us=row.effective_at_us,
+        expires_at_us=row.expires_at_us, name=row.name, source=row.source, seq=row.seq,
+        created_at_us=row.created_at_us, voided_at_us=row.voided_at_us,
+    )
+
+
+def _parts(text: str) -> tuple[Allocation, ...]:
+    return tuple(Allocation(GrantId(g), a) for g, a in orjson.loads(text))
+
+
+def _parts_json(parts: Iterable[Allocation]) -> str:
+    return orjson.dumps([[p.grant_id, p.amount_uc] for p in parts]).decode()
+
+
+def _hold_from_row(row: Any) -> Hold:
+    return Hold(
+        id=HoldId(row.id), account_id=AccountId(row.account_id), amount_uc=row.amount_uc,
+        parts=_parts(row.parts), created_at_us=row.created_at_us, expires_at_us=row.expires_at_us,
+        status=HoldStatus(row.status),
+        settled_event_id=EventId(row.settled_event_id) if row.settled_event_id else None,
+    )
+
+
+def _account_from_row(row: Any) -> Account:
+    return Account(AccountId(row.id), row.name, AccountKind(row.kind), row.created_at_us)
+
+
+def _stored_event(row: Any) -> StoredEvent:
+    quantities = tuple(tuple(q) for q in orjson.loads(row.quantities)) if row.quantities else ()
+    event = UsageEvent(
+        id=EventId(row.id), account_id=AccountId(row.account_id), timestamp_us=row.ts_us,
+        model=row.model, input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+        cached_input_tokens=row.cached_input_tokens, cache_write_tokens=row.cache_write_tokens,
+        quantities=quantities,
+        metadata=orjson.loads(row.metadata) if row.metadata else {},
+        fingerprint=row.fingerprint,
+    )
+    charge = Charge(
+        event_id=EventId(row.id), account_id=AccountId(row.account_id), status="charged",
+        cost_uc=row.cost_uc, allocations=_parts(row.allocations), overage_uc=row.overage_uc,
+        price_version=row.price_version, timestamp_us=row.ts_us,
+        hold_id=HoldId(row.hold_id) if row.hold_id else None,
+    )
+    return StoredEvent(event, charge, row.seq)
+
+
+class SqlTransaction:
+    """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
+
+    def __init__(self, conn: Connection, mark: str) -> None:
+        self.conn = conn
+        self._mark = mark
+
+    # -- accounts ----------------------------------------------------------------------------
+
+    def get_account(self, account_id: str) -> tuple[Account, int] | None:
+        row = self.conn.execute(sa.select(accounts).where(accounts.c.id == account_id)).first()
+        return (_account_from_row(row), row.overage_uc) if row else None
+
+    def insert_account(self, account: Account) -> None:
+        self.conn.execute(accounts.insert().values(
+            id=account.id, name=account.name, kind=account.kind.value,
+            created_at_us=account.created_at_us, overage_uc=0))
+
+    def list_accounts(self) -> list[tuple[Account, int]]:
+        rows = self.conn.execute(sa.select(accounts).order_by(accounts.c.id))
+        return [(_account_from_row(r), r.overage_uc) for r in rows]
+
+    # -- books -------------------------------------------------------------------------------
+
+    def load_books(self, account_ids: Iterable[str]) -> dict[AccountId, Book]:
+        """Load each account's grants (with counters), open holds and overage."""
+        ids = sorted(set(account_ids))
+        found: dict[str, Any] = {}
+        grant_rows: dict[str, list[tuple[Grant, Counters]]] = {}
+        hold_rows: dict[str, list[Hold]] = {}
+        for chunk in _chunks(ids):
+            for row in self.conn.execute(sa.select(accounts).where(accounts.c.id.in_(chunk))):
+                found[row.id] = row
+                grant_rows[row.id] = []
+                hold_rows[row.id] = []
+            for row in self.conn.execute(sa.select(grants).where(grants.c.account_id.in_(chunk))):
+                grant_rows[row.account_id].append(
+                    (_grant_from_row(row), Counters(row.used_uc, row.held_uc, row.closed_uc)))
+            for row in self.conn.execute(sa.select(holds).where(
+                    holds.c.account_id.in_(chunk), holds.c.status == HoldStatus.OPEN.value)):
+                hold_rows[row.account_id].append(_hold_from_row(row))
+        return {
+            AccountId(aid): Book(_account_from_row(row), row.overage_uc, grant_rows[aid], hold_rows[aid])
+            for aid, row in found.items()
+        }
+
+    def persist(self, books: Iterable[Book], recorded_at_us: int,
+                grant_fps: dict[GrantId, str] | None = None,
+                hold_fps: dict[HoldId, str] | None = None) -> None:
+        """Write everything the books' transitions produced."""
+        conn = self.conn
+        event_rows: list[tuple[Any, ...]] = []
+        entry_rows: list[tuple[Any, ...]] = []
+        closing_rows: list[tuple[Any, ...]] = []
+        counter_rows: list[tuple[int, int, int, str]] = []
+        overage_rows: list[tuple[int, str]] = []
+        for book in books:
+            for grant in book.new_grants:
+                conn.execute(grants.insert().values(
+                    seq=grant.seq, id=grant.id, account_id=grant.account_id, kind=grant.kind.value,
+                    amount_uc=grant.amount_uc, priority=grant.priority,
+                    effective_at_us=grant.effective_at_us, expires_at_us=grant.expires_at_us,
+                    name=grant.name, source=grant.source, created_at_us=grant.created_at_us,
+                    request_fp=(grant_fps or {}).get(grant.id, "")))
+            for grant in book.voided:
+                conn.execute(grants.update().where(grants.c.id == grant.id)
+                             .values(voided_at_us=grant.voided_at_us))
+            for hold in book.new_holds:
+                conn.execute(holds.insert().values(
+                    id=hold.id, account_id=hold.account_id, amount_uc=hold.amount_uc,
+                    parts=_parts_json(hold.parts), created_at_us=hold.created_at_us,
+                    expires_at_us=hold.expires_at_us, status=hold.status.value,
+                    request_fp=(hold_fps or {}).get(hold.id, "")))
+            for hold in book.ended_holds:
+                conn.execute(holds.update().where(holds.c.id == hold.id).values(
+                    status=hold.status.value, settled_event_id=hold.settled_event_id,
+                    ended_at_us=recorded_at_us))
+            for event, charge in book.charges:
+                event_rows.append((
+                    event.id, event.account_id, charge.timestamp_us, event.model,
+                    event.input_tokens, event.output_tokens, event.cached_input_tokens,
+                    event.cache_write_tokens,
+                    orjson.dumps(event.quantities).decode() if event.quantities else None,
+                    orjson.dumps(event.metadata).decode() if event.metadata else None,
+                    charge.cost_uc, charge.overage_uc,
+                    orjson.dumps([[p.grant_id, p.amount_uc] for p in charge.allocations]).decode(),
+                    charge.price_version, charge.hold_id, event.fingerprint, recorded_at_us))
+            for e in book.entries:
+                row = (e.account_id, e.grant_id, e.kind.value, e.amount_uc, e.at_us, e.hold_id,
+                       e.note[:255], recorded_at_us)
+                (closing_rows if e.kind in _CLOSING else entry_rows).append(row)
+            new_ids = {g.id for g in book.new_grants}
+            for gid in book.changed:
+                c = book.counters[gid]
+                if gid in new_ids and not (c.used_uc or c.held_uc or c.closed_uc):
+                    continue
+                counter_rows.append((c.used_uc, c.held_uc, c.closed_uc, gid))
+            if book.overage_changed:
+                overage_rows.append((book.overage_uc, book.account.id))
+        m = self._mark
+        if event_rows:
+            conn.exec_driver_sql(_insert_sql(events, _EVENT_COLUMNS, m), event_rows)
+        if entry_rows:
+            conn.exec_driver_sql(_insert_sql(entries, _ENTRY_COLUMNS, m), entry_rows)
+        for row in closing_rows:
+            # A closing entry after the first corrects it: it points at the first one.
+            conn.exec_driver_sql(
+                f"INSERT INTO entries ({', '.join(_ENTRY_COLUMNS)}, corrects) "
+                f"SELECT {', '.join([m] * len(_ENTRY_COLUMNS))}, MIN(seq) FROM entries "
+                f"WHERE grant_id = {m} AND kind IN ('expire', 'void')", (*row, row[1]))
+        if counter_rows:
+            conn.exec_driver_sql(
+                f"UPDATE grants SET used_uc = {m}, held_uc = {m}, closed_uc = {m} WHERE id = {m}",
+                counter_rows)
+        if overage_rows:
+            conn.exec_driver_sql(f"UPDATE accounts SET overage_uc = {m} WHERE id = {m}", overage_rows)
+
+    def next_grant_seq(self) -> int:
+        current = self.conn.execute(sa.select(sa.func.max(grants.c.seq))).scalar()
+        return (current or 0) + 1
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def get_grant(self, grant_id: str) -> GrantRow | None:
+        row = self.conn.execute(sa.select(grants).where(grants.c.id == grant_id)).first()
+        if row is None:
+            return None
+        return GrantRow(_grant_from_row(row), row.used_uc, row.held_uc, row.closed_uc, row.request_fp)
+
+    def grant_rows(self, account_ids: Sequence[str] | None) -> list[GrantRow]:
+        query = sa.select(grants).order_by(grants.c.seq)
+        if account_ids is not None:
+            query = query.where(grants.c.account_id.in_(list(account_ids)))
+        return [GrantRow(_grant_from_row(r), r.used_uc, r.held_uc, r.closed_uc, r.request_fp)
+                for r in self.conn.execute(query)]
+
+    def get_hold(self, hold_id: str) -> tuple[Hold, str] | None:
+        row = self.conn.execute(sa.select(holds).where(holds.c.id == hold_id)).first()
+        return (_hold_from_row(row), row.request_fp) if row else None
+
+    def find_events(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
+        found: dict[str, StoredEvent] = {}
+        for chunk in _chunks(list(event_ids)):
+            for row in self.conn.execute(sa.select(events).where(events.c.id.in_(chunk))):
+                found[row.id] = _stored_event(row)
+        return found
+
+    def list_events(self, account_id: str, from_us: int | None, to_us: int | None,
+                    model: str | None, limit: int | None) -> Iterator[StoredEvent]:
+        """An account's events, newest first, ``from_us <= ts < to_us``."""
+        query = sa.select(events).where(events.c.account_id == account_id)
+        if from_us is not None:
+            query = query.where(events.c.ts_us >= from_us)
+        if to_us is not None:
+            query = query.where(events.c.ts_us < to_us)
+        if model is not None:
+            query = query.where(events.c.model == model)
+        query = query.order_by(events.c.ts_us.desc(), events.c.seq.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        for row in self.conn.execute(query):
+            yield _stored_event(row)
+
+    # -- prices ------------------------------------------------------------------------------
+
+    def price_versions(self) -> list[PriceVersion]:
+        rows = self.conn.execute(sa.select(price_versions).order_by(price_versions.c.version))
+        return [PriceVersion(r.version, r.effective_at_us, parse_catalog(orjson.loads(r.catalog)))
+                for r in rows]
+
+    def latest_price_version(self) -> int:
+        return self.conn.execute(sa.select(sa.func.max(price_versions.c.version))).scalar() or 0
+
+    def insert_price_version(self, catalog: Catalog, effective_at_us: int, loaded_at_us: int,
+                             source: str) -> int:
+        result = self.conn.execute(price_versions.insert().values(
+            effective_at_us=effective_at_us, loaded_at_us=loaded_at_us, source=source[:255],
+            catalog=orjson.dumps(catalog.to_dict()).decode()).returning(price_versions.c.version))
+        return int(result.scalar_one())
+
+    # -- tick and reconcile ------------------------------------------------------------------
+
+    def accounts_to_tick(self, at_us: int) -> list[str]:
+        """Accounts with a hold past its ttl, an unrecorded expiry/void, or unpaid overage."""
+        q_holds = sa.select(holds.c.account_id).where(
+            holds.c.status == HoldStatus.OPEN.value, holds.c.expires_at_us <= at_us)
+        terminal = sa.or_(grants.c.expires_at_us <= at_us, grants.c.voided_at_us <= at_us)
+        q_grants = sa.select(grants.c.account_id).where(
+            terminal,
+            grants.c.amount_uc - grants.c.used_uc - grants.c.held_uc - grants.c.closed_uc != 0)
+        q_overage = sa.select(accounts.c.id).where(accounts.c.overage_uc > 0)
+        union = sa.union(q_holds, q_grants, q_overage).subquery()
+        return sorted(self.conn.execute(sa.select(union.c[0])).scalars())
+
+    def ledger_totals(self, account_ids: Sequence[str] | None) -> LedgerTotals:
+        def scoped(query: Any, column: Any) -> Any:
+            return query if account_ids is None else query.where(column.in_(list(account_ids)))
+
+        entry_sums: dict[tuple[str, str], int] = {}
+        payoffs: dict[str, int] = {}
+        q = scoped(sa.select(entries.c.account_id, entries.c.grant_id, entries.c.kind,
+                             sa.func.sum(entries.c.amount_uc))
+                   .group_by(entries.c.account_id, entries.c.grant_id, entries.c.kind),
+                   entries.c.account_id)
+        for aid, gid, kind, total in self.conn.execute(q):
+            entry_sums[(gid, kind)] = int(total)
+            if kind == EntryKind.PAYOFF.value:
+                payoffs[aid] = payoffs.get(aid, 0) + int(total)
+        allocated: dict[str, int] = {}
+        event_overage: dict[str, int] = {}
+        bad_events: list[str] = []
+        q = scoped(sa.select(events.c.id, events.c.account_id, events.c.cost_uc,
+                             events.c.overage_uc, events.c.allocations), events.c.account_id)
+        for eid, aid, cost, overage, parts_text in self.conn.execution_options(
+                yield_per=10_000).execute(q):
+            total = overage
+            ok = overage >= 0
+            for gid, amount in orjson.loads(parts_text):
+                allocated[gid] = allocated.get(gid, 0) + amount
+                total += amount
+                ok = ok and amount > 0
+            if total != cost or not ok:
+                bad_events.append(eid)
+            event_overage[aid] = event_overage.get(aid, 0) + overage
+        open_parts: dict[str, int] = {}
+        bad_holds: list[str] = []
+        q = scoped(sa.select(holds.c.id, holds.c.amount_uc, holds.c.parts)
+                   .where(holds.c.status == HoldStatus.OPEN.value), holds.c.account_id)
+        for hid, amount, parts_text in self.conn.execute(q):
+            parts = orjson.loads(parts_text)
+            if sum(a for _, a in parts) != amount:
+                bad_holds.append(hid)
+            for gid, a in parts:
+                open_parts[gid] = open_parts.get(gid, 0) + a
+        return LedgerTotals(entry_sums, allocated, open_parts, event_overage, payoffs,
+                            bad_events, bad_holds)

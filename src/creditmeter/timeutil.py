@@ -1,0 +1,71 @@
+"""Instants as integer microseconds since the Unix epoch (UTC), and their text form.
+
+The domain never reads a clock: every operation takes ``at_us``. Only the edges (CLI, API) turn
+"now" or an ISO 8601 string into microseconds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from creditmeter.errors import InputError
+
+US_PER_S = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+# Far enough for any grant; keeps every instant inside a signed 64-bit integer.
+MIN_US = 0
+MAX_US = 253402300799 * US_PER_S  # 9999-12-31T23:59:59Z
+
+
+def parse_instant(value: object, field: str) -> int:
+    """Parse ISO 8601 (``Z`` or an offset; a bare date is 00:00 UTC; no offset means UTC)."""
+    if not isinstance(value, str):
+        raise InputError(field, f"must be an ISO 8601 time string, got {type(value).__name__}")
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(field, f"{value!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    us = (parsed - _EPOCH) // _ONE_US
+    if not MIN_US <= us <= MAX_US:
+        raise InputError(field, f"{value!r} is out of range")
+    return us
+
+
+def from_datetime(moment: datetime) -> int:
+    """Microseconds for an aware datetime (a naive one is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _ONE_US
+
+
+def to_datetime(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def format_instant(us: int | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``; whole seconds print without a fraction."""
+    if us is None:
+        return None
+    moment = to_datetime(us)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_duration_s(value: object, field: str) -> int:
+    """A whole number of seconds, > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InputError(field, "must be a whole number of seconds")
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise InputError(field, f"{value!r} is not a whole number of seconds") from None
+    if seconds <= 0:
+        raise InputError(field, "must be greater than zero")
+    if seconds > 366 * 24 * 3600:
+        raise InputError(field, "must be at most one year")
+    return seconds
