@@ -1,5 +1,9 @@
 """The domain's records and enums: immutable, with amounts in µc and instants in µs.
 
+Records built once per event or grant on the hot path (Grant, UsageEvent, Charge, Allocation,
+Hold) are NamedTuples: as immutable as frozen dataclasses and several times cheaper to build.
+The rest are frozen dataclasses.
+
 Units are the last part of a name: ``amount_uc`` is micro-credits, ``expires_at_us`` is
 microseconds since the epoch (UTC), ``ttl_s`` is seconds.
 """
@@ -7,8 +11,10 @@ microseconds since the epoch (UTC), ``ttl_s`` is seconds.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any, NewType
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple, NewType
 
 from creditmeter.errors import CreditmeterError, InputError
 
@@ -18,6 +24,7 @@ EventId = NewType("EventId", str)
 HoldId = NewType("HoldId", str)
 
 MAX_ID_LENGTH = 255
+EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class AccountKind(enum.StrEnum):
@@ -84,8 +91,7 @@ class Account:
     created_at_us: int
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):
     """A credit package on an account. Usable while ``effective_at_us <= t < expires_at_us``.
 
     Attributes:
@@ -113,16 +119,14 @@ class Grant:
                 and (self.expires_at_us is None or at_us < self.expires_at_us))
 
 
-@dataclass(frozen=True, slots=True)
-class Allocation:
+class Allocation(NamedTuple):
     """One part of a charge or hold: ``amount_uc`` taken from ``grant_id``."""
 
     grant_id: GrantId
     amount_uc: int
 
 
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
+class UsageEvent(NamedTuple):
     """A metered piece of usage, as validated. ``fingerprint`` identifies the body for idempotency.
 
     ``timestamp_us`` is ``None`` when the producer did not state it (it then defaults to now).
@@ -137,12 +141,11 @@ class UsageEvent:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     quantities: tuple[tuple[str, int], ...] = ()
-    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    metadata: Mapping[str, Any] = EMPTY
     fingerprint: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
+class Charge(NamedTuple):
     """The outcome of a charged event (also what a duplicate answers).
 
     Attributes:
@@ -183,8 +186,7 @@ class Rejected:
         return self.error.reason if isinstance(self.error, InputError) else str(self.error)
 
 
-@dataclass(frozen=True, slots=True)
-class Hold:
+class Hold(NamedTuple):
     """Credits set aside for a request in flight (a two-phase charge).
 
     Attributes:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import orjson
 
@@ -54,11 +55,13 @@ class Settings:
       lateness_window_s: how old an event's timestamp may be (default 7 days).
       max_future_s: how far ahead of now an event's timestamp may be (5 minutes).
       default_hold_ttl_s: a hold's ttl when none is given (10 minutes).
+      book_cache_size: how many accounts' books batch ingestion keeps between batches.
     """
 
     lateness_window_s: int = 7 * DAY_S
     max_future_s: int = 300
     default_hold_ttl_s: int = 600
+    book_cache_size: int = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,9 @@ class Engine:
         self.settings = settings or Settings()
         self._prices: PriceBook | None = None
         self._prices_version = -1
+        # Books kept between batches; each is reused only while its account's stored version
+        # is unchanged (see Transaction.load_books).
+        self._books = _BookCache(self.settings.book_cache_size)
 
     # -- accounts ----------------------------------------------------------------------------
 
@@ -225,8 +231,12 @@ class Engine:
                 event_id = item.get("id") if isinstance(item, dict) else None
                 results[index] = _rejected(event_id if isinstance(event_id, str) else None, exc)
         if parsed:
-            with self.store.transaction(write=True) as tx:
-                self._charge_events(tx, parsed, results, at_us)
+            try:
+                with self.store.transaction(write=True) as tx:
+                    self._charge_events(tx, parsed, results, at_us)
+            except BaseException:
+                self._books.clear()  # books may hold changes that were never written
+                raise
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
@@ -234,7 +244,7 @@ class Engine:
                        results: list[Charge | Rejected | None], at_us: int) -> None:
         prices = self.price_book(tx)
         stored = tx.find_events([e.id for _, e in parsed])
-        books = tx.load_books({e.account_id for _, e in parsed if e.id not in stored})
+        books = tx.load_books({e.account_id for _, e in parsed if e.id not in stored}, self._books)
         advanced: set[str] = set()
         seen: dict[str, tuple[str, Charge]] = {k: (v.event.fingerprint, v.charge)
                                                for k, v in stored.items()}
@@ -344,7 +354,7 @@ class Engine:
                 book.end_hold(open_hold, at_us, HoldStatus.SETTLED, event.id)
             charge = book.charge(event, cost, version.version, at_us, at_us, hold=open_hold)
             if open_hold is None:  # the ttl passed: charged afresh, but still tied to its hold
-                charge = replace(charge, hold_id=hold.id)
+                charge = charge._replace(hold_id=hold.id)
                 book.charges[-1] = (event, charge)
             tx.persist([book], at_us)
             return charge
@@ -412,6 +422,20 @@ class Engine:
             return invariants.check(tx.grant_rows(ids), accounts, tx.ledger_totals(ids))
 
 
+class _BookCache(OrderedDict[AccountId, Book]):
+    """A bounded map of books, least recently stored dropped first."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: AccountId, value: Book) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
 def _settle_event(event_id: str, hold: Hold, usage: Usage) -> UsageEvent:
     tokens = [usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
               usage.cache_write_tokens]
@@ -435,7 +459,7 @@ def _duplicate(event: UsageEvent, original_fp: str, original: Charge) -> Charge 
     if event.fingerprint != original_fp:
         return Rejected(event.id, Conflict(
             "id: this event id was already used for an event with a different body"))
-    return replace(original, status="duplicate")
+    return original._replace(status="duplicate")
 
 
 def _rejected(event_id: str | None, exc: CreditmeterError) -> Rejected:

@@ -8,11 +8,12 @@ absent counts are 0. This is on the hot path of batch ingestion, so it is writte
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from creditmeter.domain import MAX_ID_LENGTH, AccountId, EventId, UsageEvent
+from creditmeter.domain import EMPTY, MAX_ID_LENGTH, UsageEvent
 from creditmeter.errors import InputError
 from creditmeter.timeutil import parse_instant
 
@@ -36,6 +37,8 @@ def check_id(value: object, field: str) -> str:
 
 
 def _count(value: object, field: str) -> int:
+    if value is None:
+        return 0
     if type(value) is not int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -49,45 +52,57 @@ def _count(value: object, field: str) -> int:
 
 
 def parse_event(data: object) -> UsageEvent:
-    """Validate one event's JSON object; raises :class:`InputError` naming the field."""
-    if not isinstance(data, dict):
+    """Validate one event's JSON object; raises :class:`InputError` naming the field.
+
+    The common case (well-formed values) takes one type test per field; anything unusual
+    goes through the checks that explain what is wrong.
+    """
+    if type(data) is not dict:
         raise InputError("event", "must be a JSON object")
     if not EVENT_FIELDS.issuperset(data):
-        unknown = sorted(set(data) - EVENT_FIELDS)[0]
-        raise InputError(unknown, "unknown field")
-    event_id = check_id(data.get("id"), "id")
-    account_id = check_id(data.get("account_id"), "account_id")
-    raw_ts = data.get("timestamp")
-    timestamp_us = None if raw_ts is None else parse_instant(raw_ts, "timestamp")
-    model = data.get("model")
-    if model is not None and (not isinstance(model, str) or not model or len(model) > 255):
-        raise InputError("model", "must be a model id string of 1-255 characters")
+        raise InputError(sorted(set(data) - EVENT_FIELDS)[0], "unknown field")
     get = data.get
-    tokens = [0, 0, 0, 0]
-    for i, name in enumerate(TOKEN_FIELDS):
-        value = get(name)
-        if value is not None:
-            tokens[i] = value if type(value) is int and 0 <= value <= MAX_TOKENS else _count(value, name)
+    event_id = get("id")
+    if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH or not event_id.isprintable():
+        check_id(event_id, "id")
+    account_id = get("account_id")
+    if (type(account_id) is not str or not 0 < len(account_id) <= MAX_ID_LENGTH
+            or not account_id.isprintable()):
+        check_id(account_id, "account_id")
+    raw_ts = get("timestamp")
+    timestamp_us = None if raw_ts is None else parse_instant(raw_ts, "timestamp")
+    model = get("model")
+    if model is not None and (type(model) is not str or not 0 < len(model) <= 255):
+        raise InputError("model", "must be a model id string of 1-255 characters")
+    i_tok = get("input_tokens", 0)
+    if type(i_tok) is not int or not 0 <= i_tok <= MAX_TOKENS:
+        i_tok = _count(i_tok, "input_tokens")
+    o_tok = get("output_tokens", 0)
+    if type(o_tok) is not int or not 0 <= o_tok <= MAX_TOKENS:
+        o_tok = _count(o_tok, "output_tokens")
+    c_tok = get("cached_input_tokens", 0)
+    if type(c_tok) is not int or not 0 <= c_tok <= MAX_TOKENS:
+        c_tok = _count(c_tok, "cached_input_tokens")
+    w_tok = get("cache_write_tokens", 0)
+    if type(w_tok) is not int or not 0 <= w_tok <= MAX_TOKENS:
+        w_tok = _count(w_tok, "cache_write_tokens")
     quantities: tuple[tuple[str, int], ...] = ()
     raw_q = get("quantities")
     if raw_q:
-        if not isinstance(raw_q, dict):
+        if type(raw_q) is not dict:
             raise InputError("quantities", "must be an object of feature name to a whole number")
         quantities = tuple(sorted((_name(k), _count(v, f"quantities.{k}")) for k, v in raw_q.items()))
     metadata = get("metadata")
     if metadata is None:
-        metadata = {}
-    elif not isinstance(metadata, dict):
+        metadata = EMPTY
+    elif type(metadata) is not dict:
         raise InputError("metadata", "must be a JSON object")
     if model is None and not quantities:
         raise InputError("model", "is required (or quantities of priced features)")
-    return UsageEvent(
-        id=EventId(event_id), account_id=AccountId(account_id), timestamp_us=timestamp_us,
-        model=model, input_tokens=tokens[0], output_tokens=tokens[1],
-        cached_input_tokens=tokens[2], cache_write_tokens=tokens[3], quantities=quantities,
-        metadata=metadata, fingerprint=fingerprint(account_id, timestamp_us, model, tokens,
-                                                   quantities, metadata),
-    )
+    tokens = [i_tok, o_tok, c_tok, w_tok]
+    return UsageEvent(event_id, account_id, timestamp_us, model, i_tok, o_tok, c_tok, w_tok,
+                      quantities, metadata,
+                      fingerprint(account_id, timestamp_us, model, tokens, quantities, metadata))
 
 
 def _name(value: object) -> str:
@@ -97,10 +112,11 @@ def _name(value: object) -> str:
 
 
 def fingerprint(account_id: str, timestamp_us: int | None, model: str | None, tokens: list[int],
-                quantities: tuple[tuple[str, int], ...], metadata: dict[str, Any]) -> str:
+                quantities: tuple[tuple[str, int], ...], metadata: Mapping[str, Any]) -> str:
     """A digest of the event's body as sent (a defaulted timestamp is not part of it)."""
     try:
-        body = orjson.dumps((account_id, timestamp_us, model, tokens, quantities, metadata),
+        body = orjson.dumps((account_id, timestamp_us, model, tokens, quantities,
+                             metadata if type(metadata) is dict else dict(metadata)),
                             option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
         raise InputError("metadata", f"must be plain JSON: {exc}") from None

@@ -58,14 +58,19 @@ class Book:
     """One account's grants, open holds and overage, and the changes a command made to them."""
 
     def __init__(self, account: Account, overage_uc: int,
-                 grants: Iterable[tuple[Grant, Counters]], holds: Iterable[Hold]) -> None:
+                 grants: Iterable[tuple[Grant, Counters]], holds: Iterable[Hold],
+                 version: int = 0) -> None:
         self.account = account
         self.overage_uc = overage_uc
+        self.version = version  # the stored account's version this book was loaded at
         pairs = sorted(grants, key=lambda pair: order_key(pair[0]))
         self.grants: list[Grant] = [g for g, _ in pairs]
         self.counters: dict[GrantId, Counters] = {g.id: c for g, c in pairs}
         self.holds: dict[HoldId, Hold] = {h.id: h for h in holds if h.status is HoldStatus.OPEN}
-        # What the command changed, for the store to write.
+        self.reset_changes()
+
+    def reset_changes(self) -> None:
+        """Forget the changes (once the store has written them)."""
         self.entries: list[Entry] = []
         self.charges: list[tuple[UsageEvent, Charge]] = []
         self.new_grants: list[Grant] = []
@@ -74,6 +79,11 @@ class Book:
         self.ended_holds: list[Hold] = []
         self.changed: set[GrantId] = set()
         self.overage_changed = False
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.entries or self.charges or self.new_grants or self.voided or self.new_holds
+                    or self.ended_holds or self.changed or self.overage_changed)
 
     # -- figures ---------------------------------------------------------------------------
 
@@ -87,9 +97,20 @@ class Book:
         c = self.counters[grant.id]
         return grant.amount_uc - c.used_uc - c.held_uc
 
+    def drawable(self, at_us: int) -> list[tuple[GrantId, int]]:
+        """(grant, residual) for each grant usable at ``at_us``, in burn-down order."""
+        counters = self.counters
+        out = []
+        for g in self.grants:
+            if (g.voided_at_us is None and g.effective_at_us <= at_us
+                    and (g.expires_at_us is None or at_us < g.expires_at_us)):
+                c = counters[g.id]
+                out.append((g.id, g.amount_uc - c.used_uc - c.held_uc))
+        return out
+
     def available_uc(self, at_us: int) -> int:
         """Credits that a request at ``at_us`` could use (call :meth:`advance` first)."""
-        return sum(self.residual(g) for g in self.grants if g.usable_at(at_us))
+        return sum(amount for _, amount in self.drawable(at_us))
 
     def held_uc(self) -> int:
         return sum(c.held_uc for c in self.counters.values())
@@ -127,8 +148,7 @@ class Book:
         """Use credits usable at ``at_us`` to pay the account's overage, in burn-down order."""
         if self.overage_uc <= 0:
             return
-        parts, _ = allocate(((g.id, self.residual(g)) for g in self.grants if g.usable_at(at_us)),
-                            self.overage_uc)
+        parts, _ = allocate(self.drawable(at_us), self.overage_uc)
         for part in parts:
             self._use(part.grant_id, part.amount_uc, at_us)
             self.entries.append(Entry(EntryKind.PAYOFF, self.account.id, part.grant_id,
@@ -149,7 +169,7 @@ class Book:
 
     def void(self, grant: Grant, at_us: int) -> Grant:
         """Void (refund) a grant: what remains is removed; what was used stays used."""
-        voided = dataclasses.replace(grant, voided_at_us=at_us)
+        voided = grant._replace(voided_at_us=at_us)
         self.grants[self.grants.index(grant)] = voided
         self.voided.append(voided)
         self._close(voided, self.residual(voided), at_us)
@@ -170,8 +190,7 @@ class Book:
             for part in held_parts:
                 self._use(part.grant_id, part.amount_uc, at_us)
         if left:
-            more, left = allocate(((g.id, self.residual(g)) for g in self.grants
-                                   if g.usable_at(timestamp_us)), left)
+            more, left = allocate(self.drawable(timestamp_us), left)
             for part in more:
                 self._use(part.grant_id, part.amount_uc, at_us)
             parts = _merge(parts + more) if parts else more
@@ -193,8 +212,7 @@ class Book:
         if available <= 0 or available < amount_uc:
             return Refused(self.account.id, amount_uc, available, self.overage_uc,
                            "not enough credits available")
-        parts, short = allocate(((g.id, self.residual(g)) for g in self.grants
-                                 if g.usable_at(at_us)), amount_uc)
+        parts, short = allocate(self.drawable(at_us), amount_uc)
         assert short == 0, (amount_uc, available)
         for part in parts:
             self.counters[part.grant_id].held_uc += part.amount_uc
@@ -259,7 +277,7 @@ class Book:
             self.changed.add(part.grant_id)
             self.entries.append(Entry(EntryKind.RELEASE, self.account.id, part.grant_id,
                                       part.amount_uc, at_us, hold_id=hold.id, note=note))
-        ended = dataclasses.replace(hold, status=status, settled_event_id=settled_event_id)
+        ended = hold._replace(status=status, settled_event_id=settled_event_id)
         del self.holds[hold.id]
         self.ended_holds.append(ended)
         return ended

@@ -8,7 +8,7 @@ opened with ``BEGIN IMMEDIATE`` so that a command's reads and writes are one ser
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,12 @@ _ENTRY_COLUMNS = ("account_id", "grant_id", "kind", "amount_uc", "at_us", "hold_
 _CLOSING = (EntryKind.EXPIRE, EntryKind.VOID)
 
 
+_GRANT_KINDS = {k.value: k for k in GrantKind}
+# Grant's fields in order, then the cached counters.
+_GRANT_SELECT = ("id, account_id, kind, amount_uc, priority, effective_at_us, expires_at_us, name, "
+                 "source, seq, created_at_us, voided_at_us, used_uc, held_uc, closed_uc")
+
+
 def _grant_from_row(row: Any) -> Grant:
     return Grant(
         id=GrantId(row.id), account_id=AccountId(row.account_id), kind=GrantKind(row.kind),
@@ -231,27 +237,57 @@ class SqlTransaction:
 
     # -- books -------------------------------------------------------------------------------
 
-    def load_books(self, account_ids: Iterable[str]) -> dict[AccountId, Book]:
-        """Load each account's grants (with counters), open holds and overage."""
+    def load_books(self, account_ids: Iterable[str],
+                   cache: MutableMapping[AccountId, Book] | None = None) -> dict[AccountId, Book]:
+        """Load each account's grants (with counters), open holds and overage.
+
+        With ``cache``, a book loaded before is reused when the account's stored version is
+        still the one it was loaded at (every write bumps it), so a long import does not
+        reload the same books batch after batch. On the hot path: plain driver SQL.
+        """
         ids = sorted(set(account_ids))
-        found: dict[str, Any] = {}
+        books: dict[AccountId, Book] = {}
+        if cache is not None:
+            stale = []
+            for chunk in _chunks(ids):
+                marks = ", ".join([self._mark] * len(chunk))
+                for aid, version in self.conn.exec_driver_sql(
+                        f"SELECT id, version FROM accounts WHERE id IN ({marks})", tuple(chunk)):
+                    book = cache.get(aid)
+                    if book is not None and book.version == version and not book.has_changes:
+                        books[aid] = book
+                    else:
+                        stale.append(aid)
+            ids = stale
+        found: dict[str, tuple[Any, ...]] = {}
         grant_rows: dict[str, list[tuple[Grant, Counters]]] = {}
         hold_rows: dict[str, list[Hold]] = {}
+        kinds = _GRANT_KINDS
+        conn = self.conn
         for chunk in _chunks(ids):
-            for row in self.conn.execute(sa.select(accounts).where(accounts.c.id.in_(chunk))):
-                found[row.id] = row
-                grant_rows[row.id] = []
-                hold_rows[row.id] = []
-            for row in self.conn.execute(sa.select(grants).where(grants.c.account_id.in_(chunk))):
-                grant_rows[row.account_id].append(
-                    (_grant_from_row(row), Counters(row.used_uc, row.held_uc, row.closed_uc)))
-            for row in self.conn.execute(sa.select(holds).where(
+            marks = ", ".join([self._mark] * len(chunk))
+            params = tuple(chunk)
+            for row in conn.exec_driver_sql(
+                    f"SELECT id, name, kind, created_at_us, overage_uc, version FROM accounts "
+                    f"WHERE id IN ({marks})", params):
+                found[row[0]] = tuple(row)
+                grant_rows[row[0]] = []
+                hold_rows[row[0]] = []
+            for r in conn.exec_driver_sql(f"SELECT {_GRANT_SELECT} FROM grants "
+                                          f"WHERE account_id IN ({marks})", params):
+                grant_rows[r[1]].append((
+                    Grant(r[0], r[1], kinds[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]),
+                    Counters(r[12], r[13], r[14])))
+            for row in conn.execute(sa.select(holds).where(
                     holds.c.account_id.in_(chunk), holds.c.status == HoldStatus.OPEN.value)):
                 hold_rows[row.account_id].append(_hold_from_row(row))
-        return {
-            AccountId(aid): Book(_account_from_row(row), row.overage_uc, grant_rows[aid], hold_rows[aid])
-            for aid, row in found.items()
-        }
+        for aid, (_, name, kind, created, overage, version) in found.items():
+            book = Book(Account(AccountId(aid), name, AccountKind(kind), created), overage,
+                        grant_rows[aid], hold_rows[aid], version)
+            books[AccountId(aid)] = book
+            if cache is not None:
+                cache[AccountId(aid)] = book
+        return books
 
     def persist(self, books: Iterable[Book], recorded_at_us: int,
                 grant_fps: dict[GrantId, str] | None = None,
@@ -261,8 +297,8 @@ class SqlTransaction:
         event_rows: list[tuple[Any, ...]] = []
         entry_rows: list[tuple[Any, ...]] = []
         closing_rows: list[tuple[Any, ...]] = []
-        counter_rows: list[tuple[int, int, int, str]] = []
-        overage_rows: list[tuple[int, str]] = []
+        counter_rows: list[tuple[int, int, int, int]] = []
+        overage_rows: list[tuple[int, int, str]] = []
         for book in books:
             for grant in book.new_grants:
                 conn.execute(grants.insert().values(
@@ -298,14 +334,16 @@ class SqlTransaction:
                 row = (e.account_id, e.grant_id, e.kind.value, e.amount_uc, e.at_us, e.hold_id,
                        e.note[:255], recorded_at_us)
                 (closing_rows if e.kind in _CLOSING else entry_rows).append(row)
-            new_ids = {g.id for g in book.new_grants}
-            for gid in book.changed:
-                c = book.counters[gid]
-                if gid in new_ids and not (c.used_uc or c.held_uc or c.closed_uc):
-                    continue
-                counter_rows.append((c.used_uc, c.held_uc, c.closed_uc, gid))
-            if book.overage_changed:
-                overage_rows.append((book.overage_uc, book.account.id))
+            if book.changed:
+                counters = book.counters
+                for grant in book.grants:
+                    if grant.id in book.changed:
+                        c = counters[grant.id]
+                        counter_rows.append((c.used_uc, c.held_uc, c.closed_uc, grant.seq))
+            if book.has_changes:
+                book.version += 1
+                overage_rows.append((book.overage_uc, book.version, book.account.id))
+                book.reset_changes()
         m = self._mark
         if event_rows:
             conn.exec_driver_sql(_insert_sql(events, _EVENT_COLUMNS, m), event_rows)
@@ -319,10 +357,11 @@ class SqlTransaction:
                 f"WHERE grant_id = {m} AND kind IN ('expire', 'void')", (*row, row[1]))
         if counter_rows:
             conn.exec_driver_sql(
-                f"UPDATE grants SET used_uc = {m}, held_uc = {m}, closed_uc = {m} WHERE id = {m}",
+                f"UPDATE grants SET used_uc = {m}, held_uc = {m}, closed_uc = {m} WHERE seq = {m}",
                 counter_rows)
         if overage_rows:
-            conn.exec_driver_sql(f"UPDATE accounts SET overage_uc = {m} WHERE id = {m}", overage_rows)
+            conn.exec_driver_sql(f"UPDATE accounts SET overage_uc = {m}, version = {m} WHERE id = {m}",
+                                 overage_rows)
 
     def next_grant_seq(self) -> int:
         current = self.conn.execute(sa.select(sa.func.max(grants.c.seq))).scalar()
