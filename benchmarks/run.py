@@ -1,0 +1,241 @@
+"""creditmeter benchmarks: ``python benchmarks/run.py ingest [--db URL] [--events N]``.
+
+Each benchmark prints a table and writes ``benchmarks/results/NAME.json``. Targets are checked
+here, never by timed unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+WORK = ROOT / "work"
+sys.path.insert(0, str(ROOT.parent / "src"))
+
+from creditmeter.demo import example_catalog_text  # noqa: E402
+from creditmeter.engine import Engine  # noqa: E402
+from creditmeter.ingest import import_jsonl, read_batches  # noqa: E402
+from creditmeter.pricing import load_yaml, parse_catalog  # noqa: E402
+from creditmeter.store.sql import SqlStore  # noqa: E402
+from creditmeter.timeutil import US_PER_S, format_instant, parse_instant  # noqa: E402
+
+DAY_US = 86_400 * US_PER_S
+AT = parse_instant("2026-11-20T00:00:00Z", "at")
+MODELS = ["demo-small", "gpt-4o-mini", "demo-large", "claude-sonnet-4", "gpt-4o", "deepseek-chat"]
+KINDS = [("trial", 3), ("package", 5), ("subscription", 20), ("addon", 365), ("promo", None)]
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def write_events(path: Path, events: int, accounts: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    with path.open("wb") as out:
+        for i in range(events):
+            ts = AT - rng.randrange(6 * DAY_US)
+            event = {
+                "id": f"evt-{i:09d}", "account_id": f"acct-{rng.randrange(accounts):05d}",
+                "timestamp": format_instant(ts), "model": rng.choice(MODELS),
+                "input_tokens": rng.randrange(200, 20_000), "output_tokens": rng.randrange(50, 3_000),
+                "cached_input_tokens": rng.choice((0, 0, rng.randrange(0, 8_000))),
+                "metadata": {"conversation": f"c{rng.randrange(10_000)}"},
+            }
+            out.write(orjson.dumps(event) + b"\n")
+
+
+def setup_engine(url: str, accounts: int, seed: int = 2) -> Engine:
+    engine = Engine(SqlStore(url))
+    engine.store.upgrade()
+    start = AT - 8 * DAY_US
+    engine.load_prices(parse_catalog(load_yaml(example_catalog_text())), start, start)
+    rng = random.Random(seed)
+    for a in range(accounts):
+        account = f"acct-{a:05d}"
+        engine.create_account(account, start)
+        for kind, days in rng.sample(KINDS, rng.randint(3, 5)):
+            engine.add_grant(account, rng.randrange(500, 5_000) * US_PER_S, kind, start,
+                             expires_at_us=None if days is None else AT + days * DAY_US,
+                             grant_id=f"{account}-{kind}")
+    return engine
+
+
+def fresh_sqlite(name: str) -> str:
+    path = WORK / name
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+# -- phases (each in its own process, so memory and caches are its own) ---------------------------
+
+def _engine_phase(url: str, events_path: str, batch: int, out: Any) -> None:
+    engine = Engine(SqlStore(url))
+    started = time.perf_counter()
+    summary = import_jsonl(engine, Path(events_path), AT, batch_size=batch)
+    seconds = time.perf_counter() - started
+    out.put({"seconds": seconds, "charged": summary.charged, "duplicate": summary.duplicate,
+             "rejected": len(summary.rejected),
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def _baseline_phase(url: str, events_path: str, batch: int, out: Any) -> None:
+    """The same file, parsed line by line and inserted as one bare row each, same batches."""
+    store = SqlStore(url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE bare_events (id VARCHAR(255) PRIMARY KEY, account_id VARCHAR(255), "
+            "timestamp VARCHAR(64), model VARCHAR(255), input_tokens BIGINT, output_tokens BIGINT, "
+            "cached_input_tokens BIGINT, cache_write_tokens BIGINT)")
+    mark = "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO bare_events VALUES ({', '.join([mark] * 8)})"
+    started = time.perf_counter()
+    rows = 0
+    for chunk, _ in read_batches(Path(events_path), batch):
+        values = [(e["id"], e["account_id"], e.get("timestamp"), e.get("model"),
+                   e.get("input_tokens", 0), e.get("output_tokens", 0),
+                   e.get("cached_input_tokens", 0), e.get("cache_write_tokens", 0))
+                  for _, e in chunk]
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(sql, values)
+        rows += len(values)
+    seconds = time.perf_counter() - started
+    out.put({"seconds": seconds, "rows": rows,
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def _in_process(target: Any, *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result  # type: ignore[no-any-return]
+
+
+def _time_balance(url: str, account: str, repeat: int = 200) -> tuple[float, float]:
+    """Median in-process balance read (ms) and median `creditmeter balance` command (ms)."""
+    engine = Engine(SqlStore(url))
+    engine.balance(account, AT)
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        engine.balance(account, AT)
+        samples.append((time.perf_counter() - t) * 1000)
+    cli = []
+    exe = shutil.which("creditmeter") or f"{sys.executable} -m creditmeter.cli"
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run([*exe.split(), "balance", account, "--db", url, "--at",
+                        format_instant(AT) or "", "--json"], check=True, capture_output=True)
+        cli.append((time.perf_counter() - t) * 1000)
+    engine.store.close()
+    return statistics.median(samples), statistics.median(cli)
+
+
+def _hot_account(url: str, events: int) -> None:
+    """Charge ``events`` events to one account (setup for the balance-vs-history check)."""
+    engine = Engine(SqlStore(url))
+    engine.create_account("hot", AT - 8 * DAY_US)
+    engine.create_account("fresh", AT - 8 * DAY_US)
+    for account in ("hot", "fresh"):
+        engine.add_grant(account, 10**9 * US_PER_S, "subscription", AT - 8 * DAY_US,
+                         grant_id=f"{account}-pro")
+    for start in range(0, events, 10_000):
+        engine.record_batch([{"id": f"hot-{i}", "account_id": "hot", "model": "demo-small",
+                              "input_tokens": 100 + i % 50, "output_tokens": 10,
+                              "timestamp": format_instant(AT - DAY_US + i)}
+                             for i in range(start, min(events, start + 10_000))], AT)
+
+
+def ingest(args: argparse.Namespace) -> dict[str, Any]:
+    WORK.mkdir(parents=True, exist_ok=True)
+    events_path = WORK / f"ingest-{args.events}.jsonl"
+    if not events_path.exists():
+        write_events(events_path, args.events, args.accounts)
+    engine_url = args.db or fresh_sqlite("ingest-engine.db")
+    baseline_url = fresh_sqlite("ingest-baseline.db") if not args.db else args.baseline_db
+    setup_engine(engine_url, args.accounts).store.close()
+    engine_run = _in_process(_engine_phase, engine_url, str(events_path), args.batch)
+    baseline_run = _in_process(_baseline_phase, baseline_url, str(events_path), args.batch)
+    checker = Engine(SqlStore(engine_url))
+    violations = checker.check_invariants()
+    _hot_account(engine_url, args.history)
+    hot_ms, hot_cli_ms = _time_balance(engine_url, "hot")
+    fresh_ms, fresh_cli_ms = _time_balance(engine_url, "fresh")
+    violations += checker.check_invariants()
+    events_per_s = args.events / engine_run["seconds"]
+    baseline_rows_per_s = args.events / baseline_run["seconds"]
+    return {
+        "benchmark": "ingest", "db": "sqlite" if engine_url.startswith("sqlite") else engine_url.split(":")[0],
+        "events": args.events, "accounts": args.accounts, "batch_size": args.batch,
+        "engine_seconds": round(engine_run["seconds"], 3),
+        "baseline_seconds": round(baseline_run["seconds"], 3),
+        "events_per_s": round(events_per_s),
+        "baseline_rows_per_s": round(baseline_rows_per_s),
+        "ratio": round(engine_run["seconds"] / baseline_run["seconds"], 3),
+        "charged": engine_run["charged"], "rejected": engine_run["rejected"],
+        "peak_rss_mb": round(engine_run["peak_rss_mb"], 1),
+        "baseline_peak_rss_mb": round(baseline_run["peak_rss_mb"], 1),
+        f"balance_ms_with_{args.history}_events": round(hot_ms, 3),
+        "balance_ms_fresh_account": round(fresh_ms, 3),
+        f"balance_cli_ms_with_{args.history}_events": round(hot_cli_ms, 1),
+        "balance_cli_ms_fresh_account": round(fresh_cli_ms, 1),
+        "reconcile_ok": not violations,
+        "targets": {"events_per_s >= 50000": events_per_s >= 50_000,
+                    "ratio <= 2": engine_run["seconds"] / baseline_run["seconds"] <= 2},
+        "machine": {"python": platform.python_version(), "cpus": mp.cpu_count()},
+    }
+
+
+def show(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"creditmeter benchmark: {result['benchmark']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if key in ("benchmark", "targets", "machine"):
+            continue
+        table.add_row(key, f"{value:,}" if isinstance(value, int | float) and not isinstance(value, bool)
+                      else str(value))
+    for target, met in result.get("targets", {}).items():
+        table.add_row(f"target {target}", "met" if met else "NOT met")
+    Console().print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    p = sub.add_parser("ingest", help="batch import through the engine vs bare inserts")
+    p.add_argument("--db", help="engine database URL (default: a fresh SQLite file)")
+    p.add_argument("--baseline-db", help="baseline database URL (with --db)")
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--accounts", type=int, default=1_000)
+    p.add_argument("--batch", type=int, default=5_000)
+    p.add_argument("--history", type=int, default=100_000, help="events on the hot account")
+    args = parser.parse_args()
+    result = ingest(args)
+    show(result)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.benchmark}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS / (args.benchmark + '.json')}")
+
+
+if __name__ == "__main__":
+    main()
