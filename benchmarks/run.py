@@ -181,7 +181,8 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
     events_per_s = args.events / engine_run["seconds"]
     baseline_rows_per_s = args.events / baseline_run["seconds"]
     return {
-        "benchmark": "ingest", "db": "sqlite" if engine_url.startswith("sqlite") else engine_url.split(":")[0],
+        "benchmark": "ingest",
+        "db": "sqlite" if engine_url.startswith("sqlite") else engine_url.split(":")[0],
         "events": args.events, "accounts": args.accounts, "batch_size": args.batch,
         "engine_seconds": round(engine_run["seconds"], 3),
         "baseline_seconds": round(baseline_run["seconds"], 3),

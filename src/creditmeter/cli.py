@@ -22,7 +22,7 @@ import orjson
 
 from creditmeter import present
 from creditmeter.domain import Charge, Refused
-from creditmeter.engine import Engine, Usage
+from creditmeter.engine import Engine, Settings, Usage
 from creditmeter.errors import CreditmeterError, InputError
 from creditmeter.money import format_credits, parse_credits, to_decimal
 from creditmeter.pricing import import_litellm, load_yaml, parse_catalog
@@ -36,6 +36,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+def settings_from_env() -> Settings:
+    """Engine settings from CREDITMETER_LATENESS_WINDOW_S and CREDITMETER_HOLD_TTL_S."""
+    values: dict[str, int] = {}
+    for env, name in (("CREDITMETER_LATENESS_WINDOW_S", "lateness_window_s"),
+                      ("CREDITMETER_HOLD_TTL_S", "default_hold_ttl_s")):
+        raw = os.environ.get(env)
+        if raw is not None:
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                raise InputError(env, f"{raw!r} is not a whole number of seconds") from None
+            if values[name] <= 0:
+                raise InputError(env, "must be greater than zero")
+    return Settings(**values)
 
 
 def _instant(value: str | None, field: str) -> int | None:
@@ -59,7 +75,7 @@ def command(group: click.Group, name: str, *, at: bool = False, as_json: bool = 
                 if at:
                     at_text = kwargs.pop("at")
                     kwargs["at_us"] = now_us() if at_text is None else parse_instant(at_text, "at")
-                engine = Engine(SqlStore(url))
+                engine = Engine(SqlStore(url), settings_from_env())
                 try:
                     fn(engine=engine, **kwargs)
                 finally:

@@ -149,6 +149,17 @@ class Engine:
             self._prices_version = latest
         return self._prices
 
+    def estimate(self, model: str, input_tokens: int, max_output_tokens: int, at_us: int) -> int:
+        """What a chat request may cost at most (SPEC §6): its input tokens at the input price
+        plus its max output tokens at the output price, with the prices effective at ``at_us``."""
+        version = self.price_book().at(at_us)
+        if version is None:
+            raise InputError("timestamp", f"no price catalog is effective at {format_instant(at_us)}")
+        for name, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
+            if type(value) is not int or value < 0:
+                raise InputError(name, f"must be a whole number ≥ 0, got {value!r}")
+        return rate(version.catalog, model, input_tokens, max_output_tokens, 0, 0)
+
     # -- grants ------------------------------------------------------------------------------
 
     def add_grant(self, account_id: str, amount_uc: int, kind: str, at_us: int, *,

@@ -100,9 +100,9 @@ def parse_event(data: object) -> UsageEvent:
     if model is None and not quantities:
         raise InputError("model", "is required (or quantities of priced features)")
     tokens = [i_tok, o_tok, c_tok, w_tok]
-    return UsageEvent(event_id, account_id, timestamp_us, model, i_tok, o_tok, c_tok, w_tok,
+    return UsageEvent(event_id, account_id, timestamp_us, model, i_tok, o_tok, c_tok, w_tok,  # type: ignore[arg-type]
                       quantities, metadata,
-                      fingerprint(account_id, timestamp_us, model, tokens, quantities, metadata))
+                      fingerprint(account_id, timestamp_us, model, tokens, quantities, metadata))  # type: ignore[arg-type]
 
 
 def _name(value: object) -> str:
