@@ -133,7 +133,7 @@ def prices() -> None:
 def prices_load(engine: Engine, file: Path, effective: str | None, at_us: int, as_json: bool) -> None:
     """Load a catalog YAML file as a new price version."""
     catalog = parse_catalog(load_yaml(file.read_text(encoding="utf-8"), str(file)), str(file))
-    effective_us = _instant(effective, "effective") or at_us
+    effective_us = at_us if effective is None else parse_instant(effective, "effective")
     version = engine.load_prices(catalog, effective_us, at_us, source=file.name)
     out = {"version": version.version, "effective_at": format_instant(effective_us),
            "models": len(catalog.models), "features": len(catalog.features)}
@@ -162,7 +162,7 @@ def prices_import_litellm(engine: Engine, file: Path, rate_text: str, effective:
     report = import_litellm(data, rate)
     if not report.imported:
         raise InputError(str(file), "has no model priced per token")
-    effective_us = _instant(effective, "effective") or at_us
+    effective_us = at_us if effective is None else parse_instant(effective, "effective")
     version = engine.load_prices(report.catalog, effective_us, at_us, source=file.name)
     out = {"version": version.version, "effective_at": format_instant(effective_us),
            "imported": report.imported,
@@ -465,8 +465,6 @@ def holds() -> None:
 def holds_reserve(engine: Engine, account_id: str, amount: str, ttl_s: int | None,
                   hold_id: str | None, at_us: int, as_json: bool) -> None:
     """Reserve AMOUNT credits; exit 6 if the account cannot cover it."""
-    if ttl_s is not None and ttl_s <= 0:
-        raise InputError("ttl", "must be greater than zero")
     result = engine.reserve(account_id, parse_credits(amount, "amount", allow_zero=False), at_us,
                             ttl_s=ttl_s, hold_id=hold_id)
     if isinstance(result, Refused):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple, NewType
 
-from creditmeter.errors import CreditmeterError, InputError
+from creditmeter.errors import CreditmeterError
 
 AccountId = NewType("AccountId", str)
 GrantId = NewType("GrantId", str)
@@ -183,7 +183,8 @@ class Rejected:
 
     @property
     def reason(self) -> str:
-        return self.error.reason if isinstance(self.error, InputError) else str(self.error)
+        reason = getattr(self.error, "reason", None)
+        return reason if isinstance(reason, str) else str(self.error)
 
 
 class Hold(NamedTuple):

@@ -37,7 +37,7 @@ from creditmeter.domain import (
     UsageEvent,
 )
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
-from creditmeter.events import check_id, fingerprint, parse_event
+from creditmeter.events import MAX_TOKENS, check_id, fingerprint, parse_event
 from creditmeter.ledger import Book
 from creditmeter.money import MAX_UC
 from creditmeter.pricing import Catalog, PriceBook, PriceVersion, rate
@@ -45,6 +45,7 @@ from creditmeter.store.base import Store, StoredEvent, Transaction
 from creditmeter.timeutil import US_PER_S, format_instant
 
 DAY_S = 86_400
+MAX_HOLD_TTL_S = 7 * DAY_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +172,7 @@ class Engine:
             grant_kind = GrantKind(kind)
         except ValueError:
             raise InputError("kind", f"must be one of {', '.join(k.value for k in GrantKind)}") from None
-        if not 0 < amount_uc <= MAX_UC:
-            raise InputError("amount", "must be greater than zero and at most 10^12 credits")
+        _check_amount(amount_uc)
         effective = at_us if effective_at_us is None else effective_at_us
         if expires_at_us is not None:
             if expires_at_us <= effective:
@@ -312,11 +312,10 @@ class Engine:
     def reserve(self, account_id: str, amount_uc: int, at_us: int, *, ttl_s: int | None = None,
                 hold_id: str | None = None) -> Hold | Refused:
         """Hold credits for a request in flight; refused (a value) when they are not there."""
-        if not 0 < amount_uc <= MAX_UC:
-            raise InputError("amount", "must be greater than zero and at most 10^12 credits")
+        _check_amount(amount_uc)
         ttl = self.settings.default_hold_ttl_s if ttl_s is None else ttl_s
-        if ttl <= 0:
-            raise InputError("ttl", "must be greater than zero")
+        if type(ttl) is not int or not 0 < ttl <= MAX_HOLD_TTL_S:
+            raise InputError("ttl", f"must be a whole number of seconds from 1 to {MAX_HOLD_TTL_S}")
         hid = check_id(hold_id, "id") if hold_id is not None else f"hld_{uuid.uuid4().hex}"
         request_fp = _request_fp(account_id, amount_uc, ttl)
         with self.store.transaction(write=True) as tx:
@@ -433,6 +432,12 @@ class Engine:
             return invariants.check(tx.grant_rows(ids), accounts, tx.ledger_totals(ids))
 
 
+def _check_amount(amount_uc: object) -> None:
+    if type(amount_uc) is not int or not 0 < amount_uc <= MAX_UC:
+        raise InputError("amount", "must be a whole number of µc, greater than zero and at most "
+                         "10^12 credits")
+
+
 class _BookCache(OrderedDict[AccountId, Book]):
     """A bounded map of books, least recently stored dropped first."""
 
@@ -454,6 +459,11 @@ def _settle_event(event_id: str, hold: Hold, usage: Usage) -> UsageEvent:
                             "cache_write_tokens"), tokens, strict=True):
         if type(value) is not int or value < 0:
             raise InputError(name, f"must be a whole number ≥ 0, got {value!r}")
+    for name, value in usage.quantities:
+        if not isinstance(name, str) or not name or len(name) > 255:
+            raise InputError("quantities", "feature names must be strings of 1-255 characters")
+        if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+            raise InputError(f"quantities.{name}", f"must be a whole number ≥ 0, got {value!r}")
     if usage.model is None and not usage.quantities:
         raise InputError("model", "is required (or quantities of priced features)")
     metadata = dict(usage.metadata or {})

@@ -48,7 +48,8 @@ class NotFound(CreditmeterError):
     kind = "not_found"
 
     def __init__(self, what: str, ident: str, field: str | None = None) -> None:
-        super().__init__(f"unknown {what} {ident!r}")
+        self.reason = f"unknown {what} {ident!r}"
+        super().__init__(f"{field}: {self.reason}" if field else self.reason)
         self.what = what
         self.ident = ident
         self.field = field

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import yaml
@@ -74,9 +74,15 @@ class _DecimalLoader(yaml.SafeLoader):
     """YAML loader that reads every float as an exact Decimal."""
 
 
-def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
-    value = loader.construct_scalar(node)  # type: ignore[arg-type]
-    return Decimal(str(value).replace("_", ""))
+def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal | str:
+    """A YAML float as an exact Decimal; what Decimal cannot read (``.inf``, ``1:30.5``) stays
+    text, so the catalog's own checks reject it naming the field."""
+    value = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    try:
+        number = Decimal(value.replace("_", ""))
+    except InvalidOperation:
+        return value
+    return number if number.is_finite() else value
 
 
 _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
