@@ -54,7 +54,7 @@ class ImportSummary:
                    f"({format_credits(self.cost_uc)} credits), {self.duplicate} duplicate, "
                    f"{len(self.rejected)} rejected in {self.seconds:.2f}s")
         for line, eid, fld, reason in self.rejected[:20]:
-            click.echo(f"  line {line}: {eid or '-'}: {fld + ': ' if fld else ''}{reason}")
+            click.echo(f"  line {line}: {eid + ': ' if eid else ''}{fld + ': ' if fld else ''}{reason}")
         if len(self.rejected) > 20:
             click.echo(f"  … and {len(self.rejected) - 20} more (use --json for all)")
 
@@ -111,7 +111,7 @@ def import_jsonl(engine: Engine, path: Path, at_us: int, *, batch_size: int = 5_
             good = [(n, item) for n, item in batch if not isinstance(item, InputError)]
             for n, item in batch:
                 if isinstance(item, InputError):
-                    summary.rejected.append((n, None, item.field, item.reason))
+                    summary.rejected.append((n, None, None, item.reason))
             with _gc_paused():
                 results = engine.record_batch([item for _, item in good], at_us)
             for (n, _), result in zip(good, results, strict=True):
