@@ -9,10 +9,13 @@ never reads a clock.
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 
@@ -36,16 +39,18 @@ from creditmeter.domain import (
     Rejected,
     UsageEvent,
 )
-from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
+from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound, Unavailable
 from creditmeter.events import MAX_TOKENS, check_id, fingerprint, parse_event
 from creditmeter.ledger import Book
 from creditmeter.money import MAX_UC
 from creditmeter.pricing import Catalog, PriceBook, PriceVersion, rate
-from creditmeter.store.base import Store, StoredEvent, Transaction
-from creditmeter.timeutil import US_PER_S, format_instant
+from creditmeter.store.base import StaleWrite, Store, StoredEvent, Transaction
+from creditmeter.timeutil import MAX_US, MIN_US, US_PER_S, format_instant
 
 DAY_S = 86_400
 MAX_HOLD_TTL_S = 7 * DAY_S
+SETTLE_ID_PREFIX = "hold:"  # default event id of a settle; producers' event ids may not use it
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +62,14 @@ class Settings:
       max_future_s: how far ahead of now an event's timestamp may be (5 minutes).
       default_hold_ttl_s: a hold's ttl when none is given (10 minutes).
       book_cache_size: how many accounts' books batch ingestion keeps between batches.
+      write_attempts: how often a write is tried when other writers changed the same accounts.
     """
 
     lateness_window_s: int = 7 * DAY_S
     max_future_s: int = 300
     default_hold_ttl_s: int = 600
     book_cache_size: int = 20_000
+    write_attempts: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +110,41 @@ class Engine:
         # is unchanged (see Transaction.load_books).
         self._books = _BookCache(self.settings.book_cache_size)
 
+    def _write(self, work: Callable[[Transaction], T]) -> T:
+        """Run ``work`` in one write transaction; retry it whole when another writer got there
+        first (a bounded number of times, with jitter), else fail with :class:`Unavailable`."""
+        attempts = self.settings.write_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.store.transaction(write=True) as tx:
+                    return work(tx)
+            except StaleWrite:
+                self._books.clear()
+                if attempt == attempts:
+                    break
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))
+            except BaseException:
+                self._books.clear()  # books may hold changes that were never written
+                raise
+        raise Unavailable(f"the write did not go through after {attempts} attempts "
+                          "(other writers kept changing the same accounts); nothing was written")
+
     # -- accounts ----------------------------------------------------------------------------
 
     def create_account(self, account_id: str, at_us: int, name: str | None = None,
                        kind: str = "user") -> Account:
         """Create an account; the same call again returns it (a different one conflicts)."""
         check_id(account_id, "id")
+        _check_instant(at_us, "at")
         try:
             account_kind = AccountKind(kind)
         except ValueError:
             raise InputError("kind", f"must be one of {', '.join(k.value for k in AccountKind)}") from None
-        if name is not None and (not name.strip() or len(name) > 255):
-            raise InputError("name", "must be 1-255 characters")
+        if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 255):
+            raise InputError("name", "must be a string of 1-255 characters")
         account = Account(AccountId(account_id), name or account_id, account_kind, at_us)
-        with self.store.transaction(write=True) as tx:
+
+        def work(tx: Transaction) -> Account:
             existing = tx.get_account(account_id)
             if existing:
                 old = existing[0]
@@ -124,7 +152,9 @@ class Engine:
                     return old
                 raise Conflict(f"account {account_id!r} already exists with other details")
             tx.insert_account(account)
-        return account
+            return account
+
+        return self._write(work)
 
     def accounts(self) -> list[tuple[Account, int]]:
         with self.store.transaction() as tx:
@@ -135,8 +165,9 @@ class Engine:
     def load_prices(self, catalog: Catalog, effective_at_us: int, at_us: int,
                     source: str = "") -> PriceVersion:
         """Add a catalog version effective from ``effective_at_us``."""
-        with self.store.transaction(write=True) as tx:
-            version = tx.insert_price_version(catalog, effective_at_us, at_us, source)
+        _check_instant(effective_at_us, "effective")
+        _check_instant(at_us, "at")
+        version = self._write(lambda tx: tx.insert_price_version(catalog, effective_at_us, at_us, source))
         return PriceVersion(version, effective_at_us, catalog)
 
     def price_book(self, tx: Transaction | None = None) -> PriceBook:
@@ -153,11 +184,12 @@ class Engine:
     def estimate(self, model: str, input_tokens: int, max_output_tokens: int, at_us: int) -> int:
         """What a chat request may cost at most (SPEC §6): its input tokens at the input price
         plus its max output tokens at the output price, with the prices effective at ``at_us``."""
+        _check_instant(at_us, "at")
         version = self.price_book().at(at_us)
         if version is None:
             raise InputError("timestamp", f"no price catalog is effective at {format_instant(at_us)}")
         for name, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
-            if type(value) is not int or value < 0:
+            if type(value) is not int or not 0 <= value <= MAX_TOKENS:
                 raise InputError(name, f"must be a whole number ≥ 0, got {value!r}")
         return rate(version.catalog, model, input_tokens, max_output_tokens, 0, 0)
 
@@ -167,43 +199,58 @@ class Engine:
                   expires_at_us: int | None = None, effective_at_us: int | None = None,
                   priority: int | None = None, name: str | None = None,
                   grant_id: str | None = None, source: str = "manual") -> Package:
-        """Put a credit package on an account. With ``grant_id``, the same call is idempotent."""
+        """Put a credit package on an account. With ``grant_id``, the same call is idempotent
+        (a retry answers the same package, even after the time checks would refuse it anew)."""
+        check_id(account_id, "account_id")
+        _check_instant(at_us, "at")
         try:
             grant_kind = GrantKind(kind)
         except ValueError:
             raise InputError("kind", f"must be one of {', '.join(k.value for k in GrantKind)}") from None
         _check_amount(amount_uc)
-        effective = at_us if effective_at_us is None else effective_at_us
-        if expires_at_us is not None:
-            if expires_at_us <= effective:
-                raise InputError("expires", f"must be after the effective time {format_instant(effective)}")
-            if expires_at_us <= at_us:
-                raise InputError("expires", "is in the past")
+        for field, value in (("expires", expires_at_us), ("effective", effective_at_us)):
+            if value is not None:
+                _check_instant(value, field)
         prio = grant_kind.default_priority if priority is None else priority
         if type(prio) is not int or not 0 <= prio <= 100:
             raise InputError("priority", "must be a whole number from 0 to 100")
-        if name is not None and len(name) > 255:
-            raise InputError("name", "must be at most 255 characters")
+        if name is not None and (not isinstance(name, str) or len(name) > 255):
+            raise InputError("name", "must be a string of at most 255 characters")
         gid = check_id(grant_id, "id") if grant_id is not None else f"grt_{uuid.uuid4().hex}"
         label = name or f"{grant_kind.value.capitalize()} credits"
-        request_fp = _request_fp(account_id, amount_uc, grant_kind.value, effective, expires_at_us,
-                                 prio, label)
-        with self.store.transaction(write=True) as tx:
+        # The body as given: a defaulted effective time is not part of it, so a retry matches.
+        request_fp = _request_fp(account_id, amount_uc, grant_kind.value, effective_at_us,
+                                 expires_at_us, prio, label)
+        effective = at_us if effective_at_us is None else effective_at_us
+
+        def work(tx: Transaction) -> Package:
             existing = tx.get_grant(gid)
             if existing is not None:
                 if existing.request_fp != request_fp:
                     raise Conflict(f"grant id {gid!r} was already used for another grant")
                 return self._package(tx, existing.grant.account_id, existing.grant.id, at_us)
+            if expires_at_us is not None:
+                if expires_at_us <= effective:
+                    raise InputError("expires",
+                                     f"must be after the effective time {format_instant(effective)}")
+                if expires_at_us <= at_us:
+                    raise InputError("expires", "is in the past")
             book = self._book(tx, account_id, at_us)
             grant = Grant(GrantId(gid), AccountId(account_id), grant_kind, amount_uc, prio, effective,
                           expires_at_us, label, source, tx.next_grant_seq(), at_us)
             book.add_grant(grant, at_us)
+            package = book.package(book.grant(grant.id) or grant, at_us)
             tx.persist([book], at_us, grant_fps={grant.id: request_fp})
-            return book.package(book.grant(grant.id) or grant, at_us)
+            return package
+
+        return self._write(work)
 
     def void_grant(self, grant_id: str, at_us: int) -> Package:
         """Void (refund) a grant: its remaining credits are removed; what was used stays."""
-        with self.store.transaction(write=True) as tx:
+        check_id(grant_id, "grant_id")
+        _check_instant(at_us, "at")
+
+        def work(tx: Transaction) -> Package:
             row = tx.get_grant(grant_id)
             if row is None:
                 raise NotFound("grant", grant_id, "grant_id")
@@ -211,12 +258,14 @@ class Engine:
             grant = book.grant(row.grant.id)
             assert grant is not None
             if grant.voided_at_us is None:
-                status = book.package(grant, at_us).status
-                if status is GrantStatus.EXPIRED:
+                if book.package(grant, at_us).status is GrantStatus.EXPIRED:
                     raise Conflict(f"grant {grant_id!r} has already expired; nothing remains to void")
                 grant = book.void(grant, at_us)
+            package = book.package(grant, at_us)
             tx.persist([book], at_us)
-            return book.package(grant, at_us)
+            return package
+
+        return self._write(work)
 
     # -- usage -------------------------------------------------------------------------------
 
@@ -233,23 +282,32 @@ class Engine:
 
         Events one by one or in batches of any size give the same results.
         """
-        results: list[Charge | Rejected | None] = [None] * len(items)
+        _check_instant(at_us, "at")
+        early: dict[int, Rejected] = {}
         parsed: list[tuple[int, UsageEvent]] = []
         for index, item in enumerate(items):
             try:
-                parsed.append((index, item if isinstance(item, UsageEvent) else parse_event(item)))
+                event = item if isinstance(item, UsageEvent) else parse_event(item)
+                if event.id.startswith(SETTLE_ID_PREFIX):
+                    raise InputError("id", f"ids starting with {SETTLE_ID_PREFIX!r} are kept for "
+                                     "the settlements of holds")
+                parsed.append((index, event))
             except CreditmeterError as exc:
-                event_id = item.get("id") if isinstance(item, dict) else None
-                results[index] = _rejected(event_id if isinstance(event_id, str) else None, exc)
-        if parsed:
-            try:
-                with self.store.transaction(write=True) as tx:
-                    self._charge_events(tx, parsed, results, at_us)
-            except BaseException:
-                self._books.clear()  # books may hold changes that were never written
-                raise
-        assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
+                event_id = item.get("id") if isinstance(item, dict) else getattr(item, "id", None)
+                early[index] = Rejected(event_id if isinstance(event_id, str) else None, exc)
+
+        def work(tx: Transaction) -> list[Charge | Rejected]:
+            results: list[Charge | Rejected | None] = [None] * len(items)
+            for index, rejected in early.items():
+                results[index] = rejected
+            if parsed:
+                self._charge_events(tx, parsed, results, at_us)
+            assert all(r is not None for r in results)
+            return results  # type: ignore[return-value]
+
+        if not parsed:
+            return [early[i] for i in range(len(items))]
+        return self._write(work)
 
     def _charge_events(self, tx: Transaction, parsed: list[tuple[int, UsageEvent]],
                        results: list[Charge | Rejected | None], at_us: int) -> None:
@@ -268,15 +326,16 @@ class Engine:
                 continue
             book = books.get(event.account_id)
             if book is None:
-                results[index] = _rejected(event.id, NotFound("account", event.account_id, "account_id"))
+                results[index] = Rejected(event.id, NotFound("account", event.account_id, "account_id"))
                 continue
             ts = at_us if event.timestamp_us is None else event.timestamp_us
             try:
                 version = self._check_time_and_price(prices, ts, oldest, newest)
                 cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
                             event.cached_input_tokens, event.cache_write_tokens, event.quantities)
+                _check_overage_room(book, cost)
             except CreditmeterError as exc:
-                results[index] = _rejected(event.id, exc)
+                results[index] = Rejected(event.id, exc)
                 continue
             if event.account_id not in advanced:
                 book.advance(at_us)
@@ -301,10 +360,19 @@ class Engine:
 
     def usage(self, account_id: str, *, from_us: int | None = None, to_us: int | None = None,
               model: str | None = None, limit: int | None = None) -> Iterator[StoredEvent]:
-        """An account's charged events, newest first (streamed)."""
+        """An account's charged events, newest first, streamed from one read transaction.
+
+        The account is checked at once (an unknown one raises here, not on first iteration).
+        """
+        check_id(account_id, "account_id")
         with self.store.transaction() as tx:
             if tx.get_account(account_id) is None:
                 raise NotFound("account", account_id, "account_id")
+        return self._stream_usage(account_id, from_us, to_us, model, limit)
+
+    def _stream_usage(self, account_id: str, from_us: int | None, to_us: int | None,
+                      model: str | None, limit: int | None) -> Iterator[StoredEvent]:
+        with self.store.transaction() as tx:
             yield from tx.list_events(account_id, from_us, to_us, model, limit)
 
     # -- holds -------------------------------------------------------------------------------
@@ -312,13 +380,16 @@ class Engine:
     def reserve(self, account_id: str, amount_uc: int, at_us: int, *, ttl_s: int | None = None,
                 hold_id: str | None = None) -> Hold | Refused:
         """Hold credits for a request in flight; refused (a value) when they are not there."""
+        check_id(account_id, "account_id")
+        _check_instant(at_us, "at")
         _check_amount(amount_uc)
         ttl = self.settings.default_hold_ttl_s if ttl_s is None else ttl_s
         if type(ttl) is not int or not 0 < ttl <= MAX_HOLD_TTL_S:
             raise InputError("ttl", f"must be a whole number of seconds from 1 to {MAX_HOLD_TTL_S}")
         hid = check_id(hold_id, "id") if hold_id is not None else f"hld_{uuid.uuid4().hex}"
         request_fp = _request_fp(account_id, amount_uc, ttl)
-        with self.store.transaction(write=True) as tx:
+
+        def work(tx: Transaction) -> Hold | Refused:
             existing = tx.get_hold(hid)
             if existing is not None:
                 if existing[1] != request_fp:
@@ -329,15 +400,21 @@ class Engine:
             tx.persist([book], at_us, hold_fps={HoldId(hid): request_fp})
             return result
 
+        return self._write(work)
+
     def settle(self, hold_id: str, usage: Usage, at_us: int, *,
                event_id: str | None = None) -> Charge:
         """Charge a request's actual usage from its hold first; the rest of the hold is released.
 
-        Idempotent: settling again with the same usage answers the original charge (duplicate).
-        A hold whose ttl passed is charged like a plain usage event.
+        Exactly once: settling again with the same usage answers the original charge
+        (duplicate); any other second settle is a conflict. A hold whose ttl passed is charged
+        like a plain usage event, and is then settled all the same.
         """
-        eid = check_id(event_id, "id") if event_id is not None else f"hold:{hold_id}"
-        with self.store.transaction(write=True) as tx:
+        check_id(hold_id, "hold_id")
+        _check_instant(at_us, "at")
+        eid = check_id(event_id, "id") if event_id is not None else f"{SETTLE_ID_PREFIX}{hold_id}"
+
+        def work(tx: Transaction) -> Charge:
             found = tx.get_hold(hold_id)
             if found is None:
                 raise NotFound("hold", hold_id, "hold_id")
@@ -349,7 +426,7 @@ class Engine:
                 if isinstance(result, Rejected):
                     raise result.error
                 return result
-            if hold.status is HoldStatus.SETTLED:
+            if hold.settled_event_id is not None:
                 raise Conflict(f"hold {hold_id!r} was already settled by event {hold.settled_event_id!r}")
             if hold.status is HoldStatus.RELEASED:
                 raise Conflict(f"hold {hold_id!r} was released; record the usage as an event instead")
@@ -359,25 +436,34 @@ class Engine:
             cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
                         event.cached_input_tokens, event.cache_write_tokens, event.quantities)
             book = self._book(tx, hold.account_id, at_us)
+            _check_overage_room(book, cost)
             open_hold = book.holds.get(hold.id)
             if open_hold is not None:
                 book.end_hold(open_hold, at_us, HoldStatus.SETTLED, event.id)
+            else:
+                # The ttl passed: the hold stays expired, but it is settled by this event.
+                book.settle_lapsed_hold(hold, event.id)
             charge = book.charge(event, cost, version.version, at_us, at_us, hold=open_hold)
-            if open_hold is None:  # the ttl passed: charged afresh, but still tied to its hold
+            if open_hold is None:  # charged afresh, but still tied to its hold
                 charge = charge._replace(hold_id=hold.id)
                 book.charges[-1] = (event, charge)
             tx.persist([book], at_us)
             return charge
 
+        return self._write(work)
+
     def release(self, hold_id: str, at_us: int) -> Hold:
         """Give a hold's credits back. Idempotent; a settled hold cannot be released."""
-        with self.store.transaction(write=True) as tx:
+        check_id(hold_id, "hold_id")
+        _check_instant(at_us, "at")
+
+        def work(tx: Transaction) -> Hold:
             found = tx.get_hold(hold_id)
             if found is None:
                 raise NotFound("hold", hold_id, "hold_id")
             hold = found[0]
-            if hold.status is HoldStatus.SETTLED:
-                raise Conflict(f"hold {hold_id!r} was already settled")
+            if hold.settled_event_id is not None:
+                raise Conflict(f"hold {hold_id!r} was already settled by event {hold.settled_event_id!r}")
             if hold.status is not HoldStatus.OPEN:
                 return hold
             book = self._book(tx, hold.account_id, at_us)
@@ -387,10 +473,14 @@ class Engine:
             tx.persist([book], at_us)
             return ended
 
+        return self._write(work)
+
     # -- views -------------------------------------------------------------------------------
 
     def balance(self, account_id: str, at_us: int) -> Balance:
         """The account's credits as they stand at ``at_us`` (nothing is written)."""
+        check_id(account_id, "account_id")
+        _check_instant(at_us, "at")
         with self.store.transaction() as tx:
             return self._book(tx, account_id, at_us).balance(at_us)
 
@@ -411,7 +501,9 @@ class Engine:
 
     def tick(self, at_us: int) -> TickReport:
         """Time out holds, pay overage from new credits, record expiries (idempotent)."""
-        with self.store.transaction(write=True) as tx:
+        _check_instant(at_us, "at")
+
+        def work(tx: Transaction) -> TickReport:
             books = tx.load_books(tx.accounts_to_tick(at_us))
             expired = 0
             entries = 0
@@ -421,7 +513,9 @@ class Engine:
                 expired += sum(1 for h in book.ended_holds if h.status is HoldStatus.EXPIRED)
                 entries += len(book.entries)
             tx.persist(books.values(), at_us)
-        return TickReport(len(books), expired, entries)
+            return TickReport(len(books), expired, entries)
+
+        return self._write(work)
 
     def check_invariants(self, account_ids: Iterable[str] | None = None) -> list[str]:
         """Every invariant of the ledger; an empty list when all hold."""
@@ -432,10 +526,22 @@ class Engine:
             return invariants.check(tx.grant_rows(ids), accounts, tx.ledger_totals(ids))
 
 
+def _check_instant(value: object, field: str) -> None:
+    if type(value) is not int or not MIN_US <= value <= MAX_US:
+        raise InputError(field, f"must be an instant (whole µs since the epoch, 0..{MAX_US}), "
+                         f"got {value!r}")
+
+
 def _check_amount(amount_uc: object) -> None:
     if type(amount_uc) is not int or not 0 < amount_uc <= MAX_UC:
         raise InputError("amount", "must be a whole number of µc, greater than zero and at most "
                          "10^12 credits")
+
+
+def _check_overage_room(book: Book, cost_uc: int) -> None:
+    """An account's overage is bounded like any amount; an event that could pass it is refused."""
+    if book.overage_uc + cost_uc > MAX_UC:
+        raise InputError("event", "would take the account's overage past 10^12 credits")
 
 
 class _BookCache(OrderedDict[AccountId, Book]):
@@ -483,5 +589,3 @@ def _duplicate(event: UsageEvent, original_fp: str, original: Charge) -> Charge 
     return original._replace(status="duplicate")
 
 
-def _rejected(event_id: str | None, exc: CreditmeterError) -> Rejected:
-    return Rejected(event_id, exc)

@@ -8,7 +8,8 @@ What is raised is always one of these::
      ├── NotFound               an unknown (or another tenant's) object        (HTTP 404, exit 3)
      ├── Conflict               an id reused with a different body, a hold   (HTTP 409, exit 4)
      │                          already settled or released
-     └── SchemaError            the database is missing or behind its migrations (exit 5)
+     ├── SchemaError            the database is missing or behind its migrations (exit 5)
+     └── Unavailable            the store could not complete the write now; retry (HTTP 503, exit 7)
 
 Nothing is written when one of these is raised: every command runs in one transaction.
 """
@@ -73,3 +74,10 @@ class SchemaError(CreditmeterError):
 
     exit_code = 5
     kind = "schema"
+
+
+class Unavailable(CreditmeterError):
+    """The write could not be completed now (contention, a lost connection); nothing was written."""
+
+    exit_code = 7
+    kind = "unavailable"

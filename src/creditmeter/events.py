@@ -88,7 +88,7 @@ def parse_event(data: object) -> UsageEvent:
         w_tok = _count(w_tok, "cache_write_tokens")
     quantities: tuple[tuple[str, int], ...] = ()
     raw_q = get("quantities")
-    if raw_q:
+    if raw_q is not None:
         if type(raw_q) is not dict:
             raise InputError("quantities", "must be an object of feature name to a whole number")
         quantities = tuple(sorted((_name(k), _count(v, f"quantities.{k}")) for k, v in raw_q.items()))

@@ -137,6 +137,11 @@ CSV_COLUMNS = ["timestamp", "event_id", "model", "input_tokens", "output_tokens"
                "overage_credits", "paid_by", "price_version", "hold_id"]
 
 
+def _cell(text: str) -> str:
+    """Text that a spreadsheet would read as a formula gets a leading quote (CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def write_csv(stream: Iterable[StoredEvent], out: IO[str]) -> int:
     """Write events as CSV rows as they stream in (never all in memory)."""
     writer = csv.writer(out)
@@ -145,12 +150,12 @@ def write_csv(stream: Iterable[StoredEvent], out: IO[str]) -> int:
     for stored in stream:
         e, c = stored.event, stored.charge
         writer.writerow([
-            format_instant(c.timestamp_us), e.id, e.model or "", e.input_tokens, e.output_tokens,
-            e.cached_input_tokens, e.cache_write_tokens,
-            ";".join(f"{k}={v}" for k, v in e.quantities), format_credits(c.cost_uc),
+            format_instant(c.timestamp_us), _cell(e.id), _cell(e.model or ""), e.input_tokens,
+            e.output_tokens, e.cached_input_tokens, e.cache_write_tokens,
+            _cell(";".join(f"{k}={v}" for k, v in e.quantities)), format_credits(c.cost_uc),
             format_credits(c.overage_uc),
-            ";".join(f"{p.grant_id}={format_credits(p.amount_uc)}" for p in c.allocations),
-            c.price_version if c.price_version is not None else "", c.hold_id or "",
+            _cell(";".join(f"{p.grant_id}={format_credits(p.amount_uc)}" for p in c.allocations)),
+            c.price_version if c.price_version is not None else "", _cell(c.hold_id or ""),
         ])
         count += 1
     return count

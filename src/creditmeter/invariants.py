@@ -34,7 +34,9 @@ class LedgerTotals:
       event_overage: account_id -> Σ event overage.
       payoffs: account_id -> Σ payoff entries.
       bad_events: ids of events whose parts + overage differ from their cost, or with a part ≤ 0.
-      bad_holds: ids of holds whose parts differ from their amount.
+      bad_holds: ids of holds whose parts differ from their amount, or settled more than once.
+      strays: parts, holds or entries on a grant of another account (or of no account).
+      first_expiry: grant_id -> instant of its first expire entry.
     """
 
     entry_sums: dict[tuple[str, str], int]
@@ -44,6 +46,8 @@ class LedgerTotals:
     payoffs: dict[str, int]
     bad_events: list[str]
     bad_holds: list[str]
+    strays: list[str]
+    first_expiry: dict[str, int]
 
 
 def check(grant_rows: Iterable[GrantRow], accounts: Iterable[tuple[str, int]],
@@ -79,6 +83,11 @@ def check(grant_rows: Iterable[GrantRow], accounts: Iterable[tuple[str, int]],
             problems.append(f"grant {gid}: recorded expiry/void {row.closed_uc} outside 0..{residual}")
         if g.expires_at_us is not None and g.expires_at_us <= g.effective_at_us:
             problems.append(f"grant {gid}: expires before it takes effect")
+        expired_at = totals.first_expiry.get(gid)
+        if expired_at is not None and (g.expires_at_us is None or expired_at < g.expires_at_us):
+            problems.append(f"grant {gid}: an expiry was recorded before the grant expires")
+        if sums.get((gid, EntryKind.VOID.value)) and g.voided_at_us is None:
+            problems.append(f"grant {gid}: a void was recorded but the grant is not voided")
     for account_id, overage in accounts:
         derived = totals.event_overage.get(account_id, 0) - totals.payoffs.get(account_id, 0)
         if derived != overage:
@@ -88,5 +97,6 @@ def check(grant_rows: Iterable[GrantRow], accounts: Iterable[tuple[str, int]],
     for event_id in totals.bad_events:
         problems.append(f"event {event_id}: its parts and overage do not add up to its cost")
     for hold_id in totals.bad_holds:
-        problems.append(f"hold {hold_id}: its parts do not add up to its amount")
+        problems.append(f"hold {hold_id}: its parts do not add up to its amount, or it was settled twice")
+    problems.extend(totals.strays)
     return problems

@@ -141,7 +141,7 @@ class Book:
     def advance(self, at_us: int) -> None:
         """Bring the book to ``at_us``: holds past their ttl end, new credits pay off overage."""
         for hold in [h for h in self.holds.values() if h.expires_at_us <= at_us]:
-            self._end_hold(hold, at_us, HoldStatus.EXPIRED, "ttl passed")
+            self._end_hold(hold, hold.expires_at_us, HoldStatus.EXPIRED, "ttl passed")
         self.pay_overage(at_us)
 
     def pay_overage(self, at_us: int) -> None:
@@ -229,6 +229,12 @@ class Book:
                  settled_event_id: EventId | None = None) -> Hold:
         """Give a hold's credits back (before a settle charges, or on release)."""
         return self._end_hold(hold, at_us, status, status.value, settled_event_id)
+
+    def settle_lapsed_hold(self, hold: Hold, event_id: EventId) -> None:
+        """Mark a hold whose ttl passed as settled by ``event_id`` (it holds nothing any more)."""
+        assert hold.status is HoldStatus.EXPIRED or any(h.id == hold.id for h in self.ended_holds), hold
+        self.ended_holds = [h for h in self.ended_holds if h.id != hold.id]
+        self.ended_holds.append(hold._replace(status=HoldStatus.EXPIRED, settled_event_id=event_id))
 
     def sweep(self, at_us: int) -> None:
         """Record expiry/void entries so history matches the derived figures at ``at_us``.

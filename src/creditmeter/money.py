@@ -38,6 +38,11 @@ def to_decimal(value: object, field: str) -> Decimal:
         raise InputError(field, f"must be a number, got {type(value).__name__}")
     if not number.is_finite():
         raise InputError(field, f"{value!r} is not a finite number")
+    if number and not -40 <= number.adjusted() <= 40:
+        # Far outside any amount or price; also keeps Decimal arithmetic from overflowing.
+        raise InputError(field, f"{value!r} is out of range")
+    if number.as_tuple().exponent < -40:  # type: ignore[operator]
+        raise InputError(field, f"{value!r} has too many decimal places")
     return number
 
 

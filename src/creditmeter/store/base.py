@@ -22,6 +22,13 @@ class StoredEvent:
     seq: int
 
 
+class StaleWrite(Exception):
+    """Another writer changed an account this transaction read; the command is retried whole.
+
+    Not a creditmeter error: the engine retries, and raises ``Unavailable`` if it keeps happening.
+    """
+
+
 class Transaction(Protocol):
     def get_account(self, account_id: str) -> tuple[Account, int] | None: ...
     def insert_account(self, account: Account) -> None: ...

@@ -37,7 +37,7 @@ from creditmeter.errors import SchemaError
 from creditmeter.invariants import GrantRow, LedgerTotals
 from creditmeter.ledger import Book, Counters
 from creditmeter.pricing import Catalog, PriceVersion, parse_catalog
-from creditmeter.store.base import StoredEvent
+from creditmeter.store.base import StaleWrite, StoredEvent
 from creditmeter.store.schema import accounts, entries, events, grants, holds, price_versions
 
 SCHEMA_REVISION = "0001"
@@ -298,7 +298,7 @@ class SqlTransaction:
         entry_rows: list[tuple[Any, ...]] = []
         closing_rows: list[tuple[Any, ...]] = []
         counter_rows: list[tuple[int, int, int, int]] = []
-        overage_rows: list[tuple[int, int, str]] = []
+        overage_rows: list[tuple[int, int, str, int]] = []
         for book in books:
             for grant in book.new_grants:
                 conn.execute(grants.insert().values(
@@ -341,8 +341,8 @@ class SqlTransaction:
                         c = counters[grant.id]
                         counter_rows.append((c.used_uc, c.held_uc, c.closed_uc, grant.seq))
             if book.has_changes:
+                overage_rows.append((book.overage_uc, book.version + 1, book.account.id, book.version))
                 book.version += 1
-                overage_rows.append((book.overage_uc, book.version, book.account.id))
                 book.reset_changes()
         m = self._mark
         if event_rows:
@@ -351,17 +351,23 @@ class SqlTransaction:
             conn.exec_driver_sql(_insert_sql(entries, _ENTRY_COLUMNS, m), entry_rows)
         for row in closing_rows:
             # A closing entry after the first corrects it: it points at the first one.
+            first = conn.exec_driver_sql(
+                f"SELECT MIN(seq) FROM entries WHERE grant_id = {m} AND kind IN ('expire', 'void')",
+                (row[1],)).scalar()
             conn.exec_driver_sql(
                 f"INSERT INTO entries ({', '.join(_ENTRY_COLUMNS)}, corrects) "
-                f"SELECT {', '.join([m] * len(_ENTRY_COLUMNS))}, MIN(seq) FROM entries "
-                f"WHERE grant_id = {m} AND kind IN ('expire', 'void')", (*row, row[1]))
+                f"VALUES ({', '.join([m] * (len(_ENTRY_COLUMNS) + 1))})", (*row, first))
         if counter_rows:
             conn.exec_driver_sql(
                 f"UPDATE grants SET used_uc = {m}, held_uc = {m}, closed_uc = {m} WHERE seq = {m}",
                 counter_rows)
         if overage_rows:
-            conn.exec_driver_sql(f"UPDATE accounts SET overage_uc = {m}, version = {m} WHERE id = {m}",
-                                 overage_rows)
+            # Optimistic check: each book must still be at the version it was loaded at.
+            result = conn.exec_driver_sql(
+                f"UPDATE accounts SET overage_uc = {m}, version = {m} WHERE id = {m} AND version = {m}",
+                overage_rows)
+            if result.rowcount != len(overage_rows):
+                raise StaleWrite(f"{len(overage_rows) - result.rowcount} account(s) changed meanwhile")
 
     def next_grant_seq(self) -> int:
         current = self.conn.execute(sa.select(sa.func.max(grants.c.seq))).scalar()
@@ -450,22 +456,37 @@ class SqlTransaction:
         def scoped(query: Any, column: Any) -> Any:
             return query if account_ids is None else query.where(column.in_(list(account_ids)))
 
+        owners = {gid: aid for gid, aid in self.conn.execute(
+            scoped(sa.select(grants.c.id, grants.c.account_id), grants.c.account_id))}
+        strays: list[str] = []
+
+        def owned(what: str, gid: str, aid: str) -> None:
+            if owners.get(gid) != aid:
+                strays.append(f"{what} on grant {gid!r} of account {owners.get(gid)!r}, not {aid!r}")
+
         entry_sums: dict[tuple[str, str], int] = {}
         payoffs: dict[str, int] = {}
+        first_close: dict[str, int] = {}
         q = scoped(sa.select(entries.c.account_id, entries.c.grant_id, entries.c.kind,
-                             sa.func.sum(entries.c.amount_uc))
+                             sa.func.sum(entries.c.amount_uc), sa.func.min(entries.c.at_us))
                    .group_by(entries.c.account_id, entries.c.grant_id, entries.c.kind),
                    entries.c.account_id)
-        for aid, gid, kind, total in self.conn.execute(q):
-            entry_sums[(gid, kind)] = int(total)
+        for aid, gid, kind, total, first_at in self.conn.execute(q):
+            if gid is not None:
+                owned(f"{kind} entries", gid, aid)
+            entry_sums[(gid, kind)] = entry_sums.get((gid, kind), 0) + int(total)
             if kind == EntryKind.PAYOFF.value:
                 payoffs[aid] = payoffs.get(aid, 0) + int(total)
+            if kind == EntryKind.EXPIRE.value:
+                first_close[gid] = int(first_at)
         allocated: dict[str, int] = {}
         event_overage: dict[str, int] = {}
         bad_events: list[str] = []
+        settles: dict[str, int] = {}
         q = scoped(sa.select(events.c.id, events.c.account_id, events.c.cost_uc,
-                             events.c.overage_uc, events.c.allocations), events.c.account_id)
-        for eid, aid, cost, overage, parts_text in self.conn.execution_options(
+                             events.c.overage_uc, events.c.allocations, events.c.hold_id),
+                   events.c.account_id)
+        for eid, aid, cost, overage, parts_text, hold_id in self.conn.execution_options(
                 yield_per=10_000).execute(q):
             total = overage
             ok = overage >= 0
@@ -473,18 +494,27 @@ class SqlTransaction:
                 allocated[gid] = allocated.get(gid, 0) + amount
                 total += amount
                 ok = ok and amount > 0
+                if owners.get(gid) != aid:
+                    owned(f"event {eid!r}", gid, aid)
             if total != cost or not ok:
                 bad_events.append(eid)
             event_overage[aid] = event_overage.get(aid, 0) + overage
+            if hold_id is not None:
+                settles[hold_id] = settles.get(hold_id, 0) + 1
         open_parts: dict[str, int] = {}
         bad_holds: list[str] = []
-        q = scoped(sa.select(holds.c.id, holds.c.amount_uc, holds.c.parts)
-                   .where(holds.c.status == HoldStatus.OPEN.value), holds.c.account_id)
-        for hid, amount, parts_text in self.conn.execute(q):
+        q = scoped(sa.select(holds.c.id, holds.c.account_id, holds.c.amount_uc, holds.c.parts,
+                             holds.c.status), holds.c.account_id)
+        for hid, aid, amount, parts_text, status in self.conn.execute(q):
             parts = orjson.loads(parts_text)
-            if sum(a for _, a in parts) != amount:
+            if sum(a for _, a in parts) != amount or settles.get(hid, 0) > 1:
                 bad_holds.append(hid)
             for gid, a in parts:
-                open_parts[gid] = open_parts.get(gid, 0) + a
+                owned(f"hold {hid!r}", gid, aid)
+                if status == HoldStatus.OPEN.value:
+                    open_parts[gid] = open_parts.get(gid, 0) + a
+        for hid, count in settles.items():
+            if count > 1 and hid not in bad_holds:
+                bad_holds.append(hid)
         return LedgerTotals(entry_sums, allocated, open_parts, event_overage, payoffs,
-                            bad_events, bad_holds)
+                            bad_events, bad_holds, strays, first_close)
