@@ -59,9 +59,10 @@ class Book:
 
     def __init__(self, account: Account, overage_uc: int,
                  grants: Iterable[tuple[Grant, Counters]], holds: Iterable[Hold],
-                 version: int = 0) -> None:
+                 version: int = 0, overage_since_us: int | None = None) -> None:
         self.account = account
         self.overage_uc = overage_uc
+        self.overage_since_us = overage_since_us  # when the current overage arose
         self.version = version  # the stored account's version this book was loaded at
         pairs = sorted(grants, key=lambda pair: order_key(pair[0]))
         self.grants: list[Grant] = [g for g, _ in pairs]
@@ -145,17 +146,37 @@ class Book:
         self.pay_overage(at_us)
 
     def pay_overage(self, at_us: int) -> None:
-        """Use credits usable at ``at_us`` to pay the account's overage, in burn-down order."""
+        """Pay the account's overage with the first credits usable since it arose.
+
+        Credits pay at the first instant they were usable while the debt stood — the later of
+        the debt's start and the grant's — then in burn-down order. So the result does not depend
+        on when a write (or ``tick``) happens to run: a grant that started after the debt and
+        expired before anyone looked still paid it. Each payoff is stamped at that instant.
+        """
         if self.overage_uc <= 0:
             return
-        parts, _ = allocate(self.drawable(at_us), self.overage_uc)
-        for part in parts:
-            self._use(part.grant_id, part.amount_uc, at_us)
-            self.entries.append(Entry(EntryKind.PAYOFF, self.account.id, part.grant_id,
-                                      part.amount_uc, at_us, note="overage paid off"))
-            self.overage_uc -= part.amount_uc
-        if parts:
+        since = at_us if self.overage_since_us is None else self.overage_since_us
+        candidates = []
+        for g in self.grants:
+            end = g.expires_at_us
+            if g.voided_at_us is not None and (end is None or g.voided_at_us < end):
+                end = g.voided_at_us
+            if g.effective_at_us <= at_us and (end is None or (end > since and end > g.effective_at_us)):
+                residual = self.residual(g)
+                if residual > 0:
+                    candidates.append((max(since, g.effective_at_us), order_key(g), g.id, residual))
+        candidates.sort()
+        for paid_at, _, grant_id, residual in candidates:
+            take = min(residual, self.overage_uc)
+            self._use(grant_id, take, at_us)
+            self.entries.append(Entry(EntryKind.PAYOFF, self.account.id, grant_id, take, paid_at,
+                                      note="overage paid off"))
+            self.overage_uc -= take
             self.overage_changed = True
+            if not self.overage_uc:
+                break
+        if not self.overage_uc:
+            self.overage_since_us = None
 
     def add_grant(self, grant: Grant, at_us: int) -> None:
         assert grant.id not in self.counters, grant.id
@@ -198,6 +219,8 @@ class Book:
                         price_version, timestamp_us, hold.id if hold else None)
         self.charges.append((event, charge))
         if left:
+            if not self.overage_uc:
+                self.overage_since_us = at_us
             self.overage_uc += left
             self.overage_changed = True
             self.pay_overage(at_us)

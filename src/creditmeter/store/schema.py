@@ -23,6 +23,7 @@ accounts = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("created_at_us", sa.BigInteger, nullable=False),
     sa.Column("overage_uc", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("overage_since_us", sa.BigInteger, nullable=True),
     # Bumped by every write to the account's book: lets a process reuse a book it loaded before.
     sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
 )

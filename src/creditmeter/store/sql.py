@@ -268,7 +268,8 @@ class SqlTransaction:
             marks = ", ".join([self._mark] * len(chunk))
             params = tuple(chunk)
             for row in conn.exec_driver_sql(
-                    f"SELECT id, name, kind, created_at_us, overage_uc, version FROM accounts "
+                    f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us "
+                    f"FROM accounts "
                     f"WHERE id IN ({marks})", params):
                 found[row[0]] = tuple(row)
                 grant_rows[row[0]] = []
@@ -281,9 +282,9 @@ class SqlTransaction:
             for row in conn.execute(sa.select(holds).where(
                     holds.c.account_id.in_(chunk), holds.c.status == HoldStatus.OPEN.value)):
                 hold_rows[row.account_id].append(_hold_from_row(row))
-        for aid, (_, name, kind, created, overage, version) in found.items():
+        for aid, (_, name, kind, created, overage, version, since) in found.items():
             book = Book(Account(AccountId(aid), name, AccountKind(kind), created), overage,
-                        grant_rows[aid], hold_rows[aid], version)
+                        grant_rows[aid], hold_rows[aid], version, since)
             books[AccountId(aid)] = book
             if cache is not None:
                 cache[AccountId(aid)] = book
@@ -298,7 +299,7 @@ class SqlTransaction:
         entry_rows: list[tuple[Any, ...]] = []
         closing_rows: list[tuple[Any, ...]] = []
         counter_rows: list[tuple[int, int, int, int]] = []
-        overage_rows: list[tuple[int, int, str, int]] = []
+        overage_rows: list[tuple[int, int | None, int, str, int]] = []
         for book in books:
             for grant in book.new_grants:
                 conn.execute(grants.insert().values(
@@ -341,7 +342,8 @@ class SqlTransaction:
                         c = counters[grant.id]
                         counter_rows.append((c.used_uc, c.held_uc, c.closed_uc, grant.seq))
             if book.has_changes:
-                overage_rows.append((book.overage_uc, book.version + 1, book.account.id, book.version))
+                overage_rows.append((book.overage_uc, book.overage_since_us, book.version + 1,
+                                     book.account.id, book.version))
                 book.version += 1
                 book.reset_changes()
         m = self._mark
@@ -364,7 +366,8 @@ class SqlTransaction:
         if overage_rows:
             # Optimistic check: each book must still be at the version it was loaded at.
             result = conn.exec_driver_sql(
-                f"UPDATE accounts SET overage_uc = {m}, version = {m} WHERE id = {m} AND version = {m}",
+                f"UPDATE accounts SET overage_uc = {m}, overage_since_us = {m}, version = {m} "
+                f"WHERE id = {m} AND version = {m}",
                 overage_rows)
             if result.rowcount != len(overage_rows):
                 raise StaleWrite(f"{len(overage_rows) - result.rowcount} account(s) changed meanwhile")

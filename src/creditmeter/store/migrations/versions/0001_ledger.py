@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("created_at_us", sa.BigInteger, nullable=False),
         sa.Column("overage_uc", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("overage_since_us", sa.BigInteger, nullable=True),
         sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
     )
     op.create_table(
