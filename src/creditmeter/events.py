@@ -74,6 +74,7 @@ def parse_event(data: object) -> UsageEvent:
     model = get("model")
     if model is not None and (type(model) is not str or not 0 < len(model) <= 255):
         raise InputError("model", "must be a model id string of 1-255 characters")
+    # The four counts are checked one by one rather than in a loop: this runs once per event.
     i_tok = get("input_tokens", 0)
     if type(i_tok) is not int or not 0 <= i_tok <= MAX_TOKENS:
         i_tok = _count(i_tok, "input_tokens")
