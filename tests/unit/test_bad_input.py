@@ -24,7 +24,7 @@ from creditmeter.engine import Engine, Settings, Usage
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
 from creditmeter.money import MAX_UC, parse_credits
 from creditmeter.pricing import Catalog
-from creditmeter.store.sql import SqlStore
+from creditmeter.store.sql import SqlStore, _driver_url
 from tests.conftest import EngineFactory, at
 
 T = at("2026-03-01T12:00:00Z")
@@ -38,7 +38,7 @@ MAX_ID = "y" * 255
 
 def dump_tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table (the strongest 'nothing was written')."""
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(_driver_url(url))
     try:
         with engine.connect() as conn:
             names = sa.inspect(conn).get_table_names()

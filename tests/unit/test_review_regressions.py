@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sqlite3
 from contextlib import contextmanager
 from typing import Any
 
@@ -177,8 +176,13 @@ def test_producer_ids_may_not_take_the_settlement_prefix(engine: Engine) -> None
     assert engine.settle("H1", Usage("gpt-4o", 10), T0).event_id == "hold:H1"
 
 
-def _db_path(engine: Engine) -> str:
-    return engine.store.url.removeprefix("sqlite:///")  # type: ignore[attr-defined, no-any-return]
+def _sql(engine: Engine, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """Edit the database behind the engine's back (to forge a corrupt ledger)."""
+    store: Any = engine.store
+    mark = "?" if store.is_sqlite else "%s"
+    with store.engine.begin() as conn:
+        for sql, params in statements:
+            conn.exec_driver_sql(sql.replace("?", mark), params)
 
 
 def test_reconcile_sees_a_part_paid_from_another_accounts_grant(engine: Engine) -> None:
@@ -186,19 +190,19 @@ def test_reconcile_sees_a_part_paid_from_another_accounts_grant(engine: Engine) 
     engine.create_account("b", T0)
     engine.add_grant("b", 10 * CREDIT, "addon", T0, grant_id="gb")
     engine.record({"id": "e1", "account_id": "a", "model": "gpt-4o", "input_tokens": 1000}, T0)
-    with sqlite3.connect(_db_path(engine)) as db:  # move the part to bob's grant, counters kept consistent
-        db.execute("UPDATE events SET allocations = replace(allocations, '\"g\"', '\"gb\"')")
-        db.execute("UPDATE grants SET used_uc = (SELECT used_uc FROM grants WHERE id = 'g') WHERE id = 'gb'")
-        db.execute("UPDATE grants SET used_uc = 0 WHERE id = 'g'")
+    used = engine.balance("a", T0).packages[0].used_uc
+    _sql(engine,  # move the part to bob's grant, counters kept consistent
+         ("UPDATE events SET allocations = replace(allocations, '\"g\"', '\"gb\"')", ()),
+         ("UPDATE grants SET used_uc = ? WHERE id = 'gb'", (used,)),
+         ("UPDATE grants SET used_uc = 0 WHERE id = 'g'", ()))
     problems = engine.check_invariants()
     assert any("'gb'" in p and "'a'" in p for p in problems), problems
 
 
 def test_reconcile_sees_an_expiry_recorded_on_a_live_grant(engine: Engine) -> None:
     _setup(engine)
-    with sqlite3.connect(_db_path(engine)) as db:
-        db.execute("INSERT INTO entries (account_id, grant_id, kind, amount_uc, at_us, note, recorded_at_us) "
-                   "VALUES ('a', 'g', 'expire', 0, ?, 'forged', ?)", (T0, T0))
+    _sql(engine, ("INSERT INTO entries (account_id, grant_id, kind, amount_uc, at_us, note, recorded_at_us) "
+                  "VALUES ('a', 'g', 'expire', 0, ?, 'forged', ?)", (T0, T0)))
     assert any("expiry was recorded" in p for p in engine.check_invariants())
 
 

@@ -1,9 +1,14 @@
-"""The SQL store (SQLAlchemy Core). SQLite is the embedded default.
+"""The SQL store (SQLAlchemy Core). SQLite is the embedded default; PostgreSQL (psycopg 3)
+runs the same schema and code.
 
 SQLite specifics: WAL journal, ``synchronous=NORMAL``, a busy timeout, and write transactions
 opened with ``BEGIN IMMEDIATE`` so that a command's reads and writes are one serialised unit
-(no check-then-act race between processes). Hot-path bulk writes go through the driver's
-``executemany`` with statements built once per dialect.
+(no check-then-act race between processes). PostgreSQL: write transactions lock the rows of the
+accounts they load (``FOR UPDATE``, in id order so two writers cannot deadlock each other), so
+work on one account is serialised and different accounts proceed in parallel. On both, a write
+that loses a race anyway (a unique key taken meanwhile, a serialisation failure, a deadlock, a
+busy database) raises ``StaleWrite`` and the engine retries the command whole.
+Hot-path bulk writes go through the driver's ``executemany`` with statements built once.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ class SqlStore:
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            self.engine = sa.create_engine(_driver_url(url), pool_pre_ping=True)
         self._checked = False
         dialect = self.engine.dialect
         self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
@@ -116,13 +121,37 @@ class SqlStore:
         try:
             if self.is_sqlite:
                 conn.info["immediate"] = write
-            with conn.begin():
-                yield SqlTransaction(conn, self._mark)
+            try:
+                with conn.begin():
+                    yield SqlTransaction(conn, self._mark, lock=write and not self.is_sqlite)
+            except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+                if write and _lost_race(exc):
+                    raise StaleWrite(str(exc.orig)) from exc
+                raise
         finally:
             conn.close()
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _driver_url(url: str) -> str:
+    """``postgresql://…`` means psycopg 3 here (SQLAlchemy's default driver is psycopg2)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+# SQLSTATEs of a write that lost a race: unique violation, serialization failure, deadlock.
+_RACE_STATES = {"23505", "40001", "40P01"}
+
+
+def _lost_race(exc: sa.exc.DBAPIError) -> bool:
+    state = getattr(exc.orig, "sqlstate", None)
+    if state is not None:
+        return state in _RACE_STATES
+    text = str(exc.orig).lower()
+    return "unique constraint" in text or "database is locked" in text
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -216,9 +245,11 @@ def _stored_event(row: Any) -> StoredEvent:
 class SqlTransaction:
     """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
 
-    def __init__(self, conn: Connection, mark: str) -> None:
+    def __init__(self, conn: Connection, mark: str, lock: bool = False) -> None:
         self.conn = conn
         self._mark = mark
+        # Lock the accounts a write loads (PostgreSQL); SQLite's BEGIN IMMEDIATE locks it all.
+        self._lock = " ORDER BY id FOR UPDATE" if lock else ""
 
     # -- accounts ----------------------------------------------------------------------------
 
@@ -252,7 +283,8 @@ class SqlTransaction:
             for chunk in _chunks(ids):
                 marks = ", ".join([self._mark] * len(chunk))
                 for aid, version in self.conn.exec_driver_sql(
-                        f"SELECT id, version FROM accounts WHERE id IN ({marks})", tuple(chunk)):
+                        f"SELECT id, version FROM accounts WHERE id IN ({marks}){self._lock}",
+                        tuple(chunk)):
                     book = cache.get(aid)
                     if book is not None and book.version == version and not book.has_changes:
                         books[aid] = book
@@ -269,8 +301,7 @@ class SqlTransaction:
             params = tuple(chunk)
             for row in conn.exec_driver_sql(
                     f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us "
-                    f"FROM accounts "
-                    f"WHERE id IN ({marks})", params):
+                    f"FROM accounts WHERE id IN ({marks}){self._lock}", params):
                 found[row[0]] = tuple(row)
                 grant_rows[row[0]] = []
                 hold_rows[row[0]] = []
@@ -373,6 +404,10 @@ class SqlTransaction:
                 raise StaleWrite(f"{len(overage_rows) - result.rowcount} account(s) changed meanwhile")
 
     def next_grant_seq(self) -> int:
+        if self.conn.dialect.name == "postgresql":
+            return int(self.conn.exec_driver_sql(
+                "SELECT nextval(pg_get_serial_sequence('grants', 'seq'))").scalar_one())
+        # SQLite: the write transaction holds the database lock, so max + 1 is ours.
         current = self.conn.execute(sa.select(sa.func.max(grants.c.seq))).scalar()
         return (current or 0) + 1
 
