@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -44,7 +45,7 @@ from creditmeter.events import MAX_TOKENS, check_id, fingerprint, parse_event
 from creditmeter.ledger import Book
 from creditmeter.money import MAX_UC
 from creditmeter.pricing import Catalog, PriceBook, PriceVersion, rate
-from creditmeter.store.base import StaleWrite, Store, StoredEvent, Transaction
+from creditmeter.store.base import LostConnection, Store, StoredEvent, Transaction, Transient
 from creditmeter.timeutil import MAX_US, MIN_US, US_PER_S, format_instant
 
 DAY_S = 86_400
@@ -114,20 +115,33 @@ class Engine:
         """Run ``work`` in one write transaction; retry it whole when another writer got there
         first (a bounded number of times, with jitter), else fail with :class:`Unavailable`."""
         attempts = self.settings.write_attempts
+        last: Transient | None = None
         for attempt in range(1, attempts + 1):
             try:
                 with self.store.transaction(write=True) as tx:
                     return work(tx)
-            except StaleWrite:
+            except Transient as exc:
                 self._books.clear()
+                last = exc
                 if attempt == attempts:
                     break
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))
             except BaseException:
                 self._books.clear()  # books may hold changes that were never written
                 raise
-        raise Unavailable(f"the write did not go through after {attempts} attempts "
-                          "(other writers kept changing the same accounts); nothing was written")
+        why = ("the database is unreachable" if isinstance(last, LostConnection)
+               else "other writers kept changing the same accounts")
+        raise Unavailable(f"the write did not go through after {attempts} attempts ({why}: {last}); "
+                          "nothing was written") from last
+
+    @contextmanager
+    def _read(self) -> Iterator[Transaction]:
+        """A read transaction; a database that went away is ``Unavailable`` to the caller."""
+        try:
+            with self.store.transaction() as tx:
+                yield tx
+        except Transient as exc:
+            raise Unavailable(f"the database is unreachable now ({exc}); try again") from exc
 
     # -- accounts ----------------------------------------------------------------------------
 
@@ -157,7 +171,7 @@ class Engine:
         return self._write(work)
 
     def accounts(self) -> list[tuple[Account, int]]:
-        with self.store.transaction() as tx:
+        with self._read() as tx:
             return tx.list_accounts()
 
     # -- prices ------------------------------------------------------------------------------
@@ -173,7 +187,7 @@ class Engine:
     def price_book(self, tx: Transaction | None = None) -> PriceBook:
         """Every catalog version (cached; reloaded when another process added one)."""
         if tx is None:
-            with self.store.transaction() as own:
+            with self._read() as own:
                 return self.price_book(own)
         latest = tx.latest_price_version()
         if self._prices is None or latest != self._prices_version:
@@ -365,14 +379,14 @@ class Engine:
         The account is checked at once (an unknown one raises here, not on first iteration).
         """
         check_id(account_id, "account_id")
-        with self.store.transaction() as tx:
+        with self._read() as tx:
             if tx.get_account(account_id) is None:
                 raise NotFound("account", account_id, "account_id")
         return self._stream_usage(account_id, from_us, to_us, model, limit)
 
     def _stream_usage(self, account_id: str, from_us: int | None, to_us: int | None,
                       model: str | None, limit: int | None) -> Iterator[StoredEvent]:
-        with self.store.transaction() as tx:
+        with self._read() as tx:
             yield from tx.list_events(account_id, from_us, to_us, model, limit)
 
     # -- holds -------------------------------------------------------------------------------
@@ -481,7 +495,7 @@ class Engine:
         """The account's credits as they stand at ``at_us`` (nothing is written)."""
         check_id(account_id, "account_id")
         _check_instant(at_us, "at")
-        with self.store.transaction() as tx:
+        with self._read() as tx:
             return self._book(tx, account_id, at_us).balance(at_us)
 
     def _book(self, tx: Transaction, account_id: str, at_us: int) -> Book:
@@ -520,7 +534,7 @@ class Engine:
     def check_invariants(self, account_ids: Iterable[str] | None = None) -> list[str]:
         """Every invariant of the ledger; an empty list when all hold."""
         ids = None if account_ids is None else list(account_ids)
-        with self.store.transaction() as tx:
+        with self._read() as tx:
             accounts = [(a.id, overage) for a, overage in tx.list_accounts()
                         if ids is None or a.id in ids]
             return invariants.check(tx.grant_rows(ids), accounts, tx.ledger_totals(ids))

@@ -22,11 +22,20 @@ class StoredEvent:
     seq: int
 
 
-class StaleWrite(Exception):
-    """Another writer changed an account this transaction read; the command is retried whole.
+class Transient(Exception):
+    """A transaction that failed for a passing reason; nothing of it was written.
 
-    Not a creditmeter error: the engine retries, and raises ``Unavailable`` if it keeps happening.
+    Not a creditmeter error: the engine retries a write whole (a bounded number of times, with
+    jitter) and then raises ``Unavailable``; a read raises ``Unavailable`` at once.
     """
+
+
+class StaleWrite(Transient):
+    """Another writer changed an account this transaction read, or took a unique key first."""
+
+
+class LostConnection(Transient):
+    """The database went away (restart, shutdown, network) or refused the connection."""
 
 
 class Transaction(Protocol):

@@ -42,7 +42,7 @@ from creditmeter.errors import SchemaError
 from creditmeter.invariants import GrantRow, LedgerTotals
 from creditmeter.ledger import Book, Counters
 from creditmeter.pricing import Catalog, PriceVersion, parse_catalog
-from creditmeter.store.base import StaleWrite, StoredEvent
+from creditmeter.store.base import LostConnection, StaleWrite, StoredEvent
 from creditmeter.store.schema import accounts, entries, events, grants, holds, price_versions
 
 SCHEMA_REVISION = "0001"
@@ -116,20 +116,28 @@ class SqlStore:
     @contextmanager
     def transaction(self, write: bool = False, auto_create: bool = True) -> Iterator[SqlTransaction]:
         """One transaction: committed if the block ends normally, rolled back if it raises."""
-        self._check_schema(auto_create)
-        conn = self.engine.connect()
+        try:
+            self._check_schema(auto_create)
+            conn = self.engine.connect()
+        except sa.exc.OperationalError as exc:
+            raise LostConnection(_describe(exc)) from exc
         try:
             if self.is_sqlite:
                 conn.info["immediate"] = write
             try:
                 with conn.begin():
                     yield SqlTransaction(conn, self._mark, lock=write and not self.is_sqlite)
-            except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+            except sa.exc.DBAPIError as exc:
+                if _connection_lost(exc):
+                    raise LostConnection(_describe(exc)) from exc
                 if write and _lost_race(exc):
-                    raise StaleWrite(str(exc.orig)) from exc
+                    raise StaleWrite(_describe(exc)) from exc
                 raise
         finally:
-            conn.close()
+            try:
+                conn.close()
+            except sa.exc.DBAPIError:  # the connection is already gone; nothing to give back
+                pass
 
     def close(self) -> None:
         self.engine.dispose()
@@ -144,6 +152,18 @@ def _driver_url(url: str) -> str:
 
 # SQLSTATEs of a write that lost a race: unique violation, serialization failure, deadlock.
 _RACE_STATES = {"23505", "40001", "40P01"}
+
+
+def _describe(exc: sa.exc.DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+
+
+def _connection_lost(exc: sa.exc.DBAPIError) -> bool:
+    """The server went away or refuses connections now (restart, shutdown, network)."""
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
 def _lost_race(exc: sa.exc.DBAPIError) -> bool:
