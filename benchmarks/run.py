@@ -1,4 +1,7 @@
-"""creditmeter benchmarks: ``python benchmarks/run.py ingest [--db URL] [--events N]``.
+"""creditmeter benchmarks: ``python benchmarks/run.py ingest|contention [--db URL]``.
+
+Without ``--db`` they run on fresh SQLite files in benchmarks/work; with a PostgreSQL URL they
+make fresh databases on that server.
 
 Each benchmark prints a table and writes ``benchmarks/results/NAME.json``. Targets are checked
 here, never by timed unit tests.
@@ -78,6 +81,24 @@ def fresh_sqlite(name: str) -> str:
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
     return f"sqlite:///{path}"
+
+
+def fresh_database(server: str | None, name: str) -> str:
+    """A new empty database: a SQLite file in benchmarks/work, or with ``--db`` a PostgreSQL
+    URL (of any database on the server), a database ``creditmeter_bench_NAME`` made anew there."""
+    if server is None or server.startswith("sqlite"):
+        return fresh_sqlite(f"{name}.db")
+    import sqlalchemy as sa
+
+    from creditmeter.store.sql import _driver_url
+
+    admin = sa.create_engine(_driver_url(server), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    database = f"creditmeter_bench_{name}".replace("-", "_")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    admin.dispose()
+    return sa.engine.make_url(server).set(database=database).render_as_string(hide_password=False)
 
 
 # -- phases (each in its own process, so memory and caches are its own) ---------------------------
@@ -162,13 +183,19 @@ def _hot_account(url: str, events: int) -> None:
                              for i in range(start, min(events, start + 10_000))], AT)
 
 
+def _ingest_targets(url: str, events_per_s: float, ratio: float) -> dict[str, bool]:
+    if url.startswith("sqlite"):
+        return {"events_per_s >= 50000": events_per_s >= 50_000, "ratio <= 2": ratio <= 2}
+    return {"events_per_s >= 20000": events_per_s >= 20_000, "ratio <= 3": ratio <= 3}
+
+
 def ingest(args: argparse.Namespace) -> dict[str, Any]:
     WORK.mkdir(parents=True, exist_ok=True)
     events_path = WORK / f"ingest-{args.events}.jsonl"
     if not events_path.exists():
         write_events(events_path, args.events, args.accounts)
-    engine_url = args.db or fresh_sqlite("ingest-engine.db")
-    baseline_url = fresh_sqlite("ingest-baseline.db") if not args.db else args.baseline_db
+    engine_url = fresh_database(args.db, "ingest-engine")
+    baseline_url = fresh_database(args.db, "ingest-baseline")
     setup_engine(engine_url, args.accounts).store.close()
     engine_run = _in_process(_engine_phase, engine_url, str(events_path), args.batch)
     baseline_run = _in_process(_baseline_phase, baseline_url, str(events_path), args.batch)
@@ -197,8 +224,73 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
         f"balance_cli_ms_with_{args.history}_events": round(hot_cli_ms, 1),
         "balance_cli_ms_fresh_account": round(fresh_cli_ms, 1),
         "reconcile_ok": not violations,
-        "targets": {"events_per_s >= 50000": events_per_s >= 50_000,
-                    "ratio <= 2": engine_run["seconds"] / baseline_run["seconds"] <= 2},
+        "targets": _ingest_targets(engine_url, events_per_s, engine_run["seconds"] / baseline_run["seconds"]),
+        "machine": {"python": platform.python_version(), "cpus": mp.cpu_count()},
+    }
+
+
+def _contention_worker(url: str, label: str, accounts: list[str], pairs: int, seed: int,
+                       out: Any) -> None:
+    """reserve + settle pairs as fast as one process can, on the given accounts."""
+    from creditmeter.engine import Usage
+
+    engine = Engine(SqlStore(url))
+    rng = random.Random(seed)
+    out.put("ready")
+    started = time.perf_counter()
+    done = refused = 0
+    for i in range(pairs):
+        account = rng.choice(accounts)
+        hold = engine.reserve(account, 2 * US_PER_S, AT + i, hold_id=f"{label}-{seed}-{i}", ttl_s=60)
+        if not hasattr(hold, "parts"):
+            refused += 1
+            continue
+        engine.settle(hold.id, Usage("demo-small", rng.randrange(100, 2_000), rng.randrange(10, 500)),
+                      AT + i)
+        done += 1
+    out.put((done, refused, time.perf_counter() - started))
+
+
+def _contention_run(url: str, label: str, accounts: list[str], processes: int,
+                    pairs: int) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_contention_worker, args=(url, label, accounts, pairs, seed, queue))
+             for seed in range(processes)]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        queue.get(timeout=120)  # each worker has imported and connected
+    started = time.perf_counter()
+    results = [queue.get(timeout=600) for _ in procs]
+    wall = time.perf_counter() - started
+    for proc in procs:
+        proc.join()
+    done = sum(r[0] for r in results)
+    return {"pairs": done, "refused": sum(r[1] for r in results), "seconds": round(wall, 3),
+            "pairs_per_s": round(done / wall)}
+
+
+def contention(args: argparse.Namespace) -> dict[str, Any]:
+    WORK.mkdir(parents=True, exist_ok=True)
+    url = fresh_database(args.db, "contention")
+    engine = setup_engine(url, 0)
+    spread = [f"spread-{i:03d}" for i in range(100)]
+    for account in ["hot", *spread]:
+        engine.create_account(account, AT - DAY_US)
+        engine.add_grant(account, 10**7 * US_PER_S, "subscription", AT - DAY_US, grant_id=f"{account}-pro")
+    engine.store.close()
+    hot = _contention_run(url, "hot", ["hot"], args.processes, args.pairs)
+    spread_run = _contention_run(url, "spread", spread, args.processes, args.pairs)
+    violations = Engine(SqlStore(url)).check_invariants()
+    return {
+        "benchmark": "contention", "db": "sqlite" if url.startswith("sqlite") else "postgresql",
+        "processes": args.processes, "pairs_per_process": args.pairs,
+        "hot_pairs_per_s": hot["pairs_per_s"], "hot_seconds": hot["seconds"],
+        "spread_pairs_per_s": spread_run["pairs_per_s"], "spread_seconds": spread_run["seconds"],
+        "refused": hot["refused"] + spread_run["refused"],
+        "reconcile_ok": not violations,
+        "targets": {"spread_pairs_per_s >= 1000": spread_run["pairs_per_s"] >= 1000},
         "machine": {"python": platform.python_version(), "cpus": mp.cpu_count()},
     }
 
@@ -224,18 +316,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="benchmark", required=True)
     p = sub.add_parser("ingest", help="batch import through the engine vs bare inserts")
-    p.add_argument("--db", help="engine database URL (default: a fresh SQLite file)")
-    p.add_argument("--baseline-db", help="baseline database URL (with --db)")
+    p.add_argument("--db", help="a PostgreSQL server URL to run on (default: fresh SQLite files)")
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--accounts", type=int, default=1_000)
     p.add_argument("--batch", type=int, default=5_000)
     p.add_argument("--history", type=int, default=100_000, help="events on the hot account")
+    p = sub.add_parser("contention", help="reserve + settle pairs from many processes")
+    p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
+    p.add_argument("--processes", type=int, default=8)
+    p.add_argument("--pairs", type=int, default=300, help="pairs per process")
     args = parser.parse_args()
-    result = ingest(args)
+    result = ingest(args) if args.benchmark == "ingest" else contention(args)
     show(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.benchmark}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS / (args.benchmark + '.json')}")
+    name = args.benchmark if result["db"] == "sqlite" else f"{args.benchmark}-{result['db']}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS / (name + '.json')}")
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 
 import click
 import orjson
+import sqlalchemy as sa
 
 from creditmeter import present
 from creditmeter.domain import Charge, Refused
 from creditmeter.engine import Engine, Settings, Usage
-from creditmeter.errors import CreditmeterError, InputError
+from creditmeter.errors import CreditmeterError, InputError, Unavailable
 from creditmeter.money import format_credits, parse_credits, to_decimal
 from creditmeter.pricing import import_litellm, load_yaml, parse_catalog
 from creditmeter.store.sql import SqlStore
@@ -116,8 +117,15 @@ def db() -> None:
 def db_upgrade(url: str | None) -> None:
     """Create or upgrade the schema to the newest version."""
     store = SqlStore(url or os.environ.get("CREDITMETER_DB") or DEFAULT_DB)
-    store.upgrade()
-    click.echo(f"schema at {store.revision()} ({store.url})")
+    try:
+        store.upgrade()
+        click.echo(f"schema at {store.revision()} ({store.url})")
+    except sa.exc.OperationalError as exc:
+        error = Unavailable(f"the database is unreachable now ({str(exc.orig).strip().splitlines()[0]})")
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    finally:
+        store.close()
 
 
 # -- prices --------------------------------------------------------------------------------------

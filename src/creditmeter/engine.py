@@ -132,7 +132,7 @@ class Engine:
         why = ("the database is unreachable" if isinstance(last, LostConnection)
                else "other writers kept changing the same accounts")
         raise Unavailable(f"the write did not go through after {attempts} attempts ({why}: {last}); "
-                          "nothing was written") from last
+                          "retrying it with the same ids is safe") from last
 
     @contextmanager
     def _read(self) -> Iterator[Transaction]:

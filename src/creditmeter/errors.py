@@ -77,7 +77,11 @@ class SchemaError(CreditmeterError):
 
 
 class Unavailable(CreditmeterError):
-    """The write could not be completed now (contention, a lost connection); nothing was written."""
+    """The store could not complete the command now (contention, a lost connection).
+
+    Retrying with the same ids is safe: a write either committed whole (a retry answers
+    duplicate) or not at all.
+    """
 
     exit_code = 7
     kind = "unavailable"

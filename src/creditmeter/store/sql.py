@@ -65,7 +65,10 @@ class SqlStore:
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
-            self.engine = sa.create_engine(_driver_url(url), pool_pre_ping=True)
+            # No server-side prepared statements: after a few runs PostgreSQL would switch them to
+            # a generic plan, and for `id IN (…500 ids…)` that plan is a full scan.
+            self.engine = sa.create_engine(_driver_url(url), pool_pre_ping=True,
+                                           connect_args={"prepare_threshold": None})
         self._checked = False
         dialect = self.engine.dialect
         self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
