@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import click
 import orjson
-import sqlalchemy as sa
 
 from creditmeter import present
 from creditmeter.domain import Charge, Refused
@@ -27,6 +26,7 @@ from creditmeter.engine import Engine, Settings, Usage
 from creditmeter.errors import CreditmeterError, InputError, Unavailable
 from creditmeter.money import format_credits, parse_credits, to_decimal
 from creditmeter.pricing import import_litellm, load_yaml, parse_catalog
+from creditmeter.store.base import Transient
 from creditmeter.store.sql import SqlStore
 from creditmeter.timeutil import format_instant, parse_instant
 
@@ -120,8 +120,8 @@ def db_upgrade(url: str | None) -> None:
     try:
         store.upgrade()
         click.echo(f"schema at {store.revision()} ({store.url})")
-    except sa.exc.OperationalError as exc:
-        error = Unavailable(f"the database is unreachable now ({str(exc.orig).strip().splitlines()[0]})")
+    except Transient as exc:
+        error = Unavailable(f"the database is unreachable now ({exc})")
         click.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
     finally:

@@ -205,9 +205,6 @@ class Hold(NamedTuple):
     status: HoldStatus
     settled_event_id: EventId | None = None
 
-    def open_at(self, at_us: int) -> bool:
-        return self.status is HoldStatus.OPEN and at_us < self.expires_at_us
-
 
 @dataclass(frozen=True, slots=True)
 class Refused:

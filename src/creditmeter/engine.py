@@ -199,9 +199,7 @@ class Engine:
         """What a chat request may cost at most (SPEC §6): its input tokens at the input price
         plus its max output tokens at the output price, with the prices effective at ``at_us``."""
         _check_instant(at_us, "at")
-        version = self.price_book().at(at_us)
-        if version is None:
-            raise InputError("timestamp", f"no price catalog is effective at {format_instant(at_us)}")
+        version = _version_at(self.price_book(), at_us)
         for name, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
             if type(value) is not int or not 0 <= value <= MAX_TOKENS:
                 raise InputError(name, f"must be a whole number ≥ 0, got {value!r}")
@@ -367,10 +365,7 @@ class Engine:
         if ts > newest:
             raise InputError("timestamp", f"{format_instant(ts)} is more than "
                              f"{self.settings.max_future_s // 60} minutes in the future")
-        version = prices.at(ts)
-        if version is None:
-            raise InputError("timestamp", f"no price catalog is effective at {format_instant(ts)}")
-        return version
+        return _version_at(prices, ts)
 
     def usage(self, account_id: str, *, from_us: int | None = None, to_us: int | None = None,
               model: str | None = None, limit: int | None = None) -> Iterator[StoredEvent]:
@@ -444,9 +439,7 @@ class Engine:
                 raise Conflict(f"hold {hold_id!r} was already settled by event {hold.settled_event_id!r}")
             if hold.status is HoldStatus.RELEASED:
                 raise Conflict(f"hold {hold_id!r} was released; record the usage as an event instead")
-            version = self.price_book(tx).at(at_us)
-            if version is None:
-                raise InputError("timestamp", f"no price catalog is effective at {format_instant(at_us)}")
+            version = _version_at(self.price_book(tx), at_us)
             cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
                         event.cached_input_tokens, event.cache_write_tokens, event.quantities)
             book = self._book(tx, hold.account_id, at_us)
@@ -538,6 +531,13 @@ class Engine:
             accounts = [(a.id, overage) for a, overage in tx.list_accounts()
                         if ids is None or a.id in ids]
             return invariants.check(tx.grant_rows(ids), accounts, tx.ledger_totals(ids))
+
+
+def _version_at(prices: PriceBook, at_us: int) -> PriceVersion:
+    version = prices.at(at_us)
+    if version is None:
+        raise InputError("timestamp", f"no price catalog is effective at {format_instant(at_us)}")
+    return version
 
 
 def _check_instant(value: object, field: str) -> None:

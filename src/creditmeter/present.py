@@ -33,10 +33,6 @@ def rejected(result: Rejected) -> dict[str, Any]:
             "error": {"type": result.error_type, "field": result.field, "message": result.reason}}
 
 
-def result(item: Charge | Rejected) -> dict[str, Any]:
-    return charge(item) if isinstance(item, Charge) else rejected(item)
-
-
 def package(p: Package) -> dict[str, Any]:
     g = p.grant
     return {

@@ -35,13 +35,6 @@ def parse_instant(value: object, field: str) -> int:
     return us
 
 
-def from_datetime(moment: datetime) -> int:
-    """Microseconds for an aware datetime (a naive one is taken as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _ONE_US
-
-
 def to_datetime(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
@@ -54,18 +47,3 @@ def format_instant(us: int | None) -> str | None:
     if moment.microsecond:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_duration_s(value: object, field: str) -> int:
-    """A whole number of seconds, > 0."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise InputError(field, "must be a whole number of seconds")
-    try:
-        seconds = int(value)
-    except ValueError:
-        raise InputError(field, f"{value!r} is not a whole number of seconds") from None
-    if seconds <= 0:
-        raise InputError(field, "must be greater than zero")
-    if seconds > 366 * 24 * 3600:
-        raise InputError(field, "must be at most one year")
-    return seconds

@@ -88,7 +88,11 @@ class SqlStore:
 
         config = Config()
         config.set_main_option("script_location", "creditmeter.store:migrations")
-        with self.engine.connect() as conn:
+        try:
+            conn = self.engine.connect()
+        except sa.exc.OperationalError as exc:
+            raise LostConnection(_describe(exc)) from exc
+        with conn:
             conn.info["immediate"] = True
             with conn.begin():
                 config.attributes["connection"] = conn
