@@ -198,16 +198,7 @@ def _json_decimal(text: str) -> Any:
 @command(prices, "list", at=True, as_json=True)
 def prices_list(engine: Engine, at_us: int, as_json: bool) -> None:
     """Show the price version in effect now (--at), and every version."""
-    book = engine.price_book()
-    current = book.at(at_us)
-    out = {
-        "at": format_instant(at_us),
-        "current_version": current.version if current else None,
-        "versions": [{"version": v.version, "effective_at": format_instant(v.effective_at_us),
-                      "models": len(v.catalog.models), "features": len(v.catalog.features)}
-                     for v in book.versions],
-        "catalog": current.catalog.to_dict() if current else None,
-    }
+    out = present.prices(engine.price_book(), at_us)
     if as_json:
         _emit(out)
         return
@@ -515,6 +506,94 @@ def holds_release(engine: Engine, hold_id: str, at_us: int, as_json: bool) -> No
         _emit(present.hold(hold))
     else:
         click.echo(f"hold {hold.id}: {hold.status.value}")
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+@main.group()
+def keys() -> None:
+    """API keys: shown once, stored only as a hash."""
+
+
+@command(keys, "create", at=True, as_json=True)
+@click.argument("account_id", metavar="ACCOUNT", required=False)
+@click.option("--operator", is_flag=True, help="An operator key (full access) instead of an account key.")
+@click.option("--name", help="A label for the key, e.g. where it is used.")
+def keys_create(engine: Engine, account_id: str | None, operator: bool, name: str | None, at_us: int,
+                as_json: bool) -> None:
+    """Create a key for ACCOUNT (or --operator); the key is printed this once."""
+    if operator == (account_id is not None):
+        raise InputError("account", "give either ACCOUNT or --operator")
+    key, secret = engine.create_key(account_id, at_us, name=name)
+    if as_json:
+        _emit({**present.key(key), "key": secret})
+    else:
+        click.echo(f"{key.role.value} key {key.id}{' for ' + account_id if account_id else ''} "
+                   "(shown once; store it now):", err=True)
+        click.echo(secret)
+
+
+@command(keys, "list", as_json=True)
+@click.argument("account_id", metavar="ACCOUNT", required=False)
+def keys_list(engine: Engine, account_id: str | None, as_json: bool) -> None:
+    """List keys (every key, or ACCOUNT's) without the keys themselves."""
+    rows = [present.key(k) for k in engine.keys(account_id)]
+    if as_json:
+        _emit(rows)
+        return
+    from creditmeter.tables import simple_table
+
+    simple_table("Keys", ["key_id", "prefix", "role", "account_id", "name", "created_at", "revoked_at"], rows)
+
+
+@command(keys, "revoke", at=True, as_json=True)
+@click.argument("key_id")
+def keys_revoke(engine: Engine, key_id: str, at_us: int, as_json: bool) -> None:
+    """Revoke a key: it stops working at once."""
+    key = engine.revoke_key(key_id, at_us)
+    if as_json:
+        _emit(present.key(key))
+    else:
+        click.echo(f"key {key.id} revoked at {format_instant(key.revoked_at_us)}")
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Worker processes (SQLite allows one writer at a time; use PostgreSQL for many).")
+@click.option("--db", "url", metavar="URL", help=f"Database URL (env CREDITMETER_DB, default {DEFAULT_DB}).")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="Log every request (metrics are kept either way).")
+def serve(host: str, port: int, workers: int, url: str | None, access_log: bool) -> None:
+    """Run the HTTP API (operator key from CREDITMETER_ADMIN_KEY or 'keys create --operator')."""
+    import tempfile
+
+    import uvicorn
+
+    url = url or os.environ.get("CREDITMETER_DB") or DEFAULT_DB
+    try:
+        settings_from_env()
+        admin_key = os.environ.get("CREDITMETER_ADMIN_KEY")
+        if admin_key is not None and len(admin_key) < 32:
+            raise InputError("CREDITMETER_ADMIN_KEY", "must be at least 32 characters")
+        engine = Engine(SqlStore(url))
+        try:
+            engine.ping()  # the schema is there (SQLite gets it now) and the database answers
+        finally:
+            engine.store.close()
+    except CreditmeterError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    os.environ["CREDITMETER_DB"] = url
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="creditmeter-metrics-")
+    click.echo(f"creditmeter API on http://{host}:{port} ({workers} worker{'s' * (workers > 1)}, "
+               f"{url.split('://', 1)[0]})", err=True)
+    uvicorn.run("creditmeter.api:app_from_env", factory=True, host=host, port=port, workers=workers,
+                access_log=access_log, log_level="info", server_header=False)
 
 
 # -- maintenance ---------------------------------------------------------------------------------

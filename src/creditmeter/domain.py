@@ -258,3 +258,15 @@ class Balance:
     held_uc: int
     overage_uc: int
     packages: tuple[Package, ...]
+    period: Period | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """Current consumption: credits charged for usage in ``[start_us, end_us)``; ``basis`` says
+    what the period is (``calendar_month`` until the account has a subscription)."""
+
+    start_us: int
+    end_us: int
+    used_uc: int
+    basis: str

@@ -8,6 +8,7 @@ never reads a clock.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import time
@@ -15,7 +16,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import orjson
@@ -36,21 +37,32 @@ from creditmeter.domain import (
     HoldId,
     HoldStatus,
     Package,
+    Period,
     Refused,
     Rejected,
     UsageEvent,
 )
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound, Unavailable
 from creditmeter.events import MAX_TOKENS, check_id, fingerprint, parse_event
+from creditmeter.keys import ApiKey, Principal, Role, digest, new_secret, same_digest
 from creditmeter.ledger import Book
 from creditmeter.money import MAX_UC
 from creditmeter.pricing import Catalog, PriceBook, PriceVersion, rate
-from creditmeter.store.base import LostConnection, Store, StoredEvent, Transaction, Transient
-from creditmeter.timeutil import MAX_US, MIN_US, US_PER_S, format_instant
+from creditmeter.store.base import (
+    LostConnection,
+    Store,
+    StoredEvent,
+    SummaryRow,
+    Transaction,
+    Transient,
+)
+from creditmeter.timeutil import MAX_US, MIN_US, US_PER_S, format_instant, month_bounds
 
 DAY_S = 86_400
 MAX_HOLD_TTL_S = 7 * DAY_S
 SETTLE_ID_PREFIX = "hold:"  # default event id of a settle; producers' event ids may not use it
+MAX_PAGE = 1_000
+GROUPS = ("day", "model")
 T = TypeVar("T")
 
 
@@ -169,6 +181,17 @@ class Engine:
             return account
 
         return self._write(work)
+
+    def account(self, account_id: str) -> tuple[Account, int] | None:
+        """An account and its overage (µc), or None."""
+        check_id(account_id, "account_id")
+        with self._read() as tx:
+            return tx.get_account(account_id)
+
+    def ping(self) -> None:
+        """Reach the database (raises ``Unavailable`` when it cannot be reached)."""
+        with self._read() as tx:
+            tx.latest_price_version()
 
     def accounts(self) -> list[tuple[Account, int]]:
         with self._read() as tx:
@@ -368,21 +391,68 @@ class Engine:
         return _version_at(prices, ts)
 
     def usage(self, account_id: str, *, from_us: int | None = None, to_us: int | None = None,
-              model: str | None = None, limit: int | None = None) -> Iterator[StoredEvent]:
+              model: str | None = None, limit: int | None = None,
+              member: str | None = None) -> Iterator[StoredEvent]:
         """An account's charged events, newest first, streamed from one read transaction.
 
         The account is checked at once (an unknown one raises here, not on first iteration).
+        ``member`` (on an enterprise account) lists that member's usage instead.
         """
-        check_id(account_id, "account_id")
-        with self._read() as tx:
-            if tx.get_account(account_id) is None:
-                raise NotFound("account", account_id, "account_id")
-        return self._stream_usage(account_id, from_us, to_us, model, limit)
+        ids = self._usage_accounts(account_id, member)
+        return self._stream_usage(ids, from_us, to_us, model, limit)
 
-    def _stream_usage(self, account_id: str, from_us: int | None, to_us: int | None,
+    def _usage_accounts(self, account_id: str, member: str | None) -> list[str]:
+        check_id(account_id, "account_id")
+        if member is not None:
+            check_id(member, "member")
+        with self._read() as tx:
+            found = tx.get_account(account_id)
+            if found is None:
+                raise NotFound("account", account_id, "account_id")
+            if member is None:
+                return [account_id]
+            if found[0].kind is not AccountKind.ENTERPRISE:
+                raise InputError("member", "only an enterprise account's usage is filtered by member")
+            if tx.member_role(account_id, member) is None:
+                raise InputError("member", f"{member!r} is not a member of {account_id!r}")
+            return [member]
+
+    def _stream_usage(self, account_ids: list[str], from_us: int | None, to_us: int | None,
                       model: str | None, limit: int | None) -> Iterator[StoredEvent]:
         with self._read() as tx:
-            yield from tx.list_events(account_id, from_us, to_us, model, limit)
+            yield from tx.list_events(account_ids, from_us, to_us, model, limit)
+
+    def usage_page(self, account_id: str, *, from_us: int | None = None, to_us: int | None = None,
+                   model: str | None = None, member: str | None = None, limit: int = 100,
+                   cursor: str | None = None) -> tuple[list[StoredEvent], str | None]:
+        """One page of usage, newest first, and the cursor of the next (None at the end).
+
+        A cursor pins the events that existed when the first page was read: paging on while
+        new events arrive neither repeats nor skips one.
+        """
+        if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
+            raise InputError("limit", f"must be a whole number from 1 to {MAX_PAGE}")
+        before, max_seq = _read_cursor(cursor) if cursor is not None else (None, None)
+        ids = self._usage_accounts(account_id, member)
+        with self._read() as tx:
+            if max_seq is None:
+                max_seq = tx.last_event_seq()
+            page = list(tx.list_events(ids, from_us, to_us, model, limit + 1, before, max_seq))
+        more = len(page) > limit
+        page = page[:limit]
+        next_cursor = (_write_cursor((page[-1].charge.timestamp_us, page[-1].seq), max_seq)
+                       if more else None)
+        return page, next_cursor
+
+    def usage_summary(self, account_id: str, group_by: str, *, from_us: int | None = None,
+                      to_us: int | None = None, model: str | None = None,
+                      member: str | None = None) -> list[SummaryRow]:
+        """Requests, tokens and credits per UTC day or per model."""
+        if group_by not in GROUPS:
+            raise InputError("group_by", f"must be one of {', '.join(GROUPS)}")
+        ids = self._usage_accounts(account_id, member)
+        with self._read() as tx:
+            return tx.usage_summary(ids, from_us, to_us, model, group_by)
 
     # -- holds -------------------------------------------------------------------------------
 
@@ -482,6 +552,73 @@ class Engine:
 
         return self._write(work)
 
+    # -- keys --------------------------------------------------------------------------------
+
+    def create_key(self, account_id: str | None, at_us: int, name: str | None = None) -> tuple[ApiKey, str]:
+        """A new key for an account (or, with ``account_id=None``, an operator key).
+
+        Returns the stored key and its secret; the secret is not kept and cannot be shown again.
+        """
+        if account_id is not None:
+            check_id(account_id, "account_id")
+        _check_instant(at_us, "at")
+        if name is not None and (not isinstance(name, str) or len(name) > 255):
+            raise InputError("name", "must be a string of at most 255 characters")
+        secret = new_secret()
+        role = Role.ACCOUNT if account_id else Role.OPERATOR
+        key = ApiKey(f"key_{uuid.uuid4().hex[:16]}", secret[:10], role, account_id, name or "", at_us, None)
+
+        def work(tx: Transaction) -> ApiKey:
+            if account_id is not None and tx.get_account(account_id) is None:
+                raise NotFound("account", account_id, "account_id")
+            tx.insert_key(key, digest(secret))
+            return key
+
+        return self._write(work), secret
+
+    def keys(self, account_id: str | None = None) -> list[ApiKey]:
+        """Stored keys (never their secrets): an account's, or every key."""
+        with self._read() as tx:
+            if account_id is not None and tx.get_account(account_id) is None:
+                raise NotFound("account", account_id, "account_id")
+            return tx.list_keys(account_id)
+
+    def get_key(self, key_id: str) -> ApiKey:
+        check_id(key_id, "key_id")
+        with self._read() as tx:
+            key = tx.get_key(key_id)
+        if key is None:
+            raise NotFound("key", key_id, "key_id")
+        return key
+
+    def revoke_key(self, key_id: str, at_us: int) -> ApiKey:
+        """Revoke a key; it stops working at once. Revoking again changes nothing."""
+        check_id(key_id, "key_id")
+        _check_instant(at_us, "at")
+
+        def work(tx: Transaction) -> ApiKey:
+            if tx.get_key(key_id) is None:
+                raise NotFound("key", key_id, "key_id")
+            tx.revoke_key(key_id, at_us)
+            key = tx.get_key(key_id)
+            assert key is not None
+            return key
+
+        return self._write(work)
+
+    def authenticate(self, secret: str) -> Principal | None:
+        """The caller a presented key stands for; None for an unknown or revoked key."""
+        if not secret.startswith("cm_") or len(secret) > 255:
+            return None
+        presented = digest(secret)
+        with self._read() as tx:
+            found = tx.find_key(presented)
+            if found is None or not same_digest(found[1], presented) or found[0].revoked_at_us is not None:
+                return None
+            key = found[0]
+            admin_of = frozenset(tx.administered(key.account_id)) if key.account_id else frozenset()
+        return Principal(key.role, key.account_id, key.id, admin_of)
+
     # -- views -------------------------------------------------------------------------------
 
     def balance(self, account_id: str, at_us: int) -> Balance:
@@ -489,7 +626,10 @@ class Engine:
         check_id(account_id, "account_id")
         _check_instant(at_us, "at")
         with self._read() as tx:
-            return self._book(tx, account_id, at_us).balance(at_us)
+            balance = self._book(tx, account_id, at_us).balance(at_us)
+            start, end = month_bounds(at_us)
+            period = Period(start, end, tx.used_between(account_id, start, end), "calendar_month")
+            return replace(balance, period=period)
 
     def _book(self, tx: Transaction, account_id: str, at_us: int) -> Book:
         book = tx.load_books([account_id]).get(AccountId(account_id))
@@ -556,6 +696,24 @@ def _check_overage_room(book: Book, cost_uc: int) -> None:
     """An account's overage is bounded like any amount; an event that could pass it is refused."""
     if book.overage_uc + cost_uc > MAX_UC:
         raise InputError("event", "would take the account's overage past 10^12 credits")
+
+
+def _write_cursor(before: tuple[int, int], max_seq: int) -> str:
+    raw = f"{before[0]}.{before[1]}.{max_seq}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_cursor(cursor: object) -> tuple[tuple[int, int], int]:
+    if not isinstance(cursor, str) or len(cursor) > 200:
+        raise InputError("cursor", "is not a cursor this API gave out")
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts, seq, max_seq = (int(part) for part in text.split("."))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError("cursor", "is not a cursor this API gave out") from None
+    if min(ts, seq, max_seq) < 0:
+        raise InputError("cursor", "is not a cursor this API gave out")
+    return (ts, seq), max_seq
 
 
 class _BookCache(OrderedDict[AccountId, Book]):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import io
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -142,11 +143,12 @@ def _cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def write_csv(stream: Iterable[StoredEvent], out: IO[str]) -> int:
-    """Write events as CSV rows as they stream in (never all in memory)."""
-    writer = csv.writer(out)
+def csv_chunks(stream: Iterable[StoredEvent], rows_per_chunk: int = 500) -> Iterator[str]:
+    """Events as CSV text, a header then a chunk every ``rows_per_chunk`` rows, as they stream in."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    count = 0
+    pending = 0
     for stored in stream:
         e, c = stored.event, stored.charge
         writer.writerow([
@@ -157,5 +159,26 @@ def write_csv(stream: Iterable[StoredEvent], out: IO[str]) -> int:
             _cell(";".join(f"{p.grant_id}={format_credits(p.amount_uc)}" for p in c.allocations)),
             c.price_version if c.price_version is not None else "", _cell(c.hold_id or ""),
         ])
-        count += 1
+        pending += 1
+        if pending == rows_per_chunk:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            pending = 0
+    if buffer.tell():
+        yield buffer.getvalue()
+
+
+def write_csv(stream: Iterable[StoredEvent], out: IO[str]) -> int:
+    """Write events as CSV rows as they stream in (never all in memory); returns the row count."""
+    count = 0
+
+    def counted() -> Iterator[StoredEvent]:
+        nonlocal count
+        for stored in stream:
+            count += 1
+            yield stored
+
+    for chunk in csv_chunks(counted()):
+        out.write(chunk)
     return count

@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from creditmeter.domain import Account, Balance, Charge, Hold, Package, Refused, Rejected
+from creditmeter.keys import ApiKey
 from creditmeter.money import format_credits as fc
-from creditmeter.store.base import StoredEvent
+from creditmeter.pricing import PriceBook
+from creditmeter.store.base import StoredEvent, SummaryRow
 from creditmeter.timeutil import format_instant
 
 
@@ -46,11 +48,17 @@ def package(p: Package) -> dict[str, Any]:
 
 
 def balance(b: Balance) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "account_id": b.account_id, "at": format_instant(b.at_us),
         "available_credits": fc(b.available_uc), "held_credits": fc(b.held_uc),
-        "overage_credits": fc(b.overage_uc), "packages": [package(p) for p in b.packages],
+        "overage_credits": fc(b.overage_uc),
     }
+    if b.period is not None:
+        out["period_used_credits"] = fc(b.period.used_uc)
+        out["period"] = {"start": format_instant(b.period.start_us), "end": format_instant(b.period.end_us),
+                         "basis": b.period.basis}
+    out["packages"] = [package(p) for p in b.packages]
+    return out
 
 
 def hold(h: Hold) -> dict[str, Any]:
@@ -72,6 +80,21 @@ def account(a: Account, overage_uc: int) -> dict[str, Any]:
             "created_at": format_instant(a.created_at_us), "overage_credits": fc(overage_uc)}
 
 
+def key(k: ApiKey) -> dict[str, Any]:
+    return {"key_id": k.id, "prefix": k.prefix, "role": k.role.value, "account_id": k.account_id,
+            "name": k.name, "created_at": format_instant(k.created_at_us),
+            "revoked_at": format_instant(k.revoked_at_us)}
+
+
+def summary_row(row: SummaryRow, group_by: str) -> dict[str, Any]:
+    return {
+        group_by: format_instant(row.key)[:10] if group_by == "day" else row.key,  # type: ignore[arg-type,index]
+        "requests": row.requests, "input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
+        "cached_input_tokens": row.cached_input_tokens, "cache_write_tokens": row.cache_write_tokens,
+        "used_credits": fc(row.cost_uc),
+    }
+
+
 def event(stored: StoredEvent) -> dict[str, Any]:
     e, c = stored.event, stored.charge
     return {
@@ -83,4 +106,16 @@ def event(stored: StoredEvent) -> dict[str, Any]:
         "allocations": [{"grant_id": p.grant_id, "amount_credits": fc(p.amount_uc)}
                         for p in c.allocations],
         "price_version": c.price_version, "hold_id": c.hold_id,
+    }
+
+
+def prices(book: PriceBook, at_us: int) -> dict[str, Any]:
+    current = book.at(at_us)
+    return {
+        "at": format_instant(at_us),
+        "current_version": current.version if current else None,
+        "versions": [{"version": v.version, "effective_at": format_instant(v.effective_at_us),
+                      "models": len(v.catalog.models), "features": len(v.catalog.features)}
+                     for v in book.versions],
+        "catalog": current.catalog.to_dict() if current else None,
     }

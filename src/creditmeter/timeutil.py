@@ -47,3 +47,15 @@ def format_instant(us: int | None) -> str | None:
     if moment.microsecond:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def month_bounds(at_us: int) -> tuple[int, int]:
+    """The UTC calendar month containing ``at_us``: [first instant, first instant of the next)."""
+    moment = to_datetime(at_us)
+    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    first = (start - _EPOCH) // _ONE_US
+    if start.month < 12:
+        return first, (start.replace(month=start.month + 1) - _EPOCH) // _ONE_US
+    if start.year == 9999:
+        return first, MAX_US + 1
+    return first, (start.replace(year=start.year + 1, month=1) - _EPOCH) // _ONE_US

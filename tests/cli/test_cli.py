@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from creditmeter.cli import main
+from creditmeter.store.sql import SCHEMA_REVISION
 from tests.conftest import EXAMPLE_CATALOG
 
 CREDITMETER = Path(sys.executable).parent / "creditmeter"
@@ -75,7 +76,7 @@ def test_db_upgrade_creates_and_is_idempotent(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/sub/fresh.db"
     first = invoke(["db", "upgrade", "--db", url])
     assert first.exit_code == 0, first.output
-    assert "0001" in first.stdout
+    assert SCHEMA_REVISION in first.stdout
     again = invoke(["db", "upgrade", "--db", url])
     assert again.exit_code == 0, again.output
     listed = invoke(["accounts", "list", "--json", "--db", url])

@@ -20,7 +20,8 @@ ROOT = Path(__file__).parents[2]
 PACKAGE = ROOT / "src/creditmeter"
 
 # Module -> the creditmeter modules it may import. Edges → engine → pure core; nothing imports an edge.
-CORE = {"money", "timeutil", "errors", "domain", "burndown", "pricing", "ledger", "events", "invariants"}
+CORE = {"money", "timeutil", "errors", "domain", "burndown", "pricing", "ledger", "events", "invariants",
+        "keys", "plans"}
 ALLOWED = {
     "errors": set(),
     "money": {"errors"},
@@ -31,13 +32,16 @@ ALLOWED = {
     "events": {"domain", "errors", "timeutil"},
     "ledger": {"burndown", "domain"},
     "invariants": {"domain"},
+    "keys": set(),
+    "plans": {"domain", "errors", "events", "money", "pricing", "timeutil"},
     "store": CORE | {"store"},
     "engine": CORE | {"store"},
-    "present": {"domain", "money", "store", "timeutil"},
+    "present": {"domain", "keys", "money", "pricing", "store", "timeutil"},
+    "api": CORE | {"api", "engine", "present", "store", "ingest", "cli"},
     "ingest": {"domain", "engine", "errors", "money", "store", "timeutil"},
     "tables": set(),
     "demo": CORE | {"engine", "present", "store", "tables"},
-    "cli": CORE | {"engine", "present", "store", "ingest", "tables", "demo"},
+    "cli": CORE | {"engine", "present", "store", "ingest", "tables", "demo", "api"},
     "__init__": CORE | {"engine", "store"},
 }
 

@@ -82,7 +82,8 @@ events = sa.Table(
     sa.Column("hold_id", sa.String(255), nullable=True),
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("recorded_at_us", sa.BigInteger, nullable=False),
-    sa.Index("ix_events_account_ts", "account_id", "ts_us", "seq"),
+    # Newest-first pages, time ranges, and period sums read from the index alone (cost_uc).
+    sa.Index("ix_events_account_ts", "account_id", "ts_us", "seq", "cost_uc"),
 )
 
 holds = sa.Table(
@@ -108,4 +109,26 @@ price_versions = sa.Table(
     sa.Column("loaded_at_us", sa.BigInteger, nullable=False),
     sa.Column("source", sa.String(255), nullable=False),
     sa.Column("catalog", sa.Text, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    # SHA-256 of the key; the key itself is shown once and never stored.
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("account_id", sa.String(255), sa.ForeignKey("accounts.id"), nullable=True, index=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at_us", sa.BigInteger, nullable=True),
+)
+
+members = sa.Table(
+    "members", metadata,
+    sa.Column("enterprise_id", sa.String(255), sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("account_id", sa.String(255), sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("added_at_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_members_account", "account_id"),
 )

@@ -40,12 +40,22 @@ from creditmeter.domain import (
 )
 from creditmeter.errors import SchemaError
 from creditmeter.invariants import GrantRow, LedgerTotals
+from creditmeter.keys import ApiKey, MemberRole, Role
 from creditmeter.ledger import Book, Counters
 from creditmeter.pricing import Catalog, PriceVersion, parse_catalog
-from creditmeter.store.base import LostConnection, StaleWrite, StoredEvent
-from creditmeter.store.schema import accounts, entries, events, grants, holds, price_versions
+from creditmeter.store.base import LostConnection, StaleWrite, StoredEvent, SummaryRow
+from creditmeter.store.schema import (
+    accounts,
+    api_keys,
+    entries,
+    events,
+    grants,
+    holds,
+    members,
+    price_versions,
+)
 
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 _CHUNK = 500  # ids per IN (...) list
 
 
@@ -61,7 +71,9 @@ class SqlStore:
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self._ensure_sqlite_dir(url)
-            self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+            # Connections are kept (opening one runs PRAGMAs): enough for a server's thread pool.
+            self.engine = sa.create_engine(url, connect_args={"timeout": 30}, pool_size=20,
+                                           max_overflow=20)
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
@@ -192,7 +204,9 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("immediate") else "BEGIN")
+    # Straight to the driver: this runs for every transaction.
+    conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+        "BEGIN IMMEDIATE" if conn.info.get("immediate") else "BEGIN")
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -218,6 +232,10 @@ _GRANT_KINDS = {k.value: k for k in GrantKind}
 # Grant's fields in order, then the cached counters.
 _GRANT_SELECT = ("id, account_id, kind, amount_uc, priority, effective_at_us, expires_at_us, name, "
                  "source, seq, created_at_us, voided_at_us, used_uc, held_uc, closed_uc")
+
+
+_HOLD_SELECT = "id, account_id, amount_uc, parts, created_at_us, expires_at_us, status, settled_event_id"
+_KEY_SELECT = "id, hash, prefix, role, account_id, name, created_at_us, revoked_at_us"
 
 
 def _grant_from_row(row: Any) -> Grant:
@@ -248,6 +266,11 @@ def _hold_from_row(row: Any) -> Hold:
 
 def _account_from_row(row: Any) -> Account:
     return Account(AccountId(row.id), row.name, AccountKind(row.kind), row.created_at_us)
+
+
+def _key_from_row(row: Any) -> ApiKey:
+    return ApiKey(row.id, row.prefix, Role(row.role), row.account_id, row.name, row.created_at_us,
+                  row.revoked_at_us)
 
 
 def _stored_event(row: Any) -> StoredEvent:
@@ -281,7 +304,9 @@ class SqlTransaction:
     # -- accounts ----------------------------------------------------------------------------
 
     def get_account(self, account_id: str) -> tuple[Account, int] | None:
-        row = self.conn.execute(sa.select(accounts).where(accounts.c.id == account_id)).first()
+        row = self.conn.exec_driver_sql(
+            f"SELECT id, name, kind, created_at_us, overage_uc FROM accounts WHERE id = {self._mark}",
+            (account_id,)).first()
         return (_account_from_row(row), row.overage_uc) if row else None
 
     def insert_account(self, account: Account) -> None:
@@ -337,8 +362,9 @@ class SqlTransaction:
                 grant_rows[r[1]].append((
                     Grant(r[0], r[1], kinds[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]),
                     Counters(r[12], r[13], r[14])))
-            for row in conn.execute(sa.select(holds).where(
-                    holds.c.account_id.in_(chunk), holds.c.status == HoldStatus.OPEN.value)):
+            for row in conn.exec_driver_sql(
+                    f"SELECT {_HOLD_SELECT} FROM holds WHERE account_id IN ({marks}) "
+                    f"AND status = {self._mark}", (*params, HoldStatus.OPEN.value)):
                 hold_rows[row.account_id].append(_hold_from_row(row))
         for aid, (_, name, kind, created, overage, version, since) in found.items():
             book = Book(Account(AccountId(aid), name, AccountKind(kind), created), overage,
@@ -470,21 +496,95 @@ class SqlTransaction:
                 found[row.id] = _stored_event(row)
         return found
 
-    def list_events(self, account_id: str, from_us: int | None, to_us: int | None,
-                    model: str | None, limit: int | None) -> Iterator[StoredEvent]:
-        """An account's events, newest first, ``from_us <= ts < to_us``."""
-        query = sa.select(events).where(events.c.account_id == account_id)
-        if from_us is not None:
-            query = query.where(events.c.ts_us >= from_us)
-        if to_us is not None:
-            query = query.where(events.c.ts_us < to_us)
-        if model is not None:
-            query = query.where(events.c.model == model)
+    def list_events(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
+                    model: str | None, limit: int | None, before: tuple[int, int] | None = None,
+                    max_seq: int | None = None) -> Iterator[StoredEvent]:
+        """Accounts' events, newest first (timestamp, then recording order), ``from_us <= ts <
+        to_us``; ``before`` = (ts, seq) continues a page, ``max_seq`` hides later recordings."""
+        query = sa.select(events).where(*self._event_filter(account_ids, from_us, to_us, model))
+        if before is not None:
+            query = query.where(sa.tuple_(events.c.ts_us, events.c.seq) < sa.tuple_(*before))
+        if max_seq is not None:
+            query = query.where(events.c.seq <= max_seq)
         query = query.order_by(events.c.ts_us.desc(), events.c.seq.desc())
         if limit is not None:
             query = query.limit(limit)
         for row in self.conn.execute(query):
             yield _stored_event(row)
+
+    @staticmethod
+    def _event_filter(account_ids: Sequence[str], from_us: int | None, to_us: int | None,
+                      model: str | None) -> list[Any]:
+        where: list[Any] = [events.c.account_id == account_ids[0] if len(account_ids) == 1
+                            else events.c.account_id.in_(account_ids)]
+        if from_us is not None:
+            where.append(events.c.ts_us >= from_us)
+        if to_us is not None:
+            where.append(events.c.ts_us < to_us)
+        if model is not None:
+            where.append(events.c.model == model)
+        return where
+
+    def last_event_seq(self) -> int:
+        return self.conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0
+
+    def used_between(self, account_id: str, from_us: int, to_us: int) -> int:
+        """Credits charged (µc) for events with ``from_us <= ts < to_us`` (an index-only sum)."""
+        m = self._mark
+        total = self.conn.exec_driver_sql(
+            f"SELECT sum(cost_uc) FROM events WHERE account_id = {m} AND ts_us >= {m} AND ts_us < {m}",
+            (account_id, from_us, to_us)).scalar()
+        return int(total or 0)
+
+    def usage_summary(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
+                      model: str | None, group_by: str) -> list[SummaryRow]:
+        """Requests, tokens and credits per UTC day (``day``) or per model (``model``)."""
+        key = (events.c.ts_us - events.c.ts_us % 86_400_000_000 if group_by == "day"
+               else sa.func.coalesce(events.c.model, ""))
+        query = (sa.select(key.label("key"), sa.func.count(), sa.func.sum(events.c.input_tokens),
+                           sa.func.sum(events.c.output_tokens), sa.func.sum(events.c.cached_input_tokens),
+                           sa.func.sum(events.c.cache_write_tokens), sa.func.sum(events.c.cost_uc))
+                 .where(*self._event_filter(account_ids, from_us, to_us, model))
+                 .group_by(key).order_by(key))
+        return [SummaryRow(r[0], *(int(v) for v in r[1:])) for r in self.conn.execute(query)]
+
+    # -- keys and members --------------------------------------------------------------------
+
+    def insert_key(self, key: ApiKey, key_digest: str) -> None:
+        self.conn.execute(api_keys.insert().values(
+            id=key.id, hash=key_digest, prefix=key.prefix, role=key.role.value,
+            account_id=key.account_id, name=key.name, created_at_us=key.created_at_us))
+
+    def find_key(self, key_digest: str) -> tuple[ApiKey, str] | None:
+        row = self.conn.exec_driver_sql(f"SELECT {_KEY_SELECT} FROM api_keys WHERE hash = {self._mark}",
+                                        (key_digest,)).first()
+        return (_key_from_row(row), row.hash) if row else None
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        row = self.conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        return _key_from_row(row) if row else None
+
+    def list_keys(self, account_id: str | None) -> list[ApiKey]:
+        query = sa.select(api_keys).order_by(api_keys.c.created_at_us, api_keys.c.id)
+        if account_id is not None:
+            query = query.where(api_keys.c.account_id == account_id)
+        return [_key_from_row(r) for r in self.conn.execute(query)]
+
+    def revoke_key(self, key_id: str, at_us: int) -> None:
+        self.conn.execute(api_keys.update().where(api_keys.c.id == key_id,
+                                                  api_keys.c.revoked_at_us.is_(None))
+                          .values(revoked_at_us=at_us))
+
+    def administered(self, account_id: str) -> list[str]:
+        """The enterprises ``account_id`` is an admin of."""
+        return list(self.conn.exec_driver_sql(
+            f"SELECT enterprise_id FROM members WHERE account_id = {self._mark} AND role = {self._mark}",
+            (account_id, MemberRole.ADMIN.value)).scalars())
+
+    def member_role(self, enterprise_id: str, account_id: str) -> MemberRole | None:
+        role = self.conn.execute(sa.select(members.c.role).where(
+            members.c.enterprise_id == enterprise_id, members.c.account_id == account_id)).scalar()
+        return MemberRole(role) if role else None
 
     # -- prices ------------------------------------------------------------------------------
 
@@ -494,7 +594,7 @@ class SqlTransaction:
                 for r in rows]
 
     def latest_price_version(self) -> int:
-        return self.conn.execute(sa.select(sa.func.max(price_versions.c.version))).scalar() or 0
+        return self.conn.exec_driver_sql("SELECT max(version) FROM price_versions").scalar() or 0
 
     def insert_price_version(self, catalog: Catalog, effective_at_us: int, loaded_at_us: int,
                              source: str) -> int:

@@ -1,0 +1,618 @@
+"""The HTTP API (SPEC §10): the engine over JSON, every call scoped by the caller's key.
+
+Roles: the operator (``CREDITMETER_ADMIN_KEY`` or an operator key) may do everything; an account
+key sees its own account (and the enterprises it administers) and may manage its own keys. A
+role that may never do something gets 403 before anything is looked up; an object the caller
+may not see is 404, exactly like one that does not exist.
+"""
+
+import inspect
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from decimal import Decimal
+from typing import Annotated, Any
+
+import anyio
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from creditmeter import present
+from creditmeter.api import metrics
+from creditmeter.api.models import (
+    AccountIn,
+    AccountOut,
+    BalanceOut,
+    ChargeOut,
+    ErrorBody,
+    GrantIn,
+    HealthOut,
+    HoldIn,
+    HoldOut,
+    KeyCreated,
+    KeyIn,
+    KeyOut,
+    MeOut,
+    PackageOut,
+    PricesIn,
+    PricesOut,
+    PriceVersionOut,
+    ReconcileOut,
+    SettleIn,
+    SummaryOut,
+    TickOut,
+    UsageBatchIn,
+    UsagePageOut,
+    UsageResultsOut,
+)
+from creditmeter.domain import Charge, Refused, Rejected
+from creditmeter.engine import Engine, Usage
+from creditmeter.errors import CreditmeterError, InputError, NotFound
+from creditmeter.ingest import csv_chunks
+from creditmeter.keys import MIN_ADMIN_KEY_LENGTH, Principal, Role, digest, same_digest
+from creditmeter.money import format_credits, parse_credits
+from creditmeter.pricing import parse_catalog
+from creditmeter.timeutil import format_instant, parse_instant
+
+DEFAULT_MAX_BODY = 2 * 1024 * 1024
+STATUS = {"invalid_input": 400, "not_found": 404, "conflict": 409, "schema": 503, "unavailable": 503}
+Clock = Callable[[], int]
+
+
+# The annotation of an endpoint's ``who``: any valid key, or the operator only (see ``scoped``).
+Caller = Annotated[Principal, "any key"]
+Operator = Annotated[Principal, "operator only"]
+At = Annotated[str | None, Query(description="ISO 8601 (default: now)")]
+Member = Annotated[str | None, Query(max_length=255, description="Enterprise accounts: one member's usage")]
+
+
+def system_clock() -> int:
+    return time.time_ns() // 1000
+
+
+class Forbidden(CreditmeterError):
+    kind = "forbidden"
+
+
+class Unauthorized(CreditmeterError):
+    kind = "unauthorized"
+
+
+class TooLarge(CreditmeterError):
+    kind = "too_large"
+
+
+class InsufficientCredits(CreditmeterError):
+    kind = "insufficient_credits"
+
+    def __init__(self, refused: Refused) -> None:
+        super().__init__(f"insufficient credits: {refused.reason} (requested "
+                         f"{format_credits(refused.requested_uc)}, available "
+                         f"{format_credits(refused.available_uc)})")
+        self.refused = refused
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "field": "amount_credits",
+                "requested_credits": format_credits(self.refused.requested_uc),
+                "available_credits": format_credits(self.refused.available_uc)}
+
+
+HTTP_STATUS = {**STATUS, "forbidden": 403, "unauthorized": 401, "too_large": 413,
+               "insufficient_credits": 402}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status, headers, media_type="application/json")
+
+
+def error_response(error: CreditmeterError) -> Response:
+    status = HTTP_STATUS.get(error.kind, 400)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return json_response({"error": error.to_dict()}, status, headers)
+
+
+class ExactJSONRequest(Request):
+    """Reads JSON bodies with every fractional number as an exact Decimal, never a float."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), parse_float=Decimal,
+                                    parse_constant=_reject_constant)
+        return self._json
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+class ExactJSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def run(request: Request) -> Response:
+            response: Response = await handler(ExactJSONRequest(request.scope, request.receive))
+            return response
+
+        return run
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Bad input; `field` names it."},
+    401: {"model": ErrorBody, "description": "No key, or an unknown or revoked key."},
+    403: {"model": ErrorBody, "description": "This key's role may not do this."},
+    404: {"model": ErrorBody, "description": "Unknown, or not this key's to see."},
+    413: {"model": ErrorBody, "description": "The body is over the size limit."},
+    422: {"model": ErrorBody, "description": "A body or parameter of the wrong shape; `field` names it."},
+    503: {"model": ErrorBody, "description": "The database could not complete it now; retrying is safe."},
+}
+
+
+def _errors(*extra: int) -> dict[int | str, dict[str, Any]]:
+    conflict = {409: {"model": ErrorBody, "description": "An id reused for something else, or a state "
+                                                         "that forbids it."},
+                402: {"model": ErrorBody, "description": "Not enough credits for the reservation."}}
+    return {**ERRORS, **{code: conflict[code] for code in extra}}
+
+
+@contextmanager
+def fields(**names: str) -> Iterator[None]:
+    """Report an engine error under the field name the API uses (``expires`` → ``expires_at``)."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.field in names:
+            raise InputError(names[exc.field], exc.reason) from None
+        raise
+
+
+def _instant(value: str | None, field: str) -> int | None:
+    return None if value is None else parse_instant(value, field)
+
+
+def _range(from_: str | None, to: str | None) -> tuple[int | None, int | None]:
+    start, end = _instant(from_, "from"), _instant(to, "to")
+    if start is not None and end is not None and end <= start:
+        raise InputError("to", "must be after from")
+    return start, end
+
+
+def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = system_clock,
+               max_body_bytes: int = DEFAULT_MAX_BODY, threads: int = 8) -> FastAPI:
+    """The API over ``engine``; ``admin_key`` is an operator key taken from the environment."""
+    if admin_key is not None and len(admin_key) < MIN_ADMIN_KEY_LENGTH:
+        raise InputError("CREDITMETER_ADMIN_KEY", f"must be at least {MIN_ADMIN_KEY_LENGTH} characters")
+    admin_digest = digest(admin_key) if admin_key else None
+    bearer = HTTPBearer(auto_error=False, description="An operator key or an account key.")
+
+    Token = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+    def authenticate(credentials: HTTPAuthorizationCredentials | None) -> Principal:
+        if credentials is None:
+            raise Unauthorized("missing key: send 'Authorization: Bearer KEY'")
+        secret = credentials.credentials
+        if admin_digest is not None and same_digest(digest(secret), admin_digest):
+            return Principal(Role.OPERATOR, None, "env:CREDITMETER_ADMIN_KEY")
+        principal = engine.authenticate(secret)
+        if principal is None:
+            raise Unauthorized("unknown or revoked key")
+        return principal
+
+    # SQLite reads are local file reads that never wait on a lock (WAL): they run on the event
+    # loop, which is several times cheaper than a hand-off to a thread. Writes, and every call
+    # on a networked database, run on worker threads so the loop never waits.
+    inline_reads = engine.store.url.startswith("sqlite")
+
+    def scoped(fn: Callable[..., Response], read: bool) -> Callable[..., Awaitable[Response]]:
+        """Make ``fn(who, ...)`` an endpoint: the key is checked and ``fn`` runs in one call
+        (on the loop or one worker thread, see above). ``who: Operator`` lets only the operator
+        in (403 for anyone else, before anything is looked up)."""
+        signature = inspect.signature(fn)
+        operator_only = signature.parameters["who"].annotation is Operator
+        params = [p.replace(annotation=Token) if p.name == "who" else p
+                  for p in signature.parameters.values()]
+        inline = read and inline_reads
+
+        async def endpoint(**kwargs: Any) -> Response:
+            credentials = kwargs.pop("who")
+
+            def work() -> Response:
+                who = authenticate(credentials)
+                if operator_only and not who.is_operator:
+                    raise Forbidden("only the operator may do this")
+                return fn(who=who, **kwargs)
+
+            return work() if inline else await run_in_threadpool(work)
+
+        endpoint.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        endpoint.__name__ = fn.__name__
+        endpoint.__doc__ = fn.__doc__
+        return endpoint
+
+    def short_read(fn: Callable[..., Response]) -> Callable[..., Awaitable[Response]]:
+        """A read that takes a bounded, short time (one account, one page)."""
+        return scoped(fn, read=True)
+
+    def threaded(fn: Callable[..., Response]) -> Callable[..., Awaitable[Response]]:
+        """A write, or a read that may take long (a whole ledger, a long range)."""
+        return scoped(fn, read=False)
+
+    def readable(who: Principal, account_id: str) -> None:
+        if not who.can_read(account_id):
+            raise NotFound("account", account_id, "account_id")
+
+    api = APIRouter(prefix="/api", route_class=ExactJSONRoute, responses=ERRORS)
+
+    # -- who am I, accounts, keys ---------------------------------------------------------------
+
+    @api.get("/me", response_model=MeOut, summary="The caller's key, role and account")
+    @short_read
+    def me(who: Caller) -> Response:
+        account = None
+        if who.account_id is not None:
+            found = engine.account(who.account_id)
+            account = present.account(*found) if found else None
+        return json_response({"role": who.role.value, "key_id": who.key_id, "account_id": who.account_id,
+                              "admin_of": sorted(who.admin_of), "account": account})
+
+    @api.post("/accounts", response_model=AccountOut, status_code=201, responses=_errors(409),
+              summary="Create an account (operator)")
+    @threaded
+    def create_account(body: AccountIn, who: Operator) -> Response:
+        account = engine.create_account(body.id, clock(), name=body.name, kind=body.kind)
+        return json_response(present.account(account, 0), 201)
+
+    @api.get("/accounts", response_model=list[AccountOut], summary="Every account (operator)")
+    @threaded
+    def list_accounts(who: Operator) -> Response:
+        return json_response([present.account(a, o) for a, o in engine.accounts()])
+
+    @api.get("/accounts/{account_id}", response_model=AccountOut, summary="One account")
+    @short_read
+    def get_account(account_id: str, who: Caller) -> Response:
+        readable(who, account_id)
+        found = engine.account(account_id)
+        if found is None:
+            raise NotFound("account", account_id, "account_id")
+        return json_response(present.account(*found))
+
+    @api.post("/accounts/{account_id}/keys", response_model=KeyCreated, status_code=201,
+              summary="Create a key for an account (the operator, or the account itself)")
+    @threaded
+    def create_key(account_id: str, body: KeyIn, who: Caller) -> Response:
+        if not who.can_manage_keys(account_id):
+            raise NotFound("account", account_id, "account_id")
+        key, secret = engine.create_key(account_id, clock(), name=body.name)
+        return json_response({**present.key(key), "key": secret}, 201)
+
+    @api.get("/accounts/{account_id}/keys", response_model=list[KeyOut],
+             summary="An account's keys (never the keys themselves)")
+    @short_read
+    def list_keys(account_id: str, who: Caller) -> Response:
+        if not who.can_manage_keys(account_id):
+            raise NotFound("account", account_id, "account_id")
+        return json_response([present.key(k) for k in engine.keys(account_id)])
+
+    @api.post("/keys/{key_id}/revoke", response_model=KeyOut,
+              summary="Revoke a key; it stops working at once")
+    @threaded
+    def revoke_key(key_id: str, who: Caller) -> Response:
+        key = engine.get_key(key_id)
+        if not who.can_manage_keys(key.account_id):
+            raise NotFound("key", key_id, "key_id")
+        return json_response(present.key(engine.revoke_key(key_id, clock())))
+
+    # -- grants and balance ---------------------------------------------------------------------
+
+    @api.post("/accounts/{account_id}/grants", response_model=PackageOut, status_code=201,
+              responses=_errors(409), summary="Put a credit package on an account (operator)")
+    @threaded
+    def add_grant(account_id: str, body: GrantIn, who: Operator) -> Response:
+        with fields(expires="expires_at", effective="effective_at", amount="amount_credits"):
+            package = engine.add_grant(
+                account_id, parse_credits(body.amount_credits, "amount_credits", allow_zero=False),
+                body.kind, clock(), expires_at_us=_instant(body.expires_at, "expires_at"),
+                effective_at_us=_instant(body.effective_at, "effective_at"), priority=body.priority,
+                name=body.name, grant_id=body.id, source="api")
+        return json_response(present.package(package), 201)
+
+    @api.get("/accounts/{account_id}/grants", response_model=list[PackageOut],
+             summary="An account's packages in burn-down order")
+    @short_read
+    def list_grants(account_id: str, who: Caller,
+                    at: At = None) -> Response:
+        readable(who, account_id)
+        balance = engine.balance(account_id, _instant(at, "at") or clock())
+        return json_response([present.package(p) for p in balance.packages])
+
+    @api.post("/grants/{grant_id}/void", response_model=PackageOut, responses=_errors(409),
+              summary="Void (refund) what remains of a package (operator)")
+    @threaded
+    def void_grant(grant_id: str, who: Operator) -> Response:
+        return json_response(present.package(engine.void_grant(grant_id, clock())))
+
+    @api.get("/accounts/{account_id}/balance", response_model=BalanceOut,
+             summary="Available, held, overage and current-period credits, and every package")
+    @short_read
+    def balance(account_id: str, who: Caller,
+                at: At = None) -> Response:
+        readable(who, account_id)
+        return json_response(present.balance(engine.balance(account_id, _instant(at, "at") or clock())))
+
+    # -- usage ----------------------------------------------------------------------------------
+
+    @api.post("/usage", response_model=UsageResultsOut, responses=_errors(409),
+              summary="Record up to 1,000 usage events (operator); a result per event")
+    @threaded
+    def post_usage(body: UsageBatchIn, who: Operator) -> Response:
+        events = [e.model_dump(exclude_unset=True) for e in body.events]
+        results = engine.record_batch(events, clock())
+        metrics.count_results(results)
+        return json_response(_results(results))
+
+    @api.get("/accounts/{account_id}/usage", response_model=UsagePageOut,
+             summary="Usage, newest first, with the packages that paid; cursor pagination")
+    @short_read
+    def usage(account_id: str, who: Caller,
+              from_: Annotated[str | None, Query(alias="from", description="ISO 8601, inclusive")] = None,
+              to: Annotated[str | None, Query(description="ISO 8601, exclusive")] = None,
+              model: Annotated[str | None, Query(max_length=255)] = None,
+              member: Member = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+              cursor: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+        readable(who, account_id)
+        start, end = _range(from_, to)
+        page, next_cursor = engine.usage_page(account_id, from_us=start, to_us=end, model=model,
+                                              member=member, limit=limit, cursor=cursor)
+        return json_response({"events": [present.event(e) for e in page], "next_cursor": next_cursor})
+
+    @api.get("/accounts/{account_id}/usage/summary", response_model=SummaryOut,
+             summary="Requests, tokens and credits per day or per model")
+    @threaded
+    def usage_summary(account_id: str, who: Caller,
+                      group_by: Annotated[str, Query(pattern="^(day|model)$")] = "day",
+                      from_: Annotated[str | None, Query(alias="from")] = None,
+                      to: Annotated[str | None, Query()] = None,
+                      model: Annotated[str | None, Query(max_length=255)] = None,
+                      member: Member = None) -> Response:
+        readable(who, account_id)
+        start, end = _range(from_, to)
+        rows = engine.usage_summary(account_id, group_by, from_us=start, to_us=end, model=model,
+                                    member=member)
+        return json_response({"account_id": account_id, "group_by": group_by,
+                              "groups": [present.summary_row(r, group_by) for r in rows],
+                              "total_credits": format_credits(sum(r.cost_uc for r in rows))})
+
+    @api.get("/accounts/{account_id}/usage.csv", summary="Usage as CSV, full precision, streamed",
+             response_class=Response,
+             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                              "description": "One row per event, newest first."}})
+    @short_read
+    def usage_csv(account_id: str, who: Caller,
+                  from_: Annotated[str | None, Query(alias="from")] = None,
+                  to: Annotated[str | None, Query()] = None,
+                  model: Annotated[str | None, Query(max_length=255)] = None,
+                  member: Member = None) -> Response:
+        readable(who, account_id)
+        start, end = _range(from_, to)
+        stream = engine.usage(account_id, from_us=start, to_us=end, model=model, member=member)
+        return StreamingResponse(
+            iterate_in_threadpool(chunk.encode() for chunk in csv_chunks(stream)),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="usage-{_safe(account_id)}.csv"'})
+
+    # -- holds ----------------------------------------------------------------------------------
+
+    @api.post("/accounts/{account_id}/holds", response_model=HoldOut, status_code=201,
+              responses=_errors(402, 409), summary="Reserve credits for a request in flight (operator)")
+    @threaded
+    def reserve(account_id: str, body: HoldIn, who: Operator) -> Response:
+        with fields(amount="amount_credits", ttl="ttl_seconds"):
+            result = engine.reserve(account_id, parse_credits(body.amount_credits, "amount_credits",
+                                                              allow_zero=False),
+                                    clock(), ttl_s=body.ttl_seconds, hold_id=body.id)
+        if isinstance(result, Refused):
+            raise InsufficientCredits(result)
+        return json_response(present.hold(result), 201)
+
+    @api.post("/holds/{hold_id}/settle", response_model=ChargeOut, responses=_errors(409),
+              summary="Charge a held request's actual usage; the rest is released (operator)")
+    @threaded
+    def settle(hold_id: str, body: SettleIn, who: Operator) -> Response:
+        usage = Usage(body.model, body.input_tokens, body.output_tokens, body.cached_input_tokens,
+                      body.cache_write_tokens, tuple(sorted(body.quantities.items())), body.metadata)
+        charge = engine.settle(hold_id, usage, clock(), event_id=body.id)
+        metrics.count_results([charge])
+        return json_response(present.charge(charge))
+
+    @api.post("/holds/{hold_id}/release", response_model=HoldOut, responses=_errors(409),
+              summary="Give a hold's credits back (operator)")
+    @threaded
+    def release(hold_id: str, who: Operator) -> Response:
+        return json_response(present.hold(engine.release(hold_id, clock())))
+
+    # -- prices and maintenance -----------------------------------------------------------------
+
+    @api.get("/prices", response_model=PricesOut, summary="The price version in effect, and every version")
+    @short_read
+    def get_prices(who: Caller, at: At = None) -> Response:
+        at_us = _instant(at, "at") or clock()
+        return json_response(present.prices(engine.price_book(), at_us))
+
+    @api.post("/prices", response_model=PriceVersionOut, status_code=201,
+              summary="Load a catalog as a new price version (operator)")
+    @threaded
+    def post_prices(body: PricesIn, who: Operator) -> Response:
+        now = clock()
+        effective = _instant(body.effective_at, "effective_at") or now
+        catalog = parse_catalog(body.catalog, "catalog")
+        with fields(effective="effective_at"):
+            version = engine.load_prices(catalog, effective, now, source="api")
+        return json_response({"version": version.version, "effective_at": format_instant(effective),
+                              "models": len(catalog.models), "features": len(catalog.features)}, 201)
+
+    @api.post("/tick", response_model=TickOut,
+              summary="Time out holds, record expiries, pay overage (operator; safe to repeat)")
+    @threaded
+    def tick(who: Operator) -> Response:
+        now = clock()
+        report = engine.tick(now)
+        return json_response({"at": format_instant(now), "accounts": report.accounts,
+                              "holds_expired": report.holds_expired, "entries": report.entries})
+
+    @api.get("/reconcile", response_model=ReconcileOut, summary="Check every invariant (operator)")
+    @threaded
+    def reconcile(who: Operator) -> Response:
+        problems = engine.check_invariants()
+        return json_response({"ok": not problems, "violations": problems})
+
+    # -- the app --------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Few threads: engine calls are short, and many threads only fight over the GIL.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
+    app = FastAPI(title="creditmeter", version=_version(), lifespan=lifespan,
+                  description="Credits for AI products: prices, packages, burn-down, holds, usage. "
+                              "Amounts are credits strings (up to 6 decimal places); times ISO 8601 UTC.",
+                  openapi_tags=[{"name": "api"}])
+    app.include_router(api)
+
+    @app.get("/healthz", response_model=HealthOut, responses={503: ERRORS[503]},
+             summary="Whether the service can reach its database")
+    def healthz() -> Response:
+        engine.ping()
+        return json_response({"status": "ok", "database": engine.store.url.split("://", 1)[0]})
+
+    @app.get("/metrics", response_class=Response, responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+              "description": "Prometheus text format."}, 401: ERRORS[401], 403: ERRORS[403]},
+        summary="Prometheus metrics (operator)")
+    @short_read
+    def get_metrics(who: Operator) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    @app.exception_handler(CreditmeterError)
+    async def on_error(request: Request, exc: CreditmeterError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
+        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+        field = ".".join(loc) or "body"
+        message = first.get("msg", "invalid")
+        if first.get("type") == "json_invalid":
+            field, message = "body", f"is not valid JSON ({first.get('ctx', {}).get('error', message)})"
+        return json_response({"error": {"type": "invalid_input", "message": f"{field}: {message}",
+                                        "field": field}}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        kind = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return json_response({"error": {"type": kind, "message": str(exc.detail)}}, exc.status_code,
+                             dict(exc.headers or {}))
+
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(metrics.MetricsMiddleware)
+    return app
+
+
+def _results(results: list[Charge | Rejected]) -> dict[str, Any]:
+    rows = [present.rejected(r) if isinstance(r, Rejected) else present.charge(r) for r in results]
+    counts = {"charged": 0, "duplicate": 0, "rejected": 0}
+    for row in rows:
+        counts[row["status"]] += 1
+    return {"results": rows, **counts}
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:100]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("creditmeter")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+class BodyLimit:
+    """413 for a body over ``limit`` bytes, whether or not it declares its length."""
+
+    def __init__(self, app: metrics.ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: metrics.Scope, receive: metrics.Receive, send: metrics.Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit, send)
+            return
+        body = bytearray()
+        more = True
+        messages: list[metrics.Message] = []
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                messages.append(message)
+                break
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await _too_large(self.limit, send)
+                return
+            more = message.get("more_body", False)
+        replay: AsyncIterator[metrics.Message] = _replay(bytes(body), messages, receive)
+
+        async def receive_again() -> metrics.Message:
+            return await replay.__anext__()
+
+        await self.app(scope, receive_again, send)
+
+
+async def _replay(body: bytes, extra: list[metrics.Message],
+                  receive: metrics.Receive) -> AsyncIterator[metrics.Message]:
+    yield {"type": "http.request", "body": body, "more_body": False}
+    for message in extra:
+        yield message
+    while True:
+        yield await receive()
+
+
+async def _too_large(limit: int, send: metrics.Send) -> None:
+    body = orjson.dumps({"error": {"type": "too_large", "field": "body",
+                                   "message": f"body: is over the limit of {limit} bytes"}})
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def app_from_env() -> FastAPI:
+    """The app ``creditmeter serve`` runs in each worker, configured from the environment."""
+    from creditmeter.cli import settings_from_env
+    from creditmeter.store.sql import SqlStore
+
+    url = os.environ.get("CREDITMETER_DB") or "sqlite:///creditmeter.db"
+    engine = Engine(SqlStore(url), settings_from_env())
+    limit = int(os.environ.get("CREDITMETER_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
+    threads = int(os.environ.get("CREDITMETER_THREADS", 8))
+    return create_app(engine, admin_key=os.environ.get("CREDITMETER_ADMIN_KEY") or None,
+                      max_body_bytes=limit, threads=threads)

@@ -1,0 +1,295 @@
+"""Request and response bodies of the HTTP API, for validation and the OpenAPI document.
+
+Responses are built by ``creditmeter.present`` (the same JSON as the CLI's ``--json``); these
+models describe them. Amounts are credits strings; requests take a string or a JSON number,
+read exactly (never through a float) and checked by ``creditmeter.money``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from creditmeter.events import MAX_TOKENS
+
+CREDITS_PATTERN = r"^-?[0-9]+(\.[0-9]{1,6})?$"
+CreditsIn = Annotated[
+    str | int | Decimal,
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,6})?$",
+                               "maxLength": 30},
+                              {"type": "number", "minimum": 0}],
+                    "description": "Credits: a decimal string or number with at most 6 places."}),
+]
+Credits = Annotated[str, Field(pattern=CREDITS_PATTERN, examples=["12.5"])]
+Instant = Annotated[str, Field(examples=["2026-11-24T10:00:00Z"],
+                               description="ISO 8601; UTC when no offset is given.")]
+Id = Annotated[str, Field(min_length=1, max_length=255)]
+Tokens = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """A response body (documentation only: responses are built by ``present``)."""
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+class ErrorDetail(Out):
+    type: str = Field(examples=["invalid_input"])
+    message: str = Field(examples=["amount_credits: 1.0000001 has more than 6 decimal places"])
+    field: str | None = Field(None, examples=["amount_credits"])
+    requested_credits: Credits | None = None
+    available_credits: Credits | None = None
+
+
+class ErrorBody(Out):
+    error: ErrorDetail
+
+
+# -- accounts and keys ---------------------------------------------------------------------------
+
+class AccountIn(Body):
+    id: Id = Field(examples=["user-42"])
+    name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    kind: Literal["user", "enterprise"] = "user"
+
+
+class AccountOut(Out):
+    id: str
+    name: str
+    kind: Literal["user", "enterprise"]
+    created_at: Instant
+    overage_credits: Credits
+
+
+class KeyIn(Body):
+    name: Annotated[str, Field(max_length=255)] | None = None
+
+
+class KeyOut(Out):
+    key_id: str
+    prefix: str
+    role: Literal["operator", "account"]
+    account_id: str | None
+    name: str
+    created_at: Instant
+    revoked_at: Instant | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself: shown this once, never stored.")
+
+
+class MeOut(Out):
+    role: Literal["operator", "account"]
+    key_id: str
+    account_id: str | None
+    admin_of: list[str] = Field(description="Enterprises this account administers.")
+    account: AccountOut | None
+
+
+# -- grants and balance --------------------------------------------------------------------------
+
+class GrantIn(Body):
+    amount_credits: CreditsIn = Field(examples=["1000"])
+    kind: Literal["trial", "subscription", "addon", "package", "enterprise", "promo", "adjustment"]
+    expires_at: Instant | None = None
+    effective_at: Instant | None = None
+    priority: Annotated[int, Field(strict=True, ge=0, le=100)] | None = None
+    name: Annotated[str, Field(max_length=255)] | None = None
+    id: Id | None = Field(None, description="Idempotency key: the same grant again does nothing.")
+
+
+class PackageOut(Out):
+    grant_id: str
+    kind: str
+    name: str
+    priority: int
+    granted_credits: Credits
+    used_credits: Credits
+    held_credits: Credits
+    expired_credits: Credits
+    voided_credits: Credits
+    remaining_credits: Credits
+    effective_at: Instant
+    expires_at: Instant | None
+    status: Literal["scheduled", "active", "depleted", "expired", "voided"]
+
+
+class PeriodOut(Out):
+    start: Instant
+    end: Instant
+    basis: str = Field(examples=["calendar_month"])
+
+
+class BalanceOut(Out):
+    account_id: str
+    at: Instant
+    available_credits: Credits
+    held_credits: Credits
+    overage_credits: Credits
+    period_used_credits: Credits = Field(description="Credits charged for usage in the current period.")
+    period: PeriodOut
+    packages: list[PackageOut]
+
+
+# -- usage ---------------------------------------------------------------------------------------
+
+class UsageEventIn(Body):
+    id: Id = Field(examples=["req-7f3a"])
+    account_id: Id = Field(examples=["user-42"])
+    timestamp: Instant | None = None
+    model: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(None, examples=["gpt-4o"])
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cached_input_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    quantities: dict[Annotated[str, Field(min_length=1, max_length=255)], Tokens] = {}
+    metadata: dict[str, Any] = {}
+
+
+class UsageBatchIn(Body):
+    events: Annotated[list[UsageEventIn], Field(min_length=1, max_length=1000)]
+
+
+class AllocationOut(Out):
+    grant_id: str
+    amount_credits: Credits
+
+
+class ChargeOut(Out):
+    event_id: str
+    status: Literal["charged", "duplicate"]
+    account_id: str
+    timestamp: Instant
+    cost_credits: Credits
+    allocations: list[AllocationOut]
+    overage_credits: Credits
+    price_version: int | None
+    hold_id: str | None
+
+
+class RejectedOut(Out):
+    event_id: str | None
+    status: Literal["rejected"]
+    error: ErrorDetail
+
+
+class UsageResultsOut(Out):
+    results: list[ChargeOut | RejectedOut]
+    charged: int
+    duplicate: int
+    rejected: int
+
+
+class EventOut(Out):
+    event_id: str
+    account_id: str
+    timestamp: Instant
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    quantities: dict[str, int]
+    metadata: dict[str, Any]
+    cost_credits: Credits
+    overage_credits: Credits
+    allocations: list[AllocationOut]
+    price_version: int | None
+    hold_id: str | None
+
+
+class UsagePageOut(Out):
+    events: list[EventOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
+class SummaryGroupOut(Out):
+    day: str | None = Field(None, examples=["2026-11-24"])
+    model: str | None = None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    used_credits: Credits
+
+
+class SummaryOut(Out):
+    account_id: str
+    group_by: Literal["day", "model"]
+    groups: list[SummaryGroupOut]
+    total_credits: Credits
+
+
+# -- holds ---------------------------------------------------------------------------------------
+
+class HoldIn(Body):
+    amount_credits: CreditsIn = Field(examples=["2.5"])
+    ttl_seconds: Annotated[int, Field(strict=True, ge=1, le=7 * 86_400)] | None = None
+    id: Id | None = Field(None, description="Idempotency key.")
+
+
+class SettleIn(Body):
+    model: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cached_input_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    quantities: dict[Annotated[str, Field(min_length=1, max_length=255)], Tokens] = {}
+    metadata: dict[str, Any] = {}
+    id: Id | None = Field(None, description="The usage event's id (default: hold:HOLD_ID).")
+
+
+class HoldOut(Out):
+    hold_id: str
+    account_id: str
+    status: Literal["open", "settled", "released", "expired"]
+    amount_credits: Credits
+    expires_at: Instant
+    parts: list[AllocationOut]
+
+
+# -- prices and maintenance ------------------------------------------------------------------------
+
+class PricesIn(Body):
+    catalog: dict[str, Any] = Field(description="A catalog in the YAML file's structure, as JSON.",
+                                    examples=[{"models": {"gpt-4o": {"input": "2.5", "output": "10"}}}])
+    effective_at: Instant | None = None
+
+
+class PriceVersionOut(Out):
+    version: int
+    effective_at: Instant
+    models: int
+    features: int
+
+
+class PricesOut(Out):
+    at: Instant
+    current_version: int | None
+    versions: list[PriceVersionOut]
+    catalog: dict[str, Any] | None
+
+
+class TickOut(Out):
+    at: Instant
+    accounts: int
+    holds_expired: int
+    entries: int
+
+
+class ReconcileOut(Out):
+    ok: bool
+    violations: list[str]
+
+
+class HealthOut(Out):
+    status: Literal["ok"]
+    database: str
