@@ -1,4 +1,4 @@
-"""creditmeter benchmarks: ``python benchmarks/run.py ingest|contention [--db URL]``.
+"""creditmeter benchmarks: ``python benchmarks/run.py ingest|contention|api [--db URL]``.
 
 Without ``--db`` they run on fresh SQLite files in benchmarks/work; with a PostgreSQL URL they
 make fresh databases on that server.
@@ -295,6 +295,153 @@ def contention(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# -- api -------------------------------------------------------------------------------------------
+
+ADMIN_KEY = "benchmark-operator-key-" + "b" * 32
+
+
+class _Load:
+    """A minimal keep-alive HTTP/1.1 load generator (asyncio streams).
+
+    Deliberately small: it runs on the same machine as the server, and a full HTTP client library
+    would spend more CPU per request than the server does, measuring itself. Every response's
+    status is checked; latency is from the first byte sent to the last byte read.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def _connection(self, make: Any, until: float, latencies: list[float],
+                          errors: list[str]) -> None:
+        import asyncio
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            while time.perf_counter() < until:
+                request = make()
+                start = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                body = await reader.readexactly(length)
+                latencies.append(time.perf_counter() - start)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    errors.append((head.split(b"\r\n")[0] + b" " + body[:200]).decode())
+        finally:
+            writer.close()
+
+    def run(self, make: Any, concurrency: int, seconds: float) -> dict[str, Any]:
+        import asyncio
+
+        latencies: list[float] = []
+        errors: list[str] = []
+
+        async def main() -> float:
+            until = time.perf_counter() + seconds
+            start = time.perf_counter()
+            await asyncio.gather(*[self._connection(make, until, latencies, errors)
+                                   for _ in range(concurrency)])
+            return time.perf_counter() - start
+
+        elapsed = asyncio.run(main())
+        latencies.sort()
+        return {
+            "requests": len(latencies), "requests_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+            "errors": len(errors), "first_error": errors[0] if errors else None,
+        }
+
+
+def _request(method: str, path: str, key: str, body: bytes = b"") -> bytes:
+    head = (f"{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def _start_server(url: str, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    import os
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "CREDITMETER_ADMIN_KEY": ADMIN_KEY, "PYTHONPATH": str(ROOT.parent / "src")}
+    log = (WORK / "api-serve.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "creditmeter.cli", "serve", "--db", url, "--port",
+                             str(port), "--workers", str(workers), "--no-access-log"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"the server did not start: {(WORK / 'api-serve.log').read_text()}")
+
+
+def api(args: argparse.Namespace) -> dict[str, Any]:
+    WORK.mkdir(parents=True, exist_ok=True)
+    url = fresh_database(args.db, "api")
+    engine = setup_engine(url, args.accounts)
+    now_us = time.time_ns() // 1000
+    keys = [engine.create_key(f"acct-{a:05d}", now_us)[1] for a in range(args.accounts)]
+    history = [{"id": f"seed-{a}-{i}", "account_id": f"acct-{a:05d}", "model": MODELS[i % len(MODELS)],
+                "input_tokens": 1_000 + i, "output_tokens": 200} for a in range(args.accounts)
+               for i in range(args.history)]
+    for start in range(0, len(history), 5_000):
+        engine.record_batch(history[start:start + 5_000], now_us)
+    engine.store.close()
+    proc, port = _start_server(url, args.workers)
+    try:
+        load = _Load(port)
+        rng = random.Random(3)
+        paths = [(f"/api/accounts/acct-{a:05d}/balance", keys[a]) for a in range(args.accounts)]
+
+        def balance() -> bytes:
+            path, key = rng.choice(paths)
+            return _request("GET", path, key)
+
+        counter = iter(range(10**9))
+
+        def usage() -> bytes:
+            event = {"id": f"bench-{next(counter)}", "account_id": f"acct-{rng.randrange(args.accounts):05d}",
+                     "model": rng.choice(MODELS), "input_tokens": rng.randrange(200, 20_000),
+                     "output_tokens": rng.randrange(50, 3_000)}
+            return _request("POST", "/api/usage", ADMIN_KEY, orjson.dumps({"events": [event]}))
+
+        load.run(balance, args.concurrency, 1.0)  # warm-up
+        reads = load.run(balance, args.concurrency, args.seconds)
+        posts = load.run(usage, args.concurrency, args.seconds)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    violations = Engine(SqlStore(url)).check_invariants()
+    return {
+        "benchmark": "api", "db": "sqlite" if url.startswith("sqlite") else "postgresql",
+        "workers": args.workers, "concurrency": args.concurrency, "accounts": args.accounts,
+        "events_per_account": args.history,
+        "balance_reads_per_s": reads["requests_per_s"], "balance_p50_ms": reads["p50_ms"],
+        "balance_p99_ms": reads["p99_ms"], "balance_errors": reads["errors"],
+        "usage_posts_per_s": posts["requests_per_s"], "usage_p50_ms": posts["p50_ms"],
+        "usage_p99_ms": posts["p99_ms"], "usage_errors": posts["errors"],
+        "first_error": reads["first_error"] or posts["first_error"],
+        "reconcile_ok": not violations,
+        "targets": {"balance_reads_per_s >= 1500": reads["requests_per_s"] >= 1500,
+                    "balance_p99_ms <= 20": reads["p99_ms"] <= 20,
+                    "no errors": not reads["errors"] and not posts["errors"]},
+        "machine": {"python": platform.python_version(), "cpus": mp.cpu_count()},
+    }
+
+
 def show(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -325,8 +472,15 @@ def main() -> None:
     p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
     p.add_argument("--processes", type=int, default=8)
     p.add_argument("--pairs", type=int, default=300, help="pairs per process")
+    p = sub.add_parser("api", help="balance reads and usage posts against a real server")
+    p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=5.0, help="per measured phase")
+    p.add_argument("--accounts", type=int, default=100)
+    p.add_argument("--history", type=int, default=200, help="events per account before the run")
     args = parser.parse_args()
-    result = ingest(args) if args.benchmark == "ingest" else contention(args)
+    result = {"ingest": ingest, "contention": contention, "api": api}[args.benchmark](args)
     show(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = args.benchmark if result["db"] == "sqlite" else f"{args.benchmark}-{result['db']}"

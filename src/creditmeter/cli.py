@@ -569,6 +569,7 @@ def keys_revoke(engine: Engine, key_id: str, at_us: int, as_json: bool) -> None:
               help="Log every request (metrics are kept either way).")
 def serve(host: str, port: int, workers: int, url: str | None, access_log: bool) -> None:
     """Run the HTTP API (operator key from CREDITMETER_ADMIN_KEY or 'keys create --operator')."""
+    import shutil
     import tempfile
 
     import uvicorn
@@ -588,12 +589,19 @@ def serve(host: str, port: int, workers: int, url: str | None, access_log: bool)
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     os.environ["CREDITMETER_DB"] = url
+    metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="creditmeter-metrics-")
+        # Each worker writes its samples here; /metrics adds them up.
+        metrics_dir = tempfile.mkdtemp(prefix="creditmeter-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     click.echo(f"creditmeter API on http://{host}:{port} ({workers} worker{'s' * (workers > 1)}, "
                f"{url.split('://', 1)[0]})", err=True)
-    uvicorn.run("creditmeter.api:app_from_env", factory=True, host=host, port=port, workers=workers,
-                access_log=access_log, log_level="info", server_header=False)
+    try:
+        uvicorn.run("creditmeter.api:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    access_log=access_log, log_level="info", server_header=False)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 # -- maintenance ---------------------------------------------------------------------------------

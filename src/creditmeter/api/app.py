@@ -185,24 +185,35 @@ def _range(from_: str | None, to: str | None) -> tuple[int | None, int | None]:
 
 
 def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = system_clock,
-               max_body_bytes: int = DEFAULT_MAX_BODY, threads: int = 8) -> FastAPI:
-    """The API over ``engine``; ``admin_key`` is an operator key taken from the environment."""
+               max_body_bytes: int = DEFAULT_MAX_BODY, threads: int = 8,
+               key_cache_s: float = 1.0) -> FastAPI:
+    """The API over ``engine``; ``admin_key`` is an operator key taken from the environment.
+
+    ``key_cache_s``: how long a checked key is trusted without asking the database again. A key
+    revoked through this app stops working at once; one revoked elsewhere (another worker, the
+    CLI) within that time. 0 checks every request against the database.
+    """
     if admin_key is not None and len(admin_key) < MIN_ADMIN_KEY_LENGTH:
         raise InputError("CREDITMETER_ADMIN_KEY", f"must be at least {MIN_ADMIN_KEY_LENGTH} characters")
     admin_digest = digest(admin_key) if admin_key else None
     bearer = HTTPBearer(auto_error=False, description="An operator key or an account key.")
 
     Token = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    key_cache = KeyCache(key_cache_s)
 
     def authenticate(credentials: HTTPAuthorizationCredentials | None) -> Principal:
         if credentials is None:
             raise Unauthorized("missing key: send 'Authorization: Bearer KEY'")
         secret = credentials.credentials
-        if admin_digest is not None and same_digest(digest(secret), admin_digest):
+        presented = digest(secret)
+        if admin_digest is not None and same_digest(presented, admin_digest):
             return Principal(Role.OPERATOR, None, "env:CREDITMETER_ADMIN_KEY")
-        principal = engine.authenticate(secret)
+        principal = key_cache.get(presented)
         if principal is None:
-            raise Unauthorized("unknown or revoked key")
+            principal = engine.authenticate(secret)
+            if principal is None:
+                raise Unauthorized("unknown or revoked key")
+            key_cache.put(presented, principal)
         return principal
 
     # SQLite reads are local file reads that never wait on a lock (WAL): they run on the event
@@ -307,7 +318,9 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
         key = engine.get_key(key_id)
         if not who.can_manage_keys(key.account_id):
             raise NotFound("key", key_id, "key_id")
-        return json_response(present.key(engine.revoke_key(key_id, clock())))
+        revoked = engine.revoke_key(key_id, clock())
+        key_cache.clear()
+        return json_response(present.key(revoked))
 
     # -- grants and balance ---------------------------------------------------------------------
 
@@ -530,6 +543,34 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     return app
 
 
+class KeyCache:
+    """Keys checked in the last ``ttl_s`` seconds (by digest), at most ``size`` of them."""
+
+    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.size = size
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, key_digest: str) -> Principal | None:
+        entry = self._entries.get(key_digest)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            self._entries.pop(key_digest, None)
+            return None
+        return entry[1]
+
+    def put(self, key_digest: str, principal: Principal) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key_digest] = (time.monotonic() + self.ttl_s, principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 def _results(results: list[Charge | Rejected]) -> dict[str, Any]:
     rows = [present.rejected(r) if isinstance(r, Rejected) else present.charge(r) for r in results]
     counts = {"charged": 0, "duplicate": 0, "rejected": 0}
@@ -614,5 +655,6 @@ def app_from_env() -> FastAPI:
     engine = Engine(SqlStore(url), settings_from_env())
     limit = int(os.environ.get("CREDITMETER_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     threads = int(os.environ.get("CREDITMETER_THREADS", 8))
+    key_cache_s = float(os.environ.get("CREDITMETER_KEY_CACHE_S", 1.0))
     return create_app(engine, admin_key=os.environ.get("CREDITMETER_ADMIN_KEY") or None,
-                      max_body_bytes=limit, threads=threads)
+                      max_body_bytes=limit, threads=threads, key_cache_s=key_cache_s)

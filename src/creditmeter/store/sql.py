@@ -83,6 +83,7 @@ class SqlStore:
                                            connect_args={"prepare_threshold": None})
         self._checked = False
         dialect = self.engine.dialect
+        self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
         self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
 
     @staticmethod
@@ -152,6 +153,13 @@ class SqlStore:
                 if write and _lost_race(exc):
                     raise StaleWrite(_describe(exc)) from exc
                 raise
+            except self._driver_error as exc:  # from SqlTransaction._fetch, not wrapped by SQLAlchemy
+                if self.engine.dialect.is_disconnect(exc, None, None) or _connection_lost(exc):  # type: ignore[arg-type]
+                    conn.invalidate()
+                    raise LostConnection(_describe(exc)) from exc
+                if write and _lost_race(exc):
+                    raise StaleWrite(_describe(exc)) from exc
+                raise
         finally:
             try:
                 conn.close()
@@ -173,23 +181,30 @@ def _driver_url(url: str) -> str:
 _RACE_STATES = {"23505", "40001", "40P01"}
 
 
-def _describe(exc: sa.exc.DBAPIError) -> str:
-    return str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+def _orig(exc: Exception) -> BaseException | None:
+    """The driver's own exception (SQLAlchemy wraps it; ``_fetch`` does not)."""
+    return exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
 
 
-def _connection_lost(exc: sa.exc.DBAPIError) -> bool:
+def _describe(exc: Exception) -> str:
+    orig = _orig(exc)
+    return str(orig).strip().splitlines()[0] if orig is not None and str(orig).strip() else str(exc)
+
+
+def _connection_lost(exc: Exception) -> bool:
     """The server went away or refuses connections now (restart, shutdown, network)."""
-    if exc.connection_invalidated:
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
-    state = getattr(exc.orig, "sqlstate", None) or ""
+    state = getattr(_orig(exc), "sqlstate", None) or ""
     return state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
-def _lost_race(exc: sa.exc.DBAPIError) -> bool:
-    state = getattr(exc.orig, "sqlstate", None)
+def _lost_race(exc: Exception) -> bool:
+    orig = _orig(exc)
+    state = getattr(orig, "sqlstate", None)
     if state is not None:
         return state in _RACE_STATES
-    text = str(exc.orig).lower()
+    text = str(orig).lower()
     return "unique constraint" in text or "database is locked" in text
 
 
@@ -255,22 +270,25 @@ def _parts_json(parts: Iterable[Allocation]) -> str:
     return orjson.dumps([[p.grant_id, p.amount_uc] for p in parts]).decode()
 
 
-def _hold_from_row(row: Any) -> Hold:
-    return Hold(
-        id=HoldId(row.id), account_id=AccountId(row.account_id), amount_uc=row.amount_uc,
-        parts=_parts(row.parts), created_at_us=row.created_at_us, expires_at_us=row.expires_at_us,
-        status=HoldStatus(row.status),
-        settled_event_id=EventId(row.settled_event_id) if row.settled_event_id else None,
-    )
+# Rows read through ``_fetch`` are plain tuples in these column orders.
+_ACCOUNT_SELECT = "id, name, kind, created_at_us, overage_uc"
 
 
-def _account_from_row(row: Any) -> Account:
-    return Account(AccountId(row.id), row.name, AccountKind(row.kind), row.created_at_us)
+def _hold_from_row(r: Sequence[Any]) -> Hold:
+    """A hold from a row of ``_HOLD_SELECT``."""
+    return Hold(id=HoldId(r[0]), account_id=AccountId(r[1]), amount_uc=r[2], parts=_parts(r[3]),
+                created_at_us=r[4], expires_at_us=r[5], status=HoldStatus(r[6]),
+                settled_event_id=EventId(r[7]) if r[7] else None)
 
 
-def _key_from_row(row: Any) -> ApiKey:
-    return ApiKey(row.id, row.prefix, Role(row.role), row.account_id, row.name, row.created_at_us,
-                  row.revoked_at_us)
+def _account_from_row(r: Sequence[Any]) -> Account:
+    """An account from a row of ``_ACCOUNT_SELECT``."""
+    return Account(AccountId(r[0]), r[1], AccountKind(r[2]), r[3])
+
+
+def _key_from_row(r: Sequence[Any]) -> ApiKey:
+    """A key from a row of ``_KEY_SELECT``."""
+    return ApiKey(r[0], r[2], Role(r[3]), r[4], r[5], r[6], r[7])
 
 
 def _stored_event(row: Any) -> StoredEvent:
@@ -298,16 +316,27 @@ class SqlTransaction:
     def __init__(self, conn: Connection, mark: str, lock: bool = False) -> None:
         self.conn = conn
         self._mark = mark
+        self._driver: Any = conn.connection.driver_connection
         # Lock the accounts a write loads (PostgreSQL); SQLite's BEGIN IMMEDIATE locks it all.
         self._lock = " ORDER BY id FOR UPDATE" if lock else ""
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Rows of a read, as tuples, straight from the driver's cursor: the hot paths skip
+        SQLAlchemy's result building (several times the cost of the query itself here).
+        Driver errors are mapped like SQLAlchemy's by ``SqlStore.transaction``."""
+        cursor = self._driver.cursor()
+        try:
+            cursor.execute(sql, params)
+            rows: list[Any] = cursor.fetchall()
+            return rows
+        finally:
+            cursor.close()
 
     # -- accounts ----------------------------------------------------------------------------
 
     def get_account(self, account_id: str) -> tuple[Account, int] | None:
-        row = self.conn.exec_driver_sql(
-            f"SELECT id, name, kind, created_at_us, overage_uc FROM accounts WHERE id = {self._mark}",
-            (account_id,)).first()
-        return (_account_from_row(row), row.overage_uc) if row else None
+        rows = self._fetch(f"SELECT {_ACCOUNT_SELECT} FROM accounts WHERE id = {self._mark}", (account_id,))
+        return (_account_from_row(rows[0]), rows[0][4]) if rows else None
 
     def insert_account(self, account: Account) -> None:
         self.conn.execute(accounts.insert().values(
@@ -315,8 +344,8 @@ class SqlTransaction:
             created_at_us=account.created_at_us, overage_uc=0))
 
     def list_accounts(self) -> list[tuple[Account, int]]:
-        rows = self.conn.execute(sa.select(accounts).order_by(accounts.c.id))
-        return [(_account_from_row(r), r.overage_uc) for r in rows]
+        rows = self._fetch(f"SELECT {_ACCOUNT_SELECT} FROM accounts ORDER BY id", ())
+        return [(_account_from_row(r), r[4]) for r in rows]
 
     # -- books -------------------------------------------------------------------------------
 
@@ -334,7 +363,7 @@ class SqlTransaction:
             stale = []
             for chunk in _chunks(ids):
                 marks = ", ".join([self._mark] * len(chunk))
-                for aid, version in self.conn.exec_driver_sql(
+                for aid, version in self._fetch(
                         f"SELECT id, version FROM accounts WHERE id IN ({marks}){self._lock}",
                         tuple(chunk)):
                     book = cache.get(aid)
@@ -347,25 +376,23 @@ class SqlTransaction:
         grant_rows: dict[str, list[tuple[Grant, Counters]]] = {}
         hold_rows: dict[str, list[Hold]] = {}
         kinds = _GRANT_KINDS
-        conn = self.conn
         for chunk in _chunks(ids):
             marks = ", ".join([self._mark] * len(chunk))
             params = tuple(chunk)
-            for row in conn.exec_driver_sql(
+            for row in self._fetch(
                     f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us "
                     f"FROM accounts WHERE id IN ({marks}){self._lock}", params):
                 found[row[0]] = tuple(row)
                 grant_rows[row[0]] = []
                 hold_rows[row[0]] = []
-            for r in conn.exec_driver_sql(f"SELECT {_GRANT_SELECT} FROM grants "
-                                          f"WHERE account_id IN ({marks})", params):
+            for r in self._fetch(f"SELECT {_GRANT_SELECT} FROM grants WHERE account_id IN ({marks})",
+                                 params):
                 grant_rows[r[1]].append((
                     Grant(r[0], r[1], kinds[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]),
                     Counters(r[12], r[13], r[14])))
-            for row in conn.exec_driver_sql(
-                    f"SELECT {_HOLD_SELECT} FROM holds WHERE account_id IN ({marks}) "
-                    f"AND status = {self._mark}", (*params, HoldStatus.OPEN.value)):
-                hold_rows[row.account_id].append(_hold_from_row(row))
+            for row in self._fetch(f"SELECT {_HOLD_SELECT} FROM holds WHERE account_id IN ({marks}) "
+                                   f"AND status = {self._mark}", (*params, HoldStatus.OPEN.value)):
+                hold_rows[row[1]].append(_hold_from_row(row))
         for aid, (_, name, kind, created, overage, version, since) in found.items():
             book = Book(Account(AccountId(aid), name, AccountKind(kind), created), overage,
                         grant_rows[aid], hold_rows[aid], version, since)
@@ -480,8 +507,9 @@ class SqlTransaction:
                 for r in self.conn.execute(query)]
 
     def get_hold(self, hold_id: str) -> tuple[Hold, str] | None:
-        row = self.conn.execute(sa.select(holds).where(holds.c.id == hold_id)).first()
-        return (_hold_from_row(row), row.request_fp) if row else None
+        rows = self._fetch(f"SELECT {_HOLD_SELECT}, request_fp FROM holds WHERE id = {self._mark}",
+                           (hold_id,))
+        return (_hold_from_row(rows[0]), rows[0][8]) if rows else None
 
     def find_events(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
         """The stored events among ``event_ids`` (usually none: a cheap index probe first)."""
@@ -526,14 +554,14 @@ class SqlTransaction:
         return where
 
     def last_event_seq(self) -> int:
-        return self.conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0
+        return int(self._fetch("SELECT max(seq) FROM events", ())[0][0] or 0)
 
     def used_between(self, account_id: str, from_us: int, to_us: int) -> int:
         """Credits charged (µc) for events with ``from_us <= ts < to_us`` (an index-only sum)."""
         m = self._mark
-        total = self.conn.exec_driver_sql(
+        total = self._fetch(
             f"SELECT sum(cost_uc) FROM events WHERE account_id = {m} AND ts_us >= {m} AND ts_us < {m}",
-            (account_id, from_us, to_us)).scalar()
+            (account_id, from_us, to_us))[0][0]
         return int(total or 0)
 
     def usage_summary(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
@@ -556,19 +584,20 @@ class SqlTransaction:
             account_id=key.account_id, name=key.name, created_at_us=key.created_at_us))
 
     def find_key(self, key_digest: str) -> tuple[ApiKey, str] | None:
-        row = self.conn.exec_driver_sql(f"SELECT {_KEY_SELECT} FROM api_keys WHERE hash = {self._mark}",
-                                        (key_digest,)).first()
-        return (_key_from_row(row), row.hash) if row else None
+        rows = self._fetch(f"SELECT {_KEY_SELECT} FROM api_keys WHERE hash = {self._mark}", (key_digest,))
+        return (_key_from_row(rows[0]), rows[0][1]) if rows else None
 
     def get_key(self, key_id: str) -> ApiKey | None:
-        row = self.conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
-        return _key_from_row(row) if row else None
+        rows = self._fetch(f"SELECT {_KEY_SELECT} FROM api_keys WHERE id = {self._mark}", (key_id,))
+        return _key_from_row(rows[0]) if rows else None
 
     def list_keys(self, account_id: str | None) -> list[ApiKey]:
-        query = sa.select(api_keys).order_by(api_keys.c.created_at_us, api_keys.c.id)
-        if account_id is not None:
-            query = query.where(api_keys.c.account_id == account_id)
-        return [_key_from_row(r) for r in self.conn.execute(query)]
+        if account_id is None:
+            rows = self._fetch(f"SELECT {_KEY_SELECT} FROM api_keys ORDER BY created_at_us, id", ())
+        else:
+            rows = self._fetch(f"SELECT {_KEY_SELECT} FROM api_keys WHERE account_id = {self._mark} "
+                               "ORDER BY created_at_us, id", (account_id,))
+        return [_key_from_row(r) for r in rows]
 
     def revoke_key(self, key_id: str, at_us: int) -> None:
         self.conn.execute(api_keys.update().where(api_keys.c.id == key_id,
@@ -577,9 +606,9 @@ class SqlTransaction:
 
     def administered(self, account_id: str) -> list[str]:
         """The enterprises ``account_id`` is an admin of."""
-        return list(self.conn.exec_driver_sql(
+        return [r[0] for r in self._fetch(
             f"SELECT enterprise_id FROM members WHERE account_id = {self._mark} AND role = {self._mark}",
-            (account_id, MemberRole.ADMIN.value)).scalars())
+            (account_id, MemberRole.ADMIN.value))]
 
     def member_role(self, enterprise_id: str, account_id: str) -> MemberRole | None:
         role = self.conn.execute(sa.select(members.c.role).where(
@@ -594,7 +623,7 @@ class SqlTransaction:
                 for r in rows]
 
     def latest_price_version(self) -> int:
-        return self.conn.exec_driver_sql("SELECT max(version) FROM price_versions").scalar() or 0
+        return int(self._fetch("SELECT max(version) FROM price_versions", ())[0][0] or 0)
 
     def insert_price_version(self, catalog: Catalog, effective_at_us: int, loaded_at_us: int,
                              source: str) -> int:
