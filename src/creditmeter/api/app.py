@@ -198,13 +198,13 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     admin_digest = digest(admin_key) if admin_key else None
     bearer = HTTPBearer(auto_error=False, description="An operator key or an account key.")
 
-    Token = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     key_cache = KeyCache(key_cache_s)
 
-    def authenticate(credentials: HTTPAuthorizationCredentials | None) -> Principal:
-        if credentials is None:
+    def authenticate(authorization: str | None) -> Principal:
+        scheme, _, secret = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
             raise Unauthorized("missing key: send 'Authorization: Bearer KEY'")
-        secret = credentials.credentials
+        secret = secret.strip()
         presented = digest(secret)
         if admin_digest is not None and same_digest(presented, admin_digest):
             return Principal(Role.OPERATOR, None, "env:CREDITMETER_ADMIN_KEY")
@@ -221,30 +221,54 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     # on a networked database, run on worker threads so the loop never waits.
     inline_reads = engine.store.url.startswith("sqlite")
 
+    class KeyedRoute(ExactJSONRoute):
+        """Checks the caller's key (and role) before anything else, the body included: a
+        caller without the right is refused the same way whatever it sent."""
+
+        def get_route_handler(self) -> Callable[[Request], Any]:
+            handler = super().get_route_handler()
+            operator_only: bool | None = getattr(self.endpoint, "operator_only", None)
+            if operator_only is None:  # a public route
+                return handler
+
+            async def run(request: Request) -> Response:
+                header = request.headers.get("authorization")
+                who = (authenticate(header) if inline_reads
+                       else await run_in_threadpool(authenticate, header))
+                if operator_only and not who.is_operator:
+                    raise Forbidden("only the operator may do this")
+                request.scope["creditmeter.caller"] = who
+                response: Response = await handler(request)
+                return response
+
+            return run
+
+    async def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                                              Depends(bearer)]) -> Principal:
+        """The caller ``KeyedRoute`` checked (``bearer`` puts the scheme in the OpenAPI document)."""
+        principal: Principal = request.scope["creditmeter.caller"]
+        return principal
+
+    Who = Annotated[Principal, Depends(caller)]
+
     def scoped(fn: Callable[..., Response], read: bool) -> Callable[..., Awaitable[Response]]:
-        """Make ``fn(who, ...)`` an endpoint: the key is checked and ``fn`` runs in one call
-        (on the loop or one worker thread, see above). ``who: Operator`` lets only the operator
-        in (403 for anyone else, before anything is looked up)."""
+        """Make ``fn(who, ...)`` an endpoint of a ``KeyedRoute``; ``fn`` runs in one call on the
+        loop or on one worker thread (see above). ``who: Operator`` lets only the operator in
+        (403 for anyone else, before anything is looked up)."""
         signature = inspect.signature(fn)
-        operator_only = signature.parameters["who"].annotation is Operator
-        params = [p.replace(annotation=Token) if p.name == "who" else p
+        params = [p.replace(annotation=Who) if p.name == "who" else p
                   for p in signature.parameters.values()]
         inline = read and inline_reads
 
         async def endpoint(**kwargs: Any) -> Response:
-            credentials = kwargs.pop("who")
-
-            def work() -> Response:
-                who = authenticate(credentials)
-                if operator_only and not who.is_operator:
-                    raise Forbidden("only the operator may do this")
-                return fn(who=who, **kwargs)
-
-            return work() if inline else await run_in_threadpool(work)
+            if inline:
+                return fn(**kwargs)
+            return await run_in_threadpool(lambda: fn(**kwargs))
 
         endpoint.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         endpoint.__name__ = fn.__name__
         endpoint.__doc__ = fn.__doc__
+        endpoint.operator_only = signature.parameters["who"].annotation is Operator  # type: ignore[attr-defined]
         return endpoint
 
     def short_read(fn: Callable[..., Response]) -> Callable[..., Awaitable[Response]]:
@@ -259,7 +283,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
         if not who.can_read(account_id):
             raise NotFound("account", account_id, "account_id")
 
-    api = APIRouter(prefix="/api", route_class=ExactJSONRoute, responses=ERRORS)
+    api = APIRouter(prefix="/api", route_class=KeyedRoute, responses=ERRORS)
 
     # -- who am I, accounts, keys ---------------------------------------------------------------
 
@@ -499,6 +523,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
                               "Amounts are credits strings (up to 6 decimal places); times ISO 8601 UTC.",
                   openapi_tags=[{"name": "api"}])
     app.include_router(api)
+    ops = APIRouter(route_class=KeyedRoute)
 
     @app.get("/healthz", response_model=HealthOut, responses={503: ERRORS[503]},
              summary="Whether the service can reach its database")
@@ -506,7 +531,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
         engine.ping()
         return json_response({"status": "ok", "database": engine.store.url.split("://", 1)[0]})
 
-    @app.get("/metrics", response_class=Response, responses={
+    @ops.get("/metrics", response_class=Response, responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}},
               "description": "Prometheus text format."}, 401: ERRORS[401], 403: ERRORS[403]},
         summary="Prometheus metrics (operator)")
@@ -514,6 +539,8 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     def get_metrics(who: Operator) -> Response:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
+
+    app.include_router(ops)
 
     @app.exception_handler(CreditmeterError)
     async def on_error(request: Request, exc: CreditmeterError) -> Response:
