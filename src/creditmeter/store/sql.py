@@ -317,6 +317,7 @@ class SqlTransaction:
         self.conn = conn
         self._mark = mark
         self._driver: Any = conn.connection.driver_connection
+        self._pg = conn.dialect.name == "postgresql"
         # Lock the accounts a write loads (PostgreSQL); SQLite's BEGIN IMMEDIATE locks it all.
         self._lock = " ORDER BY id FOR UPDATE" if lock else ""
 
@@ -459,9 +460,9 @@ class SqlTransaction:
                 book.reset_changes()
         m = self._mark
         if event_rows:
-            conn.exec_driver_sql(_insert_sql(events, _EVENT_COLUMNS, m), event_rows)
+            self._insert_many(events, _EVENT_COLUMNS, event_rows)
         if entry_rows:
-            conn.exec_driver_sql(_insert_sql(entries, _ENTRY_COLUMNS, m), entry_rows)
+            self._insert_many(entries, _ENTRY_COLUMNS, entry_rows)
         for row in closing_rows:
             # A closing entry after the first corrects it: it points at the first one.
             first = conn.exec_driver_sql(
@@ -471,17 +472,49 @@ class SqlTransaction:
                 f"INSERT INTO entries ({', '.join(_ENTRY_COLUMNS)}, corrects) "
                 f"VALUES ({', '.join([m] * (len(_ENTRY_COLUMNS) + 1))})", (*row, first))
         if counter_rows:
-            conn.exec_driver_sql(
-                f"UPDATE grants SET used_uc = {m}, held_uc = {m}, closed_uc = {m} WHERE seq = {m}",
-                counter_rows)
+            if self._pg:
+                self._update_from_values(
+                    "UPDATE grants AS g SET used_uc = v.u, held_uc = v.h, closed_uc = v.c "
+                    "FROM (VALUES {values}) AS v(u, h, c, seq) WHERE g.seq = v.seq",
+                    "(%s::bigint, %s::bigint, %s::bigint, %s::bigint)", counter_rows)
+            else:
+                conn.exec_driver_sql(
+                    f"UPDATE grants SET used_uc = {m}, held_uc = {m}, closed_uc = {m} WHERE seq = {m}",
+                    counter_rows)
         if overage_rows:
             # Optimistic check: each book must still be at the version it was loaded at.
-            result = conn.exec_driver_sql(
-                f"UPDATE accounts SET overage_uc = {m}, overage_since_us = {m}, version = {m} "
-                f"WHERE id = {m} AND version = {m}",
-                overage_rows)
-            if result.rowcount != len(overage_rows):
-                raise StaleWrite(f"{len(overage_rows) - result.rowcount} account(s) changed meanwhile")
+            if self._pg:
+                updated = self._update_from_values(
+                    "UPDATE accounts AS a SET overage_uc = v.o, overage_since_us = v.s, version = v.nv "
+                    "FROM (VALUES {values}) AS v(o, s, nv, id, ov) WHERE a.id = v.id AND a.version = v.ov",
+                    "(%s::bigint, %s::bigint, %s::bigint, %s, %s::bigint)", overage_rows)
+            else:
+                updated = conn.exec_driver_sql(
+                    f"UPDATE accounts SET overage_uc = {m}, overage_since_us = {m}, version = {m} "
+                    f"WHERE id = {m} AND version = {m}", overage_rows).rowcount
+            if updated != len(overage_rows):
+                raise StaleWrite(f"{len(overage_rows) - updated} account(s) changed meanwhile")
+
+    def _insert_many(self, table: sa.Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """Append rows: COPY on PostgreSQL (several times faster than INSERTs), else executemany."""
+        if not self._pg:
+            self.conn.exec_driver_sql(_insert_sql(table, columns, self._mark), rows)
+            return
+        with self._driver.cursor() as cursor, cursor.copy(
+                f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _update_from_values(self, sql: str, row_sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """One ``UPDATE … FROM (VALUES …)`` per 1,000 rows (PostgreSQL); the rows updated."""
+        updated = 0
+        with self._driver.cursor() as cursor:
+            for start in range(0, len(rows), 1000):
+                chunk = rows[start:start + 1000]
+                cursor.execute(sql.format(values=", ".join([row_sql] * len(chunk))),
+                               [value for row in chunk for value in row])
+                updated += cursor.rowcount
+        return updated
 
     def next_grant_seq(self) -> int:
         if self.conn.dialect.name == "postgresql":
