@@ -13,6 +13,7 @@ Hot-path bulk writes go through the driver's ``executemany`` with statements bui
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,8 +80,12 @@ class SqlStore:
         else:
             # No server-side prepared statements: after a few runs PostgreSQL would switch them to
             # a generic plan, and for `id IN (…500 ids…)` that plan is a full scan.
-            self.engine = sa.create_engine(_driver_url(url), pool_pre_ping=True,
-                                           connect_args={"prepare_threshold": None})
+            # A connection idle for a while is pinged before use (one that was just used is not:
+            # a ping per transaction would be a round trip each). One found dead mid-transaction
+            # fails it as LostConnection (writes are retried whole), and the pool is renewed.
+            self.engine = sa.create_engine(_driver_url(url), connect_args={"prepare_threshold": None})
+            sa.event.listen(self.engine, "checkout", _ping_if_idle)
+            sa.event.listen(self.engine, "checkin", _note_checkin)
         self._checked = False
         dialect = self.engine.dialect
         self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
@@ -156,6 +161,7 @@ class SqlStore:
             except self._driver_error as exc:  # from SqlTransaction._fetch, not wrapped by SQLAlchemy
                 if self.engine.dialect.is_disconnect(exc, None, None) or _connection_lost(exc):  # type: ignore[arg-type]
                     conn.invalidate()
+                    self.engine.dispose()  # the others in the pool are as dead as this one
                     raise LostConnection(_describe(exc)) from exc
                 if write and _lost_race(exc):
                     raise StaleWrite(_describe(exc)) from exc
@@ -208,6 +214,25 @@ def _lost_race(exc: Exception) -> bool:
     return "unique constraint" in text or "database is locked" in text
 
 
+IDLE_PING_S = 1.0
+
+
+def _note_checkin(_dbapi_conn: Any, record: Any) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """Before handing out a connection that sat idle, make sure the server still answers; a
+    dead one is replaced by the pool (``DisconnectionError``)."""
+    if time.monotonic() - record.info.get("checked_in", time.monotonic()) < IDLE_PING_S:
+        return
+    try:
+        dbapi_conn.execute("SELECT 1")
+        dbapi_conn.rollback()  # leave it as the pool gave it: outside any transaction
+    except Exception as exc:  # noqa: BLE001 - any failure means: not usable
+        raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # transactions are begun explicitly (below)
     cursor = dbapi_conn.cursor()
@@ -238,6 +263,8 @@ _EVENT_COLUMNS = ("id", "account_id", "ts_us", "model", "input_tokens", "output_
                   "cached_input_tokens", "cache_write_tokens", "quantities", "metadata",
                   "cost_uc", "overage_uc", "allocations", "price_version", "hold_id",
                   "fingerprint", "recorded_at_us")
+_HOLD_INSERT_COLUMNS = ("id", "account_id", "amount_uc", "parts", "created_at_us", "expires_at_us",
+                        "status", "request_fp")
 _ENTRY_COLUMNS = ("account_id", "grant_id", "kind", "amount_uc", "at_us", "hold_id", "note",
                   "recorded_at_us")
 _CLOSING = (EntryKind.EXPIRE, EntryKind.VOID)
@@ -321,6 +348,23 @@ class SqlTransaction:
         # Lock the accounts a write loads (PostgreSQL); SQLite's BEGIN IMMEDIATE locks it all.
         self._lock = " ORDER BY id FOR UPDATE" if lock else ""
 
+    def _fetch_all(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """The rows of several reads, in order; on PostgreSQL sent in one pipeline (the server
+        still runs them one after the other)."""
+        if not self._pg:
+            return [self._fetch(sql, params) for sql, params in queries]
+        cursors = []
+        try:
+            with self._driver.pipeline():
+                for sql, params in queries:
+                    cursor = self._driver.cursor()
+                    cursors.append(cursor)
+                    cursor.execute(sql, params)
+            return [cursor.fetchall() for cursor in cursors]
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Rows of a read, as tuples, straight from the driver's cursor: the hot paths skip
         SQLAlchemy's result building (several times the cost of the query itself here).
@@ -380,19 +424,22 @@ class SqlTransaction:
         for chunk in _chunks(ids):
             marks = ", ".join([self._mark] * len(chunk))
             params = tuple(chunk)
-            for row in self._fetch(
-                    f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us "
-                    f"FROM accounts WHERE id IN ({marks}){self._lock}", params):
+            # The account rows first (locking them in a write), then their grants and holds.
+            account_rows, grant_list, hold_list = self._fetch_all([
+                (f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us "
+                 f"FROM accounts WHERE id IN ({marks}){self._lock}", params),
+                (f"SELECT {_GRANT_SELECT} FROM grants WHERE account_id IN ({marks})", params),
+                (f"SELECT {_HOLD_SELECT} FROM holds WHERE account_id IN ({marks}) AND status = {self._mark}",
+                 (*params, HoldStatus.OPEN.value))])
+            for row in account_rows:
                 found[row[0]] = tuple(row)
                 grant_rows[row[0]] = []
                 hold_rows[row[0]] = []
-            for r in self._fetch(f"SELECT {_GRANT_SELECT} FROM grants WHERE account_id IN ({marks})",
-                                 params):
+            for r in grant_list:
                 grant_rows[r[1]].append((
                     Grant(r[0], r[1], kinds[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]),
                     Counters(r[12], r[13], r[14])))
-            for row in self._fetch(f"SELECT {_HOLD_SELECT} FROM holds WHERE account_id IN ({marks}) "
-                                   f"AND status = {self._mark}", (*params, HoldStatus.OPEN.value)):
+            for row in hold_list:
                 hold_rows[row[1]].append(_hold_from_row(row))
         for aid, (_, name, kind, created, overage, version, since) in found.items():
             book = Book(Account(AccountId(aid), name, AccountKind(kind), created), overage,
@@ -405,13 +452,21 @@ class SqlTransaction:
     def persist(self, books: Iterable[Book], recorded_at_us: int,
                 grant_fps: dict[GrantId, str] | None = None,
                 hold_fps: dict[HoldId, str] | None = None) -> None:
-        """Write everything the books' transitions produced."""
+        """Write everything the books' transitions produced.
+
+        PostgreSQL: large appends go by COPY, and the other writes are sent together in one
+        pipeline (one round trip rather than one per statement).
+        """
         conn = self.conn
+        m = self._mark
         event_rows: list[tuple[Any, ...]] = []
         entry_rows: list[tuple[Any, ...]] = []
         closing_rows: list[tuple[Any, ...]] = []
         counter_rows: list[tuple[int, int, int, int]] = []
         overage_rows: list[tuple[int, int | None, int, str, int]] = []
+        void_rows: list[tuple[Any, ...]] = []
+        new_hold_rows: list[tuple[Any, ...]] = []
+        ended_hold_rows: list[tuple[Any, ...]] = []
         for book in books:
             for grant in book.new_grants:
                 conn.execute(grants.insert().values(
@@ -420,19 +475,12 @@ class SqlTransaction:
                     effective_at_us=grant.effective_at_us, expires_at_us=grant.expires_at_us,
                     name=grant.name, source=grant.source, created_at_us=grant.created_at_us,
                     request_fp=(grant_fps or {}).get(grant.id, "")))
-            for grant in book.voided:
-                conn.execute(grants.update().where(grants.c.id == grant.id)
-                             .values(voided_at_us=grant.voided_at_us))
-            for hold in book.new_holds:
-                conn.execute(holds.insert().values(
-                    id=hold.id, account_id=hold.account_id, amount_uc=hold.amount_uc,
-                    parts=_parts_json(hold.parts), created_at_us=hold.created_at_us,
-                    expires_at_us=hold.expires_at_us, status=hold.status.value,
-                    request_fp=(hold_fps or {}).get(hold.id, "")))
-            for hold in book.ended_holds:
-                conn.execute(holds.update().where(holds.c.id == hold.id).values(
-                    status=hold.status.value, settled_event_id=hold.settled_event_id,
-                    ended_at_us=recorded_at_us))
+            void_rows += [(grant.voided_at_us, grant.id) for grant in book.voided]
+            new_hold_rows += [(hold.id, hold.account_id, hold.amount_uc, _parts_json(hold.parts),
+                               hold.created_at_us, hold.expires_at_us, hold.status.value,
+                               (hold_fps or {}).get(hold.id, "")) for hold in book.new_holds]
+            ended_hold_rows += [(hold.status.value, hold.settled_event_id, recorded_at_us, hold.id)
+                                for hold in book.ended_holds]
             for event, charge in book.charges:
                 event_rows.append((
                     event.id, event.account_id, charge.timestamp_us, event.model,
@@ -458,11 +506,6 @@ class SqlTransaction:
                                      book.account.id, book.version))
                 book.version += 1
                 book.reset_changes()
-        m = self._mark
-        if event_rows:
-            self._insert_many(events, _EVENT_COLUMNS, event_rows)
-        if entry_rows:
-            self._insert_many(entries, _ENTRY_COLUMNS, entry_rows)
         for row in closing_rows:
             # A closing entry after the first corrects it: it points at the first one.
             first = conn.exec_driver_sql(
@@ -471,50 +514,76 @@ class SqlTransaction:
             conn.exec_driver_sql(
                 f"INSERT INTO entries ({', '.join(_ENTRY_COLUMNS)}, corrects) "
                 f"VALUES ({', '.join([m] * (len(_ENTRY_COLUMNS) + 1))})", (*row, first))
-        if counter_rows:
-            if self._pg:
-                self._update_from_values(
-                    "UPDATE grants AS g SET used_uc = v.u, held_uc = v.h, closed_uc = v.c "
-                    "FROM (VALUES {values}) AS v(u, h, c, seq) WHERE g.seq = v.seq",
-                    "(%s::bigint, %s::bigint, %s::bigint, %s::bigint)", counter_rows)
+        # The writes, in order: (statement, rows) each run for every row.
+        writes: list[tuple[str, list[Any]]] = [
+            (f"UPDATE grants SET voided_at_us = {m} WHERE id = {m}", void_rows),
+            (_insert_sql(holds, _HOLD_INSERT_COLUMNS, m), new_hold_rows),
+            (f"UPDATE holds SET status = {m}, settled_event_id = {m}, ended_at_us = {m} WHERE id = {m}",
+             ended_hold_rows),
+        ]
+        for table, columns, rows in ((events, _EVENT_COLUMNS, event_rows),
+                                     (entries, _ENTRY_COLUMNS, entry_rows)):
+            if self._pg and len(rows) >= 50:
+                self._copy(table, columns, rows)  # COPY cannot run inside a pipeline: first
             else:
+                writes.append((_insert_sql(table, columns, m), rows))
+        if not self._pg:
+            for sql, rows in writes:
+                if rows:
+                    conn.exec_driver_sql(sql, rows)
+            if counter_rows:
                 conn.exec_driver_sql(
                     f"UPDATE grants SET used_uc = {m}, held_uc = {m}, closed_uc = {m} WHERE seq = {m}",
                     counter_rows)
-        if overage_rows:
-            # Optimistic check: each book must still be at the version it was loaded at.
-            if self._pg:
-                updated = self._update_from_values(
+            updated = conn.exec_driver_sql(
+                f"UPDATE accounts SET overage_uc = {m}, overage_since_us = {m}, version = {m} "
+                f"WHERE id = {m} AND version = {m}", overage_rows).rowcount if overage_rows else 0
+        else:
+            for start in range(0, len(counter_rows), 1000):
+                chunk = counter_rows[start:start + 1000]
+                writes.append((
+                    "UPDATE grants AS g SET used_uc = v.u, held_uc = v.h, closed_uc = v.c FROM (VALUES "
+                    + ", ".join(["(%s::bigint, %s::bigint, %s::bigint, %s::bigint)"] * len(chunk))
+                    + ") AS v(u, h, c, seq) WHERE g.seq = v.seq", [tuple(x for r in chunk for x in r)]))
+            checks = []
+            for start in range(0, len(overage_rows), 1000):
+                chunk_o = overage_rows[start:start + 1000]
+                checks.append(len(writes))
+                writes.append((
                     "UPDATE accounts AS a SET overage_uc = v.o, overage_since_us = v.s, version = v.nv "
-                    "FROM (VALUES {values}) AS v(o, s, nv, id, ov) WHERE a.id = v.id AND a.version = v.ov",
-                    "(%s::bigint, %s::bigint, %s::bigint, %s, %s::bigint)", overage_rows)
-            else:
-                updated = conn.exec_driver_sql(
-                    f"UPDATE accounts SET overage_uc = {m}, overage_since_us = {m}, version = {m} "
-                    f"WHERE id = {m} AND version = {m}", overage_rows).rowcount
-            if updated != len(overage_rows):
-                raise StaleWrite(f"{len(overage_rows) - updated} account(s) changed meanwhile")
+                    "FROM (VALUES "
+                    + ", ".join(["(%s::bigint, %s::bigint, %s::bigint, %s, %s::bigint)"] * len(chunk_o))
+                    + ") AS v(o, s, nv, id, ov) WHERE a.id = v.id AND a.version = v.ov",
+                    [tuple(x for r in chunk_o for x in r)]))
+            counts = self._pipeline(writes)
+            updated = sum(counts[i] for i in checks)
+        # Optimistic check: each book must still be at the version it was loaded at.
+        if updated != len(overage_rows):
+            raise StaleWrite(f"{len(overage_rows) - updated} account(s) changed meanwhile")
 
-    def _insert_many(self, table: sa.Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-        """Append rows: COPY on PostgreSQL (several times faster than INSERTs), else executemany."""
-        if not self._pg:
-            self.conn.exec_driver_sql(_insert_sql(table, columns, self._mark), rows)
-            return
+    def _copy(self, table: sa.Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """Append rows with COPY (PostgreSQL): several times faster than INSERTs for many rows."""
         with self._driver.cursor() as cursor, cursor.copy(
                 f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
 
-    def _update_from_values(self, sql: str, row_sql: str, rows: list[tuple[Any, ...]]) -> int:
-        """One ``UPDATE … FROM (VALUES …)`` per 1,000 rows (PostgreSQL); the rows updated."""
-        updated = 0
-        with self._driver.cursor() as cursor:
-            for start in range(0, len(rows), 1000):
-                chunk = rows[start:start + 1000]
-                cursor.execute(sql.format(values=", ".join([row_sql] * len(chunk))),
-                               [value for row in chunk for value in row])
-                updated += cursor.rowcount
-        return updated
+    def _pipeline(self, writes: list[tuple[str, list[Any]]]) -> list[int]:
+        """Run the writes in one pipeline (PostgreSQL); the rows each statement changed."""
+        cursors = []
+        try:
+            with self._driver.pipeline():
+                for sql, rows in writes:
+                    cursor = self._driver.cursor()
+                    cursors.append(cursor)
+                    if len(rows) == 1:
+                        cursor.execute(sql, rows[0])
+                    elif rows:
+                        cursor.executemany(sql, rows)
+            return [cursor.rowcount for cursor in cursors]
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
     def next_grant_seq(self) -> int:
         if self.conn.dialect.name == "postgresql":
