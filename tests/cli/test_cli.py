@@ -1,17 +1,17 @@
 """Every ``creditmeter`` command in the exact forms of the issue (SPEC §10), through click's runner.
 
-Each test gets its own SQLite database (a copy of the migrated template, or a fresh file where
-``db upgrade`` itself is tested). The demo runs the real installed command in a subprocess.
+Each test gets its own database on each store (a copy of the migrated template, or a fresh one
+where ``db upgrade`` itself is tested). The demo runs the real installed command in a subprocess.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 
 from creditmeter.cli import main
 from creditmeter.store.sql import SCHEMA_REVISION
-from tests.conftest import EXAMPLE_CATALOG
+from tests.conftest import EXAMPLE_CATALOG, EngineFactory, Postgres
 
 CREDITMETER = Path(sys.executable).parent / "creditmeter"
 T = "2026-03-01T12:00:00Z"
@@ -41,10 +41,9 @@ def invoke(args: list[str], env: dict[str, str] | None = None) -> Result:
 
 
 @pytest.fixture
-def db_url(template_db: Path, tmp_path: Path) -> str:
-    path = tmp_path / "x.db"
-    shutil.copy(template_db, path)
-    return f"sqlite:///{path}"
+def db_url(make_engine: EngineFactory) -> str:
+    """This test's own migrated database, on each store (SQLite and PostgreSQL)."""
+    return make_engine().store.url
 
 
 @pytest.fixture
@@ -72,8 +71,27 @@ def priced(cli: Cli) -> Cli:
 
 # -- db, prices, accounts ------------------------------------------------------------------------
 
-def test_db_upgrade_creates_and_is_idempotent(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/sub/fresh.db"
+@pytest.fixture
+def empty_db_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database with no schema at all, on each store."""
+    if store_kind == "sqlite":
+        yield f"sqlite:///{tmp_path}/sub/fresh.db"
+        return
+    server = request.getfixturevalue("postgres")
+    if isinstance(server, str):
+        pytest.skip(server)
+    assert isinstance(server, Postgres)
+    name = f"cm_empty_{uuid.uuid4().hex[:12]}"
+    server._run(f'CREATE DATABASE "{name}"')
+    yield server.url(name)
+    server.drop(name)
+
+
+def test_db_upgrade_creates_and_is_idempotent(empty_db_url: str) -> None:
+    url = empty_db_url
+    before = invoke(["accounts", "list", "--db", url])
+    if not url.startswith("sqlite"):  # only SQLite creates its schema on first use
+        assert before.exit_code == 5 and "creditmeter db upgrade" in before.output
     first = invoke(["db", "upgrade", "--db", url])
     assert first.exit_code == 0, first.output
     assert SCHEMA_REVISION in first.stdout
@@ -82,7 +100,6 @@ def test_db_upgrade_creates_and_is_idempotent(tmp_path: Path) -> None:
     listed = invoke(["accounts", "list", "--json", "--db", url])
     assert listed.exit_code == 0
     assert js(listed) == []
-    assert (tmp_path / "sub" / "fresh.db").exists()
 
 
 def test_prices_load_and_list(cli: Cli, tmp_path: Path) -> None:
@@ -499,3 +516,43 @@ def test_demo_then_reconcile(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert listed.returncode == 0
     assert len(json.loads(listed.stdout)) > 10
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+def test_keys_create_list_revoke(priced: Cli) -> None:
+    cli = priced
+    created = js(cli("keys", "create", "alice", "--name", "laptop", "--json", "--at", T))
+    key = created["key"]
+    assert key.startswith("cm_") and len(key) >= 40
+    assert created["account_id"] == "alice" and created["role"] == "account"
+    plain = cli("keys", "create", "alice", "--at", T)
+    assert plain.stdout.strip().startswith("cm_") and plain.stdout.count("\n") == 1  # the key alone
+    operator = js(cli("keys", "create", "--operator", "--json", "--at", T))
+    assert operator["role"] == "operator" and operator["account_id"] is None
+    listed = cli("keys", "list", "alice", "--json")
+    assert key not in listed.stdout and plain.stdout.strip() not in listed.stdout
+    rows = js(listed)
+    assert sorted(r["name"] for r in rows) == ["", "laptop"]
+    assert len(js(cli("keys", "list", "--json"))) == 3
+    revoked = js(cli("keys", "revoke", created["key_id"], "--json", "--at", "2026-03-02"))
+    assert revoked["revoked_at"] == "2026-03-02T00:00:00Z"
+    # Revoking again changes nothing.
+    again = js(cli("keys", "revoke", created["key_id"], "--json", "--at", "2026-03-05"))
+    assert again["revoked_at"] == "2026-03-02T00:00:00Z"
+
+
+@pytest.mark.parametrize(("args", "code", "field"), [
+    (["keys", "create"], 2, "account"),
+    (["keys", "create", "alice", "--operator"], 2, "account"),
+    (["keys", "create", "nobody"], 3, "account_id"),
+    (["keys", "revoke", "key_nope"], 3, "key_id"),
+    (["keys", "list", "nobody"], 3, "account_id"),
+    (["keys", "create", "alice", "--name", "n" * 256], 2, "name"),
+])
+def test_keys_bad_input(priced: Cli, args: list[str], code: int, field: str) -> None:
+    before = priced("keys", "list", "--json").stdout
+    result = priced(*args, ok=False)
+    assert result.exit_code == code, result.output
+    assert result.stderr.startswith(f"error: {field}"), result.stderr
+    assert priced("keys", "list", "--json").stdout == before

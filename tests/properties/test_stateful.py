@@ -10,9 +10,7 @@ day ahead, and ``check_invariants()`` is empty.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
-from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -25,8 +23,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from creditmeter.engine import Engine
-from creditmeter.store.sql import SqlStore
+from tests.conftest import EngineFactory
 from tests.properties.oracle import Ev
 from tests.properties.test_properties import (
     DAY,
@@ -41,21 +38,14 @@ from tests.properties.test_properties import (
 
 
 class LedgerMachine(RuleBasedStateMachine):
-    template: Path
-    workdir: Path
-    made = 0
+    factory: EngineFactory  # a fresh engine on a fresh database of the store under test
 
     def __init__(self) -> None:
         super().__init__()
-        LedgerMachine.made += 1
-        self.path = self.workdir / f"machine-{LedgerMachine.made}.db"
-        shutil.copy(self.template, self.path)
-        self.driver = Driver(Engine(SqlStore(f"sqlite:///{self.path}")))
+        self.driver = Driver(LedgerMachine.factory())
 
     def teardown(self) -> None:
         self.driver.engine.store.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     @initialize(grants=st.lists(grant_args, min_size=1, max_size=4), amounts=st.tuples(
         st.integers(100, 1500), st.integers(100, 1500)))
@@ -128,9 +118,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.driver.check(later=DAY)
 
 
-def test_ledger_state_machine(template_db: Path, tmp_path: Path) -> None:
-    LedgerMachine.template = template_db
-    LedgerMachine.workdir = tmp_path
+def test_ledger_state_machine(make_engine: EngineFactory, store_kind: str) -> None:
+    LedgerMachine.factory = make_engine
     run_state_machine_as_test(LedgerMachine, settings=settings(
-        max_examples=40, stateful_step_count=30, deadline=None,
+        max_examples=40 if store_kind == "sqlite" else 25, stateful_step_count=30, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
