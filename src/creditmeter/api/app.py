@@ -555,6 +555,8 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
         message = first.get("msg", "invalid")
         if first.get("type") == "json_invalid":
             field, message = "body", f"is not valid JSON ({first.get('ctx', {}).get('error', message)})"
+        elif field == "body" and "json" not in request.headers.get("content-type", ""):
+            message = "must be a JSON object, sent with 'Content-Type: application/json'"
         return json_response({"error": {"type": "invalid_input", "message": f"{field}: {message}",
                                         "field": field}}, 422)
 
