@@ -25,6 +25,7 @@ from creditmeter.domain import Charge, Refused
 from creditmeter.engine import Engine, Settings, Usage
 from creditmeter.errors import CreditmeterError, InputError, Unavailable
 from creditmeter.money import format_credits, parse_credits, to_decimal
+from creditmeter.plans import load_plans_file
 from creditmeter.pricing import import_litellm, load_yaml, parse_catalog
 from creditmeter.store.base import Transient
 from creditmeter.store.sql import SqlStore
@@ -508,6 +509,111 @@ def holds_release(engine: Engine, hold_id: str, at_us: int, as_json: bool) -> No
         click.echo(f"hold {hold.id}: {hold.status.value}")
 
 
+# -- plans, subscriptions, purchases -------------------------------------------------------------
+
+@main.group()
+def plans() -> None:
+    """The plan catalog: trial, subscriptions, add-on packs, resource packs, enterprise."""
+
+
+@command(plans, "load", at=True, as_json=True)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def plans_load(engine: Engine, file: Path, at_us: int, as_json: bool) -> None:
+    """Make a plan catalog YAML file the catalog (running subscriptions keep their terms)."""
+    catalog = load_plans_file(file)
+    version = engine.load_plans(catalog, at_us, source=file.name)
+    out = {"version": version, "plans": len(catalog.plans)}
+    if as_json:
+        _emit(out)
+    else:
+        click.echo(f"plan catalog version {version}: {len(catalog.plans)} plans")
+
+
+@command(plans, "list", as_json=True)
+def plans_list(engine: Engine, as_json: bool) -> None:
+    """The plans (the shipped default until a catalog is loaded)."""
+    rows = engine.plans().to_dict()["plans"]
+    if as_json:
+        _emit(rows)
+        return
+    from creditmeter.tables import simple_table
+
+    simple_table("Plans", ["id", "kind", "name", "credits", "period", "valid_days", "priority"],
+                 [{**r, "period": r.get("period"), "valid_days": r.get("valid_days")} for r in rows])
+
+
+@main.group()
+def subscriptions() -> None:
+    """Subscriptions: trial, monthly or yearly plans, enterprise seats."""
+
+
+def _print_subscription(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _emit(data)
+        return
+    period = data["current_period"]
+    when = f", period {period['start']} to {period['end']}" if period else ""
+    click.echo(f"subscription {data['subscription_id']}: {data['plan_name']} ({data['plan_id']}) "
+               f"on {data['account_id']}, {data['status']}{when}"
+               + (f", ends {data['ends_at']}" if data["ends_at"] else ""))
+
+
+@command(subscriptions, "create", at=True, as_json=True)
+@click.argument("account_id", metavar="ACCOUNT")
+@click.argument("plan_id", metavar="PLAN")
+@click.option("--seats", type=int, help="Enterprise plans: seats (default: the plan's).")
+@click.option("--id", "subscription_id", metavar="ID",
+              help="Idempotency key: the same create again does nothing.")
+def subscriptions_create(engine: Engine, account_id: str, plan_id: str, seats: int | None,
+                         subscription_id: str | None, at_us: int, as_json: bool) -> None:
+    """Subscribe ACCOUNT to PLAN from now (--at): its first period is granted at once."""
+    sub = engine.subscribe(account_id, plan_id, at_us, subscription_id=subscription_id, seats=seats)
+    _print_subscription(present.subscription(sub, at_us), as_json)
+
+
+@command(subscriptions, "cancel", at=True, as_json=True)
+@click.argument("subscription_id", metavar="SUBSCRIPTION_ID")
+def subscriptions_cancel(engine: Engine, subscription_id: str, at_us: int, as_json: bool) -> None:
+    """Cancel at the end of the current period."""
+    sub = engine.cancel_subscription(subscription_id, at_us)
+    _print_subscription(present.subscription(sub, at_us), as_json)
+
+
+@command(subscriptions, "show", at=True, as_json=True)
+@click.argument("account_id", metavar="ACCOUNT")
+def subscriptions_show(engine: Engine, account_id: str, at_us: int, as_json: bool) -> None:
+    """An account's subscriptions (the trial included), oldest first."""
+    rows = [present.subscription(sub, at_us) for sub in engine.subscriptions(account_id)]
+    if as_json:
+        _emit(rows)
+        return
+    if not rows:
+        click.echo(f"{account_id} has no subscription")
+    for row in rows:
+        _print_subscription(row, False)
+
+
+@main.group()
+def purchases() -> None:
+    """One-off packs (add-on packs, resource packages), as a payment webhook would buy them."""
+
+
+@command(purchases, "create", at=True, as_json=True)
+@click.argument("account_id", metavar="ACCOUNT")
+@click.argument("pack_id", metavar="PACK")
+@click.option("--id", "order_id", metavar="ORDER_ID", help="The order id: the same order again does nothing.")
+def purchases_create(engine: Engine, account_id: str, pack_id: str, order_id: str | None, at_us: int,
+                     as_json: bool) -> None:
+    """Buy PACK for ACCOUNT: a package of its credits, valid its days from now (--at)."""
+    package = engine.purchase(account_id, pack_id, at_us, order_id=order_id)
+    if as_json:
+        _emit(present.package(package))
+    else:
+        click.echo(f"grant {package.grant.id}: {format_credits(package.grant.amount_uc)} credits "
+                   f"({package.grant.name}) on {account_id}, "
+                   f"expires {format_instant(package.grant.expires_at_us)}")
+
+
 # -- keys ----------------------------------------------------------------------------------------
 
 @main.group()
@@ -610,13 +716,12 @@ def serve(host: str, port: int, workers: int, url: str | None, access_log: bool)
 def tick(engine: Engine, at_us: int, as_json: bool) -> None:
     """Time out holds, record expiries, pay overage from new credits (run it periodically)."""
     report = engine.tick(at_us)
-    data = {"at": format_instant(at_us), "accounts": report.accounts,
-            "holds_expired": report.holds_expired, "entries": report.entries}
+    data = present.tick(report, at_us)
     if as_json:
         _emit(data)
     else:
-        click.echo(f"tick at {data['at']}: {report.accounts} accounts, "
-                   f"{report.holds_expired} holds timed out, {report.entries} ledger entries")
+        click.echo(f"tick at {data['at']}: {report.renewed} subscriptions renewed, {report.accounts} "
+                   f"accounts, {report.holds_expired} holds timed out, {report.entries} ledger entries")
 
 
 @command(main, "reconcile", as_json=True)

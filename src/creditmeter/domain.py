@@ -259,12 +259,14 @@ class Balance:
     overage_uc: int
     packages: tuple[Package, ...]
     period: Period | None = None
+    subscription: Any = None  # the running creditmeter.subscriptions.Subscription, if any
 
 
 @dataclass(frozen=True, slots=True)
 class Period:
     """Current consumption: credits charged for usage in ``[start_us, end_us)``; ``basis`` says
-    what the period is (``calendar_month`` until the account has a subscription)."""
+    what the period is: the running subscription's billing period (``subscription``), else the
+    UTC calendar month (``calendar_month``)."""
 
     start_us: int
     end_us: int

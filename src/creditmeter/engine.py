@@ -47,6 +47,7 @@ from creditmeter.events import MAX_TOKENS, check_id, fingerprint, parse_event
 from creditmeter.keys import ApiKey, Principal, Role, digest, new_secret, same_digest
 from creditmeter.ledger import Book
 from creditmeter.money import MAX_UC
+from creditmeter.plans import MAX_SEATS, PlanCatalog, PlanKind, default_plans, grant_expiry
 from creditmeter.pricing import Catalog, PriceBook, PriceVersion, rate
 from creditmeter.store.base import (
     LostConnection,
@@ -55,6 +56,13 @@ from creditmeter.store.base import (
     SummaryRow,
     Transaction,
     Transient,
+)
+from creditmeter.subscriptions import (
+    MAX_SUBSCRIPTION_ID,
+    Subscription,
+    SubscriptionStatus,
+    current_subscription,
+    trial_grant_id,
 )
 from creditmeter.timeutil import MAX_US, MIN_US, US_PER_S, format_instant, month_bounds
 
@@ -87,11 +95,13 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class TickReport:
-    """What a tick did: accounts visited, holds timed out, ledger entries written."""
+    """What a tick did: accounts visited, holds timed out, ledger entries written, subscriptions
+    renewed."""
 
     accounts: int
     holds_expired: int
     entries: int
+    renewed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,6 +562,180 @@ class Engine:
 
         return self._write(work)
 
+    # -- plans, subscriptions, purchases ------------------------------------------------------
+
+    def load_plans(self, catalog: PlanCatalog, at_us: int, source: str = "") -> int:
+        """Make ``catalog`` the plan catalog (a new version; running subscriptions keep their
+        terms)."""
+        _check_instant(at_us, "at")
+        return self._write(lambda tx: tx.insert_plan_catalog(catalog, at_us, source))
+
+    def plans(self) -> PlanCatalog:
+        """The plan catalog loaded last, or the shipped default while none was loaded."""
+        with self._read() as tx:
+            latest = tx.latest_plan_catalog()
+        return latest[1] if latest else default_plans()
+
+    def subscribe(self, account_id: str, plan_id: str, at_us: int, *,
+                  subscription_id: str | None = None, seats: int | None = None) -> Subscription:
+        """Subscribe an account to a trial, subscription or enterprise plan from ``at_us``, and
+        grant its first period. The same id again with the same details answers the same
+        subscription. A trial is granted once per account, ever; an account has one running
+        subscription at a time."""
+        check_id(account_id, "account_id")
+        check_id(plan_id, "plan")
+        _check_instant(at_us, "at")
+        sid = check_id(subscription_id, "id") if subscription_id is not None else f"sub_{uuid.uuid4().hex}"
+        if len(sid) > MAX_SUBSCRIPTION_ID:
+            raise InputError("id", f"must be at most {MAX_SUBSCRIPTION_ID} characters")
+        plan = self.plans().get(plan_id)
+        if not plan.kind.recurring and plan.kind is not PlanKind.TRIAL:
+            raise InputError("plan", f"{plan_id!r} is a one-off {plan.kind.value} pack: buy it as a purchase")
+        if seats is not None and plan.kind is not PlanKind.ENTERPRISE:
+            raise InputError("seats", "only enterprise plans have seats")
+        if plan.kind is PlanKind.ENTERPRISE:
+            seats = plan.seats_default or 1 if seats is None else seats
+            if type(seats) is not int or not 1 <= seats <= MAX_SEATS:
+                raise InputError("seats", f"must be a whole number from 1 to {MAX_SEATS}")
+            if plan.credits_uc * seats > MAX_UC:
+                raise InputError("seats", "seats × credits per seat is over 10^12 credits")
+        request_fp = _request_fp(account_id, plan.to_dict(), seats)
+        sub = Subscription(sid, AccountId(account_id), plan, seats, at_us, at_us, 0, None, None)
+
+        def work(tx: Transaction) -> Subscription:
+            existing = tx.get_subscription(sid)
+            if existing is not None:
+                if existing[1] != request_fp:
+                    raise Conflict(f"subscription id {sid!r} was already used for another subscription")
+                return existing[0]
+            book = self._book(tx, account_id, at_us)
+            enterprise = book.account.kind is AccountKind.ENTERPRISE
+            if enterprise != (plan.kind is PlanKind.ENTERPRISE):
+                raise InputError("plan", f"{plan_id!r} is not for {book.account.kind.value} accounts")
+            if plan.kind is PlanKind.TRIAL:
+                if tx.get_grant(trial_grant_id(account_id)) is not None:
+                    raise Conflict(f"account {account_id!r} already had its trial")
+            else:
+                for other in tx.list_subscriptions(account_id):
+                    if other.recurring and other.status(at_us) is not SubscriptionStatus.EXPIRED:
+                        raise Conflict(f"account {account_id!r} already has subscription {other.id!r} "
+                                       f"({other.status(at_us).value}); cancel it first")
+            tx.insert_subscription(sub, request_fp)
+            return self._grant_due(tx, book, sub, at_us)
+
+        return self._write(work)
+
+    def _grant_due(self, tx: Transaction, book: Book, sub: Subscription, at_us: int) -> Subscription:
+        """Grant every period of ``sub`` due by ``at_us`` and record how far it got."""
+        due = sub.due(at_us)
+        if not due:
+            return sub
+        for index in due:
+            grant = sub.grant(index, tx.next_grant_seq(), at_us)
+            if book.grant(grant.id) is None:
+                book.add_grant(grant, at_us)
+        book.advance(at_us)
+        tx.persist([book], at_us)
+        sub = replace(sub, next_period=due.stop)
+        tx.update_subscription(sub)
+        return sub
+
+    def cancel_subscription(self, subscription_id: str, at_us: int) -> Subscription:
+        """Cancel at the end of the period running at ``at_us`` (nothing is renewed after it).
+        Cancelling again changes nothing; an ended subscription cannot be cancelled."""
+        check_id(subscription_id, "subscription_id")
+        _check_instant(at_us, "at")
+
+        def work(tx: Transaction) -> Subscription:
+            found = tx.get_subscription(subscription_id)
+            if found is None:
+                raise NotFound("subscription", subscription_id, "subscription_id")
+            sub = found[0]
+            self._book(tx, sub.account_id, at_us)  # serialises with the account's other writes
+            if sub.cancel_at_us is not None:
+                return sub
+            if not sub.recurring:
+                raise Conflict(f"subscription {subscription_id!r} is a trial: it ends by itself")
+            if sub.status(at_us) is SubscriptionStatus.EXPIRED:
+                raise Conflict(f"subscription {subscription_id!r} has already ended")
+            index = sub.index_at(at_us)
+            end = sub.period(0 if index is None else index)[1]
+            sub = replace(sub, cancel_at_us=end, cancelled_at_us=at_us)
+            tx.update_subscription(sub)
+            return sub
+
+        return self._write(work)
+
+    def subscriptions(self, account_id: str) -> list[Subscription]:
+        """An account's subscriptions, oldest first (the trial included)."""
+        check_id(account_id, "account_id")
+        with self._read() as tx:
+            if tx.get_account(account_id) is None:
+                raise NotFound("account", account_id, "account_id")
+            return tx.list_subscriptions(account_id)
+
+    def get_subscription(self, subscription_id: str) -> Subscription:
+        check_id(subscription_id, "subscription_id")
+        with self._read() as tx:
+            found = tx.get_subscription(subscription_id)
+        if found is None:
+            raise NotFound("subscription", subscription_id, "subscription_id")
+        return found[0]
+
+    def renew(self, at_us: int) -> int:
+        """Grant every subscription period due by ``at_us``; returns how many subscriptions
+        were renewed. Idempotent: each period's grant id is unique, so running it twice, late, or
+        from two processes at once grants nothing twice."""
+        _check_instant(at_us, "at")
+        with self._read() as tx:
+            due = tx.subscriptions_due(at_us)
+        renewed = 0
+        for account_id, sid in due:
+            def work(tx: Transaction, sid: str = sid, account_id: str = account_id) -> bool:
+                book = self._book(tx, account_id, at_us)  # locks the account first
+                found = tx.get_subscription(sid)
+                if found is None or not found[0].due(at_us):
+                    return False  # another process got there first
+                self._grant_due(tx, book, found[0], at_us)
+                return True
+
+            renewed += self._write(work)
+        return renewed
+
+    def purchase(self, account_id: str, pack_id: str, at_us: int, *,
+                 order_id: str | None = None) -> Package:
+        """Buy a one-off pack (add-on or resource package): a grant of its credits valid its
+        days from ``at_us``. Idempotent by order id (what a payment webhook retries with)."""
+        check_id(account_id, "account_id")
+        check_id(pack_id, "pack")
+        _check_instant(at_us, "at")
+        oid = check_id(order_id, "id") if order_id is not None else f"ord_{uuid.uuid4().hex}"
+        if len(oid) > 240:
+            raise InputError("id", "must be at most 240 characters")
+        plan = self.plans().get(pack_id)
+        if plan.kind not in (PlanKind.ADDON, PlanKind.PACKAGE):
+            raise InputError("pack", f"{pack_id!r} is a {plan.kind.value} plan, not a pack: subscribe to it")
+        gid = GrantId(f"order:{oid}")
+        source = f"purchase:{pack_id}"[:255]
+
+        def work(tx: Transaction) -> Package:
+            existing = tx.get_grant(gid)
+            if existing is not None:
+                if existing.grant.account_id != account_id or existing.grant.source != source:
+                    raise Conflict(f"order id {oid!r} was already used for another purchase")
+                return self._package(tx, existing.grant.account_id, gid, at_us)
+            book = self._book(tx, account_id, at_us)
+            if book.account.kind is AccountKind.ENTERPRISE:
+                raise InputError("pack", "packs are bought by user accounts; enterprises subscribe")
+            grant = Grant(gid, AccountId(account_id), plan.grant_kind, plan.credits_uc, plan.priority, at_us,
+                          grant_expiry(plan, at_us), plan.name, source, tx.next_grant_seq(), at_us)
+            book.add_grant(grant, at_us)
+            package = book.package(book.grant(gid) or grant, at_us)
+            tx.persist([book], at_us)
+            return package
+
+        return self._write(work)
+
     # -- keys --------------------------------------------------------------------------------
 
     def create_key(self, account_id: str | None, at_us: int, name: str | None = None) -> tuple[ApiKey, str]:
@@ -627,9 +811,14 @@ class Engine:
         _check_instant(at_us, "at")
         with self._read() as tx:
             balance = self._book(tx, account_id, at_us).balance(at_us)
-            start, end = month_bounds(at_us)
-            period = Period(start, end, tx.used_between(account_id, start, end), "calendar_month")
-            return replace(balance, period=period)
+            sub = current_subscription(tx.list_subscriptions(account_id), at_us)
+            index = sub.index_at(at_us) if sub is not None and sub.recurring else None
+            if sub is not None and index is not None:
+                (start, end), basis = sub.period(index), "subscription"
+            else:
+                (start, end), basis = month_bounds(at_us), "calendar_month"
+            period = Period(start, end, tx.used_between(account_id, start, end), basis)
+            return replace(balance, period=period, subscription=sub)
 
     def _book(self, tx: Transaction, account_id: str, at_us: int) -> Book:
         book = tx.load_books([account_id]).get(AccountId(account_id))
@@ -647,8 +836,11 @@ class Engine:
     # -- maintenance -------------------------------------------------------------------------
 
     def tick(self, at_us: int) -> TickReport:
-        """Time out holds, pay overage from new credits, record expiries (idempotent)."""
+        """Grant subscription renewals due, then time out holds, pay overage from new credits
+        and record expiries. Idempotent: running it twice, late, or at once from two processes
+        does nothing twice."""
         _check_instant(at_us, "at")
+        renewed = self.renew(at_us)
 
         def work(tx: Transaction) -> TickReport:
             books = tx.load_books(tx.accounts_to_tick(at_us))
@@ -660,7 +852,7 @@ class Engine:
                 expired += sum(1 for h in book.ended_holds if h.status is HoldStatus.EXPIRED)
                 entries += len(book.entries)
             tx.persist(books.values(), at_us)
-            return TickReport(len(books), expired, entries)
+            return TickReport(len(books), expired, entries, renewed)
 
         return self._write(work)
 

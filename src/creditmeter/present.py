@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from creditmeter.domain import Account, Balance, Charge, Hold, Package, Refused, Rejected
+from creditmeter.engine import TickReport
 from creditmeter.keys import ApiKey
 from creditmeter.money import format_credits as fc
 from creditmeter.pricing import PriceBook
 from creditmeter.store.base import StoredEvent, SummaryRow
+from creditmeter.subscriptions import Subscription, SubscriptionStatus
 from creditmeter.timeutil import format_instant
 
 
@@ -57,6 +59,7 @@ def balance(b: Balance) -> dict[str, Any]:
         out["period_used_credits"] = fc(b.period.used_uc)
         out["period"] = {"start": format_instant(b.period.start_us), "end": format_instant(b.period.end_us),
                          "basis": b.period.basis}
+    out["subscription"] = subscription(b.subscription, b.at_us) if b.subscription is not None else None
     out["packages"] = [package(p) for p in b.packages]
     return out
 
@@ -118,4 +121,26 @@ def prices(book: PriceBook, at_us: int) -> dict[str, Any]:
                       "models": len(v.catalog.models), "features": len(v.catalog.features)}
                      for v in book.versions],
         "catalog": current.catalog.to_dict() if current else None,
+    }
+
+
+def tick(report: TickReport, at_us: int) -> dict[str, Any]:
+    return {"at": format_instant(at_us), "subscriptions_renewed": report.renewed,
+            "accounts": report.accounts, "holds_expired": report.holds_expired, "entries": report.entries}
+
+
+def subscription(sub: Subscription, at_us: int) -> dict[str, Any]:
+    index = sub.index_at(at_us)
+    start, end = sub.period(index) if index is not None else (None, None)
+    status = sub.status(at_us)
+    return {
+        "subscription_id": sub.id, "account_id": sub.account_id, "plan_id": sub.plan.id,
+        "plan_name": sub.plan.name, "kind": sub.plan.kind.value, "status": status.value,
+        "seats": sub.seats, "allowance_credits": fc(sub.allowance_uc),
+        "period": sub.plan.period.value if sub.plan.period else None,
+        "started_at": format_instant(sub.anchor_us),
+        "current_period": {"start": format_instant(start), "end": format_instant(end)} if start else None,
+        "renews_at": format_instant(end) if status is SubscriptionStatus.ACTIVE and sub.recurring else None,
+        "ends_at": format_instant(sub.ends_at_us),
+        "cancelled_at": format_instant(sub.cancelled_at_us),
     }

@@ -27,6 +27,7 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
+from creditmeter.plans import default_plans
 from tests.api.conftest import OPERATOR, bearer
 
 # -- callers and roles ---------------------------------------------------------------------------
@@ -74,9 +75,10 @@ class Target:
     void_grant_id: str   # a grant of the account's that the call may void
     settle_hold_id: str  # an open hold of the account's that the call may settle
     release_hold_id: str  # an open hold of the account's that the call may release
+    subscription_id: str  # a running subscription of the account's that the call may cancel
 
 
-MISSING = Target("nobody", "key_0000000000000000", "g-nobody", "h-nobody", "h-nobody-2")
+MISSING = Target("nobody", "key_0000000000000000", "g-nobody", "h-nobody", "h-nobody-2", "s-nobody")
 
 
 @dataclass
@@ -94,7 +96,7 @@ class Seed:
         target = self.targets[account_id]
         if caller is Caller.OWNER and account_id in self.spare_key_ids:
             return Target(target.account_id, self.spare_key_ids[account_id], target.void_grant_id,
-                          target.settle_hold_id, target.release_hold_id)
+                          target.settle_hold_id, target.release_hold_id, target.subscription_id)
         return target
 
     def new_id(self, prefix: str) -> str:
@@ -179,6 +181,16 @@ def _rows() -> list[Row]:
                  lambda s, t: {"model": "gpt-4o", "input_tokens": 2000})),
         Row("POST", "/api/holds/{hold_id}/release", Access.OPERATOR, 200,
             post(lambda t: f"/api/holds/{t.release_hold_id}/release")),
+        Row("GET", "/api/plans", Access.ANY_KEY, 200, get(fixed("/api/plans"))),
+        Row("POST", "/api/plans", Access.OPERATOR, 201,
+            post(fixed("/api/plans"), lambda s, t: {"plans": default_plans().to_dict()["plans"]})),
+        Row("POST", a + "/subscriptions", Access.OPERATOR, 201,
+            post(account("/subscriptions"), lambda s, t: {"plan_id": "trial", "id": s.new_id("trial")})),
+        Row("POST", "/api/subscriptions/{subscription_id}/cancel", Access.OPERATOR, 200,
+            post(lambda t: f"/api/subscriptions/{t.subscription_id}/cancel")),
+        Row("GET", a + "/subscription", Access.SCOPED, 200, get(account("/subscription"))),
+        Row("POST", a + "/purchases", Access.OPERATOR, 201,
+            post(account("/purchases"), lambda s, t: {"pack_id": "addon-1000", "id": s.new_id("order")})),
         Row("GET", "/api/prices", Access.ANY_KEY, 200, get(fixed("/api/prices"))),
         Row("POST", "/api/prices", Access.OPERATOR, 201,
             post(fixed("/api/prices"), lambda s, t: {"catalog": FUTURE_CATALOG,
@@ -253,8 +265,11 @@ def seed_world(api: TestClient) -> Seed:
             keys[f"{account_id}:{name}"] = created["key"]
             key_ids.append(created["key_id"])
         spare[account_id] = key_ids[2]
+        plan = "enterprise-seat" if kind == "enterprise" else "professional-monthly"
+        ok(api.post(f"/api/accounts/{account_id}/subscriptions", headers=OPERATOR,
+                    json={"plan_id": plan, "id": f"s-{account_id}"}), 201, f"subscription of {account_id}")
         targets[account_id] = Target(account_id, key_ids[1], f"g-{account_id}-void", f"h-{account_id}",
-                                     f"h-{account_id}-2")
+                                     f"h-{account_id}-2", f"s-{account_id}")
     revoked = ok(api.post("/api/accounts/alice/keys", headers=OPERATOR, json={"name": "revoked"}), 201,
                  "alice's key to revoke")
     ok(api.post(f"/api/keys/{revoked['key_id']}/revoke", headers=OPERATOR), 200, "revoke alice's key")
@@ -461,7 +476,8 @@ def test_a_user_can_never_grant_void_price_or_post_usage(api: TestClient, seed: 
                 f"{account_id}'s {part} changed after refused operator-only calls"
     assert after == before, "a refused operator-only call wrote something"
     alice = after["alice"]["balance"]
-    assert alice["available_credits"] == "984.25", alice  # 1005 granted - 0.75 used - 2 × 10 held
+    # 1005 granted + 2000 of the subscription's first month - 0.75 used - 2 × 10 held
+    assert alice["available_credits"] == "2984.25", alice
     assert [e["event_id"] for e in after["alice"]["usage"]["events"]] == ["e-alice"]
 
 

@@ -21,7 +21,7 @@ PACKAGE = ROOT / "src/creditmeter"
 
 # Module -> the creditmeter modules it may import. Edges → engine → pure core; nothing imports an edge.
 CORE = {"money", "timeutil", "errors", "domain", "burndown", "pricing", "ledger", "events", "invariants",
-        "keys", "plans"}
+        "keys", "plans", "subscriptions"}
 ALLOWED = {
     "errors": set(),
     "money": {"errors"},
@@ -34,9 +34,10 @@ ALLOWED = {
     "invariants": {"domain"},
     "keys": set(),
     "plans": {"domain", "errors", "events", "money", "pricing", "timeutil"},
+    "subscriptions": {"domain", "errors", "plans", "timeutil"},
     "store": CORE | {"store"},
     "engine": CORE | {"store"},
-    "present": {"domain", "keys", "money", "pricing", "store", "timeutil"},
+    "present": {"domain", "engine", "keys", "money", "pricing", "store", "subscriptions", "timeutil"},
     "api": CORE | {"api", "engine", "present", "store", "ingest", "cli"},
     "ingest": {"domain", "engine", "errors", "money", "store", "timeutil"},
     "tables": set(),

@@ -30,6 +30,7 @@ from creditmeter.api import metrics
 from creditmeter.api.models import (
     AccountIn,
     AccountOut,
+    AccountSubscriptionsOut,
     BalanceOut,
     ChargeOut,
     ErrorBody,
@@ -42,11 +43,17 @@ from creditmeter.api.models import (
     KeyOut,
     MeOut,
     PackageOut,
+    PlanCatalogOut,
+    PlanOut,
+    PlansIn,
     PricesIn,
     PricesOut,
     PriceVersionOut,
+    PurchaseIn,
     ReconcileOut,
     SettleIn,
+    SubscriptionIn,
+    SubscriptionOut,
     SummaryOut,
     TickOut,
     UsageBatchIn,
@@ -59,7 +66,9 @@ from creditmeter.errors import CreditmeterError, InputError, NotFound
 from creditmeter.ingest import csv_chunks
 from creditmeter.keys import MIN_ADMIN_KEY_LENGTH, Principal, Role, digest, same_digest
 from creditmeter.money import format_credits, parse_credits
+from creditmeter.plans import parse_plans
 from creditmeter.pricing import parse_catalog
+from creditmeter.subscriptions import current_subscription
 from creditmeter.timeutil import format_instant, parse_instant
 
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
@@ -445,6 +454,56 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="usage-{_safe(account_id)}.csv"'})
 
+    # -- plans, subscriptions, purchases ----------------------------------------------------------
+
+    @api.get("/plans", response_model=list[PlanOut], summary="The plan catalog")
+    @short_read
+    def list_plans(who: Caller) -> Response:
+        return json_response(engine.plans().to_dict()["plans"])
+
+    @api.post("/plans", response_model=PlanCatalogOut, status_code=201,
+              summary="Load a plan catalog (operator; running subscriptions keep their terms)")
+    @threaded
+    def load_plans(body: PlansIn, who: Operator) -> Response:
+        catalog = parse_plans({"plans": body.plans}, "plans")
+        version = engine.load_plans(catalog, clock(), source="api")
+        return json_response({"version": version, "plans": len(catalog.plans)}, 201)
+
+    @api.post("/accounts/{account_id}/subscriptions", response_model=SubscriptionOut, status_code=201,
+              responses=_errors(409), summary="Subscribe an account to a trial, subscription or "
+                                              "enterprise plan (operator)")
+    @threaded
+    def subscribe(account_id: str, body: SubscriptionIn, who: Operator) -> Response:
+        now = clock()
+        sub = engine.subscribe(account_id, body.plan_id, now, subscription_id=body.id, seats=body.seats)
+        return json_response(present.subscription(sub, now), 201)
+
+    @api.post("/subscriptions/{subscription_id}/cancel", response_model=SubscriptionOut,
+              responses=_errors(409), summary="Cancel at the end of the current period (operator)")
+    @threaded
+    def cancel_subscription(subscription_id: str, who: Operator) -> Response:
+        now = clock()
+        return json_response(present.subscription(engine.cancel_subscription(subscription_id, now), now))
+
+    @api.get("/accounts/{account_id}/subscription", response_model=AccountSubscriptionsOut,
+             summary="The account's current subscription, and every one it had")
+    @short_read
+    def account_subscription(account_id: str, who: Caller, at: At = None) -> Response:
+        readable(who, account_id)
+        at_us = _instant(at, "at") or clock()
+        subs = engine.subscriptions(account_id)
+        current = current_subscription(subs, at_us)
+        return json_response({"account_id": account_id,
+                              "current": present.subscription(current, at_us) if current else None,
+                              "subscriptions": [present.subscription(x, at_us) for x in subs]})
+
+    @api.post("/accounts/{account_id}/purchases", response_model=PackageOut, status_code=201,
+              responses=_errors(409), summary="Buy a one-off pack, idempotent by order id (operator)")
+    @threaded
+    def purchase(account_id: str, body: PurchaseIn, who: Operator) -> Response:
+        return json_response(present.package(engine.purchase(account_id, body.pack_id, clock(),
+                                                             order_id=body.id)), 201)
+
     # -- holds ----------------------------------------------------------------------------------
 
     @api.post("/accounts/{account_id}/holds", response_model=HoldOut, status_code=201,
@@ -500,9 +559,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     @threaded
     def tick(who: Operator) -> Response:
         now = clock()
-        report = engine.tick(now)
-        return json_response({"at": format_instant(now), "accounts": report.accounts,
-                              "holds_expired": report.holds_expired, "entries": report.entries})
+        return json_response(present.tick(engine.tick(now), now))
 
     @api.get("/reconcile", response_model=ReconcileOut, summary="Check every invariant (operator)")
     @threaded

@@ -124,7 +124,7 @@ class PackageOut(Out):
 class PeriodOut(Out):
     start: Instant
     end: Instant
-    basis: str = Field(examples=["calendar_month"])
+    basis: Literal["subscription", "calendar_month"]
 
 
 class BalanceOut(Out):
@@ -135,6 +135,7 @@ class BalanceOut(Out):
     overage_credits: Credits
     period_used_credits: Credits = Field(description="Credits charged for usage in the current period.")
     period: PeriodOut
+    subscription: SubscriptionOut | None = Field(description="The running subscription (or trial).")
     packages: list[PackageOut]
 
 
@@ -280,6 +281,7 @@ class PricesOut(Out):
 
 class TickOut(Out):
     at: Instant
+    subscriptions_renewed: int
     accounts: int
     holds_expired: int
     entries: int
@@ -293,3 +295,67 @@ class ReconcileOut(Out):
 class HealthOut(Out):
     status: Literal["ok"]
     database: str
+
+
+# -- plans, subscriptions, purchases -------------------------------------------------------------
+
+class PlanOut(Out):
+    id: str
+    kind: Literal["trial", "subscription", "addon", "package", "enterprise"]
+    name: str
+    credits: Credits = Field(description="Per period; per seat per period for enterprise; the pack's size.")
+    period: Literal["month", "year"] | None = None
+    valid_days: int | None = None
+    priority: int
+    description: str | None
+    seats_default: int | None = None
+
+
+class PlansIn(Body):
+    plans: list[dict[str, Any]] = Field(description="Plans in the YAML file's structure, as JSON.")
+
+
+class PlanCatalogOut(Out):
+    version: int
+    plans: int
+
+
+class SubscriptionIn(Body):
+    plan_id: Id = Field(examples=["professional-monthly"])
+    seats: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] | None = None
+    id: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        None, description="Idempotency key: the same subscription again does nothing.")
+
+
+class PeriodBounds(Out):
+    start: Instant
+    end: Instant
+
+
+class SubscriptionOut(Out):
+    subscription_id: str
+    account_id: str
+    plan_id: str
+    plan_name: str
+    kind: Literal["trial", "subscription", "enterprise"]
+    status: Literal["active", "cancelled", "expired"]
+    seats: int | None
+    allowance_credits: Credits
+    period: Literal["month", "year"] | None
+    started_at: Instant
+    current_period: PeriodBounds | None
+    renews_at: Instant | None
+    ends_at: Instant | None
+    cancelled_at: Instant | None
+
+
+class AccountSubscriptionsOut(Out):
+    account_id: str
+    current: SubscriptionOut | None
+    subscriptions: list[SubscriptionOut]
+
+
+class PurchaseIn(Body):
+    pack_id: Id = Field(examples=["addon-1000"])
+    id: Annotated[str, Field(min_length=1, max_length=240)] | None = Field(
+        None, description="The order id: the same order again does nothing.")

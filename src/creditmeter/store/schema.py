@@ -132,3 +132,31 @@ members = sa.Table(
     sa.Column("added_at_us", sa.BigInteger, nullable=False),
     sa.Index("ix_members_account", "account_id"),
 )
+
+plan_catalogs = sa.Table(
+    "plan_catalogs", metadata,
+    sa.Column("version", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("loaded_at_us", sa.BigInteger, nullable=False),
+    sa.Column("source", sa.String(255), nullable=False),
+    sa.Column("catalog", sa.Text, nullable=False),
+)
+
+subscriptions = sa.Table(
+    "subscriptions", metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("account_id", sa.String(255), sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    # The plan's terms when subscribed (a later catalog does not change a running subscription).
+    sa.Column("plan_id", sa.String(255), nullable=False),
+    sa.Column("plan", sa.Text, nullable=False),
+    sa.Column("seats", sa.Integer, nullable=True),
+    sa.Column("anchor_us", sa.BigInteger, nullable=False),
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+    # The first period not yet granted; renewals are idempotent by (subscription, period start)
+    # because each period's grant id is derived from them (grants.id is unique).
+    sa.Column("next_period", sa.Integer, nullable=False),
+    sa.Column("next_start_us", sa.BigInteger, nullable=True),  # null: nothing more to grant
+    sa.Column("cancel_at_us", sa.BigInteger, nullable=True),
+    sa.Column("cancelled_at_us", sa.BigInteger, nullable=True),
+    sa.Column("request_fp", sa.String(64), nullable=False),
+    sa.Index("ix_subscriptions_next_start", "next_start_us"),
+)

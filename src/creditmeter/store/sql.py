@@ -43,6 +43,7 @@ from creditmeter.errors import SchemaError
 from creditmeter.invariants import GrantRow, LedgerTotals
 from creditmeter.keys import ApiKey, MemberRole, Role
 from creditmeter.ledger import Book, Counters
+from creditmeter.plans import PlanCatalog, parse_plan, parse_plans
 from creditmeter.pricing import Catalog, PriceVersion, parse_catalog
 from creditmeter.store.base import LostConnection, StaleWrite, StoredEvent, SummaryRow
 from creditmeter.store.schema import (
@@ -53,10 +54,13 @@ from creditmeter.store.schema import (
     grants,
     holds,
     members,
+    plan_catalogs,
     price_versions,
+    subscriptions,
 )
+from creditmeter.subscriptions import Subscription
 
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 _CHUNK = 500  # ids per IN (...) list
 
 
@@ -318,6 +322,16 @@ def _key_from_row(r: Sequence[Any]) -> ApiKey:
     return ApiKey(r[0], r[2], Role(r[3]), r[4], r[5], r[6], r[7])
 
 
+_SUBSCRIPTION_SELECT = ("id, account_id, plan, seats, anchor_us, created_at_us, next_period, cancel_at_us, "
+                        "cancelled_at_us")
+
+
+def _subscription_from_row(r: Sequence[Any]) -> Subscription:
+    """A subscription from a row of ``_SUBSCRIPTION_SELECT``."""
+    return Subscription(r[0], AccountId(r[1]), parse_plan(orjson.loads(r[2])), r[3], r[4], r[5], r[6], r[7],
+                        r[8])
+
+
 def _stored_event(row: Any) -> StoredEvent:
     quantities = tuple(tuple(q) for q in orjson.loads(row.quantities)) if row.quantities else ()
     event = UsageEvent(
@@ -345,6 +359,7 @@ class SqlTransaction:
         self._mark = mark
         self._driver: Any = conn.connection.driver_connection
         self._pg = conn.dialect.name == "postgresql"
+        self._last_grant_seq: int | None = None
         # Lock the accounts a write loads (PostgreSQL); SQLite's BEGIN IMMEDIATE locks it all.
         self._lock = " ORDER BY id FOR UPDATE" if lock else ""
 
@@ -589,9 +604,12 @@ class SqlTransaction:
         if self.conn.dialect.name == "postgresql":
             return int(self.conn.exec_driver_sql(
                 "SELECT nextval(pg_get_serial_sequence('grants', 'seq'))").scalar_one())
-        # SQLite: the write transaction holds the database lock, so max + 1 is ours.
-        current = self.conn.execute(sa.select(sa.func.max(grants.c.seq))).scalar()
-        return (current or 0) + 1
+        # SQLite: the write transaction holds the database lock, so max + 1 is ours (and the
+        # next one after it, for several grants in one transaction).
+        if self._last_grant_seq is None:
+            self._last_grant_seq = self.conn.execute(sa.select(sa.func.max(grants.c.seq))).scalar() or 0
+        self._last_grant_seq += 1
+        return self._last_grant_seq
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -716,6 +734,48 @@ class SqlTransaction:
         role = self.conn.execute(sa.select(members.c.role).where(
             members.c.enterprise_id == enterprise_id, members.c.account_id == account_id)).scalar()
         return MemberRole(role) if role else None
+
+    # -- plans and subscriptions -------------------------------------------------------------
+
+    def insert_plan_catalog(self, catalog: PlanCatalog, loaded_at_us: int, source: str) -> int:
+        result = self.conn.execute(plan_catalogs.insert().values(
+            loaded_at_us=loaded_at_us, source=source[:255],
+            catalog=orjson.dumps(catalog.to_dict()).decode()).returning(plan_catalogs.c.version))
+        return int(result.scalar_one())
+
+    def latest_plan_catalog(self) -> tuple[int, PlanCatalog] | None:
+        rows = self._fetch("SELECT version, catalog FROM plan_catalogs ORDER BY version DESC LIMIT 1", ())
+        return (int(rows[0][0]), parse_plans(orjson.loads(rows[0][1]))) if rows else None
+
+    def insert_subscription(self, sub: Subscription, request_fp: str) -> None:
+        self.conn.execute(subscriptions.insert().values(
+            id=sub.id, account_id=sub.account_id, plan_id=sub.plan.id,
+            plan=orjson.dumps(sub.plan.to_dict()).decode(), seats=sub.seats, anchor_us=sub.anchor_us,
+            created_at_us=sub.created_at_us, next_period=sub.next_period,
+            next_start_us=sub.next_start_us(), cancel_at_us=sub.cancel_at_us,
+            cancelled_at_us=sub.cancelled_at_us, request_fp=request_fp))
+
+    def update_subscription(self, sub: Subscription) -> None:
+        self.conn.execute(subscriptions.update().where(subscriptions.c.id == sub.id).values(
+            next_period=sub.next_period, next_start_us=sub.next_start_us(),
+            cancel_at_us=sub.cancel_at_us, cancelled_at_us=sub.cancelled_at_us))
+
+    def get_subscription(self, subscription_id: str) -> tuple[Subscription, str] | None:
+        rows = self._fetch(f"SELECT {_SUBSCRIPTION_SELECT}, request_fp FROM subscriptions "
+                           f"WHERE id = {self._mark}", (subscription_id,))
+        return (_subscription_from_row(rows[0]), rows[0][9]) if rows else None
+
+    def list_subscriptions(self, account_id: str) -> list[Subscription]:
+        rows = self._fetch(f"SELECT {_SUBSCRIPTION_SELECT} FROM subscriptions "
+                           f"WHERE account_id = {self._mark} ORDER BY anchor_us, id", (account_id,))
+        return [_subscription_from_row(r) for r in rows]
+
+    def subscriptions_due(self, at_us: int) -> list[tuple[str, str]]:
+        """(account, subscription) of every subscription with a period to grant by ``at_us``."""
+        rows = self.conn.execute(sa.select(subscriptions.c.account_id, subscriptions.c.id)
+                                 .where(subscriptions.c.next_start_us <= at_us)
+                                 .order_by(subscriptions.c.account_id, subscriptions.c.id))
+        return [(r[0], r[1]) for r in rows]
 
     # -- prices ------------------------------------------------------------------------------
 

@@ -1,0 +1,49 @@
+"""Plan catalogs and subscriptions.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+SeqType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "plan_catalogs",
+        sa.Column("version", SeqType, primary_key=True, autoincrement=True),
+        sa.Column("loaded_at_us", sa.BigInteger, nullable=False),
+        sa.Column("source", sa.String(255), nullable=False),
+        sa.Column("catalog", sa.Text, nullable=False),
+    )
+    op.create_table(
+        "subscriptions",
+        sa.Column("id", sa.String(255), primary_key=True),
+        sa.Column("account_id", sa.String(255), sa.ForeignKey("accounts.id"), nullable=False),
+        sa.Column("plan_id", sa.String(255), nullable=False),
+        sa.Column("plan", sa.Text, nullable=False),
+        sa.Column("seats", sa.Integer, nullable=True),
+        sa.Column("anchor_us", sa.BigInteger, nullable=False),
+        sa.Column("created_at_us", sa.BigInteger, nullable=False),
+        sa.Column("next_period", sa.Integer, nullable=False),
+        sa.Column("next_start_us", sa.BigInteger, nullable=True),
+        sa.Column("cancel_at_us", sa.BigInteger, nullable=True),
+        sa.Column("cancelled_at_us", sa.BigInteger, nullable=True),
+        sa.Column("request_fp", sa.String(64), nullable=False),
+    )
+    op.create_index("ix_subscriptions_account_id", "subscriptions", ["account_id"])
+    op.create_index("ix_subscriptions_next_start", "subscriptions", ["next_start_us"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_subscriptions_next_start", table_name="subscriptions")
+    op.drop_index("ix_subscriptions_account_id", table_name="subscriptions")
+    op.drop_table("subscriptions")
+    op.drop_table("plan_catalogs")
