@@ -72,6 +72,8 @@ class EntryKind(enum.StrEnum):
     PAYOFF = "payoff"        # a grant's credits paying the account's overage
     VOID = "void"            # a grant's remaining removed (refund); history entry
     EXPIRE = "expire"        # a grant's remaining lost at its expiry; history entry, corrected
+    ALLOCATE = "allocate"    # a pool grant's credits moved into a member's enterprise grant
+    RETURN = "return"        # an allocation's unused credits given back to the pool grant
 
 
 @dataclass(frozen=True, slots=True)

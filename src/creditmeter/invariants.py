@@ -61,7 +61,8 @@ def check(grant_rows: Iterable[GrantRow], accounts: Iterable[tuple[str, int]],
         issued = sums.get((gid, EntryKind.GRANT.value), 0)
         if issued != g.amount_uc:
             problems.append(f"grant {gid}: amount {g.amount_uc} but grant entries sum to {issued}")
-        used = totals.allocated.get(gid, 0) + sums.get((gid, EntryKind.PAYOFF.value), 0)
+        used = (totals.allocated.get(gid, 0) + sums.get((gid, EntryKind.PAYOFF.value), 0)
+                + sums.get((gid, EntryKind.ALLOCATE.value), 0) - sums.get((gid, EntryKind.RETURN.value), 0))
         if used != row.used_uc:
             problems.append(f"grant {gid}: used counter {row.used_uc} but the ledger says {used}")
         held = sums.get((gid, EntryKind.HOLD.value), 0) - sums.get((gid, EntryKind.RELEASE.value), 0)

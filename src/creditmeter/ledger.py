@@ -9,7 +9,7 @@ waiting for any background job.
 
 Per grant the book keeps three counters, all re-derivable from the ledger:
 
-- ``used``   = Σ charge allocations + Σ overage payoffs
+- ``used``   = Σ charge allocations + Σ overage payoffs + Σ allocations to members − Σ returns
 - ``held``   = Σ hold entries − Σ release entries (open holds)
 - ``closed`` = Σ expire and void entries (history of what expiry/voiding took)
 
@@ -270,6 +270,46 @@ class Book:
             if package.status in (GrantStatus.EXPIRED, GrantStatus.VOIDED):
                 self._close(grant, package.expired_uc + package.voided_uc, at_us)
 
+    def allocate_out(self, amount_uc: int, until_us: int | None, at_us: int,
+                     reference: str) -> list[Allocation] | None:
+        """Move ``amount_uc`` out of this (pool) book into a member's grant: from the grants
+        usable at ``at_us`` that last at least until ``until_us`` (None: that never expire; 0:
+        any), in burn-down order. None, and nothing changed, when they cannot cover it all."""
+        usable = [(gid, amount) for gid, amount in self.drawable(at_us)
+                  if _lasts(self.grant(gid), until_us)]
+        parts, short = allocate(usable, amount_uc)
+        if short:
+            return None
+        for part in parts:
+            self._use(part.grant_id, part.amount_uc, at_us)
+            self.entries.append(Entry(EntryKind.ALLOCATE, self.account.id, part.grant_id,
+                                      part.amount_uc, at_us, note=reference[:255]))
+        return parts
+
+    def return_in(self, parts: Iterable[Allocation], amount_uc: int, at_us: int,
+                  reference: str) -> list[Allocation]:
+        """Give ``amount_uc`` back to the pool grants an allocation came from: the last drawn
+        first (the longest-lived), each at most what it gave. Returns what each got back."""
+        returned = []
+        left = amount_uc
+        for part in reversed(list(parts)):
+            take = min(part.amount_uc, left)
+            if take <= 0:
+                break
+            counters = self.counters[part.grant_id]
+            counters.used_uc -= take
+            self.changed.add(part.grant_id)
+            self.entries.append(Entry(EntryKind.RETURN, self.account.id, part.grant_id, take, at_us,
+                                      note=reference[:255]))
+            returned.append(Allocation(part.grant_id, take))
+            left -= take
+            grant = self.grant(part.grant_id)
+            assert grant is not None
+            if counters.closed_uc:  # credits back on a grant that already expired: they expired too
+                self._close(grant, self.residual(grant), at_us)
+        assert left == 0, (amount_uc, left)
+        return returned
+
     # -- internals -------------------------------------------------------------------------
 
     def _use(self, grant_id: GrantId, amount_uc: int, at_us: int) -> None:
@@ -310,6 +350,13 @@ class Book:
         del self.holds[hold.id]
         self.ended_holds.append(ended)
         return ended
+
+
+def _lasts(grant: Grant | None, until_us: int | None) -> bool:
+    assert grant is not None
+    if grant.expires_at_us is None:
+        return True
+    return until_us is not None and grant.expires_at_us >= until_us
 
 
 def _merge(parts: list[Allocation]) -> list[Allocation]:

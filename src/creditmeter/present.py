@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from creditmeter.domain import Account, Balance, Charge, Hold, Package, Refused, Rejected
-from creditmeter.engine import TickReport
+from creditmeter.engine import EnterpriseView, TickReport
+from creditmeter.enterprise import Member, QuotaAllocation
 from creditmeter.keys import ApiKey
 from creditmeter.money import format_credits as fc
 from creditmeter.pricing import PriceBook
@@ -144,3 +145,37 @@ def subscription(sub: Subscription, at_us: int) -> dict[str, Any]:
         "ends_at": format_instant(sub.ends_at_us),
         "cancelled_at": format_instant(sub.cancelled_at_us),
     }
+
+
+def member_quota(packages: list[Package]) -> dict[str, Any]:
+    return {"quota_credits": fc(sum(p.grant.amount_uc for p in packages)),
+            "used_credits": fc(sum(p.used_uc for p in packages)),
+            "held_credits": fc(sum(p.held_uc for p in packages)),
+            "remaining_credits": fc(sum(p.remaining_uc for p in packages)),
+            "expired_credits": fc(sum(p.expired_uc for p in packages)),
+            "returned_credits": fc(sum(p.voided_uc for p in packages))}
+
+
+def allocation(a: QuotaAllocation) -> dict[str, Any]:
+    return {"allocation_id": a.id, "enterprise_id": a.enterprise_id, "account_id": a.member_id,
+            "amount_credits": fc(a.amount_uc), "created_at": format_instant(a.created_at_us),
+            "revoked_at": format_instant(a.revoked_at_us), "returned_credits": fc(a.returned_uc),
+            "parts": [{"grant_id": p.grant_id, "amount_credits": fc(p.amount_uc)} for p in a.parts]}
+
+
+def member(m: Member) -> dict[str, Any]:
+    return {"enterprise_id": m.enterprise_id, "account_id": m.account_id, "role": m.role.value,
+            "added_at": format_instant(m.added_at_us)}
+
+
+def enterprise(view: EnterpriseView) -> dict[str, Any]:
+    roles = {m.account_id: m for m in view.members}
+    members = []
+    for member_id in sorted(set(roles) | set(view.quota)):
+        packages = view.quota.get(member_id, [])
+        members.append({"account_id": member_id,
+                        "role": roles[member_id].role.value if member_id in roles else None,
+                        **member_quota(packages), "packages": [package(p) for p in packages]})
+    return {"enterprise_id": view.account.id, "name": view.account.name,
+            "pool": balance(view.pool), "members": members,
+            "allocations": [allocation(a) for a in view.allocations]}

@@ -76,9 +76,12 @@ class Target:
     settle_hold_id: str  # an open hold of the account's that the call may settle
     release_hold_id: str  # an open hold of the account's that the call may release
     subscription_id: str  # a running subscription of the account's that the call may cancel
+    enterprise_id: str    # an enterprise the account administers (its own id for an enterprise)
+    allocation_id: str    # an allocation of that enterprise's
 
 
-MISSING = Target("nobody", "key_0000000000000000", "g-nobody", "h-nobody", "h-nobody-2", "s-nobody")
+MISSING = Target("nobody", "key_0000000000000000", "g-nobody", "h-nobody", "h-nobody-2", "s-nobody",
+                 "e-nobody", "q-nobody")
 
 
 @dataclass
@@ -96,7 +99,8 @@ class Seed:
         target = self.targets[account_id]
         if caller is Caller.OWNER and account_id in self.spare_key_ids:
             return Target(target.account_id, self.spare_key_ids[account_id], target.void_grant_id,
-                          target.settle_hold_id, target.release_hold_id, target.subscription_id)
+                          target.settle_hold_id, target.release_hold_id, target.subscription_id,
+                          target.enterprise_id, target.allocation_id)
         return target
 
     def new_id(self, prefix: str) -> str:
@@ -130,6 +134,7 @@ class Row:
         return f"{self.method} {self.path}"
 
 
+ADMINISTERS = {"alice": "initech", "bob": "globex"}
 FUTURE_CATALOG = {"models": {"gpt-4o": {"input": "250", "output": "1000"}}}
 
 
@@ -191,6 +196,18 @@ def _rows() -> list[Row]:
         Row("GET", a + "/subscription", Access.SCOPED, 200, get(account("/subscription"))),
         Row("POST", a + "/purchases", Access.OPERATOR, 201,
             post(account("/purchases"), lambda s, t: {"pack_id": "addon-1000", "id": s.new_id("order")})),
+        Row("GET", "/api/enterprises/{enterprise_id}", Access.SCOPED, 200,
+            get(lambda t: f"/api/enterprises/{t.enterprise_id}")),
+        Row("POST", "/api/enterprises/{enterprise_id}/members", Access.OPERATOR, 201,
+            post(lambda t: f"/api/enterprises/{t.enterprise_id}/members",
+                 lambda s, t: {"account_id": "carol", "role": "member"})),
+        Row("POST", "/api/enterprises/{enterprise_id}/members/{account_id}/remove", Access.OPERATOR, 204,
+            post(lambda t: f"/api/enterprises/{t.enterprise_id}/members/dave/remove")),
+        Row("POST", "/api/enterprises/{enterprise_id}/allocations", Access.SCOPED, 201,
+            post(lambda t: f"/api/enterprises/{t.enterprise_id}/allocations",
+                 lambda s, t: {"account_id": "erin", "amount_credits": "1", "id": s.new_id("q")})),
+        Row("POST", "/api/enterprises/{enterprise_id}/allocations/{allocation_id}/revoke", Access.SCOPED,
+            200, post(lambda t: f"/api/enterprises/{t.enterprise_id}/allocations/{t.allocation_id}/revoke")),
         Row("GET", "/api/prices", Access.ANY_KEY, 200, get(fixed("/api/prices"))),
         Row("POST", "/api/prices", Access.OPERATOR, 201,
             post(fixed("/api/prices"), lambda s, t: {"catalog": FUTURE_CATALOG,
@@ -268,8 +285,27 @@ def seed_world(api: TestClient) -> Seed:
         plan = "enterprise-seat" if kind == "enterprise" else "professional-monthly"
         ok(api.post(f"/api/accounts/{account_id}/subscriptions", headers=OPERATOR,
                     json={"plan_id": plan, "id": f"s-{account_id}"}), 201, f"subscription of {account_id}")
+        enterprise_id = ADMINISTERS.get(account_id, account_id)
         targets[account_id] = Target(account_id, key_ids[1], f"g-{account_id}-void", f"h-{account_id}",
-                                     f"h-{account_id}-2", f"s-{account_id}")
+                                     f"h-{account_id}-2", f"s-{account_id}", enterprise_id,
+                                     f"q-{enterprise_id}")
+    # Enterprises administered by alice (initech) and by bob (globex), with members and quota.
+    for account_id, kind in (("initech", "enterprise"), ("globex", "enterprise"), ("carol", "user"),
+                             ("dave", "user"), ("erin", "user")):
+        ok(api.post("/api/accounts", headers=OPERATOR, json={"id": account_id, "kind": kind}), 201,
+           f"create {account_id}")
+    for user, enterprise_id in [*ADMINISTERS.items(), (None, "acme")]:
+        if user is not None:
+            ok(api.post(f"/api/accounts/{enterprise_id}/grants", headers=OPERATOR,
+                        json={"amount_credits": "1000", "kind": "package", "id": f"g-{enterprise_id}"}),
+               201, f"pool grant of {enterprise_id}")
+        roles = [(user, "admin")] if user is not None else []
+        for member_id, role in (*roles, ("dave", "member"), ("erin", "member")):
+            ok(api.post(f"/api/enterprises/{enterprise_id}/members", headers=OPERATOR,
+                        json={"account_id": member_id, "role": role}), 201, f"{member_id} in {enterprise_id}")
+        ok(api.post(f"/api/enterprises/{enterprise_id}/allocations", headers=OPERATOR,
+                    json={"account_id": "erin", "amount_credits": "5", "id": f"q-{enterprise_id}"}),
+           201, f"quota of {enterprise_id} to erin")
     revoked = ok(api.post("/api/accounts/alice/keys", headers=OPERATOR, json={"name": "revoked"}), 201,
                  "alice's key to revoke")
     ok(api.post(f"/api/keys/{revoked['key_id']}/revoke", headers=OPERATOR), 200, "revoke alice's key")

@@ -21,7 +21,7 @@ PACKAGE = ROOT / "src/creditmeter"
 
 # Module -> the creditmeter modules it may import. Edges → engine → pure core; nothing imports an edge.
 CORE = {"money", "timeutil", "errors", "domain", "burndown", "pricing", "ledger", "events", "invariants",
-        "keys", "plans", "subscriptions"}
+        "keys", "plans", "subscriptions", "enterprise"}
 ALLOWED = {
     "errors": set(),
     "money": {"errors"},
@@ -35,9 +35,11 @@ ALLOWED = {
     "keys": set(),
     "plans": {"domain", "errors", "events", "money", "pricing", "timeutil"},
     "subscriptions": {"domain", "errors", "plans", "timeutil"},
+    "enterprise": {"domain", "keys"},
     "store": CORE | {"store"},
     "engine": CORE | {"store"},
-    "present": {"domain", "engine", "keys", "money", "pricing", "store", "subscriptions", "timeutil"},
+    "present": {"domain", "engine", "enterprise", "keys", "money", "pricing", "store", "subscriptions",
+                "timeutil"},
     "api": CORE | {"api", "engine", "present", "store", "ingest", "cli"},
     "ingest": {"domain", "engine", "errors", "money", "store", "timeutil"},
     "tables": set(),

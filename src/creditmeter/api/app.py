@@ -31,8 +31,10 @@ from creditmeter.api.models import (
     AccountIn,
     AccountOut,
     AccountSubscriptionsOut,
+    AllocationIn,
     BalanceOut,
     ChargeOut,
+    EnterpriseOut,
     ErrorBody,
     GrantIn,
     HealthOut,
@@ -41,6 +43,8 @@ from creditmeter.api.models import (
     KeyCreated,
     KeyIn,
     KeyOut,
+    MemberIn,
+    MemberOut,
     MeOut,
     PackageOut,
     PlanCatalogOut,
@@ -50,6 +54,7 @@ from creditmeter.api.models import (
     PricesOut,
     PriceVersionOut,
     PurchaseIn,
+    QuotaAllocationOut,
     ReconcileOut,
     SettleIn,
     SubscriptionIn,
@@ -503,6 +508,61 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     def purchase(account_id: str, body: PurchaseIn, who: Operator) -> Response:
         return json_response(present.package(engine.purchase(account_id, body.pack_id, clock(),
                                                              order_id=body.id)), 201)
+
+    # -- enterprises ----------------------------------------------------------------------------
+
+    def manages(who: Principal, enterprise_id: str) -> None:
+        """The operator, or an admin of this enterprise; anyone else is told it does not exist."""
+        if not (who.is_operator or enterprise_id in who.admin_of):
+            raise NotFound("enterprise", enterprise_id, "enterprise_id")
+
+    @api.get("/enterprises/{enterprise_id}", response_model=EnterpriseOut,
+             summary="The pool, the members and each member's quota, used and remaining "
+                     "(operator or the enterprise's admins)")
+    @short_read
+    def show_enterprise(enterprise_id: str, who: Caller, at: At = None) -> Response:
+        manages(who, enterprise_id)
+        view = engine.enterprise(enterprise_id, _instant(at, "at") or clock())
+        return json_response(present.enterprise(view))
+
+    @api.post("/enterprises/{enterprise_id}/members", response_model=MemberOut, status_code=201,
+              summary="Add a member or admin, or change their role (operator)")
+    @threaded
+    def add_member(enterprise_id: str, body: MemberIn, who: Operator) -> Response:
+        member = engine.add_member(enterprise_id, body.account_id, clock(), role=body.role)
+        key_cache.clear()  # admin rights changed
+        return json_response(present.member(member), 201)
+
+    @api.post("/enterprises/{enterprise_id}/members/{account_id}/remove", status_code=204,
+              response_class=Response, summary="Remove a member (operator)")
+    @threaded
+    def remove_member(enterprise_id: str, account_id: str, who: Operator) -> Response:
+        engine.remove_member(enterprise_id, account_id, clock())
+        key_cache.clear()
+        return Response(status_code=204)
+
+    @api.post("/enterprises/{enterprise_id}/allocations", response_model=PackageOut, status_code=201,
+              responses=_errors(409), summary="Add pool credits to a member's quota "
+                                              "(operator or the enterprise's admins)")
+    @threaded
+    def allocate(enterprise_id: str, body: AllocationIn, who: Caller) -> Response:
+        manages(who, enterprise_id)
+        with fields(expires="expires_at", amount="amount_credits"):
+            package = engine.allocate(
+                enterprise_id, body.account_id, parse_credits(body.amount_credits, "amount_credits",
+                                                              allow_zero=False),
+                clock(), expires_at_us=_instant(body.expires_at, "expires_at"), allocation_id=body.id)
+        return json_response(present.package(package), 201)
+
+    @api.post("/enterprises/{enterprise_id}/allocations/{allocation_id}/revoke",
+              response_model=QuotaAllocationOut, summary="Revoke quota: the unused part returns to the pool "
+                                                    "(operator or the enterprise's admins)")
+    @threaded
+    def revoke_allocation(enterprise_id: str, allocation_id: str, who: Caller) -> Response:
+        manages(who, enterprise_id)
+        if engine.allocation(allocation_id).enterprise_id != enterprise_id:
+            raise NotFound("allocation", allocation_id, "allocation_id")
+        return json_response(present.allocation(engine.revoke_allocation(allocation_id, clock())))
 
     # -- holds ----------------------------------------------------------------------------------
 

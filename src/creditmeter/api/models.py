@@ -359,3 +359,65 @@ class PurchaseIn(Body):
     pack_id: Id = Field(examples=["addon-1000"])
     id: Annotated[str, Field(min_length=1, max_length=240)] | None = Field(
         None, description="The order id: the same order again does nothing.")
+
+
+# -- enterprises ---------------------------------------------------------------------------------
+
+class MemberIn(Body):
+    account_id: Id = Field(examples=["user-42"])
+    role: Literal["admin", "member"] = "member"
+
+
+class MemberOut(Out):
+    enterprise_id: str
+    account_id: str
+    role: Literal["admin", "member"]
+    added_at: Instant
+
+
+class AllocationIn(Body):
+    account_id: Id = Field(examples=["user-42"], description="The member receiving the quota.")
+    amount_credits: CreditsIn = Field(examples=["500"])
+    expires_at: Instant | None = Field(None, description="Default: as long as the pool credits last.")
+    id: Id | None = Field(None, description="Idempotency key; also the member's package id.")
+
+
+class QuotaAllocationOut(Out):
+    allocation_id: str
+    enterprise_id: str
+    account_id: str
+    amount_credits: Credits
+    created_at: Instant
+    revoked_at: Instant | None
+    returned_credits: Credits
+    parts: list[AllocationOut] = Field(description="The pool grants it came from.")
+
+
+class MemberQuotaOut(Out):
+    account_id: str
+    role: Literal["admin", "member"] | None = Field(description="None: no longer a member.")
+    quota_credits: Credits
+    used_credits: Credits
+    held_credits: Credits
+    remaining_credits: Credits
+    expired_credits: Credits
+    returned_credits: Credits
+    packages: list[PackageOut]
+
+
+class PoolOut(Out):
+    account_id: str
+    at: Instant
+    available_credits: Credits
+    held_credits: Credits
+    overage_credits: Credits
+    subscription: SubscriptionOut | None = None
+    packages: list[PackageOut]
+
+
+class EnterpriseOut(Out):
+    enterprise_id: str
+    name: str
+    pool: PoolOut
+    members: list[MemberQuotaOut]
+    allocations: list[QuotaAllocationOut]

@@ -160,3 +160,17 @@ subscriptions = sa.Table(
     sa.Column("request_fp", sa.String(64), nullable=False),
     sa.Index("ix_subscriptions_next_start", "next_start_us"),
 )
+
+allocations = sa.Table(
+    "allocations", metadata,
+    # The member's enterprise grant has this id too.
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("enterprise_id", sa.String(255), sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("member_id", sa.String(255), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("amount_uc", sa.BigInteger, nullable=False),
+    sa.Column("parts", sa.Text, nullable=False),  # the pool grants it came from: [[grant, µc], …]
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at_us", sa.BigInteger, nullable=True),
+    sa.Column("returned_uc", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("request_fp", sa.String(64), nullable=False),
+)

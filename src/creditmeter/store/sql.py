@@ -39,6 +39,7 @@ from creditmeter.domain import (
     HoldStatus,
     UsageEvent,
 )
+from creditmeter.enterprise import Member, QuotaAllocation
 from creditmeter.errors import SchemaError
 from creditmeter.invariants import GrantRow, LedgerTotals
 from creditmeter.keys import ApiKey, MemberRole, Role
@@ -48,6 +49,7 @@ from creditmeter.pricing import Catalog, PriceVersion, parse_catalog
 from creditmeter.store.base import LostConnection, StaleWrite, StoredEvent, SummaryRow
 from creditmeter.store.schema import (
     accounts,
+    allocations,
     api_keys,
     entries,
     events,
@@ -330,6 +332,14 @@ def _subscription_from_row(r: Sequence[Any]) -> Subscription:
     """A subscription from a row of ``_SUBSCRIPTION_SELECT``."""
     return Subscription(r[0], AccountId(r[1]), parse_plan(orjson.loads(r[2])), r[3], r[4], r[5], r[6], r[7],
                         r[8])
+
+
+_ALLOCATION_SELECT = ("id, enterprise_id, member_id, amount_uc, parts, created_at_us, revoked_at_us, "
+                      "returned_uc")
+
+
+def _allocation_from_row(r: Sequence[Any]) -> QuotaAllocation:
+    return QuotaAllocation(r[0], r[1], r[2], r[3], _parts(r[4]), r[5], r[6], r[7])
 
 
 def _stored_event(row: Any) -> StoredEvent:
@@ -776,6 +786,47 @@ class SqlTransaction:
                                  .where(subscriptions.c.next_start_us <= at_us)
                                  .order_by(subscriptions.c.account_id, subscriptions.c.id))
         return [(r[0], r[1]) for r in rows]
+
+    # -- enterprises -------------------------------------------------------------------------
+
+    def upsert_member(self, member: Member) -> None:
+        m = self._mark
+        updated = self.conn.exec_driver_sql(
+            f"UPDATE members SET role = {m} WHERE enterprise_id = {m} AND account_id = {m}",
+            (member.role.value, member.enterprise_id, member.account_id)).rowcount
+        if not updated:
+            self.conn.execute(members.insert().values(
+                enterprise_id=member.enterprise_id, account_id=member.account_id, role=member.role.value,
+                added_at_us=member.added_at_us))
+
+    def delete_member(self, enterprise_id: str, account_id: str) -> bool:
+        return bool(self.conn.execute(members.delete().where(
+            members.c.enterprise_id == enterprise_id, members.c.account_id == account_id)).rowcount)
+
+    def list_members(self, enterprise_id: str) -> list[Member]:
+        rows = self._fetch(f"SELECT enterprise_id, account_id, role, added_at_us FROM members "
+                           f"WHERE enterprise_id = {self._mark} ORDER BY account_id", (enterprise_id,))
+        return [Member(r[0], r[1], MemberRole(r[2]), r[3]) for r in rows]
+
+    def insert_allocation(self, allocation: QuotaAllocation, request_fp: str) -> None:
+        self.conn.execute(allocations.insert().values(
+            id=allocation.id, enterprise_id=allocation.enterprise_id, member_id=allocation.member_id,
+            amount_uc=allocation.amount_uc, parts=_parts_json(allocation.parts),
+            created_at_us=allocation.created_at_us, request_fp=request_fp))
+
+    def revoke_allocation(self, allocation_id: str, at_us: int, returned_uc: int) -> None:
+        self.conn.execute(allocations.update().where(allocations.c.id == allocation_id).values(
+            revoked_at_us=at_us, returned_uc=returned_uc))
+
+    def get_allocation(self, allocation_id: str) -> tuple[QuotaAllocation, str] | None:
+        rows = self._fetch(f"SELECT {_ALLOCATION_SELECT}, request_fp FROM allocations "
+                           f"WHERE id = {self._mark}", (allocation_id,))
+        return (_allocation_from_row(rows[0]), rows[0][8]) if rows else None
+
+    def list_allocations(self, enterprise_id: str) -> list[QuotaAllocation]:
+        rows = self._fetch(f"SELECT {_ALLOCATION_SELECT} FROM allocations "
+                           f"WHERE enterprise_id = {self._mark} ORDER BY created_at_us, id", (enterprise_id,))
+        return [_allocation_from_row(r) for r in rows]
 
     # -- prices ------------------------------------------------------------------------------
 

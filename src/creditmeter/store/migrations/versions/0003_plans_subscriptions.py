@@ -1,4 +1,4 @@
-"""Plan catalogs and subscriptions.
+"""Plan catalogs, subscriptions and enterprise allocations.
 
 Revision ID: 0003
 Revises: 0002
@@ -40,9 +40,24 @@ def upgrade() -> None:
     )
     op.create_index("ix_subscriptions_account_id", "subscriptions", ["account_id"])
     op.create_index("ix_subscriptions_next_start", "subscriptions", ["next_start_us"])
+    op.create_table(
+        "allocations",
+        sa.Column("id", sa.String(255), primary_key=True),
+        sa.Column("enterprise_id", sa.String(255), sa.ForeignKey("accounts.id"), nullable=False),
+        sa.Column("member_id", sa.String(255), sa.ForeignKey("accounts.id"), nullable=False),
+        sa.Column("amount_uc", sa.BigInteger, nullable=False),
+        sa.Column("parts", sa.Text, nullable=False),
+        sa.Column("created_at_us", sa.BigInteger, nullable=False),
+        sa.Column("revoked_at_us", sa.BigInteger, nullable=True),
+        sa.Column("returned_uc", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("request_fp", sa.String(64), nullable=False),
+    )
+    op.create_index("ix_allocations_enterprise_id", "allocations", ["enterprise_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_allocations_enterprise_id", table_name="allocations")
+    op.drop_table("allocations")
     op.drop_index("ix_subscriptions_next_start", table_name="subscriptions")
     op.drop_index("ix_subscriptions_account_id", table_name="subscriptions")
     op.drop_table("subscriptions")
