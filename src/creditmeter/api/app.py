@@ -8,6 +8,7 @@ may not see is 404, exactly like one that does not exist.
 
 import inspect
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -127,10 +128,24 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(data), status, headers, media_type="application/json")
 
 
+# What callers are told when the database fails; the details (host, port, the server's own
+# words, the URL) go to the server log only.
+SERVER_SIDE = {"unavailable": "the database could not complete the request now; retrying it with the same "
+                              "ids is safe",
+               "schema": "the database schema is not the one this server needs; the operator must run "
+                         "'creditmeter db upgrade'"}
+log = logging.getLogger("creditmeter.api")
+
+
 def error_response(error: CreditmeterError) -> Response:
     status = HTTP_STATUS.get(error.kind, 400)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return json_response({"error": error.to_dict()}, status, headers)
+    body = error.to_dict()
+    if error.kind in SERVER_SIDE:
+        log.warning("%s: %s", error.kind, error)
+        body = {"type": error.kind, "message": SERVER_SIDE[error.kind]}
+        headers = {"Retry-After": "1"}
+    return json_response({"error": body}, status, headers)
 
 
 class ExactJSONRequest(Request):
