@@ -270,6 +270,7 @@ class Engine:
         effective = at_us if effective_at_us is None else effective_at_us
 
         def work(tx: Transaction) -> Package:
+            book = self._book(tx, account_id, at_us)  # locked first: then nothing changes under us
             existing = tx.get_grant(gid)
             if existing is not None:
                 if existing.request_fp != request_fp:
@@ -281,7 +282,6 @@ class Engine:
                                      f"must be after the effective time {format_instant(effective)}")
                 if expires_at_us <= at_us:
                     raise InputError("expires", "is in the past")
-            book = self._book(tx, account_id, at_us)
             grant = Grant(GrantId(gid), AccountId(account_id), grant_kind, amount_uc, prio, effective,
                           expires_at_us, label, source, tx.next_grant_seq(), at_us)
             book.add_grant(grant, at_us)
@@ -480,12 +480,12 @@ class Engine:
         request_fp = _request_fp(account_id, amount_uc, ttl)
 
         def work(tx: Transaction) -> Hold | Refused:
+            book = self._book(tx, account_id, at_us)  # locked first: then nothing changes under us
             existing = tx.get_hold(hid)
             if existing is not None:
                 if existing[1] != request_fp:
                     raise Conflict(f"hold id {hid!r} was already used for another reservation")
                 return existing[0]
-            book = self._book(tx, account_id, at_us)
             result = book.reserve(HoldId(hid), amount_uc, ttl, at_us)
             tx.persist([book], at_us, hold_fps={HoldId(hid): request_fp})
             return result
@@ -505,10 +505,7 @@ class Engine:
         eid = check_id(event_id, "id") if event_id is not None else f"{SETTLE_ID_PREFIX}{hold_id}"
 
         def work(tx: Transaction) -> Charge:
-            found = tx.get_hold(hold_id)
-            if found is None:
-                raise NotFound("hold", hold_id, "hold_id")
-            hold = found[0]
+            hold, book = self._locked_hold(tx, hold_id, at_us)
             event = _settle_event(eid, hold, usage)
             stored = tx.find_events([eid]).get(eid)
             if stored is not None:
@@ -523,7 +520,6 @@ class Engine:
             version = _version_at(self.price_book(tx), at_us)
             cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
                         event.cached_input_tokens, event.cache_write_tokens, event.quantities)
-            book = self._book(tx, hold.account_id, at_us)
             _check_overage_room(book, cost)
             open_hold = book.holds.get(hold.id)
             if open_hold is not None:
@@ -546,15 +542,11 @@ class Engine:
         _check_instant(at_us, "at")
 
         def work(tx: Transaction) -> Hold:
-            found = tx.get_hold(hold_id)
-            if found is None:
-                raise NotFound("hold", hold_id, "hold_id")
-            hold = found[0]
+            hold, book = self._locked_hold(tx, hold_id, at_us)
             if hold.settled_event_id is not None:
                 raise Conflict(f"hold {hold_id!r} was already settled by event {hold.settled_event_id!r}")
             if hold.status is not HoldStatus.OPEN:
                 return hold
-            book = self._book(tx, hold.account_id, at_us)
             open_hold = book.holds.get(hold.id)
             ended = (book.end_hold(open_hold, at_us, HoldStatus.RELEASED) if open_hold
                      else next(h for h in book.ended_holds if h.id == hold.id))
@@ -604,12 +596,12 @@ class Engine:
         sub = Subscription(sid, AccountId(account_id), plan, seats, at_us, at_us, 0, None, None)
 
         def work(tx: Transaction) -> Subscription:
+            book = self._book(tx, account_id, at_us)  # locked first: then nothing changes under us
             existing = tx.get_subscription(sid)
             if existing is not None:
                 if existing[1] != request_fp:
                     raise Conflict(f"subscription id {sid!r} was already used for another subscription")
                 return existing[0]
-            book = self._book(tx, account_id, at_us)
             enterprise = book.account.kind is AccountKind.ENTERPRISE
             if enterprise != (plan.kind is PlanKind.ENTERPRISE):
                 raise InputError("plan", f"{plan_id!r} is not for {book.account.kind.value} accounts")
@@ -651,14 +643,16 @@ class Engine:
             found = tx.get_subscription(subscription_id)
             if found is None:
                 raise NotFound("subscription", subscription_id, "subscription_id")
+            self._book(tx, found[0].account_id, at_us)  # lock, then read it again
+            found = tx.get_subscription(subscription_id)
+            assert found is not None
             sub = found[0]
-            self._book(tx, sub.account_id, at_us)  # serialises with the account's other writes
-            if sub.cancel_at_us is not None:
-                return sub
             if not sub.recurring:
                 raise Conflict(f"subscription {subscription_id!r} is a trial: it ends by itself")
             if sub.status(at_us) is SubscriptionStatus.EXPIRED:
                 raise Conflict(f"subscription {subscription_id!r} has already ended")
+            if sub.cancel_at_us is not None:
+                return sub  # cancelling again changes nothing
             index = sub.index_at(at_us)
             end = sub.period(0 if index is None else index)[1]
             sub = replace(sub, cancel_at_us=end, cancelled_at_us=at_us)
@@ -713,19 +707,22 @@ class Engine:
         oid = check_id(order_id, "id") if order_id is not None else f"ord_{uuid.uuid4().hex}"
         if len(oid) > 240:
             raise InputError("id", "must be at most 240 characters")
-        plan = self.plans().get(pack_id)
+        try:
+            plan = self.plans().get(pack_id)
+        except NotFound:
+            raise NotFound("pack", pack_id, "pack") from None
         if plan.kind not in (PlanKind.ADDON, PlanKind.PACKAGE):
             raise InputError("pack", f"{pack_id!r} is a {plan.kind.value} plan, not a pack: subscribe to it")
         gid = GrantId(f"order:{oid}")
         source = f"purchase:{pack_id}"[:255]
 
         def work(tx: Transaction) -> Package:
+            book = self._book(tx, account_id, at_us)  # locked first: then nothing changes under us
             existing = tx.get_grant(gid)
             if existing is not None:
                 if existing.grant.account_id != account_id or existing.grant.source != source:
                     raise Conflict(f"order id {oid!r} was already used for another purchase")
                 return self._package(tx, existing.grant.account_id, gid, at_us)
-            book = self._book(tx, account_id, at_us)
             if book.account.kind is AccountKind.ENTERPRISE:
                 raise InputError("pack", "packs are bought by user accounts; enterprises subscribe")
             grant = Grant(gid, AccountId(account_id), plan.grant_kind, plan.credits_uc, plan.priority, at_us,
@@ -799,19 +796,29 @@ class Engine:
         aid = check_id(allocation_id, "id") if allocation_id is not None else f"alloc_{uuid.uuid4().hex}"
         request_fp = _request_fp(enterprise_id, member_id, amount_uc, expires_at_us)
 
+        def existing(tx: Transaction) -> Package | None:
+            found = tx.get_allocation(aid)
+            if found is None:
+                return None
+            if found[1] != request_fp:
+                raise Conflict(f"allocation id {aid!r} was already used for another allocation")
+            return self._package(tx, member_id, GrantId(aid), at_us)
+
         def work(tx: Transaction) -> Package:
-            existing = tx.get_allocation(aid)
-            if existing is not None:
-                if existing[1] != request_fp:
-                    raise Conflict(f"allocation id {aid!r} was already used for another allocation")
-                return self._package(tx, member_id, GrantId(aid), at_us)
-            if tx.get_grant(aid) is not None:
-                raise Conflict(f"id {aid!r} is already a package's id")
             enterprise = self._enterprise(tx, enterprise_id)
+            done = existing(tx)  # a retry answers what the first call made
+            if done is not None:
+                return done
+            # Not a member (existing or not: an admin learns nothing about other accounts).
             if tx.member_role(enterprise_id, member_id) is None:
                 raise InputError("account_id", f"{member_id!r} is not a member of {enterprise_id!r}")
             books = tx.load_books([enterprise_id, member_id])  # both locked, in id order
             pool, member = books[AccountId(enterprise_id)], books[AccountId(member_id)]
+            done = existing(tx)  # made meanwhile, by a call that held the lock first
+            if done is not None:
+                return done
+            if tx.get_grant(aid) is not None:
+                raise Conflict(f"id {aid!r} is already a package's id")
             pool.advance(at_us)
             member.advance(at_us)
             until = expires_at_us
@@ -853,18 +860,20 @@ class Engine:
             found = tx.get_allocation(allocation_id)
             if found is None:
                 raise NotFound("allocation", allocation_id, "grant_id")
+            books = tx.load_books([found[0].enterprise_id, found[0].member_id])  # lock, then read again
+            found = tx.get_allocation(allocation_id)
+            assert found is not None
             allocation = found[0]
             if allocation.revoked_at_us is not None:
                 return allocation
-            books = tx.load_books([allocation.enterprise_id, allocation.member_id])
             pool, member = books[AccountId(allocation.enterprise_id)], books[AccountId(allocation.member_id)]
             pool.advance(at_us)
             member.advance(at_us)
             grant = member.grant(GrantId(allocation.id))
             assert grant is not None
             unused = 0
-            if grant.voided_at_us is None:
-                package = member.package(grant, at_us)
+            package = member.package(grant, at_us)
+            if package.status not in (GrantStatus.EXPIRED, GrantStatus.VOIDED):  # else: nothing left
                 unused = package.remaining_uc
                 member.void(grant, at_us)
             if unused:
@@ -984,6 +993,17 @@ class Engine:
                 (start, end), basis = month_bounds(at_us), "calendar_month"
             period = Period(start, end, tx.used_between(account_id, start, end), basis)
             return replace(balance, period=period, subscription=sub)
+
+    def _locked_hold(self, tx: Transaction, hold_id: str, at_us: int) -> tuple[Hold, Book]:
+        """The hold as it stands once its account is locked (read again after the lock, so a
+        concurrent settle or release is seen), and the account's book."""
+        found = tx.get_hold(hold_id)
+        if found is None:
+            raise NotFound("hold", hold_id, "hold_id")
+        book = self._book(tx, found[0].account_id, at_us)
+        found = tx.get_hold(hold_id)
+        assert found is not None
+        return found[0], book
 
     def _book(self, tx: Transaction, account_id: str, at_us: int) -> Book:
         book = tx.load_books([account_id]).get(AccountId(account_id))

@@ -288,11 +288,12 @@ class Book:
 
     def return_in(self, parts: Iterable[Allocation], amount_uc: int, at_us: int,
                   reference: str) -> list[Allocation]:
-        """Give ``amount_uc`` back to the pool grants an allocation came from: the last drawn
-        first (the longest-lived), each at most what it gave. Returns what each got back."""
+        """Give ``amount_uc`` back to the pool grants an allocation came from: the longest-lived
+        first (never-expiring, then the latest expiry; then the last in burn-down order), each at
+        most what it gave. Returns what each got back."""
         returned = []
         left = amount_uc
-        for part in reversed(list(parts)):
+        for part in sorted(parts, key=self._lifetime, reverse=True):
             take = min(part.amount_uc, left)
             if take <= 0:
                 break
@@ -311,6 +312,12 @@ class Book:
         return returned
 
     # -- internals -------------------------------------------------------------------------
+
+    def _lifetime(self, part: Allocation) -> tuple[bool, int, int]:
+        grant = self.grant(part.grant_id)
+        assert grant is not None
+        never = grant.expires_at_us is None
+        return never, grant.expires_at_us or 0, self.grants.index(grant)
 
     def _use(self, grant_id: GrantId, amount_uc: int, at_us: int) -> None:
         counters = self.counters[grant_id]

@@ -153,8 +153,13 @@ class ExactJSONRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), parse_float=Decimal,
-                                    parse_constant=_reject_constant)
+            body = await self.body()
+            try:
+                self._json = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+            except json.JSONDecodeError:
+                raise
+            except ValueError as exc:  # NaN/Infinity, an integer too long to read
+                raise json.JSONDecodeError(str(exc), body.decode("utf-8", "replace"), 0) from None
         return self._json
 
 
@@ -418,8 +423,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
               summary="Record up to 1,000 usage events (operator); a result per event")
     @threaded
     def post_usage(body: UsageBatchIn, who: Operator) -> Response:
-        events = [e.model_dump(exclude_unset=True) for e in body.events]
-        results = engine.record_batch(events, clock())
+        results = engine.record_batch(body.events, clock())
         metrics.count_results(results)
         return json_response(_results(results))
 
@@ -682,7 +686,8 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
         first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
-        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+        loc = [str(part) for part in first.get("loc", ())
+               if part not in ("body", "query", "path") and not _type_tag(part)]
         field = ".".join(loc) or "body"
         message = first.get("msg", "invalid")
         if first.get("type") == "json_invalid":
@@ -730,6 +735,16 @@ class KeyCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+# Pydantic names the member of a union that failed (``amount_credits.str``); the field is the
+# part before it.
+_TYPE_TAGS = {"str", "int", "float", "bool", "decimal", "none", "list", "dict", "constrained-str",
+              "constrained-int", "lax-or-strict", "json-or-python", "nullable"}
+
+
+def _type_tag(part: object) -> bool:
+    return isinstance(part, str) and (part in _TYPE_TAGS or ("[" in part and part.endswith("]")))
 
 
 def _results(results: list[Charge | Rejected]) -> dict[str, Any]:

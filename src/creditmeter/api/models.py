@@ -10,13 +10,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, WithJsonSchema
 
 from creditmeter.events import MAX_TOKENS
 
 CREDITS_PATTERN = r"^-?[0-9]+(\.[0-9]{1,6})?$"
 CreditsIn = Annotated[
-    str | int | Decimal,
+    StrictStr | StrictInt | Annotated[Decimal, Strict()],  # never a boolean
     WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,6})?$",
                                "maxLength": 30},
                               {"type": "number", "minimum": 0}],
@@ -155,7 +155,12 @@ class UsageEventIn(Body):
 
 
 class UsageBatchIn(Body):
-    events: Annotated[list[UsageEventIn], Field(min_length=1, max_length=1000)]
+    # Each event is checked on its own (SPEC §5: one bad event does not stop the others), so the
+    # body only has to be a list; the document still describes what each event must be.
+    events: Annotated[list[Any], Field(min_length=1, max_length=1000), WithJsonSchema({
+        "type": "array", "minItems": 1, "maxItems": 1000,
+        "items": UsageEventIn.model_json_schema(),
+        "description": "Each event gets its own result: a bad one is rejected, the others are charged."})]
 
 
 class AllocationOut(Out):
