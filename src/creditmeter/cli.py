@@ -749,15 +749,22 @@ def keys_revoke(engine: Engine, key_id: str, at_us: int, as_json: bool) -> None:
 @click.option("--db", "url", metavar="URL", help=f"Database URL (env CREDITMETER_DB, default {DEFAULT_DB}).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="Log every request (metrics are kept either way).")
-def serve(host: str, port: int, workers: int, url: str | None, access_log: bool) -> None:
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="A YAML file of server and engine settings (see docs/deployment.md).")
+def serve(host: str, port: int, workers: int, url: str | None, access_log: bool,
+          config_path: Path | None) -> None:
     """Run the HTTP API (operator key from CREDITMETER_ADMIN_KEY or 'keys create --operator')."""
     import shutil
     import tempfile
 
     import uvicorn
 
-    url = url or os.environ.get("CREDITMETER_DB") or DEFAULT_DB
+    from creditmeter import serverconfig
+
     try:
+        config = serverconfig.load(config_path, os.environ)
+        url = url or config.server.database or DEFAULT_DB
+        os.environ.update(serverconfig.to_environ(config))
         settings_from_env()
         admin_key = os.environ.get("CREDITMETER_ADMIN_KEY")
         if admin_key is not None and len(admin_key) < 32:

@@ -77,14 +77,16 @@ class Server:
         return httpx2.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
-def start_server(db_url: str, log: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Server:
+def start_server(db_url: str, log: Path, *, workers: int = 1, env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> Server:
     port = free_port()
     environ = {**os.environ, "CREDITMETER_ADMIN_KEY": ADMIN_KEY, **(env or {})}
     environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log.open("wb") as out:  # the child keeps its own handle
         process = subprocess.Popen(
             [sys.executable, "-m", "creditmeter.cli", "serve", "--db", db_url, "--port", str(port),
-             "--workers", str(workers), "--no-access-log"], stdout=out, stderr=subprocess.STDOUT,
+             "--workers", str(workers), "--no-access-log", *(extra_args or [])], stdout=out,
+            stderr=subprocess.STDOUT,
             env=environ)
     server = Server(f"http://127.0.0.1:{port}", db_url, process, log)
     deadline = time.monotonic() + 30

@@ -198,3 +198,60 @@ def test_the_operator_key_from_the_environment_must_be_long(tmp_path) -> None:  
     assert result.returncode == 2
     assert "CREDITMETER_ADMIN_KEY" in result.stderr
     assert ADMIN_KEY not in result.stderr
+
+
+def test_serve_renews_subscriptions_in_the_background(make_engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The tick loop inside serve grants a period that became due, with no manual tick."""
+    import datetime as dt
+
+    from tests.api.conftest import start_server, stop_server
+
+    engine = make_engine()
+    now = dt.datetime.now(dt.UTC)
+    started = int((now - dt.timedelta(days=40)).timestamp() * 1_000_000)
+    engine.create_account("sub-user", started)
+    engine.subscribe("sub-user", "professional-monthly", started, subscription_id="s-bg")
+    config = tmp_path / "serve.yaml"
+    config.write_text("server:\n  tick_interval_s: 0.2\nengine:\n  hold_ttl_s: 120\n")
+    server = start_server(engine.store.url, tmp_path / "serve.log", extra_args=["--config", str(config)])
+    try:
+        deadline = time.monotonic() + 20
+        packages: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            with server.client() as op:
+                packages = op.get("/api/accounts/sub-user/grants").json()
+            if len(packages) == 2:
+                break
+            time.sleep(0.2)
+        assert len(packages) == 2, packages  # period 0 at subscribe, period 1 by the background tick
+        with server.client() as op:
+            hold = op.post("/api/accounts/sub-user/holds", json={"amount_credits": "1"}).json()
+        # The engine section reached the workers: holds last 120 s.
+        ttl = (dt.datetime.fromisoformat(hold["expires_at"]) - now).total_seconds()
+        assert 100 < ttl < 180, hold
+    finally:
+        stop_server(server)
+
+
+def test_serve_refuses_a_bad_config_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    cases = {"server:\n  threads: 0\n": "server.threads", "server:\n  tread: 4\n": "server.tread",
+             "gateway: [1]\n": "gateway", "- 1\n": "config"}
+    for text, field in cases.items():
+        config = tmp_path / "bad.yaml"
+        config.write_text(text)
+        result = subprocess.run(
+            [sys.executable, "-m", "creditmeter.cli", "serve", "--db", f"sqlite:///{tmp_path}/x.db",
+             "--port", "1", "--config", str(config)], capture_output=True, text=True, timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("CREDITMETER_")})
+        assert result.returncode == 2, (text, result.stderr)
+        assert result.stderr.startswith(f"error: {field}"), (text, result.stderr)
+    bad_env = subprocess.run(
+        [sys.executable, "-m", "creditmeter.cli", "serve", "--db", f"sqlite:///{tmp_path}/x.db",
+         "--port", "1"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "CREDITMETER_THREADS": "lots"})
+    assert bad_env.returncode == 2 and bad_env.stderr.startswith("error: server.threads"), bad_env.stderr
+    assert "CREDITMETER_THREADS" in bad_env.stderr

@@ -40,11 +40,12 @@ ALLOWED = {
     "engine": CORE | {"store"},
     "present": {"domain", "engine", "enterprise", "keys", "money", "pricing", "store", "subscriptions",
                 "timeutil"},
-    "api": CORE | {"api", "engine", "present", "store", "ingest", "cli"},
+    "api": CORE | {"api", "engine", "present", "store", "ingest", "cli", "serverconfig"},
+    "serverconfig": {"errors", "pricing"},
     "ingest": {"domain", "engine", "errors", "money", "store", "timeutil"},
     "tables": set(),
     "demo": CORE | {"engine", "present", "store", "tables"},
-    "cli": CORE | {"engine", "present", "store", "ingest", "tables", "demo", "api"},
+    "cli": CORE | {"engine", "present", "store", "ingest", "tables", "demo", "api", "serverconfig"},
     "__init__": CORE | {"engine", "store"},
 }
 

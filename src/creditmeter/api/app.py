@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -220,12 +221,14 @@ def _range(from_: str | None, to: str | None) -> tuple[int | None, int | None]:
 
 def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = system_clock,
                max_body_bytes: int = DEFAULT_MAX_BODY, threads: int = 8,
-               key_cache_s: float = 1.0) -> FastAPI:
+               key_cache_s: float = 1.0, tick_interval_s: float = 0) -> FastAPI:
     """The API over ``engine``; ``admin_key`` is an operator key taken from the environment.
 
     ``key_cache_s``: how long a checked key is trusted without asking the database again. A key
     revoked through this app stops working at once; one revoked elsewhere (another worker, the
     CLI) within that time. 0 checks every request against the database.
+    ``tick_interval_s``: run ``Engine.tick`` this often in the background (0: never; ``serve``
+    runs it every 60 s by default). Ticks are idempotent, so every worker may run its own.
     """
     if admin_key is not None and len(admin_key) < MIN_ADMIN_KEY_LENGTH:
         raise InputError("CREDITMETER_ADMIN_KEY", f"must be at least {MIN_ADMIN_KEY_LENGTH} characters")
@@ -652,7 +655,24 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Few threads: engine calls are short, and many threads only fight over the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
-        yield
+        async with anyio.create_task_group() as tasks:
+            if tick_interval_s > 0:
+                tasks.start_soon(tick_forever)
+            yield
+            tasks.cancel_scope.cancel()
+
+    async def tick_forever() -> None:
+        # A random start spreads the workers' ticks; a failed tick is logged and tried again later.
+        await anyio.sleep(random.uniform(0, tick_interval_s))
+        while True:
+            try:
+                report = await run_in_threadpool(engine.tick, clock())
+                if report.renewed or report.entries:
+                    log.info("tick: %s subscriptions renewed, %s holds timed out, %s entries",
+                             report.renewed, report.holds_expired, report.entries)
+            except Exception:  # noqa: BLE001 - the loop must outlive any one failure
+                log.exception("tick failed; trying again in %s s", tick_interval_s)
+            await anyio.sleep(tick_interval_s)
 
     app = FastAPI(title="creditmeter", version=_version(), lifespan=lifespan,
                   description="Credits for AI products: prices, packages, burn-down, holds, usage. "
@@ -824,13 +844,12 @@ async def _too_large(limit: int, send: metrics.Send) -> None:
 
 def app_from_env() -> FastAPI:
     """The app ``creditmeter serve`` runs in each worker, configured from the environment."""
+    from creditmeter import serverconfig
     from creditmeter.cli import settings_from_env
     from creditmeter.store.sql import SqlStore
 
-    url = os.environ.get("CREDITMETER_DB") or "sqlite:///creditmeter.db"
-    engine = Engine(SqlStore(url), settings_from_env())
-    limit = int(os.environ.get("CREDITMETER_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
-    threads = int(os.environ.get("CREDITMETER_THREADS", 8))
-    key_cache_s = float(os.environ.get("CREDITMETER_KEY_CACHE_S", 1.0))
+    config = serverconfig.load(None, os.environ).server  # serve checked it before starting us
+    engine = Engine(SqlStore(config.database or "sqlite:///creditmeter.db"), settings_from_env())
     return create_app(engine, admin_key=os.environ.get("CREDITMETER_ADMIN_KEY") or None,
-                      max_body_bytes=limit, threads=threads, key_cache_s=key_cache_s)
+                      max_body_bytes=config.max_body_bytes, threads=config.threads,
+                      key_cache_s=config.key_cache_s, tick_interval_s=config.tick_interval_s)

@@ -1,0 +1,97 @@
+"""``creditmeter serve``'s settings: a YAML file (``--config``), environment variables, defaults.
+
+Precedence: a command-line flag, then the environment variable, then the file, then the default.
+``serve`` checks the merged settings before starting (a bad value names its field and exits 2)
+and hands them to each worker process through the environment::
+
+    server:
+      database: postgresql://creditmeter@db.internal/credits   # or --db / CREDITMETER_DB
+      max_body_bytes: 2097152      # CREDITMETER_MAX_BODY_BYTES
+      threads: 8                   # CREDITMETER_THREADS: worker threads per process
+      key_cache_s: 1               # CREDITMETER_KEY_CACHE_S: how long a checked key is trusted
+      tick_interval_s: 60          # CREDITMETER_TICK_S: the background tick (0: none)
+    engine:
+      lateness_window_s: 604800    # CREDITMETER_LATENESS_WINDOW_S
+      hold_ttl_s: 600              # CREDITMETER_HOLD_TTL_S
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from creditmeter.errors import InputError
+from creditmeter.pricing import load_yaml
+
+ENV = {
+    ("server", "database"): "CREDITMETER_DB",
+    ("server", "max_body_bytes"): "CREDITMETER_MAX_BODY_BYTES",
+    ("server", "threads"): "CREDITMETER_THREADS",
+    ("server", "key_cache_s"): "CREDITMETER_KEY_CACHE_S",
+    ("server", "tick_interval_s"): "CREDITMETER_TICK_S",
+    ("engine", "lateness_window_s"): "CREDITMETER_LATENESS_WINDOW_S",
+    ("engine", "hold_ttl_s"): "CREDITMETER_HOLD_TTL_S",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Server(_Section):
+    database: Annotated[str, Field(min_length=1)] | None = None
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1_073_741_824)] = 2 * 1024 * 1024
+    threads: Annotated[int, Field(ge=1, le=256)] = 8
+    key_cache_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    tick_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+
+
+class EngineSection(_Section):
+    lateness_window_s: Annotated[int, Field(ge=1)] | None = None
+    hold_ttl_s: Annotated[int, Field(ge=1, le=7 * 86_400)] | None = None
+
+
+class ServerConfig(_Section):
+    server: Server = Server()
+    engine: EngineSection = EngineSection()
+
+
+def load(path: Path | None, environ: Mapping[str, str]) -> ServerConfig:
+    """The file's settings (if any) with the environment's on top, checked."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError("config", f"cannot read {path}: {exc.strerror}") from None
+        loaded = load_yaml(text, str(path))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise InputError("config", f"{path} must hold a mapping (server:, engine:)")
+        data = loaded or {}
+    for (section, key), name in ENV.items():
+        if name in environ and environ[name] != "":
+            part = data.setdefault(section, {})
+            if not isinstance(part, dict):
+                break  # reported by the validation below
+            part[key] = environ[name]
+    try:
+        return ServerConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        source = ENV.get(tuple(str(p) for p in first["loc"])) if len(first["loc"]) == 2 else None  # type: ignore[arg-type]
+        where = f" ({source} or the file)" if source else ""
+        raise InputError(field, f"{first['msg']}{where}") from None
+
+
+def to_environ(config: ServerConfig) -> dict[str, str]:
+    """The settings as the environment variables each worker reads."""
+    out = {}
+    for (section, key), name in ENV.items():
+        value = getattr(getattr(config, section), key)
+        if value is not None:
+            out[name] = str(value)
+    return out
