@@ -92,7 +92,7 @@ def key(k: ApiKey) -> dict[str, Any]:
 
 def summary_row(row: SummaryRow, group_by: str) -> dict[str, Any]:
     return {
-        group_by: format_instant(row.key)[:10] if group_by == "day" else row.key,  # type: ignore[arg-type,index]
+        group_by: format_instant(row.key)[:10] if group_by == "day" else row.key,  # type: ignore[index]
         "requests": row.requests, "input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
         "cached_input_tokens": row.cached_input_tokens, "cache_write_tokens": row.cache_write_tokens,
         "used_credits": fc(row.cost_uc),

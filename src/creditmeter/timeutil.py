@@ -6,6 +6,7 @@ The domain never reads a clock: every operation takes ``at_us``. Only the edges 
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 from creditmeter.errors import InputError
@@ -39,14 +40,13 @@ def to_datetime(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+@functools.lru_cache(maxsize=65_536)  # packages' start and expiry instants repeat in every view
 def format_instant(us: int | None) -> str | None:
     """ISO 8601 in UTC with a ``Z``; whole seconds print without a fraction."""
     if us is None:
         return None
-    moment = to_datetime(us)
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat() prints the fraction only when there is one, as 6 digits; it ends "+00:00".
+    return f"{(_EPOCH + timedelta(microseconds=us)).isoformat()[:-6]}Z"
 
 
 def month_bounds(at_us: int) -> tuple[int, int]:

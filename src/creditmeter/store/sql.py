@@ -13,6 +13,7 @@ Hot-path bulk writes go through the driver's ``executemany`` with statements bui
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -93,6 +94,7 @@ class SqlStore:
             sa.event.listen(self.engine, "checkout", _ping_if_idle)
             sa.event.listen(self.engine, "checkin", _note_checkin)
         self._checked = False
+        self._readers = threading.local()
         dialect = self.engine.dialect
         self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
         self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
@@ -147,11 +149,24 @@ class SqlStore:
     @contextmanager
     def transaction(self, write: bool = False, auto_create: bool = True) -> Iterator[SqlTransaction]:
         """One transaction: committed if the block ends normally, rolled back if it raises."""
+        keep = False
         try:
             self._check_schema(auto_create)
-            conn = self.engine.connect()
+            if self.is_sqlite and not write:
+                # Reads on SQLite reuse this thread's connection: taking one from the pool and
+                # giving it back costs more than a short read.
+                conn = getattr(self._readers, "conn", None)
+                keep = conn is not None and not conn.closed and not conn.in_transaction()
+                if not keep:
+                    conn = self.engine.connect()
+                    if getattr(self._readers, "conn", None) is None:
+                        self._readers.conn = conn
+                        keep = True
+            else:
+                conn = self.engine.connect()
         except sa.exc.OperationalError as exc:
             raise LostConnection(_describe(exc)) from exc
+        assert conn is not None
         try:
             if self.is_sqlite:
                 conn.info["immediate"] = write
@@ -173,12 +188,17 @@ class SqlStore:
                     raise StaleWrite(_describe(exc)) from exc
                 raise
         finally:
-            try:
-                conn.close()
-            except sa.exc.DBAPIError:  # the connection is already gone; nothing to give back
-                pass
+            if not keep:
+                try:
+                    conn.close()
+                except sa.exc.DBAPIError:  # the connection is already gone; nothing to give back
+                    pass
 
     def close(self) -> None:
+        kept = getattr(self._readers, "conn", None)
+        if kept is not None:
+            self._readers.conn = None
+            kept.close()
         self.engine.dispose()
 
 
