@@ -6,6 +6,7 @@ call this after every operation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ class LedgerTotals:
     bad_holds: list[str]
     strays: list[str]
     first_expiry: dict[str, int]
+    bad_days: list[str] = dataclasses.field(default_factory=list)
 
 
 def check(grant_rows: Iterable[GrantRow], accounts: Iterable[tuple[str, int]],
@@ -100,4 +102,6 @@ def check(grant_rows: Iterable[GrantRow], accounts: Iterable[tuple[str, int]],
     for hold_id in totals.bad_holds:
         problems.append(f"hold {hold_id}: its parts do not add up to its amount, or it was settled twice")
     problems.extend(totals.strays)
+    for day in totals.bad_days:
+        problems.append(f"usage rollup {day}: its credits or event count differ from the events")
     return problems

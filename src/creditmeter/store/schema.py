@@ -174,3 +174,13 @@ allocations = sa.Table(
     sa.Column("returned_uc", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("request_fp", sa.String(64), nullable=False),
 )
+
+usage_days = sa.Table(
+    "usage_days", metadata,
+    # Credits charged per account and UTC day (by event time), kept with every charge, so the
+    # usage of a period is read from a few rows however many events it had.
+    sa.Column("account_id", sa.String(255), primary_key=True),
+    sa.Column("day_us", sa.BigInteger, primary_key=True),
+    sa.Column("cost_uc", sa.BigInteger, nullable=False),
+    sa.Column("events", sa.BigInteger, nullable=False),
+)

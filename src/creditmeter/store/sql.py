@@ -60,10 +60,12 @@ from creditmeter.store.schema import (
     plan_catalogs,
     price_versions,
     subscriptions,
+    usage_days,
 )
 from creditmeter.subscriptions import Subscription
 
 SCHEMA_REVISION = "0003"
+DAY_US = 86_400_000_000
 _CHUNK = 500  # ids per IN (...) list
 
 
@@ -512,6 +514,7 @@ class SqlTransaction:
         void_rows: list[tuple[Any, ...]] = []
         new_hold_rows: list[tuple[Any, ...]] = []
         ended_hold_rows: list[tuple[Any, ...]] = []
+        days: dict[tuple[str, int], list[int]] = {}
         for book in books:
             for grant in book.new_grants:
                 conn.execute(grants.insert().values(
@@ -536,6 +539,13 @@ class SqlTransaction:
                     charge.cost_uc, charge.overage_uc,
                     orjson.dumps([[p.grant_id, p.amount_uc] for p in charge.allocations]).decode(),
                     charge.price_version, charge.hold_id, event.fingerprint, recorded_at_us))
+                key = (event.account_id, charge.timestamp_us - charge.timestamp_us % DAY_US)
+                day = days.get(key)
+                if day is None:
+                    days[key] = [charge.cost_uc, 1]
+                else:
+                    day[0] += charge.cost_uc
+                    day[1] += 1
             for e in book.entries:
                 row = (e.account_id, e.grant_id, e.kind.value, e.amount_uc, e.at_us, e.hold_id,
                        e.note[:255], recorded_at_us)
@@ -572,6 +582,11 @@ class SqlTransaction:
                 self._copy(table, columns, rows)  # COPY cannot run inside a pipeline: first
             else:
                 writes.append((_insert_sql(table, columns, m), rows))
+        writes.append((f"INSERT INTO usage_days (account_id, day_us, cost_uc, events) "
+                       f"VALUES ({m}, {m}, {m}, {m}) ON CONFLICT (account_id, day_us) DO UPDATE SET "
+                       "cost_uc = usage_days.cost_uc + excluded.cost_uc, "
+                       "events = usage_days.events + excluded.events",
+                       [(a, d, c, n) for (a, d), (c, n) in days.items()]))
         if not self._pg:
             for sql, rows in writes:
                 if rows:
@@ -707,12 +722,21 @@ class SqlTransaction:
         return int(self._fetch("SELECT max(seq) FROM events", ())[0][0] or 0)
 
     def used_between(self, account_id: str, from_us: int, to_us: int) -> int:
-        """Credits charged (µc) for events with ``from_us <= ts < to_us`` (an index-only sum)."""
+        """Credits charged (µc) for events with ``from_us <= ts < to_us``: whole days from the
+        daily rollup, the part-days at either end from the events (so at most two days of them)."""
         m = self._mark
-        total = self._fetch(
-            f"SELECT sum(cost_uc) FROM events WHERE account_id = {m} AND ts_us >= {m} AND ts_us < {m}",
-            (account_id, from_us, to_us))[0][0]
-        return int(total or 0)
+        first_day = -(-from_us // DAY_US) * DAY_US
+        last_day = to_us // DAY_US * DAY_US
+        events_sql = (f"SELECT sum(cost_uc) FROM events WHERE account_id = {m} AND ts_us >= {m} "
+                      f"AND ts_us < {m}")
+        if first_day >= last_day:
+            return int(self._fetch(events_sql, (account_id, from_us, to_us))[0][0] or 0)
+        head, days, tail = self._fetch_all([
+            (events_sql, (account_id, from_us, first_day)),
+            (f"SELECT sum(cost_uc) FROM usage_days WHERE account_id = {m} AND day_us >= {m} "
+             f"AND day_us < {m}", (account_id, first_day, last_day)),
+            (events_sql, (account_id, last_day, to_us))])
+        return sum(int(rows[0][0] or 0) for rows in (head, days, tail))
 
     def usage_summary(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
                       model: str | None, group_by: str) -> list[SummaryRow]:
@@ -944,4 +968,18 @@ class SqlTransaction:
             if count > 1 and hid not in bad_holds:
                 bad_holds.append(hid)
         return LedgerTotals(entry_sums, allocated, open_parts, event_overage, payoffs,
-                            bad_events, bad_holds, strays, first_close)
+                            bad_events, bad_holds, strays, first_close, self._bad_days(account_ids))
+
+    def _bad_days(self, account_ids: Sequence[str] | None) -> list[str]:
+        """(account, day) rollups that differ from the events they sum."""
+        day = events.c.ts_us - events.c.ts_us % DAY_US
+        q = sa.select(events.c.account_id, day, sa.func.sum(events.c.cost_uc), sa.func.count()).group_by(
+            events.c.account_id, day)
+        r = sa.select(usage_days.c.account_id, usage_days.c.day_us, usage_days.c.cost_uc, usage_days.c.events)
+        if account_ids is not None:
+            q = q.where(events.c.account_id.in_(list(account_ids)))
+            r = r.where(usage_days.c.account_id.in_(list(account_ids)))
+        derived = {(a, int(d)): (int(c), int(n)) for a, d, c, n in self.conn.execute(q)}
+        stored = {(a, int(d)): (int(c), int(n)) for a, d, c, n in self.conn.execute(r)}
+        return [f"{a} {d}" for a, d in sorted(set(derived) | set(stored))
+                if derived.get((a, d)) != stored.get((a, d))]

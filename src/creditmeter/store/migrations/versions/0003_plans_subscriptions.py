@@ -1,4 +1,4 @@
-"""Plan catalogs, subscriptions and enterprise allocations.
+"""Plan catalogs, subscriptions, enterprise allocations and the daily usage rollup.
 
 Revision ID: 0003
 Revises: 0002
@@ -53,9 +53,21 @@ def upgrade() -> None:
         sa.Column("request_fp", sa.String(64), nullable=False),
     )
     op.create_index("ix_allocations_enterprise_id", "allocations", ["enterprise_id"])
+    op.create_table(
+        "usage_days",
+        sa.Column("account_id", sa.String(255), primary_key=True),
+        sa.Column("day_us", sa.BigInteger, primary_key=True),
+        sa.Column("cost_uc", sa.BigInteger, nullable=False),
+        sa.Column("events", sa.BigInteger, nullable=False),
+    )
+    # Existing events (none before this revision is used, but an upgrade stays exact).
+    op.execute("INSERT INTO usage_days (account_id, day_us, cost_uc, events) "
+               "SELECT account_id, ts_us - ts_us % 86400000000, SUM(cost_uc), COUNT(*) FROM events "
+               "GROUP BY account_id, ts_us - ts_us % 86400000000")
 
 
 def downgrade() -> None:
+    op.drop_table("usage_days")
     op.drop_index("ix_allocations_enterprise_id", table_name="allocations")
     op.drop_table("allocations")
     op.drop_index("ix_subscriptions_next_start", table_name="subscriptions")
