@@ -459,9 +459,12 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
         start, end = _range(from_, to)
         rows = engine.usage_summary(account_id, group_by, from_us=start, to_us=end, model=model,
                                     member=member)
+        current = present.balance(engine.balance(account_id, clock()))
         return json_response({"account_id": account_id, "group_by": group_by,
                               "groups": [present.summary_row(r, group_by) for r in rows],
-                              "total_credits": format_credits(sum(r.cost_uc for r in rows))})
+                              "total_credits": format_credits(sum(r.cost_uc for r in rows)),
+                              "subscription": current["subscription"], "period": current["period"],
+                              "period_used_credits": current["period_used_credits"]})
 
     @api.get("/accounts/{account_id}/usage.csv", summary="Usage as CSV, full precision, streamed",
              response_class=Response,

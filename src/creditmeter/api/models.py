@@ -232,6 +232,9 @@ class SummaryOut(Out):
     group_by: Literal["day", "model"]
     groups: list[SummaryGroupOut]
     total_credits: Credits
+    subscription: SubscriptionOut | None = Field(description="The running subscription (or trial), now.")
+    period: PeriodOut = Field(description="The current billing period (its consumption below).")
+    period_used_credits: Credits
 
 
 # -- holds ---------------------------------------------------------------------------------------
