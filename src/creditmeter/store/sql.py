@@ -582,11 +582,18 @@ class SqlTransaction:
                 self._copy(table, columns, rows)  # COPY cannot run inside a pipeline: first
             else:
                 writes.append((_insert_sql(table, columns, m), rows))
-        writes.append((f"INSERT INTO usage_days (account_id, day_us, cost_uc, events) "
-                       f"VALUES ({m}, {m}, {m}, {m}) ON CONFLICT (account_id, day_us) DO UPDATE SET "
-                       "cost_uc = usage_days.cost_uc + excluded.cost_uc, "
-                       "events = usage_days.events + excluded.events",
-                       [(a, d, c, n) for (a, d), (c, n) in days.items()]))
+        day_rows = [(a, d, c, n) for (a, d), (c, n) in days.items()]  # one row per key: no clash
+        upsert = ("INSERT INTO usage_days (account_id, day_us, cost_uc, events) VALUES {values} "
+                  "ON CONFLICT (account_id, day_us) DO UPDATE SET "
+                  "cost_uc = usage_days.cost_uc + excluded.cost_uc, "
+                  "events = usage_days.events + excluded.events")
+        if self._pg:  # one statement per 1,000 rows
+            for start in range(0, len(day_rows), 1000):
+                day_chunk = day_rows[start:start + 1000]
+                writes.append((upsert.format(values=", ".join(["(%s, %s, %s, %s)"] * len(day_chunk))),
+                               [tuple(x for row in day_chunk for x in row)]))
+        else:
+            writes.append((upsert.format(values=f"({m}, {m}, {m}, {m})"), day_rows))
         if not self._pg:
             for sql, rows in writes:
                 if rows:
