@@ -670,12 +670,17 @@ class Engine:
             return tx.list_subscriptions(account_id)
 
     def get_subscription(self, subscription_id: str) -> Subscription:
-        check_id(subscription_id, "subscription_id")
+        return self._lookup(lambda tx: _first(tx.get_subscription(subscription_id)), "subscription",
+                            subscription_id, "subscription_id")
+
+    def _lookup(self, fetch: Callable[[Transaction], T | None], what: str, ident: str, field: str) -> T:
+        """One stored object by id, or ``NotFound`` naming ``field``."""
+        check_id(ident, field)
         with self._read() as tx:
-            found = tx.get_subscription(subscription_id)
+            found = fetch(tx)
         if found is None:
-            raise NotFound("subscription", subscription_id, "subscription_id")
-        return found[0]
+            raise NotFound(what, ident, field)
+        return found
 
     def renew(self, at_us: int) -> int:
         """Grant every subscription period due by ``at_us``; returns how many subscriptions
@@ -886,12 +891,8 @@ class Engine:
         return self._write(work)
 
     def allocation(self, allocation_id: str) -> QuotaAllocation:
-        check_id(allocation_id, "allocation_id")
-        with self._read() as tx:
-            found = tx.get_allocation(allocation_id)
-        if found is None:
-            raise NotFound("allocation", allocation_id, "allocation_id")
-        return found[0]
+        return self._lookup(lambda tx: _first(tx.get_allocation(allocation_id)), "allocation",
+                            allocation_id, "allocation_id")
 
     def enterprise(self, enterprise_id: str, at_us: int) -> EnterpriseView:
         """An enterprise's pool, members and allocations, and each member's quota figures."""
@@ -942,12 +943,7 @@ class Engine:
             return tx.list_keys(account_id)
 
     def get_key(self, key_id: str) -> ApiKey:
-        check_id(key_id, "key_id")
-        with self._read() as tx:
-            key = tx.get_key(key_id)
-        if key is None:
-            raise NotFound("key", key_id, "key_id")
-        return key
+        return self._lookup(lambda tx: tx.get_key(key_id), "key", key_id, "key_id")
 
     def revoke_key(self, key_id: str, at_us: int) -> ApiKey:
         """Revoke a key; it stops working at once. Revoking again changes nothing."""
@@ -1085,6 +1081,11 @@ class EnterpriseView:
     members: list[Member]
     allocations: list[QuotaAllocation]
     quota: dict[str, list[Package]]
+
+
+def _first(found: tuple[T, str] | None) -> T | None:
+    """The object of a ``(object, request fingerprint)`` lookup."""
+    return None if found is None else found[0]
 
 
 def _lasts_until(grant: Grant | None, until_us: int) -> bool:

@@ -88,6 +88,9 @@ Caller = Annotated[Principal, "any key"]
 Operator = Annotated[Principal, "operator only"]
 At = Annotated[str | None, Query(description="ISO 8601 (default: now)")]
 Member = Annotated[str | None, Query(max_length=255, description="Enterprise accounts: one member's usage")]
+From = Annotated[str | None, Query(alias="from", description="ISO 8601, inclusive")]
+To = Annotated[str | None, Query(description="ISO 8601, exclusive")]
+Model = Annotated[str | None, Query(max_length=255, description="Only this model's usage")]
 
 
 def system_clock() -> int:
@@ -434,9 +437,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
              summary="Usage, newest first, with the packages that paid; cursor pagination")
     @short_read
     def usage(account_id: str, who: Caller,
-              from_: Annotated[str | None, Query(alias="from", description="ISO 8601, inclusive")] = None,
-              to: Annotated[str | None, Query(description="ISO 8601, exclusive")] = None,
-              model: Annotated[str | None, Query(max_length=255)] = None,
+              from_: From = None, to: To = None, model: Model = None,
               member: Member = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
               cursor: Annotated[str | None, Query(max_length=200)] = None) -> Response:
@@ -451,9 +452,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     @threaded
     def usage_summary(account_id: str, who: Caller,
                       group_by: Annotated[str, Query(pattern="^(day|model)$")] = "day",
-                      from_: Annotated[str | None, Query(alias="from")] = None,
-                      to: Annotated[str | None, Query()] = None,
-                      model: Annotated[str | None, Query(max_length=255)] = None,
+                      from_: From = None, to: To = None, model: Model = None,
                       member: Member = None) -> Response:
         readable(who, account_id)
         start, end = _range(from_, to)
@@ -472,9 +471,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
                               "description": "One row per event, newest first."}})
     @short_read
     def usage_csv(account_id: str, who: Caller,
-                  from_: Annotated[str | None, Query(alias="from")] = None,
-                  to: Annotated[str | None, Query()] = None,
-                  model: Annotated[str | None, Query(max_length=255)] = None,
+                  from_: From = None, to: To = None, model: Model = None,
                   member: Member = None) -> Response:
         readable(who, account_id)
         start, end = _range(from_, to)
