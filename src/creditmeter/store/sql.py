@@ -97,6 +97,7 @@ class SqlStore:
             sa.event.listen(self.engine, "checkin", _note_checkin)
         self._checked = False
         self._readers = threading.local()
+        self._writer = threading.RLock()
         dialect = self.engine.dialect
         self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
         self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
@@ -151,6 +152,17 @@ class SqlStore:
     @contextmanager
     def transaction(self, write: bool = False, auto_create: bool = True) -> Iterator[SqlTransaction]:
         """One transaction: committed if the block ends normally, rolled back if it raises."""
+        if write and self.is_sqlite:
+            # SQLite has one writer at a time; threads of this process queue here rather than in
+            # SQLite's busy handler, which sleeps in steps of up to 100 ms.
+            with self._writer, self._transaction(write, auto_create) as tx:
+                yield tx
+        else:
+            with self._transaction(write, auto_create) as tx:
+                yield tx
+
+    @contextmanager
+    def _transaction(self, write: bool, auto_create: bool) -> Iterator[SqlTransaction]:
         keep = False
         try:
             self._check_schema(auto_create)
