@@ -42,7 +42,7 @@ from creditmeter.domain import (
     Rejected,
     UsageEvent,
 )
-from creditmeter.enterprise import Member, QuotaAllocation, source_of
+from creditmeter.enterprise import Member, QuotaAllocation, allocation_grant_id, source_of
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound, Unavailable
 from creditmeter.events import MAX_TOKENS, check_id, fingerprint, parse_event
 from creditmeter.keys import ApiKey, MemberRole, Principal, Role, digest, new_secret, same_digest
@@ -70,6 +70,8 @@ from creditmeter.timeutil import MAX_US, MIN_US, US_PER_S, format_instant, month
 DAY_S = 86_400
 MAX_HOLD_TTL_S = 7 * DAY_S
 SETTLE_ID_PREFIX = "hold:"  # default event id of a settle; producers' event ids may not use it
+# Package ids the engine derives itself (each unique by construction); nobody else may use them.
+RESERVED_GRANT_PREFIXES = ("trial:", "sub:", "order:", "alloc:")
 MAX_PAGE = 1_000
 GROUPS = ("day", "model")
 T = TypeVar("T")
@@ -263,6 +265,9 @@ class Engine:
         if name is not None and (not isinstance(name, str) or len(name) > 255):
             raise InputError("name", "must be a string of at most 255 characters")
         gid = check_id(grant_id, "id") if grant_id is not None else f"grt_{uuid.uuid4().hex}"
+        if gid.startswith(RESERVED_GRANT_PREFIXES):
+            raise InputError("id", f"ids starting with {', '.join(RESERVED_GRANT_PREFIXES)} are kept for "
+                             "trials, subscriptions, purchases and enterprise quota")
         label = name or f"{grant_kind.value.capitalize()} credits"
         # The body as given: a defaulted effective time is not part of it, so a retry matches.
         request_fp = _request_fp(account_id, amount_uc, grant_kind.value, effective_at_us,
@@ -685,11 +690,18 @@ class Engine:
     def renew(self, at_us: int) -> int:
         """Grant every subscription period due by ``at_us``; returns how many subscriptions
         were renewed. Idempotent: each period's grant id is unique, so running it twice, late, or
-        from two processes at once grants nothing twice."""
+        from two processes at once grants nothing twice. One that fails does not stop the others;
+        the failures are raised (``Unavailable``) once all were tried."""
+        renewed, failed = self._renew(at_us)
+        _raise_failed(failed)
+        return renewed
+
+    def _renew(self, at_us: int) -> tuple[int, list[str]]:
         _check_instant(at_us, "at")
         with self._read() as tx:
             due = tx.subscriptions_due(at_us)
         renewed = 0
+        failed: list[str] = []
         for account_id, sid in due:
             def work(tx: Transaction, sid: str = sid, account_id: str = account_id) -> bool:
                 book = self._book(tx, account_id, at_us)  # locks the account first
@@ -699,8 +711,11 @@ class Engine:
                 self._grant_due(tx, book, found[0], at_us)
                 return True
 
-            renewed += self._write(work)
-        return renewed
+            try:
+                renewed += self._write(work)
+            except CreditmeterError as exc:  # one subscription's trouble does not stop the others
+                failed.append(f"{sid}: {exc}")
+        return renewed, failed
 
     def purchase(self, account_id: str, pack_id: str, at_us: int, *,
                  order_id: str | None = None) -> Package:
@@ -779,6 +794,7 @@ class Engine:
 
         def work(tx: Transaction) -> None:
             self._enterprise(tx, enterprise_id)
+            self._book(tx, enterprise_id, at_us)  # serialised with the enterprise's allocations
             if not tx.delete_member(enterprise_id, account_id):
                 raise NotFound("member", account_id, "account_id")
 
@@ -798,7 +814,10 @@ class Engine:
             _check_instant(expires_at_us, "expires")
             if expires_at_us <= at_us:
                 raise InputError("expires", "is in the past")
-        aid = check_id(allocation_id, "id") if allocation_id is not None else f"alloc_{uuid.uuid4().hex}"
+        key = check_id(allocation_id, "id") if allocation_id is not None else uuid.uuid4().hex
+        # The member's grant id lives in the allocations' own namespace, per enterprise: an
+        # admin's id can never take (or reveal) another tenant's package id.
+        aid = allocation_grant_id(enterprise_id, key)
         request_fp = _request_fp(enterprise_id, member_id, amount_uc, expires_at_us)
 
         def existing(tx: Transaction) -> Package | None:
@@ -822,8 +841,8 @@ class Engine:
             done = existing(tx)  # made meanwhile, by a call that held the lock first
             if done is not None:
                 return done
-            if tx.get_grant(aid) is not None:
-                raise Conflict(f"id {aid!r} is already a package's id")
+            if tx.member_role(enterprise_id, member_id) is None:  # again, under the lock
+                raise InputError("account_id", f"{member_id!r} is not a member of {enterprise_id!r}")
             pool.advance(at_us)
             member.advance(at_us)
             until = expires_at_us
@@ -878,6 +897,9 @@ class Engine:
             assert grant is not None
             unused = 0
             package = member.package(grant, at_us)
+            if package.held_uc:
+                raise Conflict(f"{format_credits(package.held_uc)} credits of this quota are held by "
+                               "requests in flight; revoke once they are settled or released")
             if package.status not in (GrantStatus.EXPIRED, GrantStatus.VOIDED):  # else: nothing left
                 unused = package.remaining_uc
                 member.void(grant, at_us)
@@ -1021,7 +1043,7 @@ class Engine:
         and record expiries. Idempotent: running it twice, late, or at once from two processes
         does nothing twice."""
         _check_instant(at_us, "at")
-        renewed = self.renew(at_us)
+        renewed, failed = self._renew(at_us)
 
         def work(tx: Transaction) -> TickReport:
             books = tx.load_books(tx.accounts_to_tick(at_us))
@@ -1035,7 +1057,9 @@ class Engine:
             tx.persist(books.values(), at_us)
             return TickReport(len(books), expired, entries, renewed)
 
-        return self._write(work)
+        report = self._write(work)
+        _raise_failed(failed)
+        return report
 
     def check_invariants(self, account_ids: Iterable[str] | None = None) -> list[str]:
         """Every invariant of the ledger; an empty list when all hold."""
@@ -1081,6 +1105,12 @@ class EnterpriseView:
     members: list[Member]
     allocations: list[QuotaAllocation]
     quota: dict[str, list[Package]]
+
+
+def _raise_failed(failed: list[str]) -> None:
+    if failed:
+        raise Unavailable(f"{len(failed)} renewal(s) did not go through (the rest of the work did; "
+                          f"run it again): {'; '.join(failed[:3])}")
 
 
 def _first(found: tuple[T, str] | None) -> T | None:

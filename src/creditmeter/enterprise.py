@@ -8,6 +8,7 @@ what the member has not used and returns it to the pool grants it came from.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from creditmeter.domain import Allocation
@@ -39,6 +40,13 @@ class QuotaAllocation:
     created_at_us: int
     revoked_at_us: int | None = None
     returned_uc: int = 0
+
+
+def allocation_grant_id(enterprise_id: str, key: str) -> str:
+    """The member grant's id for allocation ``key`` of an enterprise: in a namespace of its own
+    (``alloc:``) and per enterprise, so it can meet no other package's id."""
+    digest = hashlib.blake2b(f"{enterprise_id}\0{key}".encode(), digest_size=16).hexdigest()
+    return f"alloc:{digest}"
 
 
 def source_of(enterprise_id: str) -> str:

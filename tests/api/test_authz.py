@@ -27,6 +27,7 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
+from creditmeter.enterprise import allocation_grant_id
 from creditmeter.plans import default_plans
 from tests.api.conftest import OPERATOR, bearer
 
@@ -288,7 +289,7 @@ def seed_world(api: TestClient) -> Seed:
         enterprise_id = ADMINISTERS.get(account_id, account_id)
         targets[account_id] = Target(account_id, key_ids[1], f"g-{account_id}-void", f"h-{account_id}",
                                      f"h-{account_id}-2", f"s-{account_id}", enterprise_id,
-                                     f"q-{enterprise_id}")
+                                     allocation_grant_id(enterprise_id, f"q-{enterprise_id}"))
     # Enterprises administered by alice (initech) and by bob (globex), with members and quota.
     for account_id, kind in (("initech", "enterprise"), ("globex", "enterprise"), ("carol", "user"),
                              ("dave", "user"), ("erin", "user")):

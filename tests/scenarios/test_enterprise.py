@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 
 from creditmeter.domain import Charge, GrantKind, Package, Refused
 from creditmeter.engine import Engine, EnterpriseView, Usage
-from creditmeter.enterprise import QuotaAllocation
+from creditmeter.enterprise import QuotaAllocation, allocation_grant_id
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
 from creditmeter.money import MAX_UC
 from creditmeter.timeutil import format_instant
@@ -44,6 +44,11 @@ clock = api_fixtures.clock
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def qid(key: str, enterprise: str = "acme") -> str:
+    """The member package's (and allocation's) id for an allocation made with ``key``."""
+    return allocation_grant_id(enterprise, key)
 
 def _iso(us: int) -> str:
     text = format_instant(us)
@@ -139,36 +144,36 @@ def test_allocation_draws_in_burn_down_order_only_from_pool_grants_that_outlive_
 
     quota = engine.allocate("acme", "mel", 380 * CREDIT, NOW, expires_at_us=T, allocation_id="q1")
 
-    assert quota.grant.id == "q1" and quota.grant.account_id == "mel"
+    assert quota.grant.id == qid("q1") and quota.grant.account_id == "mel"
     assert quota.grant.kind is GrantKind.ENTERPRISE
     assert quota.grant.amount_uc == 380 * CREDIT
     assert quota.grant.expires_at_us == T and quota.grant.effective_at_us == NOW
     assert ACME in quota.grant.name
     assert figures(quota) == (0, 0, 0, 0, 380, "active")
     view = engine.enterprise("acme", NOW + 1)
-    assert parts(the_allocation(view, "q1")) == [("p-prio", 150), ("p-exact", 50), ("p-soon", 180)]
+    assert parts(the_allocation(view, qid("q1"))) == [("p-prio", 150), ("p-exact", 50), ("p-soon", 180)]
     assert pool_used(view) == {"p-prio": 150, "p-short": 0, "p-exact": 50, "p-soon": 180, "p-never": 0}
-    assert the_allocation(view, "q1").member_id == "mel"
+    assert the_allocation(view, qid("q1")).member_id == "mel"
     assert engine.balance("acme", NOW + 1).available_uc == available - 380 * CREDIT
-    assert [p.grant.id for p in view.quota["mel"]] == ["q1"]
+    assert [p.grant.id for p in view.quota["mel"]] == [qid("q1")]
     mel = engine.balance("mel", NOW + 1)
     assert mel.available_uc == 380 * CREDIT
     assert [(p.grant.id, p.grant.kind, p.grant.expires_at_us) for p in mel.packages] == [
-        ("q1", GrantKind.ENTERPRISE, T)]
+        (qid("q1"), GrantKind.ENTERPRISE, T)]
     # Until 2027-02-01 only p-prio (spent) and p-never last: p-soon's 20 and p-short are not eligible.
     engine.allocate("acme", "mel", 40 * CREDIT, NOW, expires_at_us=at("2027-02-01"), allocation_id="q0")
-    assert parts(engine.allocation("q0")) == [("p-never", 40)]
+    assert parts(engine.allocation(qid("q0"))) == [("p-never", 40)]
 
     # Without an expiry: from any usable pool grant, lasting as long as the earliest it drew on.
     lasting = engine.allocate("acme", "mel", 120 * CREDIT, NOW + 2, allocation_id="q2")
     view = engine.enterprise("acme", NOW + 3)
-    assert parts(the_allocation(view, "q2")) == [("p-short", 100), ("p-soon", 20)]
+    assert parts(the_allocation(view, qid("q2"))) == [("p-short", 100), ("p-soon", 20)]
     assert lasting.grant.expires_at_us == at("2026-12-01")
     assert pool_used(view) == {"p-prio": 150, "p-short": 100, "p-exact": 50, "p-soon": 200, "p-never": 40}
 
     # Drawn only from a never-expiring grant, it never expires either.
     forever = engine.allocate("acme", "mel", 10 * CREDIT, NOW + 4, allocation_id="q3")
-    assert parts(the_allocation(engine.enterprise("acme", NOW + 5), "q3")) == [("p-never", 10)]
+    assert parts(the_allocation(engine.enterprise("acme", NOW + 5), qid("q3"))) == [("p-never", 10)]
     assert forever.grant.expires_at_us is None
     assert engine.balance("mel", NOW + 5).available_uc == 550 * CREDIT
     assert engine.check_invariants() == []
@@ -185,10 +190,14 @@ def test_the_same_allocation_id_again_answers_the_same_quota_and_another_body_co
     assert snapshot(engine, ["mel"], NOW + 1) == before
     with pytest.raises(Conflict):
         engine.allocate("acme", "mel", 41 * CREDIT, NOW + 1, expires_at_us=T, allocation_id="q1")
-    engine.add_grant("mel", 5 * CREDIT, "promo", NOW, grant_id="promo-1")
-    with pytest.raises(Conflict):  # the allocation's id is its package's id: it must be free
-        engine.allocate("acme", "mel", 1 * CREDIT, NOW + 1, expires_at_us=T, allocation_id="promo-1")
+    # Allocation packages live in a namespace of their own: no other package id can be taken
+    # (or probed) through an allocation id, and no package can take an allocation's id.
+    refused(lambda: engine.add_grant("mel", 5 * CREDIT, "promo", NOW, grant_id=qid("promo-1")),
+            InputError, "id")
     assert snapshot(engine, ["mel"], NOW + 1)[:4] == before[:4]
+    engine.add_grant("mel", 5 * CREDIT, "promo", NOW, grant_id="promo-1")
+    other = engine.allocate("acme", "mel", 1 * CREDIT, NOW + 1, expires_at_us=T, allocation_id="promo-1")
+    assert other.grant.id == qid("promo-1") != "promo-1"
     assert engine.check_invariants() == []
 
 
@@ -209,7 +218,7 @@ def test_an_allocation_the_pool_cannot_cover_is_refused_and_writes_nothing(engin
                                     allocation_id="q-short"), InputError, "amount")
     assert snapshot(engine, ["mel"], NOW + 1) == before
     with pytest.raises(NotFound):  # the refused id was not taken
-        engine.allocation("q-short")
+        engine.allocation(qid("q-short"))
 
     # What does last until T can be allocated, to the µc.
     quota = engine.allocate("acme", "mel", 50 * CREDIT, NOW, expires_at_us=T, allocation_id="q-ok")
@@ -274,29 +283,29 @@ def test_revoke_voids_the_unused_quota_and_returns_exactly_that_to_the_pool(engi
     pool_grant(engine, "p-b", 500, expires=at("2027-06-01"))
     engine.add_grant("mel", 100 * CREDIT, "addon", NOW, expires_at_us=at("2027-09-01"), grant_id="addon")
     engine.allocate("acme", "mel", 300 * CREDIT, NOW, expires_at_us=T, allocation_id="q1")
-    assert parts(engine.allocation("q1")) == [("p-a", 200), ("p-b", 100)]
+    assert parts(engine.allocation(qid("q1"))) == [("p-a", 200), ("p-b", 100)]
     use(engine, "e1", "mel", 30, NOW + HOUR_US)
     use(engine, "e2", "mel", 20, NOW + 2 * HOUR_US)
-    assert figures(package(engine, "mel", "q1", NOW + 3 * HOUR_US)) == (50, 0, 0, 0, 250, "active")
+    assert figures(package(engine, "mel", qid("q1"), NOW + 3 * HOUR_US)) == (50, 0, 0, 0, 250, "active")
     pool_before = engine.balance("acme", NOW + 3 * HOUR_US).available_uc
 
-    revoked = engine.revoke_allocation("q1", NOW + 3 * HOUR_US)
+    revoked = engine.revoke_allocation(qid("q1"), NOW + 3 * HOUR_US)
 
     assert revoked.returned_uc == 250 * CREDIT
     assert revoked.revoked_at_us == NOW + 3 * HOUR_US
     at_us = NOW + 4 * HOUR_US
-    assert figures(package(engine, "mel", "q1", at_us)) == (50, 0, 0, 250, 0, "voided")
+    assert figures(package(engine, "mel", qid("q1"), at_us)) == (50, 0, 0, 250, 0, "voided")
     assert engine.balance("acme", at_us).available_uc == pool_before + 250 * CREDIT
     assert sum(pool_used(engine.enterprise("acme", at_us)).values()) == 50
     assert engine.balance("mel", at_us).available_uc == 100 * CREDIT  # the add-on only
     view = engine.enterprise("acme", at_us)
-    assert the_allocation(view, "q1").revoked_at_us == NOW + 3 * HOUR_US
-    assert the_allocation(view, "q1").returned_uc == 250 * CREDIT
+    assert the_allocation(view, qid("q1")).revoked_at_us == NOW + 3 * HOUR_US
+    assert the_allocation(view, qid("q1")).returned_uc == 250 * CREDIT
     assert [figures(p) for p in view.quota["mel"]] == [(50, 0, 0, 250, 0, "voided")]
 
     # Revoking again changes nothing and answers the first revoke.
     before = snapshot(engine, ["mel"], at_us)
-    again = engine.revoke_allocation("q1", NOW + 5 * HOUR_US)
+    again = engine.revoke_allocation(qid("q1"), NOW + 5 * HOUR_US)
     assert again.returned_uc == 250 * CREDIT and again.revoked_at_us == NOW + 3 * HOUR_US
     assert snapshot(engine, ["mel"], at_us) == before
 
@@ -316,9 +325,9 @@ def test_revoke_returns_the_credits_to_the_longest_lived_pool_grants_first(engin
     pool_grant(engine, "p-long", 200, expires=at("2027-06-01"), priority=10)  # drawn first (priority)
     pool_grant(engine, "p-short", 500, expires=at("2027-01-01"))
     engine.allocate("acme", "mel", 300 * CREDIT, NOW, expires_at_us=T, allocation_id="q1")
-    assert parts(engine.allocation("q1")) == [("p-long", 200), ("p-short", 100)]
+    assert parts(engine.allocation(qid("q1"))) == [("p-long", 200), ("p-short", 100)]
     use(engine, "e1", "mel", 50, NOW + 1)
-    engine.revoke_allocation("q1", NOW + 2)
+    engine.revoke_allocation(qid("q1"), NOW + 2)
     # 250 come back: 200 to p-long (the longest-lived), then 50 to p-short.
     assert pool_used(engine.enterprise("acme", NOW + 3)) == {"p-long": 0, "p-short": 50}
     assert engine.check_invariants() == []
@@ -333,36 +342,33 @@ def test_revoke_keeps_what_open_holds_hold_and_never_overspends(engine: Engine) 
     for hold_id, credits, ttl in (("h1", 20, 600), ("h2", 10, 600), ("h3", 6, 60)):
         hold = engine.reserve("mel", credits * CREDIT, NOW + 2, ttl_s=ttl, hold_id=hold_id)
         assert not isinstance(hold, Refused)
-        assert [(p.grant_id, p.amount_uc // CREDIT) for p in hold.parts] == [("q1", credits)]
+        assert [(p.grant_id, p.amount_uc // CREDIT) for p in hold.parts] == [(qid("q1"), credits)]
     pool_before = engine.balance("acme", NOW + 2).available_uc
     revoke_at = NOW + 120 * 1_000_000  # h3's ttl has passed: it holds nothing any more
 
-    revoked = engine.revoke_allocation("q1", revoke_at)
+    # While requests in flight hold part of the quota, revoking is refused (their credits would
+    # otherwise end up neither the member's nor the pool's); nothing changes.
+    before = snapshot(engine, ["mel", "acme"], revoke_at)
+    refused(lambda: engine.revoke_allocation(qid("q1"), revoke_at), Conflict, None)
+    assert snapshot(engine, ["mel", "acme"], revoke_at) == before
+    return_after_holds(engine, pool_before, revoke_at)
 
-    # Unused and not held: 100 - 20 used - 30 held by h1 and h2.
-    assert revoked.returned_uc == 50 * CREDIT
-    assert figures(package(engine, "mel", "q1", revoke_at + 1)) == (20, 30, 0, 50, 0, "voided")
-    assert engine.balance("acme", revoke_at + 1).available_uc == pool_before + 50 * CREDIT
-    mel = engine.balance("mel", revoke_at + 1)
-    assert mel.available_uc == 100 * CREDIT and mel.held_uc == 30 * CREDIT
-    # The quota's held credits cannot be reserved again.
-    assert isinstance(engine.reserve("mel", 101 * CREDIT, revoke_at + 1), Refused)
 
-    # The holds settle from what they hold; more than held comes from the member's other packages.
+def return_after_holds(engine: Engine, pool_before: int, revoke_at: int) -> None:
+    """Once the holds have ended, revoking returns everything the member did not use."""
+    # h1 settles for more than it held: the rest comes from the quota (first in burn-down order).
     charge = engine.settle("h1", searches(26), revoke_at + 2)
-    assert sorted((p.grant_id, p.amount_uc // CREDIT) for p in charge.allocations) == [
-        ("addon", 6), ("q1", 20)]
+    assert [(p.grant_id, p.amount_uc // CREDIT) for p in charge.allocations] == [(qid("q1"), 26)]
     assert charge.overage_uc == 0
     engine.release("h2", revoke_at + 3)
-    at_us = revoke_at + 4
-    quota = package(engine, "mel", "q1", at_us)
-    assert quota.used_uc == 40 * CREDIT and quota.held_uc == 0 and quota.remaining_uc == 0
-    assert quota.used_uc + quota.voided_uc == 100 * CREDIT  # never more than the quota
-    assert package(engine, "mel", "addon", at_us).used_uc == 6 * CREDIT
-    # The pool got exactly what revoke returned, and the allocation says so.
-    assert engine.balance("acme", at_us).available_uc == pool_before + 50 * CREDIT
-    assert engine.allocation("q1").returned_uc == 50 * CREDIT
-    assert engine.balance("mel", at_us).available_uc == 94 * CREDIT
+    revoked = engine.revoke_allocation(qid("q1"), revoke_at + 4)
+    assert revoked.returned_uc == 54 * CREDIT  # 100 - 20 (e1) - 26 (h1's settle)
+    at_us = revoke_at + 5
+    assert figures(package(engine, "mel", qid("q1"), at_us)) == (46, 0, 0, 54, 0, "voided")
+    assert package(engine, "mel", "addon", at_us).used_uc == 0
+    assert engine.balance("acme", at_us).available_uc == pool_before + 54 * CREDIT
+    assert engine.allocation(qid("q1")).returned_uc == 54 * CREDIT
+    assert engine.balance("mel", at_us).available_uc == 100 * CREDIT
     assert engine.check_invariants() == []
     engine.tick(at_us + 1)
     assert engine.check_invariants() == []
@@ -374,15 +380,15 @@ def test_revoking_quota_that_already_expired_returns_nothing_and_leaves_it_expir
     engine.allocate("acme", "mel", 10 * CREDIT, NOW, expires_at_us=at("2026-12-01"), allocation_id="q1")
     use(engine, "e1", "mel", 4, NOW + 1)
     later = at("2026-12-05")
-    assert figures(package(engine, "mel", "q1", later)) == (4, 0, 6, 0, 0, "expired")
+    assert figures(package(engine, "mel", qid("q1"), later)) == (4, 0, 6, 0, 0, "expired")
     pool_before = engine.balance("acme", later).available_uc
 
-    revoked = engine.revoke_allocation("q1", later)
+    revoked = engine.revoke_allocation(qid("q1"), later)
 
     assert revoked.returned_uc == 0
     assert engine.balance("acme", later + 1).available_uc == pool_before
     # What expired stays expired: it was not returned, so it is not shown as returned (voided).
-    assert figures(package(engine, "mel", "q1", later + 1)) == (4, 0, 6, 0, 0, "expired")
+    assert figures(package(engine, "mel", qid("q1"), later + 1)) == (4, 0, 6, 0, 0, "expired")
     quota = engine.enterprise("acme", later + 1).quota["mel"]
     assert [(p.expired_uc, p.voided_uc) for p in quota] == [(6 * CREDIT, 0)]
     assert engine.check_invariants() == []
@@ -396,7 +402,7 @@ def test_member_usage_burns_trial_then_the_soonest_expiring_quota_then_the_addon
     engine.add_grant("mel", 10 * CREDIT, "trial", NOW, expires_at_us=at("2027-02-01"), grant_id="trial")
     engine.add_grant("mel", 100 * CREDIT, "addon", NOW, expires_at_us=at("2027-09-01"), grant_id="addon")
     engine.allocate("acme", "mel", 50 * CREDIT, NOW, expires_at_us=T, allocation_id="q1")
-    assert [p.grant.id for p in engine.balance("mel", NOW).packages] == ["trial", "q1", "addon"]
+    assert [p.grant.id for p in engine.balance("mel", NOW).packages] == ["trial", qid("q1"), "addon"]
 
     def paid(event_id: str, credits: int, when: int) -> list[tuple[str, int]]:
         charge = use(engine, event_id, "mel", credits, when)
@@ -404,11 +410,11 @@ def test_member_usage_burns_trial_then_the_soonest_expiring_quota_then_the_addon
         return [(p.grant_id, p.amount_uc // CREDIT) for p in charge.allocations]
 
     assert paid("e1", 6, NOW + 1) == [("trial", 6)]
-    assert paid("e2", 10, NOW + 2) == [("trial", 4), ("q1", 6)]
-    assert paid("e3", 50, NOW + 3) == [("q1", 44), ("addon", 6)]
+    assert paid("e2", 10, NOW + 2) == [("trial", 4), (qid("q1"), 6)]
+    assert paid("e3", 50, NOW + 3) == [(qid("q1"), 44), ("addon", 6)]
     at_us = NOW + 4
     assert figures(package(engine, "mel", "trial", at_us)) == (10, 0, 0, 0, 0, "depleted")
-    assert figures(package(engine, "mel", "q1", at_us)) == (50, 0, 0, 0, 0, "depleted")
+    assert figures(package(engine, "mel", qid("q1"), at_us)) == (50, 0, 0, 0, 0, "depleted")
     assert figures(package(engine, "mel", "addon", at_us)) == (6, 0, 0, 0, 94, "active")
     # The enterprise sees its quota used up; the pool is untouched by the member's usage.
     view = engine.enterprise("acme", at_us)
@@ -423,8 +429,8 @@ def test_quota_expires_at_its_time_and_usage_after_it_goes_to_the_other_packages
     engine.add_grant("mel", 100 * CREDIT, "addon", NOW, expires_at_us=at("2027-09-01"), grant_id="addon")
     engine.allocate("acme", "mel", 50 * CREDIT, NOW, expires_at_us=T, allocation_id="q1")
     use(engine, "e1", "mel", 20, NOW + 1)
-    assert figures(package(engine, "mel", "q1", T - 1)) == (20, 0, 0, 0, 30, "active")
-    assert figures(package(engine, "mel", "q1", T)) == (20, 0, 30, 0, 0, "expired")
+    assert figures(package(engine, "mel", qid("q1"), T - 1)) == (20, 0, 0, 0, 30, "active")
+    assert figures(package(engine, "mel", qid("q1"), T)) == (20, 0, 30, 0, 0, "expired")
     charge = use(engine, "e2", "mel", 4, T)
     assert [(p.grant_id, p.amount_uc // CREDIT) for p in charge.allocations] == [("addon", 4)]
     assert engine.check_invariants() == []
@@ -459,7 +465,7 @@ def test_members_and_roles(engine: Engine) -> None:
     refused(lambda: engine.remove_member("acme", "mel", NOW + 5), NotFound, "account_id")
     view = engine.enterprise("acme", NOW + 5)
     assert [m.account_id for m in view.members] == ["ada"]
-    assert [p.grant.id for p in view.quota["mel"]] == ["q1"]  # still shown to the admin
+    assert [p.grant.id for p in view.quota["mel"]] == [qid("q1")]  # still shown to the admin
     assert engine.balance("mel", NOW + 5).available_uc == 30 * CREDIT
 
     # Allocating to a non-member (a removed one, an outsider, an unknown account) names account_id.
@@ -473,16 +479,17 @@ def test_members_and_roles(engine: Engine) -> None:
     assert "nobody" in str(error)
     assert snapshot(engine, ["mel", "out"], NOW + 5) == before
     # Revoking still works after the member left.
-    assert engine.revoke_allocation("q1", NOW + 6).returned_uc == 30 * CREDIT
+    assert engine.revoke_allocation(qid("q1"), NOW + 6).returned_uc == 30 * CREDIT
     # A member of two enterprises: each sees only the quota it added.
     engine.add_member("globex", "out", NOW + 6)
     engine.add_member("acme", "out", NOW + 6)
     engine.add_grant("globex", 50 * CREDIT, "package", NOW, grant_id="pool-globex")
     engine.allocate("globex", "out", 7 * CREDIT, NOW + 6, allocation_id="q-globex")
     engine.allocate("acme", "out", 3 * CREDIT, NOW + 6, allocation_id="q-acme")
-    assert [p.grant.id for p in engine.enterprise("globex", NOW + 7).quota["out"]] == ["q-globex"]
-    assert [p.grant.id for p in engine.enterprise("acme", NOW + 7).quota["out"]] == ["q-acme"]
-    assert [a.id for a in engine.enterprise("globex", NOW + 7).allocations] == ["q-globex"]
+    outs = engine.enterprise("globex", NOW + 7).quota["out"]
+    assert [p.grant.id for p in outs] == [qid("q-globex", "globex")]
+    assert [p.grant.id for p in engine.enterprise("acme", NOW + 7).quota["out"]] == [qid("q-acme")]
+    assert [a.id for a in engine.enterprise("globex", NOW + 7).allocations] == [qid("q-globex", "globex")]
     assert engine.balance("out", NOW + 7).available_uc == 10 * CREDIT
     engine.remove_member("acme", "out", NOW + 7)
     engine.remove_member("globex", "out", NOW + 7)
@@ -562,7 +569,7 @@ def test_api_enterprise_admins_manage_their_enterprise_and_nobody_else_sees_it(
     quota = _ok(api.post("/api/enterprises/acme/allocations", headers=keys["ada"],
                          json={"account_id": "mel", "amount_credits": "100",
                                "expires_at": "2026-12-31T00:00:00Z", "id": "q-mel"}), 201)
-    assert quota["grant_id"] == "q-mel" and quota["kind"] == "enterprise"
+    assert quota["grant_id"] == qid("q-mel") and quota["kind"] == "enterprise"
     assert quota["granted_credits"] == "100" and quota["remaining_credits"] == "100"
     assert quota["expires_at"] == "2026-12-31T00:00:00Z" and ACME in quota["name"]
     _ok(api.post("/api/enterprises/acme/allocations", headers=keys["ada"],
@@ -577,22 +584,25 @@ def test_api_enterprise_admins_manage_their_enterprise_and_nobody_else_sees_it(
     mel = next(m for m in view["members"] if m["account_id"] == "mel")
     assert (mel["quota_credits"], mel["used_credits"], mel["remaining_credits"]) == ("100", "10", "90")
     assert view["pool"]["available_credits"] == "870"
-    assert {a["allocation_id"] for a in view["allocations"]} == {"q-mel", "q-max"}
+    assert {a["allocation_id"] for a in view["allocations"]} == {qid("q-mel"), qid("q-max")}
     # ... sees member usage ...
     page = _ok(api.get("/api/accounts/acme/usage", headers=keys["ada"], params={"member": "mel"}))
     assert [e["event_id"] for e in page["events"]] == ["e-mel"]
     # ... and revokes.
-    revoked = _ok(api.post("/api/enterprises/acme/allocations/q-max/revoke", headers=keys["ada"]))
-    assert revoked["allocation_id"] == "q-max" and revoked["returned_credits"] == "30"
+    revoked = _ok(api.post(f"/api/enterprises/acme/allocations/{qid('q-max')}/revoke",
+                           headers=keys["ada"]))
+    assert revoked["allocation_id"] == qid("q-max") and revoked["returned_credits"] == "30"
     assert revoked["revoked_at"] == _iso(clock.now_us)
     assert _ok(api.get("/api/enterprises/acme", headers=keys["ada"]))["pool"]["available_credits"] == "900"
     # Another enterprise's allocation is not found through this one's path.
-    _error(api.post("/api/enterprises/acme/allocations/q-gus/revoke", headers=keys["ada"]), 404)
+    # globex's allocation named under acme: not found (another enterprise's object)
+    _error(api.post(f"/api/enterprises/acme/allocations/{qid('q-gus', 'globex')}/revoke",
+                    headers=keys["ada"]), 404)
 
     # The member sees the quota among their packages, and nothing of other members or the pool.
     balance = _ok(api.get("/api/accounts/mel/balance", headers=keys["mel"]))
     assert [(p["grant_id"], p["kind"], p["granted_credits"], p["used_credits"], p["remaining_credits"])
-            for p in balance["packages"]] == [("q-mel", "enterprise", "100", "10", "90")]
+            for p in balance["packages"]] == [(qid("q-mel"), "enterprise", "100", "10", "90")]
     assert balance["available_credits"] == "90"
     for path in ("/api/accounts/max/balance", "/api/accounts/max/usage", "/api/accounts/max/grants",
                  "/api/accounts/max/usage/summary", "/api/accounts/max/usage.csv", "/api/accounts/max",
@@ -611,7 +621,8 @@ def test_api_enterprise_admins_manage_their_enterprise_and_nobody_else_sees_it(
                 ("GET", f"/api/enterprises/{enterprise}?at=2026-11-10T00:00:00Z", None),
                 ("POST", f"/api/enterprises/{enterprise}/allocations",
                  {"account_id": "mel", "amount_credits": "1", "id": f"sneak-{enterprise}"}),
-                ("POST", f"/api/enterprises/{enterprise}/allocations/q-mel/revoke", None)]
+                ("POST", f"/api/enterprises/{enterprise}/allocations/{qid('q-mel', enterprise)}/revoke",
+                 None)]
 
     for user in ("out", "mel", "max", "gus"):
         for (method, path, body), (_, nowhere, other) in zip(paths("acme"), paths("nope"), strict=True):
@@ -636,7 +647,8 @@ def test_api_enterprise_admins_manage_their_enterprise_and_nobody_else_sees_it(
     _ok(api.post("/api/enterprises/acme/members", headers=OPERATOR,
                  json={"account_id": "ada", "role": "member"}), 201)
     _error(api.get("/api/enterprises/acme", headers=keys["ada"]), 404, "enterprise_id")
-    _error(api.post("/api/enterprises/acme/allocations/q-mel/revoke", headers=keys["ada"]), 404)
+    _error(api.post(f"/api/enterprises/acme/allocations/{qid('q-mel')}/revoke", headers=keys["ada"]),
+           404)
     _ok(api.get("/api/accounts/ada/balance", headers=keys["ada"]))
     # Promoted again, then removed: in, then out, at once.
     _ok(api.post("/api/enterprises/acme/members", headers=OPERATOR,

@@ -212,3 +212,42 @@ def test_csv_cells_that_look_like_formulas_are_quoted(engine: Engine) -> None:
     out = io.StringIO()
     write_csv(engine.usage("a"), out)
     assert "'=HYPERLINK(1)" in out.getvalue()
+
+
+# -- enterprise allocation ids cannot reach other tenants' packages ------------------------------
+
+def test_an_allocation_id_cannot_take_or_probe_another_tenants_package_id(engine) -> None:  # type: ignore[no-untyped-def]
+    from creditmeter.enterprise import allocation_grant_id
+
+    t = at("2026-11-10T12:00:00Z")
+    for account, kind in (("acme", "enterprise"), ("globex", "enterprise"), ("ada", "user"),
+                          ("newuser", "user"), ("carol", "user")):
+        engine.create_account(account, t, kind=kind)
+    for ent in ("acme", "globex"):
+        engine.add_grant(ent, 1_000 * 1_000_000, "package", t, grant_id=f"pool-{ent}")
+        engine.add_member(ent, "ada", t)
+    engine.allocate("globex", "ada", 5_000_000, t, allocation_id="secret")
+    engine.subscribe("carol", "professional-monthly", t, subscription_id="sub-carol")
+    # acme's allocations named like other objects' ids: each is acme's own, nothing collides.
+    for key in ("secret", "trial:newuser", "order:pay_999", "sub:sub-carol@2026-12-10T12:00:00Z"):
+        package = engine.allocate("acme", "ada", 1_000_000, t + 1, allocation_id=key)
+        assert package.grant.id == allocation_grant_id("acme", key)
+    assert engine.subscribe("newuser", "trial", t + 2).plan.id == "trial"
+    assert engine.purchase("newuser", "addon-1000", t + 2, order_id="pay_999").grant.id == "order:pay_999"
+    report = engine.tick(at("2026-12-11T00:00:00Z"))
+    assert report.renewed == 1
+    assert engine.check_invariants() == []
+
+
+def test_a_key_looked_up_before_a_revoke_is_not_cached_after_it() -> None:
+    from creditmeter.api.app import KeyCache
+    from creditmeter.keys import Principal, Role
+
+    cache = KeyCache(30)
+    who = Principal(Role.ACCOUNT, "alice", "key_1")
+    generation = cache.generation  # a lookup starts …
+    cache.clear()                  # … a revoke clears the cache meanwhile …
+    cache.put("digest", who, generation)  # … and the lookup's answer is not kept
+    assert cache.get("digest") is None
+    cache.put("digest", who, cache.generation)
+    assert cache.get("digest") == who

@@ -250,10 +250,11 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
             return Principal(Role.OPERATOR, None, "env:CREDITMETER_ADMIN_KEY")
         principal = key_cache.get(presented)
         if principal is None:
+            generation = key_cache.generation
             principal = engine.authenticate(secret)
             if principal is None:
                 raise Unauthorized("unknown or revoked key")
-            key_cache.put(presented, principal)
+            key_cache.put(presented, principal, generation)
         return principal
 
     # SQLite reads are local file reads that never wait on a lock (WAL): they run on the event
@@ -736,6 +737,7 @@ class KeyCache:
         self.ttl_s = ttl_s
         self.size = size
         self._entries: dict[str, tuple[float, Principal]] = {}
+        self.generation = 0  # bumped by clear(): a lookup that began before it is not kept
 
     def get(self, key_digest: str) -> Principal | None:
         entry = self._entries.get(key_digest)
@@ -746,14 +748,16 @@ class KeyCache:
             return None
         return entry[1]
 
-    def put(self, key_digest: str, principal: Principal) -> None:
-        if self.ttl_s <= 0:
+    def put(self, key_digest: str, principal: Principal, generation: int) -> None:
+        """Keep what a lookup found, unless the cache was cleared since it began."""
+        if self.ttl_s <= 0 or generation != self.generation:
             return
         if len(self._entries) >= self.size:
             self._entries.clear()
         self._entries[key_digest] = (time.monotonic() + self.ttl_s, principal)
 
     def clear(self) -> None:
+        self.generation += 1
         self._entries.clear()
 
 
