@@ -24,6 +24,7 @@ from creditmeter import present
 from creditmeter.domain import Charge, Refused
 from creditmeter.engine import Engine, Settings, Usage
 from creditmeter.errors import CreditmeterError, InputError, Unavailable
+from creditmeter.keys import check_admin_key
 from creditmeter.money import format_credits, parse_credits, to_decimal
 from creditmeter.plans import load_plans_file
 from creditmeter.pricing import import_litellm, load_yaml, parse_catalog
@@ -766,9 +767,7 @@ def serve(host: str, port: int, workers: int, url: str | None, access_log: bool,
         url = url or config.server.database or DEFAULT_DB
         os.environ.update(serverconfig.to_environ(config))
         settings_from_env()
-        admin_key = os.environ.get("CREDITMETER_ADMIN_KEY")
-        if admin_key is not None and len(admin_key) < 32:
-            raise InputError("CREDITMETER_ADMIN_KEY", "must be at least 32 characters")
+        check_admin_key(os.environ.get("CREDITMETER_ADMIN_KEY"))
         engine = Engine(SqlStore(url))
         try:
             engine.ping()  # the schema is there (SQLite gets it now) and the database answers

@@ -12,6 +12,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from creditmeter.errors import InputError
+
 KEY_PREFIX = "cm_"
 MIN_ADMIN_KEY_LENGTH = 32
 
@@ -59,6 +61,13 @@ class Principal:
 
     def can_manage_keys(self, account_id: str | None) -> bool:
         return self.is_operator or (account_id is not None and account_id == self.account_id)
+
+
+def check_admin_key(value: str | None) -> str | None:
+    """The operator key from the environment, if set; too short a one is refused."""
+    if value is not None and len(value) < MIN_ADMIN_KEY_LENGTH:
+        raise InputError("CREDITMETER_ADMIN_KEY", f"must be at least {MIN_ADMIN_KEY_LENGTH} characters")
+    return value or None
 
 
 def new_secret() -> str:

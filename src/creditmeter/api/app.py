@@ -71,7 +71,7 @@ from creditmeter.domain import Charge, Refused, Rejected
 from creditmeter.engine import Engine, Usage
 from creditmeter.errors import CreditmeterError, InputError, NotFound
 from creditmeter.ingest import csv_chunks
-from creditmeter.keys import MIN_ADMIN_KEY_LENGTH, Principal, Role, digest, same_digest
+from creditmeter.keys import Principal, Role, check_admin_key, digest, same_digest
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.plans import parse_plans
 from creditmeter.pricing import parse_catalog
@@ -233,8 +233,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     ``tick_interval_s``: run ``Engine.tick`` this often in the background (0: never; ``serve``
     runs it every 60 s by default). Ticks are idempotent, so every worker may run its own.
     """
-    if admin_key is not None and len(admin_key) < MIN_ADMIN_KEY_LENGTH:
-        raise InputError("CREDITMETER_ADMIN_KEY", f"must be at least {MIN_ADMIN_KEY_LENGTH} characters")
+    admin_key = check_admin_key(admin_key)
     admin_digest = digest(admin_key) if admin_key else None
     bearer = HTTPBearer(auto_error=False, description="An operator key or an account key.")
 
