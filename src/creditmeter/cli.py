@@ -751,7 +751,9 @@ def keys_revoke(engine: Engine, key_id: str, at_us: int, as_json: bool) -> None:
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="Log every request (metrics are kept either way).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="A YAML file of server and engine settings (see docs/deployment.md).")
+              envvar="CREDITMETER_CONFIG",
+              help="A YAML file of server, engine and gateway settings (env CREDITMETER_CONFIG; "
+                   "see docs/deployment.md, docs/gateway.md).")
 def serve(host: str, port: int, workers: int, url: str | None, access_log: bool,
           config_path: Path | None) -> None:
     """Run the HTTP API (operator key from CREDITMETER_ADMIN_KEY or 'keys create --operator')."""
@@ -768,6 +770,10 @@ def serve(host: str, port: int, workers: int, url: str | None, access_log: bool,
         os.environ.update(serverconfig.to_environ(config))
         settings_from_env()
         check_admin_key(os.environ.get("CREDITMETER_ADMIN_KEY"))
+        if config.gateway.models:
+            from creditmeter.gateway import Gateway
+
+            Gateway(config.gateway, os.environ)  # every upstream key is there
         engine = Engine(SqlStore(url))
         try:
             engine.ping()  # the schema is there (SQLite gets it now) and the database answers
@@ -777,6 +783,10 @@ def serve(host: str, port: int, workers: int, url: str | None, access_log: bool,
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     os.environ["CREDITMETER_DB"] = url
+    if config_path is not None:
+        os.environ["CREDITMETER_CONFIG"] = str(config_path.resolve())
+    else:
+        os.environ.pop("CREDITMETER_CONFIG", None)
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its samples here; /metrics adds them up.

@@ -475,17 +475,41 @@ class Engine:
     def reserve(self, account_id: str, amount_uc: int, at_us: int, *, ttl_s: int | None = None,
                 hold_id: str | None = None) -> Hold | Refused:
         """Hold credits for a request in flight; refused (a value) when they are not there."""
+        _check_amount(amount_uc)
+        return self._reserve(account_id, lambda tx: amount_uc, at_us, ttl_s, hold_id)
+
+    def reserve_estimate(self, account_id: str, model: str, input_tokens: int, max_output_tokens: int,
+                         at_us: int, *, ttl_s: int | None = None,
+                         hold_id: str | None = None) -> tuple[Hold | Refused, int]:
+        """Hold what a chat request may cost at most (:meth:`estimate`), priced in the same
+        transaction; answers the hold (or the refusal) and the estimate."""
+        for name, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
+            if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+                raise InputError(name, f"must be a whole number ≥ 0, got {value!r}")
+        estimate = 0
+
+        def amount(tx: Transaction) -> int:
+            nonlocal estimate
+            version = _version_at(self.price_book(tx), at_us)
+            estimate = rate(version.catalog, model, input_tokens, max_output_tokens, 0, 0)
+            return estimate
+
+        result = self._reserve(account_id, amount, at_us, ttl_s, hold_id)
+        return result, estimate
+
+    def _reserve(self, account_id: str, amount: Callable[[Transaction], int], at_us: int,
+                 ttl_s: int | None, hold_id: str | None) -> Hold | Refused:
         check_id(account_id, "account_id")
         _check_instant(at_us, "at")
-        _check_amount(amount_uc)
         ttl = self.settings.default_hold_ttl_s if ttl_s is None else ttl_s
         if type(ttl) is not int or not 0 < ttl <= MAX_HOLD_TTL_S:
             raise InputError("ttl", f"must be a whole number of seconds from 1 to {MAX_HOLD_TTL_S}")
         hid = check_id(hold_id, "id") if hold_id is not None else f"hld_{uuid.uuid4().hex}"
-        request_fp = _request_fp(account_id, amount_uc, ttl)
 
         def work(tx: Transaction) -> Hold | Refused:
             book = self._book(tx, account_id, at_us)  # locked first: then nothing changes under us
+            amount_uc = amount(tx)
+            request_fp = _request_fp(account_id, amount_uc, ttl)
             existing = tx.get_hold(hid)
             if existing is not None:
                 if existing[1] != request_fp:
@@ -505,11 +529,16 @@ class Engine:
         (duplicate); any other second settle is a conflict. A hold whose ttl passed is charged
         like a plain usage event, and is then settled all the same.
         """
+        return self.settle_with_available(hold_id, usage, at_us, event_id=event_id)[0]
+
+    def settle_with_available(self, hold_id: str, usage: Usage, at_us: int, *,
+                              event_id: str | None = None) -> tuple[Charge, int]:
+        """:meth:`settle`, answering also the account's available credits just after it."""
         check_id(hold_id, "hold_id")
         _check_instant(at_us, "at")
         eid = check_id(event_id, "id") if event_id is not None else f"{SETTLE_ID_PREFIX}{hold_id}"
 
-        def work(tx: Transaction) -> Charge:
+        def work(tx: Transaction) -> tuple[Charge, int]:
             hold, book = self._locked_hold(tx, hold_id, at_us)
             event = _settle_event(eid, hold, usage)
             stored = tx.find_events([eid]).get(eid)
@@ -517,7 +546,7 @@ class Engine:
                 result = _duplicate(event, stored.event.fingerprint, stored.charge)
                 if isinstance(result, Rejected):
                     raise result.error
-                return result
+                return result, book.available_uc(at_us)
             if hold.settled_event_id is not None:
                 raise Conflict(f"hold {hold_id!r} was already settled by event {hold.settled_event_id!r}")
             if hold.status is HoldStatus.RELEASED:
@@ -536,8 +565,9 @@ class Engine:
             if open_hold is None:  # charged afresh, but still tied to its hold
                 charge = charge._replace(hold_id=hold.id)
                 book.charges[-1] = (event, charge)
+            available = book.available_uc(at_us)
             tx.persist([book], at_us)
-            return charge
+            return charge, available
 
         return self._write(work)
 

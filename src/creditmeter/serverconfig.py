@@ -13,6 +13,18 @@ and hands them to each worker process through the environment::
     engine:
       lateness_window_s: 604800    # CREDITMETER_LATENESS_WINDOW_S
       hold_ttl_s: 600              # CREDITMETER_HOLD_TTL_S
+    gateway:                       # the OpenAI-compatible /v1 gateway (see docs/gateway.md)
+      timeout_s: 600               # longest wait for an upstream's next byte
+      connect_timeout_s: 10
+      models:
+        gpt-4o-mini:                        # the model id users ask for (and the price catalog's)
+          base_url: https://api.openai.com/v1   # any OpenAI-compatible server; "demo": built in
+          api_key_env: OPENAI_API_KEY       # optional: the upstream's key, read from this variable
+          upstream_model: gpt-4o-mini       # optional, defaults to the id
+          max_output_tokens: 4096           # reserved (and sent) when a request sets no max_tokens
+          prompt_bytes_per_token: 1         # 1: the reservation never under-counts a prompt
+
+Each worker reads the file again (``serve`` passes its path on in ``CREDITMETER_CONFIG``).
 """
 
 from __future__ import annotations
@@ -54,9 +66,29 @@ class EngineSection(_Section):
     hold_ttl_s: Annotated[int, Field(ge=1, le=7 * 86_400)] | None = None
 
 
+DEMO_UPSTREAM = "demo"
+
+
+class UpstreamModel(_Section):
+    base_url: Annotated[str, Field(min_length=1, max_length=2000,
+                                   pattern=r"^(demo|https?://[^\s]+)$")]
+    api_key_env: Annotated[str, Field(min_length=1, max_length=200,
+                                      pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    upstream_model: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    max_output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = 4096
+    prompt_bytes_per_token: Annotated[int, Field(ge=1, le=16)] = 1
+
+
+class GatewaySection(_Section):
+    timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    models: dict[Annotated[str, Field(min_length=1, max_length=255)], UpstreamModel] = {}
+
+
 class ServerConfig(_Section):
     server: Server = Server()
     engine: EngineSection = EngineSection()
+    gateway: GatewaySection = GatewaySection()
 
 
 def load(path: Path | None, environ: Mapping[str, str]) -> ServerConfig:

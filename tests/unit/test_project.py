@@ -40,12 +40,16 @@ ALLOWED = {
     "engine": CORE | {"store"},
     "present": {"domain", "engine", "enterprise", "keys", "money", "pricing", "store", "subscriptions",
                 "timeutil"},
-    "api": CORE | {"api", "engine", "present", "store", "ingest", "cli", "serverconfig"},
+    "api": CORE | {"api", "engine", "present", "store", "ingest", "cli", "serverconfig", "console",
+                   "gateway"},
+    "console": CORE | {"console", "engine", "present", "store", "ingest"},
+    "gateway": CORE | {"gateway", "engine", "present", "store", "serverconfig"},
     "serverconfig": {"errors", "pricing"},
     "ingest": {"domain", "engine", "errors", "money", "store", "timeutil"},
     "tables": set(),
     "demo": CORE | {"engine", "present", "store", "tables"},
-    "cli": CORE | {"engine", "present", "store", "ingest", "tables", "demo", "api", "serverconfig"},
+    "cli": CORE | {"engine", "present", "store", "ingest", "tables", "demo", "api", "serverconfig",
+                   "gateway"},
     "__init__": CORE | {"engine", "store"},
 }
 

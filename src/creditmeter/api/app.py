@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -67,9 +68,11 @@ from creditmeter.api.models import (
     UsagePageOut,
     UsageResultsOut,
 )
+from creditmeter.console import create_console
 from creditmeter.domain import Charge, Refused, Rejected
 from creditmeter.engine import Engine, Usage
 from creditmeter.errors import CreditmeterError, InputError, NotFound
+from creditmeter.gateway import Gateway, gateway_routes
 from creditmeter.ingest import csv_chunks
 from creditmeter.keys import Principal, Role, check_admin_key, digest, same_digest
 from creditmeter.money import format_credits, parse_credits
@@ -224,7 +227,8 @@ def _range(from_: str | None, to: str | None) -> tuple[int | None, int | None]:
 
 def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = system_clock,
                max_body_bytes: int = DEFAULT_MAX_BODY, threads: int = 8,
-               key_cache_s: float = 1.0, tick_interval_s: float = 0) -> FastAPI:
+               key_cache_s: float = 1.0, tick_interval_s: float = 0,
+               gateway: Gateway | None = None) -> FastAPI:
     """The API over ``engine``; ``admin_key`` is an operator key taken from the environment.
 
     ``key_cache_s``: how long a checked key is trusted without asking the database again. A key
@@ -232,6 +236,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     CLI) within that time. 0 checks every request against the database.
     ``tick_interval_s``: run ``Engine.tick`` this often in the background (0: never; ``serve``
     runs it every 60 s by default). Ticks are idempotent, so every worker may run its own.
+    ``gateway``: the models the OpenAI-compatible ``/v1`` gateway serves (none: no gateway).
     """
     admin_key = check_admin_key(admin_key)
     admin_digest = digest(admin_key) if admin_key else None
@@ -239,11 +244,8 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
 
     key_cache = KeyCache(key_cache_s)
 
-    def authenticate(authorization: str | None) -> Principal:
-        scheme, _, secret = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
-            raise Unauthorized("missing key: send 'Authorization: Bearer KEY'")
-        secret = secret.strip()
+    def principal_for(secret: str) -> Principal | None:
+        """Who ``secret`` is (through the key cache); None for an unknown or revoked key."""
         presented = digest(secret)
         if admin_digest is not None and same_digest(presented, admin_digest):
             return Principal(Role.OPERATOR, None, "env:CREDITMETER_ADMIN_KEY")
@@ -252,8 +254,17 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
             generation = key_cache.generation
             principal = engine.authenticate(secret)
             if principal is None:
-                raise Unauthorized("unknown or revoked key")
+                return None
             key_cache.put(presented, principal, generation)
+        return principal
+
+    def authenticate(authorization: str | None) -> Principal:
+        scheme, _, secret = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise Unauthorized("missing key: send 'Authorization: Bearer KEY'")
+        principal = principal_for(secret.strip())
+        if principal is None:
+            raise Unauthorized("unknown or revoked key")
         return principal
 
     # SQLite reads are local file reads that never wait on a lock (WAL): they run on the event
@@ -660,6 +671,8 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
                 tasks.start_soon(tick_forever)
             yield
             tasks.cancel_scope.cancel()
+        if gateway is not None:
+            await gateway.aclose()
 
     async def tick_forever() -> None:
         # A random start spreads the workers' ticks; a failed tick is logged and tried again later.
@@ -697,6 +710,10 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
         return Response(body, media_type=content_type)
 
     app.include_router(ops)
+    app.include_router(create_console(engine, clock=clock, authenticate=principal_for))
+    if gateway is not None:
+        app.router.routes.extend(gateway_routes(engine, gateway, clock=clock, authenticate=principal_for,
+                                                inline_reads=inline_reads))
 
     @app.exception_handler(CreditmeterError)
     async def on_error(request: Request, exc: CreditmeterError) -> Response:
@@ -855,8 +872,12 @@ def app_from_env() -> FastAPI:
     from creditmeter.cli import settings_from_env
     from creditmeter.store.sql import SqlStore
 
-    config = serverconfig.load(None, os.environ).server  # serve checked it before starting us
+    path = os.environ.get("CREDITMETER_CONFIG")
+    loaded = serverconfig.load(Path(path) if path else None, os.environ)  # serve checked it first
+    config = loaded.server
     engine = Engine(SqlStore(config.database or "sqlite:///creditmeter.db"), settings_from_env())
+    gateway = Gateway(loaded.gateway, os.environ) if loaded.gateway.models else None
     return create_app(engine, admin_key=os.environ.get("CREDITMETER_ADMIN_KEY") or None,
                       max_body_bytes=config.max_body_bytes, threads=config.threads,
-                      key_cache_s=config.key_cache_s, tick_interval_s=config.tick_interval_s)
+                      key_cache_s=config.key_cache_s, tick_interval_s=config.tick_interval_s,
+                      gateway=gateway)

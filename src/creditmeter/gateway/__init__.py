@@ -1,0 +1,592 @@
+"""The OpenAI-compatible gateway (SPEC §10): ``POST /v1/chat/completions`` and ``GET /v1/models``,
+credits enforced in front of any OpenAI-compatible upstream.
+
+Every request: estimate what it may cost (prompt bytes as an upper bound of its tokens, plus its
+max output tokens, at the model's prices) → reserve that → forward → settle the upstream's
+reported usage (the rest of the hold goes back) → answer with the credits charged. The request's
+id is the usage event's id, so a settle that is retried charges once. Upstream failure: the hold
+is released and nothing is charged (502). A client that leaves mid-stream is charged for what it
+was sent (or the upstream's own count, if it came before the client left), no more.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from creditmeter.domain import Charge, Refused
+from creditmeter.engine import Engine, Usage
+from creditmeter.errors import CreditmeterError, InputError, NotFound, Unavailable
+from creditmeter.gateway import demo
+from creditmeter.keys import Principal
+from creditmeter.money import format_credits
+from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, UpstreamModel
+
+log = logging.getLogger("creditmeter.gateway")
+Clock = Callable[[], int]
+JSON = "application/json"
+APPROX_BYTES_PER_TOKEN = 4  # when an upstream's count never came: a prompt's text, 4 bytes a token
+MAX_N = 128
+
+
+class GatewayError(Exception):
+    """An answer in OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", *,
+                 code: str | None = None, param: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+        self.code, self.param, self.headers = code, param, dict(headers or {})
+
+    def response(self) -> Response:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param,
+                          "code": self.code}}
+        return Response(orjson.dumps(body), self.status, self.headers, media_type=JSON)
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """One model users may ask for, and where its requests go."""
+
+    alias: str
+    upstream_model: str
+    max_output_tokens: int
+    prompt_bytes_per_token: int
+    url: str  # the upstream's chat completions URL; "demo" for the built-in one
+    headers: Mapping[str, str]
+    client: httpx.AsyncClient | None
+
+    @property
+    def is_demo(self) -> bool:
+        return self.client is None
+
+
+class Gateway:
+    """The configured models, each with one connection pool to its upstream (shared by every
+    model on the same base URL), made once per process."""
+
+    def __init__(self, section: GatewaySection, environ: Mapping[str, str]) -> None:
+        self.section = section
+        timeout = httpx.Timeout(section.timeout_s, connect=section.connect_timeout_s)
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self.routes: dict[str, ModelRoute] = {}
+        for alias, model in section.models.items():
+            self.routes[alias] = self._route(alias, model, environ, timeout, limits)
+
+    def _route(self, alias: str, model: UpstreamModel, environ: Mapping[str, str],
+               timeout: httpx.Timeout, limits: httpx.Limits) -> ModelRoute:
+        headers = {"content-type": JSON, "accept-encoding": "identity"}
+        if model.api_key_env:
+            key = environ.get(model.api_key_env)
+            if not key:
+                raise InputError(f"gateway.models.{alias}.api_key_env",
+                                 f"the environment variable {model.api_key_env} is not set")
+            headers["authorization"] = f"Bearer {key}"
+        client = None
+        url = DEMO_UPSTREAM
+        if model.base_url != DEMO_UPSTREAM:
+            base = model.base_url.rstrip("/")
+            url = base + "/chat/completions"
+            client = self._clients.get(base)
+            if client is None:
+                client = self._clients[base] = httpx.AsyncClient(timeout=timeout, limits=limits,
+                                                                 trust_env=False)
+        return ModelRoute(alias, model.upstream_model or alias, model.max_output_tokens,
+                          model.prompt_bytes_per_token, url, headers, client)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+
+
+def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
+                   authenticate: Callable[[str], Principal | None], inline_reads: bool) -> list[Route]:
+    """The gateway's two routes, for the app to mount. ``authenticate`` is the API's key check
+    (with its cache); with ``inline_reads`` (SQLite) it runs on the event loop."""
+
+    async def caller(request: Request) -> Principal:
+        scheme, _, secret = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise GatewayError(401, "missing API key: send 'Authorization: Bearer KEY' (an account key)",
+                               code="invalid_api_key")
+        try:
+            who = (authenticate(secret.strip()) if inline_reads
+                   else await anyio.to_thread.run_sync(authenticate, secret.strip()))
+        except Unavailable:
+            raise _unavailable() from None
+        if who is None:
+            raise GatewayError(401, "invalid API key: unknown or revoked", code="invalid_api_key")
+        return who
+
+    async def models(request: Request) -> Response:
+        try:
+            await caller(request)
+            book = await anyio.to_thread.run_sync(engine.price_book)
+        except GatewayError as exc:
+            return exc.response()
+        except Unavailable:
+            return _unavailable().response()
+        version = book.at(clock())
+        priced = version.catalog.models if version is not None else {}
+        data = [{"id": alias, "object": "model", "created": 0,
+                 "owned_by": demo.OWNER if route.is_demo else "creditmeter"}
+                for alias, route in sorted(gateway.routes.items()) if alias in priced]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            who = await caller(request)
+            if who.account_id is None:
+                raise GatewayError(403, "the gateway charges an account: call it with an account key",
+                                   "permission_error", code="account_key_required")
+            raw = await request.body()
+            return await _Call(engine, gateway, clock, who.account_id, raw).run()
+        except GatewayError as exc:
+            return exc.response()
+
+    return [Route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False),
+            Route("/v1/models", models, methods=["GET"], include_in_schema=False)]
+
+
+def _unavailable() -> GatewayError:
+    return GatewayError(503, "the credits database could not complete the request now; retry it",
+                        "server_error", code="unavailable", headers={"Retry-After": "1"})
+
+
+def _bad(param: str, message: str) -> GatewayError:
+    return GatewayError(400, f"{param}: {message}", param=param, code="invalid_value")
+
+
+def _whole(body: Mapping[str, Any], name: str, low: int, high: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or not low <= value <= high:
+        raise _bad(name, f"must be a whole number from {low} to {high}")
+    return value
+
+
+def approx_prompt_tokens(messages: list[Any]) -> int:
+    """A prompt's tokens when no upstream count came: its text at 4 bytes a token, plus OpenAI's
+    framing (3 a message, 3 for the reply)."""
+    total = 3
+    for message in messages:
+        total += 3
+        if isinstance(message, Mapping):
+            content = message.get("content")
+            text = content if isinstance(content, str) else orjson.dumps(content)
+            size = len(text.encode()) if isinstance(text, str) else len(text)
+            total += math.ceil(size / APPROX_BYTES_PER_TOKEN)
+    return total
+
+
+def usage_of(reported: object, alias: str) -> Usage | None:
+    """The upstream's usage object as the engine's Usage; None if it is not a usable one."""
+    if not isinstance(reported, Mapping):
+        return None
+    prompt, completion = reported.get("prompt_tokens"), reported.get("completion_tokens")
+    if type(prompt) is not int or type(completion) is not int or prompt < 0 or completion < 0:
+        return None
+    cached = 0
+    details = reported.get("prompt_tokens_details")
+    if isinstance(details, Mapping) and type(details.get("cached_tokens")) is int:
+        cached = details["cached_tokens"]
+    elif type(reported.get("prompt_cache_hit_tokens")) is int:  # DeepSeek's name for it
+        cached = reported["prompt_cache_hit_tokens"]
+    cached = max(0, min(cached, prompt))
+    return Usage(alias, prompt - cached, completion, cached)
+
+
+class _Call:
+    """One chat completion request through the gateway."""
+
+    def __init__(self, engine: Engine, gateway: Gateway, clock: Clock, account_id: str,
+                 raw: bytes) -> None:
+        self.engine, self.gateway, self.clock = engine, gateway, clock
+        self.account_id = account_id
+        self.raw = raw
+        self.id = f"gw-{uuid.uuid4().hex}"
+
+    def _parse(self) -> tuple[dict[str, Any], ModelRoute]:
+        try:
+            body = orjson.loads(self.raw)
+        except orjson.JSONDecodeError as exc:
+            raise _bad("body", f"is not valid JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise _bad("body", "must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _bad("model", "is required (a model id from GET /v1/models)")
+        route = self.gateway.routes.get(model)
+        if route is None:
+            raise GatewayError(404, f"The model '{model[:255]}' does not exist or is not served here",
+                               param="model", code="model_not_found")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _bad("messages", "must be a non-empty list of messages")
+        if not isinstance(body.get("stream", False), bool):
+            raise _bad("stream", "must be true or false")
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise _bad("stream_options", "must be an object")
+        return body, route
+
+    async def run(self) -> Response:
+        body, route = self._parse()
+        limit = route.max_output_tokens
+        max_tokens = _whole(body, "max_completion_tokens", 1, 10_000_000) or _whole(body, "max_tokens", 1,
+                                                                                     10_000_000)
+        n = _whole(body, "n", 1, MAX_N) or 1
+        stream = bool(body.get("stream", False))
+        self.route, self.body, self.stream = route, body, stream
+        # The prompt's bytes bound its tokens from above (a token is at least one byte).
+        input_bound = math.ceil(len(self.raw) / route.prompt_bytes_per_token)
+        try:
+            hold, estimate = await anyio.to_thread.run_sync(
+                lambda: self.engine.reserve_estimate(self.account_id, route.alias, input_bound,
+                                                     (max_tokens or limit) * n, self.clock(),
+                                                     hold_id=self.id))
+        except InputError as exc:
+            if exc.field == "model":
+                raise GatewayError(404, f"The model '{route.alias}' has no price in the catalog",
+                                   param="model", code="model_not_found") from None
+            raise _bad(exc.field, exc.reason) from None
+        except NotFound:
+            raise GatewayError(404, "this key's account does not exist", code="account_not_found") from None
+        except Unavailable:
+            raise _unavailable() from None
+        if isinstance(hold, Refused):
+            owed = f" (overage {format_credits(hold.overage_uc)} to pay first)" if hold.overage_uc else ""
+            raise GatewayError(402, f"insufficient credits: this request may cost up to "
+                                    f"{format_credits(estimate)} credits and "
+                                    f"{format_credits(hold.available_uc)} are available{owed}",
+                               "insufficient_quota", code="insufficient_credits")
+        payload = dict(body)
+        payload["model"] = route.upstream_model
+        if max_tokens is None:  # the upstream may not write more than was reserved
+            payload["max_tokens"] = limit
+        if stream:
+            payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        if route.is_demo:
+            return await (self._demo_stream(payload) if stream else self._demo_whole(payload))
+        return await (self._forward_stream(payload) if stream else self._forward_whole(payload))
+
+    # -- the end of a call ----------------------------------------------------------------------
+
+    async def release(self, why: str) -> None:
+        try:
+            await anyio.to_thread.run_sync(lambda: self.engine.release(self.id, self.clock()))
+        except CreditmeterError as exc:  # the hold's ttl frees it anyway
+            log.warning("request %s: release after %s failed (%s); the hold lapses at its ttl",
+                        self.id, why, exc)
+
+    async def settle(self, usage: Usage, source: str, finish: str) -> tuple[Charge, int] | None:
+        """Charge ``usage``; None when the database cannot take it now (retried in the background)."""
+        usage = Usage(usage.model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+                      usage.cache_write_tokens, (), {"gateway_request": self.id, "usage": source,
+                                                     "finish": finish, "stream": self.stream,
+                                                     "upstream_model": self.route.upstream_model})
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: self.engine.settle_with_available(self.id, usage, self.clock(), event_id=self.id))
+        except Unavailable as exc:
+            log.error("request %s: settle failed (%s); retrying in the background", self.id, exc)
+            _settle_later(self.engine, self.id, usage, self.clock)
+            return None
+
+    def _upstream_failed(self, status: int | None, detail: str) -> GatewayError:
+        what = f"answered {status}" if status is not None else f"failed ({detail})"
+        if status == 429:
+            return GatewayError(429, f"the upstream for '{self.route.alias}' is rate limited; retry later",
+                                "rate_limit_error", code="upstream_rate_limited",
+                                headers={"Retry-After": "1"})
+        return GatewayError(502, f"the upstream for '{self.route.alias}' {what}; nothing was charged",
+                            "upstream_error", code="upstream_error")
+
+    # -- not streamed ---------------------------------------------------------------------------
+
+    async def _forward_whole(self, payload: dict[str, Any]) -> Response:
+        assert self.route.client is not None
+        try:
+            answer = await self.route.client.post(self.route.url, content=orjson.dumps(payload),
+                                                  headers=self.route.headers)
+        except httpx.HTTPError as exc:
+            await self.release("an upstream failure")
+            raise self._upstream_failed(None, type(exc).__name__) from None
+        if answer.status_code >= 400:
+            await self.release("an upstream error")
+            if answer.status_code in (400, 413, 422):  # the request's own fault: the upstream says why
+                raise GatewayError(answer.status_code, _upstream_message(answer.content),
+                                   code="upstream_rejected")
+            raise self._upstream_failed(answer.status_code, "")
+        return await self._answer(answer.content)
+
+    async def _demo_whole(self, payload: dict[str, Any]) -> Response:
+        return await self._answer(demo.complete(payload))
+
+    async def _answer(self, content: bytes) -> Response:
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            await self.release("an unreadable upstream answer")
+            raise self._upstream_failed(None, "its answer was not a JSON object")
+        usage = usage_of(data.get("usage"), self.route.alias)
+        source = "upstream"
+        if usage is None:
+            usage, source = self._counted(_whole_answer_pieces(data)), "counted"
+        settled = await self.settle(usage, source, "complete")
+        if data.get("model") == self.route.upstream_model and self.route.upstream_model != self.route.alias:
+            data["model"] = self.route.alias
+            content = orjson.dumps(data)
+        headers = {"x-request-id": self.id}
+        if settled is not None:
+            headers["x-credits-charged"] = format_credits(settled[0].cost_uc)
+            headers["x-credits-remaining"] = format_credits(settled[1])
+        else:
+            headers["x-credits-pending"] = "true"
+        return Response(content, 200, headers, media_type=JSON)
+
+    def _counted(self, pieces: int, seen: Usage | None = None) -> Usage:
+        """What was generated when the upstream's count is missing: the pieces of output relayed
+        (one token each), and the prompt approximated from its text."""
+        if seen is not None:
+            return Usage(seen.model, seen.input_tokens, max(seen.output_tokens, pieces),
+                         seen.cached_input_tokens)
+        return Usage(self.route.alias, approx_prompt_tokens(self.body["messages"]), pieces)
+
+    # -- streamed -------------------------------------------------------------------------------
+
+    async def _forward_stream(self, payload: dict[str, Any]) -> Response:
+        client = self.route.client
+        assert client is not None
+        request = client.build_request("POST", self.route.url, content=orjson.dumps(payload),
+                                       headers=self.route.headers)
+        try:
+            answer = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            await self.release("an upstream failure")
+            raise self._upstream_failed(None, type(exc).__name__) from None
+        if answer.status_code >= 400:
+            content = await answer.aread()
+            await answer.aclose()
+            await self.release("an upstream error")
+            if answer.status_code in (400, 413, 422):
+                raise GatewayError(answer.status_code, _upstream_message(content), code="upstream_rejected")
+            raise self._upstream_failed(answer.status_code, "")
+        return _Relay(self, answer.aiter_bytes(), answer.aclose)
+
+    async def _demo_stream(self, payload: dict[str, Any]) -> Response:
+        chunks = demo.stream(payload)
+        return _Relay(self, chunks, chunks.aclose)
+
+
+def _whole_answer_pieces(data: Mapping[str, Any]) -> int:
+    """A whole answer's output as tokens when the upstream gave no count: 4 bytes a token."""
+    size = 0
+    for choice in data.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, Mapping) else None
+        if isinstance(message, Mapping):
+            size += len(orjson.dumps({k: message.get(k) for k in ("content", "tool_calls", "refusal")}))
+    return math.ceil(size / APPROX_BYTES_PER_TOKEN)
+
+
+def _upstream_message(content: bytes) -> str:
+    try:
+        error = orjson.loads(content).get("error")
+        message = error.get("message") if isinstance(error, Mapping) else None
+    except (orjson.JSONDecodeError, AttributeError):
+        message = None
+    return f"the upstream refused the request: {message}" if isinstance(message, str) else \
+        "the upstream refused the request"
+
+
+class _Relay(Response):
+    """Passes an upstream's event stream to the client event by event (never the whole body),
+    holds back the upstream's usage chunk until the charge is settled, and adds the credits to it.
+    """
+
+    def __init__(self, call: _Call, source: AsyncIterator[bytes], close: Callable[[], Any]) -> None:
+        super().__init__(None, 200, {"x-request-id": call.id, "cache-control": "no-cache"},
+                         media_type="text/event-stream")
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.call = call
+        self.source = source
+        self.close = close
+        self.seen: Usage | None = None  # the latest usage the upstream reported
+        self.usage_chunk: dict[str, Any] | None = None  # its final usage chunk, held back
+        self.template: dict[str, Any] = {}
+        self.pieces = 0  # pieces of output the client was sent
+        self.settled = False
+        self.rename = call.route.upstream_model != call.route.alias
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        finish = "client_disconnected"
+        try:
+            async with anyio.create_task_group() as tasks:
+                async def watch() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tasks.cancel_scope.cancel()
+
+                tasks.start_soon(watch)
+                finish = await self._pump(send)
+                tasks.cancel_scope.cancel()
+        except OSError:  # the client went away while we were writing to it
+            finish = "client_disconnected"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.close()
+                if not self.settled:
+                    await self._settle(finish)
+        if finish != "client_disconnected":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _pump(self, send: Send) -> str:
+        buffer = b""
+        try:
+            async for data in self.source:
+                buffer += data
+                while True:
+                    end = buffer.find(b"\n\n")
+                    if end < 0:
+                        crlf = buffer.find(b"\r\n\r\n")
+                        if crlf < 0:
+                            break
+                        event, buffer = buffer[:crlf], buffer[crlf + 4:]
+                    else:
+                        event, buffer = buffer[:end], buffer[end + 2:]
+                    if await self._event(event, send):
+                        return "complete"
+        except httpx.HTTPError as exc:
+            log.warning("request %s: the upstream stream broke off (%s)", self.call.id, exc)
+            await self._end(send, "upstream_broke_off")
+            await self._send(send, _sse({"error": {"message": "the upstream stream broke off; "
+                                                              "what was sent was charged",
+                                                   "type": "upstream_error", "code": "upstream_error"}}))
+            return "upstream_broke_off"
+        if buffer.strip() and await self._event(buffer, send):
+            return "complete"
+        await self._end(send, "complete")  # the upstream ended without [DONE]
+        await self._send(send, b"data: [DONE]\n\n")
+        return "complete"
+
+    async def _event(self, event: bytes, send: Send) -> bool:
+        """Relay one server-sent event; True once the stream is done."""
+        data = b"".join(line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:"))
+        if not data:
+            await self._send(send, event + b"\n\n")  # a comment or keep-alive
+            return False
+        if data.strip() == b"[DONE]":
+            await self._end(send, "complete")
+            await self._send(send, b"data: [DONE]\n\n")
+            return True
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            await self._send(send, event + b"\n\n")
+            return False
+        if not isinstance(chunk, dict):
+            await self._send(send, event + b"\n\n")
+            return False
+        if not self.template:
+            self.template = {k: chunk[k] for k in ("id", "object", "created", "model", "system_fingerprint")
+                             if k in chunk}
+        choices = chunk.get("choices")
+        usage = usage_of(chunk.get("usage"), self.call.route.alias)
+        if usage is not None:
+            self.seen = usage
+            if not choices:  # the final usage chunk: sent once the charge is settled
+                self.usage_chunk = chunk
+                return False
+        pieces = sum(1 for c in choices or () if isinstance(c, Mapping) and _has_output(c.get("delta")))
+        if self.rename and chunk.get("model") == self.call.route.upstream_model:
+            chunk["model"] = self.call.route.alias
+            out = _sse(chunk)
+        else:
+            out = event + b"\n\n"
+        await self._send(send, out)
+        self.pieces += pieces
+        return False
+
+    async def _end(self, send: Send, finish: str) -> None:
+        """Settle, then send the usage chunk with the credits charged."""
+        settled = await self._settle(finish)
+        chunk = self.usage_chunk or {**self.template, "object": "chat.completion.chunk", "choices": []}
+        if self.rename and chunk.get("model") in (None, self.call.route.upstream_model):
+            chunk["model"] = self.call.route.alias
+        if "usage" not in chunk or chunk["usage"] is None:
+            usage = self._usage()
+            chunk["usage"] = {"prompt_tokens": usage.input_tokens + usage.cached_input_tokens,
+                              "completion_tokens": usage.output_tokens,
+                              "total_tokens": usage.input_tokens + usage.cached_input_tokens
+                              + usage.output_tokens}
+        if settled is not None:
+            chunk["credits_charged"] = format_credits(settled[0].cost_uc)
+            chunk["credits_remaining"] = format_credits(settled[1])
+        else:
+            chunk["credits_pending"] = True
+        await self._send(send, _sse(chunk))
+
+    def _usage(self) -> Usage:
+        if self.usage_chunk is not None and self.seen is not None:
+            return self.seen  # the upstream's own final count
+        return self.call._counted(self.pieces, self.seen)
+
+    async def _settle(self, finish: str) -> tuple[Charge, int] | None:
+        self.settled = True
+        source = "upstream" if self.usage_chunk is not None else "counted"
+        return await self.call.settle(self._usage(), source, finish)
+
+    @staticmethod
+    async def _send(send: Send, body: bytes) -> None:
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+def _has_output(delta: object) -> bool:
+    return isinstance(delta, Mapping) and any(
+        delta.get(k) for k in ("content", "tool_calls", "function_call", "refusal", "reasoning_content"))
+
+
+def _sse(data: Any) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _settle_later(engine: Engine, request_id: str, usage: Usage, clock: Clock,
+                  attempts: int = 120, pause_s: float = 5.0) -> None:
+    """Retry a settle that the database refused, with the same id (so it charges once)."""
+
+    def retry() -> None:
+        for _ in range(attempts):
+            time.sleep(pause_s)
+            try:
+                engine.settle(request_id, usage, clock(), event_id=request_id)
+                log.info("request %s: settled on a later attempt", request_id)
+                return
+            except Unavailable:
+                continue
+            except CreditmeterError as exc:
+                log.error("request %s: settle refused (%s)", request_id, exc)
+                return
+        log.error("request %s: never settled; its usage was %s", request_id, usage)
+
+    threading.Thread(target=retry, name=f"settle-{request_id}", daemon=True).start()
