@@ -1,4 +1,4 @@
-"""creditmeter benchmarks: ``python benchmarks/run.py ingest|contention|api [--db URL]``.
+"""creditmeter benchmarks: ``python benchmarks/run.py ingest|contention|api|gateway [--db URL]``.
 
 Without ``--db`` they run on fresh SQLite files in benchmarks/work; with a PostgreSQL URL they
 make fresh databases on that server.
@@ -362,30 +362,44 @@ def _request(method: str, path: str, key: str, body: bytes = b"") -> bytes:
     return head.encode() + body
 
 
-def _start_server(url: str, workers: int) -> tuple[subprocess.Popen[bytes], int]:
-    import os
+def _free_port() -> int:
     import socket
-    import urllib.request
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "CREDITMETER_ADMIN_KEY": ADMIN_KEY, "PYTHONPATH": str(ROOT.parent / "src")}
-    log = (WORK / "api-serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "creditmeter.cli", "serve", "--db", url, "--port",
-                             str(port), "--workers", str(workers), "--no-access-log"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _start(command: list[str], log_name: str, ready_path: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``command`` (given ``--port N`` at the end) and wait until ``ready_path`` answers."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "CREDITMETER_ADMIN_KEY": ADMIN_KEY,
+           "PYTHONPATH": f"{ROOT.parent / 'src'}:{ROOT.parent}"}
+    log = (WORK / log_name).open("wb")
+    proc = subprocess.Popen([*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, cwd=ROOT.parent)
     log.close()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return proc, port
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=1):
+                return proc, port
+        except urllib.error.HTTPError:
+            return proc, port  # it answers
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise SystemExit(f"the server did not start: {(WORK / 'api-serve.log').read_text()}")
+    raise SystemExit(f"{command} did not start: {(WORK / log_name).read_text()}")
+
+
+def _start_server(url: str, workers: int, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    return _start([sys.executable, "-m", "creditmeter.cli", "serve", "--db", url, "--workers", str(workers),
+                   "--no-access-log", *extra], "serve.log", "/healthz")
 
 
 def api(args: argparse.Namespace) -> dict[str, Any]:
@@ -442,6 +456,97 @@ def api(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# -- gateway ---------------------------------------------------------------------------------------
+
+GATEWAY_PRICES = "models:\n  fake-model:\n    input: 50\n    output: 200\n"
+
+
+def gateway(args: argparse.Namespace) -> dict[str, Any]:
+    """The same chat request straight to the local upstream and through the gateway (credits
+    enforced: reserve, forward, settle), on one machine: requests/s at concurrency 16 and
+    latency at concurrency 1."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    url = fresh_database(args.db, "gateway")
+    engine = Engine(SqlStore(url))
+    now_us = time.time_ns() // 1000
+    engine.load_prices(parse_catalog(load_yaml(GATEWAY_PRICES)), now_us - 1, now_us - 1)
+    accounts = [f"gw-{a:03d}" for a in range(args.accounts)]
+    keys = []
+    for account in accounts:
+        engine.create_account(account, now_us - 1)
+        engine.add_grant(account, 10**6 * US_PER_S, "package", now_us - 1)
+        keys.append(engine.create_key(account, now_us - 1)[1])
+    engine.store.close()
+    upstream, upstream_port = _start([sys.executable, "-m", "tests.gateway.upstream"], "upstream.log",
+                                     "/_requests")
+    config = WORK / "gateway.yaml"
+    config.write_text(f"gateway:\n  models:\n    fake-model:\n"
+                      f"      base_url: http://127.0.0.1:{upstream_port}/v1\n")
+    server, port = _start_server(url, 1, "--config", str(config))
+    bare, bare_port = _start([sys.executable, str(ROOT / "passthrough.py"), "--upstream",
+                              f"http://127.0.0.1:{upstream_port}"], "passthrough.log", "/")
+    body = orjson.dumps({"model": "fake-model", "max_tokens": 64,
+                         "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                                      {"role": "user", "content": "Say hello in twenty words."}]})
+    rng = random.Random(5)
+    try:
+        direct, through, passthrough = _Load(upstream_port), _Load(port), _Load(bare_port)
+        key_cycle = iter(range(10**9))
+
+        def to_upstream() -> bytes:
+            return _request("POST", "/v1/chat/completions", "upstream-key", body)
+
+        def to_gateway() -> bytes:
+            next(key_cycle)
+            return _request("POST", "/v1/chat/completions", rng.choice(keys), body)
+
+        direct.run(to_upstream, args.concurrency, 1.0)  # warm-up
+        passthrough.run(to_upstream, args.concurrency, 1.0)
+        through.run(to_gateway, args.concurrency, 1.0)
+        results = {}
+        for name, load, make in (("direct", direct, to_upstream), ("passthrough", passthrough, to_upstream),
+                                 ("gateway", through, to_gateway)):
+            results[name] = {"rps": load.run(make, args.concurrency, args.seconds),
+                             "single": load.run(make, 1, args.seconds)}
+    finally:
+        for proc in (server, bare, upstream):
+            proc.terminate()
+            proc.wait(10)
+    check = Engine(SqlStore(url))
+    violations = check.check_invariants()
+    charged = sum(sum(1 for _ in check.usage(a, limit=10**6)) for a in accounts)
+    d, g, b = results["direct"], results["gateway"], results["passthrough"]
+    served = g["rps"]["requests"] + g["single"]["requests"]
+    result = {
+        "benchmark": "gateway", "db": "sqlite" if url.startswith("sqlite") else "postgresql",
+        "concurrency": args.concurrency, "accounts": args.accounts,
+        "direct_rps": d["rps"]["requests_per_s"], "gateway_rps": g["rps"]["requests_per_s"],
+        "rps_ratio": round(g["rps"]["requests_per_s"] / d["rps"]["requests_per_s"], 3),
+        "direct_p50_ms": d["single"]["p50_ms"], "direct_p99_ms": d["single"]["p99_ms"],
+        "gateway_p50_ms": g["single"]["p50_ms"], "gateway_p99_ms": g["single"]["p99_ms"],
+        "added_p50_ms": round(g["single"]["p50_ms"] - d["single"]["p50_ms"], 2),
+        "added_p99_ms": round(g["single"]["p99_ms"] - d["single"]["p99_ms"], 2),
+        "gateway_p99_ms_at_concurrency": g["rps"]["p99_ms"],
+        # The reference: a bare Starlette + httpx pass-through (no keys, no credits) in front of the
+        # same upstream, in the same run.
+        "passthrough_rps": b["rps"]["requests_per_s"],
+        "passthrough_added_p50_ms": round(b["single"]["p50_ms"] - d["single"]["p50_ms"], 2),
+        "passthrough_added_p99_ms": round(b["single"]["p99_ms"] - d["single"]["p99_ms"], 2),
+        "gateway_vs_passthrough_rps": round(g["rps"]["requests_per_s"] / b["rps"]["requests_per_s"], 3),
+        "errors": sum(r[k]["errors"] for r in results.values() for k in r),
+        "first_error": next((r[k]["first_error"] for r in results.values() for k in r
+                             if r[k]["first_error"]), None),
+        "requests_charged": charged, "gateway_requests_served": served,
+        "reconcile_ok": not violations,
+    }
+    # Warm-up requests were charged too; every answered request is a usage event.
+    result["targets"] = {"rps_ratio >= 0.5": result["rps_ratio"] >= 0.5,
+                         "added_p50_ms <= 3": result["added_p50_ms"] <= 3,
+                         "no errors": not result["errors"]}
+    result["machine"] = {"python": platform.python_version(), "cpus": mp.cpu_count()}
+    return result
+
+
 def show(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -479,8 +584,14 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="per measured phase")
     p.add_argument("--accounts", type=int, default=100)
     p.add_argument("--history", type=int, default=200, help="events per account before the run")
+    p = sub.add_parser("gateway", help="chat requests straight to an upstream and through the gateway")
+    p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=5.0, help="per measured phase")
+    p.add_argument("--accounts", type=int, default=100)
     args = parser.parse_args()
-    result = {"ingest": ingest, "contention": contention, "api": api}[args.benchmark](args)
+    result = {"ingest": ingest, "contention": contention, "api": api,
+              "gateway": gateway}[args.benchmark](args)
     show(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = args.benchmark if result["db"] == "sqlite" else f"{args.benchmark}-{result['db']}"

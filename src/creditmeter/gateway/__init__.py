@@ -11,17 +11,18 @@ was sent (or the upstream's own count, if it came before the client left), no mo
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+import aiohttp
 import anyio
-import httpx
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,6 +40,17 @@ from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, UpstreamMode
 log = logging.getLogger("creditmeter.gateway")
 Clock = Callable[[], int]
 JSON = "application/json"
+T = TypeVar("T")
+
+
+class Call(Protocol):
+    """Runs an engine call on the loop or on a worker thread (see ``gateway_routes``)."""
+
+    async def __call__(self, fn: Callable[[], T]) -> T: ...
+
+
+_PROCESS = uuid.uuid4().hex
+_COUNT = itertools.count(1)
 APPROX_BYTES_PER_TOKEN = 4  # when an upstream's count never came: a prompt's text, 4 bytes a token
 MAX_N = 128
 
@@ -69,11 +81,35 @@ class ModelRoute:
     prompt_bytes_per_token: int
     url: str  # the upstream's chat completions URL; "demo" for the built-in one
     headers: Mapping[str, str]
-    client: httpx.AsyncClient | None
+    pool: _Pool | None
 
     @property
     def is_demo(self) -> bool:
-        return self.client is None
+        return self.pool is None
+
+
+UpstreamFailure = (aiohttp.ClientError, TimeoutError)
+
+
+class _Pool:
+    """The connections to one upstream (every model on the same base URL shares them), opened on
+    first use, in the worker's event loop."""
+
+    def __init__(self, section: GatewaySection) -> None:
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=section.connect_timeout_s,
+                                             sock_read=section.timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300),
+                timeout=self.timeout, trust_env=False, skip_auto_headers=("User-Agent",))
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 class Gateway:
@@ -82,15 +118,12 @@ class Gateway:
 
     def __init__(self, section: GatewaySection, environ: Mapping[str, str]) -> None:
         self.section = section
-        timeout = httpx.Timeout(section.timeout_s, connect=section.connect_timeout_s)
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._pools: dict[str, _Pool] = {}
         self.routes: dict[str, ModelRoute] = {}
         for alias, model in section.models.items():
-            self.routes[alias] = self._route(alias, model, environ, timeout, limits)
+            self.routes[alias] = self._route(alias, model, environ)
 
-    def _route(self, alias: str, model: UpstreamModel, environ: Mapping[str, str],
-               timeout: httpx.Timeout, limits: httpx.Limits) -> ModelRoute:
+    def _route(self, alias: str, model: UpstreamModel, environ: Mapping[str, str]) -> ModelRoute:
         headers = {"content-type": JSON, "accept-encoding": "identity"}
         if model.api_key_env:
             key = environ.get(model.api_key_env)
@@ -98,27 +131,33 @@ class Gateway:
                 raise InputError(f"gateway.models.{alias}.api_key_env",
                                  f"the environment variable {model.api_key_env} is not set")
             headers["authorization"] = f"Bearer {key}"
-        client = None
+        pool = None
         url = DEMO_UPSTREAM
         if model.base_url != DEMO_UPSTREAM:
             base = model.base_url.rstrip("/")
             url = base + "/chat/completions"
-            client = self._clients.get(base)
-            if client is None:
-                client = self._clients[base] = httpx.AsyncClient(timeout=timeout, limits=limits,
-                                                                 trust_env=False)
+            pool = self._pools.setdefault(base, _Pool(self.section))
         return ModelRoute(alias, model.upstream_model or alias, model.max_output_tokens,
-                          model.prompt_bytes_per_token, url, headers, client)
+                          model.prompt_bytes_per_token, url, headers, pool)
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
+        for pool in self._pools.values():
+            await pool.aclose()
 
 
 def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
-                   authenticate: Callable[[str], Principal | None], inline_reads: bool) -> list[Route]:
+                   authenticate: Callable[[str], Principal | None], inline: bool) -> list[Route]:
     """The gateway's two routes, for the app to mount. ``authenticate`` is the API's key check
-    (with its cache); with ``inline_reads`` (SQLite) it runs on the event loop."""
+    (with its cache).
+
+    With ``inline`` (SQLite), the engine's calls run on the event loop: an embedded database's
+    writes are short and one at a time anyway, and a hand-off to a thread costs more than the
+    write (the thread waits for the interpreter lock while the loop is busy). On a networked
+    database they run on worker threads, so the loop never waits on the network.
+    """
+
+    async def call(fn: Callable[[], T]) -> T:
+        return fn() if inline else await anyio.to_thread.run_sync(fn)
 
     async def caller(request: Request) -> Principal:
         scheme, _, secret = (request.headers.get("authorization") or "").partition(" ")
@@ -126,8 +165,7 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
             raise GatewayError(401, "missing API key: send 'Authorization: Bearer KEY' (an account key)",
                                code="invalid_api_key")
         try:
-            who = (authenticate(secret.strip()) if inline_reads
-                   else await anyio.to_thread.run_sync(authenticate, secret.strip()))
+            who = await call(lambda: authenticate(secret.strip()))
         except Unavailable:
             raise _unavailable() from None
         if who is None:
@@ -137,7 +175,7 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
     async def models(request: Request) -> Response:
         try:
             await caller(request)
-            book = await anyio.to_thread.run_sync(engine.price_book)
+            book = await call(engine.price_book)
         except GatewayError as exc:
             return exc.response()
         except Unavailable:
@@ -156,7 +194,7 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
                 raise GatewayError(403, "the gateway charges an account: call it with an account key",
                                    "permission_error", code="account_key_required")
             raw = await request.body()
-            return await _Call(engine, gateway, clock, who.account_id, raw).run()
+            return await _Call(engine, gateway, clock, call, who.account_id, raw).run()
         except GatewayError as exc:
             return exc.response()
 
@@ -216,12 +254,13 @@ def usage_of(reported: object, alias: str) -> Usage | None:
 class _Call:
     """One chat completion request through the gateway."""
 
-    def __init__(self, engine: Engine, gateway: Gateway, clock: Clock, account_id: str,
+    def __init__(self, engine: Engine, gateway: Gateway, clock: Clock, call: Call, account_id: str,
                  raw: bytes) -> None:
-        self.engine, self.gateway, self.clock = engine, gateway, clock
+        self.engine, self.gateway, self.clock, self.call = engine, gateway, clock, call
         self.account_id = account_id
         self.raw = raw
-        self.id = f"gw-{uuid.uuid4().hex}"
+        # Unique without a random draw per request: this process's random prefix and a count.
+        self.id = f"gw-{_PROCESS}-{next(_COUNT):x}"
 
     def _parse(self) -> tuple[dict[str, Any], ModelRoute]:
         try:
@@ -258,7 +297,7 @@ class _Call:
         # The prompt's bytes bound its tokens from above (a token is at least one byte).
         input_bound = math.ceil(len(self.raw) / route.prompt_bytes_per_token)
         try:
-            hold, estimate = await anyio.to_thread.run_sync(
+            hold, estimate = await self.call(
                 lambda: self.engine.reserve_estimate(self.account_id, route.alias, input_bound,
                                                      (max_tokens or limit) * n, self.clock(),
                                                      hold_id=self.id))
@@ -291,7 +330,7 @@ class _Call:
 
     async def release(self, why: str) -> None:
         try:
-            await anyio.to_thread.run_sync(lambda: self.engine.release(self.id, self.clock()))
+            await self.call(lambda: self.engine.release(self.id, self.clock()))
         except CreditmeterError as exc:  # the hold's ttl frees it anyway
             log.warning("request %s: release after %s failed (%s); the hold lapses at its ttl",
                         self.id, why, exc)
@@ -303,7 +342,7 @@ class _Call:
                                                      "finish": finish, "stream": self.stream,
                                                      "upstream_model": self.route.upstream_model})
         try:
-            return await anyio.to_thread.run_sync(
+            return await self.call(
                 lambda: self.engine.settle_with_available(self.id, usage, self.clock(), event_id=self.id))
         except Unavailable as exc:
             log.error("request %s: settle failed (%s); retrying in the background", self.id, exc)
@@ -322,20 +361,20 @@ class _Call:
     # -- not streamed ---------------------------------------------------------------------------
 
     async def _forward_whole(self, payload: dict[str, Any]) -> Response:
-        assert self.route.client is not None
+        assert self.route.pool is not None
         try:
-            answer = await self.route.client.post(self.route.url, content=orjson.dumps(payload),
-                                                  headers=self.route.headers)
-        except httpx.HTTPError as exc:
+            async with self.route.pool.session().post(self.route.url, data=orjson.dumps(payload),
+                                                      headers=self.route.headers) as answer:
+                status, content = answer.status, await answer.read()
+        except UpstreamFailure as exc:
             await self.release("an upstream failure")
             raise self._upstream_failed(None, type(exc).__name__) from None
-        if answer.status_code >= 400:
+        if status >= 400:
             await self.release("an upstream error")
-            if answer.status_code in (400, 413, 422):  # the request's own fault: the upstream says why
-                raise GatewayError(answer.status_code, _upstream_message(answer.content),
-                                   code="upstream_rejected")
-            raise self._upstream_failed(answer.status_code, "")
-        return await self._answer(answer.content)
+            if status in (400, 413, 422):  # the request's own fault: the upstream says why
+                raise GatewayError(status, _upstream_message(content), code="upstream_rejected")
+            raise self._upstream_failed(status, "")
+        return await self._answer(content)
 
     async def _demo_whole(self, payload: dict[str, Any]) -> Response:
         return await self._answer(demo.complete(payload))
@@ -375,27 +414,44 @@ class _Call:
     # -- streamed -------------------------------------------------------------------------------
 
     async def _forward_stream(self, payload: dict[str, Any]) -> Response:
-        client = self.route.client
-        assert client is not None
-        request = client.build_request("POST", self.route.url, content=orjson.dumps(payload),
-                                       headers=self.route.headers)
+        assert self.route.pool is not None
         try:
-            answer = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            answer = await self.route.pool.session().post(self.route.url, data=orjson.dumps(payload),
+                                                          headers=self.route.headers)
+        except UpstreamFailure as exc:
             await self.release("an upstream failure")
             raise self._upstream_failed(None, type(exc).__name__) from None
-        if answer.status_code >= 400:
-            content = await answer.aread()
-            await answer.aclose()
+        if answer.status >= 400:
+            try:
+                content = await answer.read()
+            except UpstreamFailure:
+                content = b""
+            answer.release()
             await self.release("an upstream error")
-            if answer.status_code in (400, 413, 422):
-                raise GatewayError(answer.status_code, _upstream_message(content), code="upstream_rejected")
-            raise self._upstream_failed(answer.status_code, "")
-        return _Relay(self, answer.aiter_bytes(), answer.aclose)
+            if answer.status in (400, 413, 422):
+                raise GatewayError(answer.status, _upstream_message(content), code="upstream_rejected")
+            raise self._upstream_failed(answer.status, "")
+
+        async def close(complete: bool) -> None:
+            if complete:  # read the body's end, so the connection goes back to the pool
+                try:
+                    with anyio.fail_after(1):
+                        await answer.content.read()
+                except (*UpstreamFailure, anyio.get_cancelled_exc_class()):
+                    pass
+                answer.release()
+            else:
+                answer.close()  # drops the connection: the upstream stops generating
+
+        return _Relay(self, answer.content.iter_any(), close)
 
     async def _demo_stream(self, payload: dict[str, Any]) -> Response:
         chunks = demo.stream(payload)
-        return _Relay(self, chunks, chunks.aclose)
+
+        async def close(complete: bool) -> None:
+            await chunks.aclose()
+
+        return _Relay(self, chunks, close)
 
 
 def _whole_answer_pieces(data: Mapping[str, Any]) -> int:
@@ -423,7 +479,8 @@ class _Relay(Response):
     holds back the upstream's usage chunk until the charge is settled, and adds the credits to it.
     """
 
-    def __init__(self, call: _Call, source: AsyncIterator[bytes], close: Callable[[], Any]) -> None:
+    def __init__(self, call: _Call, source: AsyncIterator[bytes],
+                 close: Callable[[bool], Awaitable[None]]) -> None:
         super().__init__(None, 200, {"x-request-id": call.id, "cache-control": "no-cache"},
                          media_type="text/event-stream")
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
@@ -455,7 +512,7 @@ class _Relay(Response):
             finish = "client_disconnected"
         finally:
             with anyio.CancelScope(shield=True):
-                await self.close()
+                await self.close(finish == "complete")
                 if not self.settled:
                     await self._settle(finish)
         if finish != "client_disconnected":
@@ -477,8 +534,8 @@ class _Relay(Response):
                         event, buffer = buffer[:end], buffer[end + 2:]
                     if await self._event(event, send):
                         return "complete"
-        except httpx.HTTPError as exc:
-            log.warning("request %s: the upstream stream broke off (%s)", self.call.id, exc)
+        except UpstreamFailure as exc:
+            log.warning("request %s: the upstream stream broke off (%r)", self.call.id, exc)
             await self._end(send, "upstream_broke_off")
             await self._send(send, _sse({"error": {"message": "the upstream stream broke off; "
                                                               "what was sent was charged",

@@ -1,0 +1,152 @@
+"""A local OpenAI-compatible chat server for the gateway's tests and benchmark (a real HTTP server:
+``python -m tests.gateway.upstream --port N``).
+
+Its token count is its own and exact: a prompt is one token per word of each message's text, plus
+3 a message and 3 for the reply; the reply is ``REPLY_WORDS`` words (fewer if ``max_tokens`` says
+so), one token each, streamed one word a chunk. The upstream model name picks a behaviour:
+
+- ``fake-model`` (or any other name): answers as above.
+- ``fake-cached``: as above, and reports half the prompt (rounded down) as cached.
+- ``fake-slow``: streams a chunk every 50 ms (for clients that leave mid-stream).
+- ``fake-nousage``: never reports usage.
+- ``fake-500``: answers 500; ``fake-400``: answers 400 with an OpenAI error; ``fake-429``: 429.
+- ``fake-hang``: waits 30 s before answering (for the gateway's timeout).
+- ``fake-break``: streams 3 chunks, then drops the connection.
+
+``GET /_requests`` answers the bodies and Authorization headers it received (newest last);
+``POST /_reset`` forgets them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import orjson
+
+REPLY_WORDS = 20
+WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa")
+
+
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    return 3 + sum(3 + len(str(m.get("content") or "").split()) for m in messages)
+
+
+def reply(body: dict[str, Any]) -> list[str]:
+    limit = body.get("max_completion_tokens") or body.get("max_tokens") or REPLY_WORDS
+    return [WORDS[i % len(WORDS)] for i in range(min(REPLY_WORDS, int(limit)))]
+
+
+def usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
+    prompt = prompt_tokens(body["messages"])
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+    if body.get("model") == "fake-cached":
+        out["prompt_tokens_details"] = {"cached_tokens": prompt // 2}
+    return out
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path = scope["path"]
+        if path == "/_requests":
+            await self.json(send, 200, self.received)
+            return
+        if path == "/_reset":
+            self.received.clear()
+            await self.json(send, 200, {"ok": True})
+            return
+        raw = b""
+        more = True
+        while more:
+            message = await receive()
+            raw += message.get("body", b"")
+            more = message.get("more_body", False)
+        if path != "/v1/chat/completions":
+            await self.json(send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+            return
+        body = orjson.loads(raw)
+        headers = dict(scope["headers"])
+        self.received.append({"body": body, "authorization": headers.get(b"authorization", b"").decode()})
+        if len(self.received) > 10_000:
+            del self.received[:5_000]
+        model = body.get("model")
+        if model == "fake-500":
+            await self.json(send, 500, {"error": {"message": "boom", "type": "server_error"}})
+            return
+        if model == "fake-400":
+            await self.json(send, 400, {"error": {"message": "context too long", "type":
+                                                  "invalid_request_error"}})
+            return
+        if model == "fake-429":
+            await self.json(send, 429, {"error": {"message": "slow down", "type": "rate_limit_error"}})
+            return
+        if model == "fake-hang":
+            await asyncio.sleep(30)
+        words = reply(body)
+        base = {"id": "chatcmpl-fake", "created": 1_700_000_000, "model": model}
+        if not body.get("stream"):
+            answer = {**base, "object": "chat.completion",
+                      "choices": [{"index": 0, "finish_reason": "stop",
+                                   "message": {"role": "assistant", "content": " ".join(words)}}]}
+            if model != "fake-nousage":
+                answer["usage"] = usage(body, len(words))
+            await self.json(send, 200, answer)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        base["object"] = "chat.completion.chunk"
+        for i, word in enumerate(words):
+            if model == "fake-break" and i == 3:
+                raise RuntimeError("the connection breaks off here")
+            if model == "fake-slow":
+                await asyncio.sleep(0.05)
+            delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
+            await self.event(send, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        await self.event(send, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        options = body.get("stream_options") or {}
+        if options.get("include_usage") and model != "fake-nousage":
+            await self.event(send, {**base, "choices": [], "usage": usage(body, len(words))})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    @staticmethod
+    async def event(send: Any, data: Any) -> None:
+        await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(data) + b"\n\n",
+                    "more_body": True})
+
+    @staticmethod
+    async def json(send: Any, status: int, data: Any) -> None:
+        body = orjson.dumps(data)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+app = Upstream()
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
+                server_header=False, date_header=False)
+
+
+if __name__ == "__main__":
+    main()
