@@ -836,15 +836,51 @@ def reconcile(engine: Engine, as_json: bool) -> None:
               help="Where to create the demo database (an existing demo database is replaced).")
 @click.option("--days", type=click.IntRange(1, 60), default=30, show_default=True,
               help="Days of usage to simulate.")
-def demo(url: str, days: int) -> None:
-    """Create a demo database with a user, packages and realistic usage, and show it."""
-    from creditmeter.demo import run_demo
+@click.option("--serve/--no-serve", default=True, show_default=True,
+              help="Then run the server (console and gateway with the demo upstream) until Ctrl-C.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+def demo(url: str, days: int, serve: bool, host: str, port: int) -> None:
+    """Build a demo database (a user, packages, a team, a month of usage) and serve it."""
+    from creditmeter.demo import USER, run_demo
 
     try:
-        run_demo(url, days, now_us())
+        now = now_us()
+        engine = run_demo(url, days, now)
+        _, key = engine.create_key(USER, now, name="demo key")
     except CreditmeterError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    if not serve:
+        click.echo(f"\n{USER}'s key for the API, gateway and console (shown once): {key}")
+        return
+    _serve_demo(engine, host, port, key)
+
+
+def _serve_demo(engine: Engine, host: str, port: int, key: str) -> None:
+    import socket
+
+    import uvicorn
+
+    from creditmeter.api.app import create_app
+    from creditmeter.demo import GATEWAY_MODELS, serve_instructions
+    from creditmeter.gateway import Gateway
+    from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, UpstreamModel
+
+    with socket.socket() as probe:  # say so plainly rather than with a server's traceback
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            click.echo(f"error: port: {host}:{port} is not free ({exc.strerror}); "
+                       "choose another with --port", err=True)
+            sys.exit(2)
+    models = {model: UpstreamModel(base_url=DEMO_UPSTREAM) for model in GATEWAY_MODELS}
+    gateway = Gateway(GatewaySection(models=models), os.environ)
+    app = create_app(engine, admin_key=None, gateway=gateway, tick_interval_s=60)
+    shown = host if ":" not in host else f"[{host}]"
+    click.echo(serve_instructions(f"http://{shown}:{port}", key))
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,5 @@
-"""``creditmeter demo``: a demo database with one user, four packages and a month of usage.
+"""``creditmeter demo``: a demo database with one user, four packages and a month of usage, a
+team that gives the user quota, and then the server on it with the built-in demo upstream.
 
 Everything is replayed through the engine as it would happen (each request at its own time,
 some through holds as a gateway would do), so the result is a real ledger that reconciles.
@@ -23,6 +24,10 @@ from creditmeter.timeutil import US_PER_S, format_instant
 
 DAY_US = 86_400 * US_PER_S
 USER = "demo-user"
+TEAM = "demo-team"
+TEAMMATE = "demo-teammate"
+# The models the demo gateway serves, all answered offline by the built-in demo upstream.
+GATEWAY_MODELS = ("demo-small", "demo-large")
 # (model, share of requests, typical input tokens, typical output tokens)
 MODELS = [("demo-small", 0.35, 3_000, 400), ("gpt-4o-mini", 0.25, 6_000, 800),
           ("demo-large", 0.2, 18_000, 1_600), ("claude-sonnet-4", 0.2, 24_000, 2_000)]
@@ -55,6 +60,7 @@ def run_demo(url: str, days: int, now_us: int, *, quiet: bool = False) -> Engine
     addon_at = start + (days // 4) * DAY_US
     engine.add_grant(USER, 500 * US_PER_S, "addon", addon_at, expires_at_us=addon_at + 365 * DAY_US,
                      name="Personal Add-on Pack", grant_id="demo-addon")
+    _team(engine, start, days)
     rng = random.Random(7)
     requests = 0
     for day in range(days):
@@ -66,6 +72,9 @@ def run_demo(url: str, days: int, now_us: int, *, quiet: bool = False) -> Engine
                 break
             _one_request(engine, rng, moment, requests)
             requests += 1
+            if rng.random() < 0.3:
+                _one_request(engine, rng, moment + US_PER_S, requests, account=TEAMMATE)
+                requests += 1
         engine.tick(min(day_start + DAY_US, now_us))
     engine.tick(now_us)
     if not quiet:
@@ -73,7 +82,20 @@ def run_demo(url: str, days: int, now_us: int, *, quiet: bool = False) -> Engine
     return engine
 
 
-def _one_request(engine: Engine, rng: random.Random, at_us: int, number: int) -> None:
+def _team(engine: Engine, start: int, days: int) -> None:
+    """An enterprise whose admin is the demo user: a pool, and quota for the user and a teammate."""
+    engine.create_account(TEAM, start, name="Demo Team", kind="enterprise")
+    engine.create_account(TEAMMATE, start, name="Sam Teammate")
+    engine.add_grant(TEAM, 5_000 * US_PER_S, "subscription", start, expires_at_us=start + (days + 5) * DAY_US,
+                     name="Enterprise Edition — 5 seats", grant_id="demo-team-pool")
+    engine.add_member(TEAM, USER, start, role="admin")
+    engine.add_member(TEAM, TEAMMATE, start)
+    engine.allocate(TEAM, TEAMMATE, 400 * US_PER_S, start, allocation_id="sam-monthly")
+    engine.allocate(TEAM, USER, 200 * US_PER_S, start + 2 * DAY_US, allocation_id="dana-monthly")
+
+
+def _one_request(engine: Engine, rng: random.Random, at_us: int, number: int,
+                 account: str = USER) -> None:
     model, _, typical_in, typical_out = rng.choices(MODELS, weights=[m[1] for m in MODELS])[0]
     input_tokens = int(typical_in * rng.uniform(0.3, 2.0))
     output_tokens = int(typical_out * rng.uniform(0.2, 1.8))
@@ -82,13 +104,13 @@ def _one_request(engine: Engine, rng: random.Random, at_us: int, number: int) ->
     metadata = {"conversation": f"conv-{number // 5:04d}"}
     if rng.random() < 0.5:
         # As a gateway does: hold an estimate, then settle the actual usage.
-        hold = engine.reserve(USER, 5 * US_PER_S, at_us, ttl_s=120, hold_id=f"demo-hold-{number:05d}")
+        hold = engine.reserve(account, 5 * US_PER_S, at_us, ttl_s=120, hold_id=f"demo-hold-{number:05d}")
         if isinstance(hold, Hold):
             engine.settle(hold.id, Usage(model, input_tokens - cached, output_tokens, cached, 0,
                                          tuple(quantities.items()), metadata),
                           at_us + rng.randint(2, 40) * US_PER_S, event_id=f"demo-req-{number:05d}")
             return
-    engine.record({"id": f"demo-req-{number:05d}", "account_id": USER, "model": model,
+    engine.record({"id": f"demo-req-{number:05d}", "account_id": account, "model": model,
                    "input_tokens": input_tokens - cached, "output_tokens": output_tokens,
                    "cached_input_tokens": cached, "quantities": quantities, "metadata": metadata},
                   at_us)
@@ -98,7 +120,8 @@ def _show(engine: Engine, url: str, now_us: int, requests: int) -> None:
     from creditmeter.tables import console, packages_table, usage_table
 
     console.rule("[bold]creditmeter demo[/bold] — example prices, not a vendor's")
-    console.print(f"{requests} requests by {USER} over the last days, replayed at their own times.")
+    console.print(f"{requests} requests by {USER} and {TEAMMATE} over the last days, replayed at their "
+                  f"own times. {USER} also administers the enterprise {TEAM}, which gave quota to both.")
     packages_table(present.balance(engine.balance(USER, now_us)))
     recent = [present.event(e) for e in engine.usage(USER, limit=12)]
     usage_table(recent, title="Recent usage (newest first)")
@@ -110,3 +133,35 @@ def _show(engine: Engine, url: str, now_us: int, requests: int) -> None:
                f"  creditmeter usage record {USER} --model demo-large --input 12000 --output 900 --db {url}\n"
                f"  creditmeter reconcile --db {url}\n"
                f"(now is {format_instant(now_us)})")
+
+
+def serve_instructions(base_url: str, key: str) -> str:
+    """What the demo prints once its server is starting: where to look and how to call it."""
+    models = ", ".join(GATEWAY_MODELS)
+    return f"""
+The demo server is starting on {base_url} (Ctrl-C stops it).
+
+  console   {base_url}/console      sign in with the demo key
+  demo key  {key}
+            ({USER}'s key, shown once; it also administers {TEAM})
+  gateway   {base_url}/v1           models {models}, answered offline by the
+            built-in demo upstream (generated text, not a model; true token counts)
+
+Call the gateway with the openai client (pip install openai):
+
+python3 - <<'EOF'
+from openai import OpenAI
+client = OpenAI(base_url="{base_url}/v1", api_key="{key}")
+reply = client.chat.completions.with_raw_response.create(
+    model="demo-small", messages=[{{"role": "user", "content": "Hello, what does this cost?"}}])
+print(reply.parse().choices[0].message.content)
+print("credits charged:", reply.headers["x-credits-charged"],
+      "remaining:", reply.headers["x-credits-remaining"])
+EOF
+
+or with curl:
+
+curl -i {base_url}/v1/chat/completions -H "Authorization: Bearer {key}" \\
+  -H "Content-Type: application/json" \\
+  -d '{{"model": "demo-large", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+"""

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -505,10 +508,11 @@ def test_at_with_a_bare_date_is_midnight_utc(priced: Cli) -> None:
 
 def test_demo_then_reconcile(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/demo.db"
-    demo = subprocess.run([str(CREDITMETER), "demo", "--db", url, "--days", "10"], capture_output=True,
-                          text=True, timeout=120, check=False)
+    demo = subprocess.run([str(CREDITMETER), "demo", "--db", url, "--days", "10", "--no-serve"],
+                          capture_output=True, text=True, timeout=120, check=False)
     assert demo.returncode == 0, demo.stderr
     assert (tmp_path / "demo.db").exists()
+    assert re.search(r"demo-user's key .*: cm_\S{40,}", demo.stdout), demo.stdout[-500:]
     recon = subprocess.run([str(CREDITMETER), "reconcile", "--db", url], capture_output=True, text=True,
                            timeout=60, check=False)
     assert recon.returncode == 0, recon.stdout + recon.stderr
@@ -516,6 +520,60 @@ def test_demo_then_reconcile(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert listed.returncode == 0
     assert len(json.loads(listed.stdout)) > 10
+
+
+def test_demo_serves_the_gateway_and_the_console_with_the_key_it_prints(tmp_path: Path) -> None:
+    """``creditmeter demo`` as a newcomer runs it: the printed key calls the gateway with the
+    ``openai`` client (charged exactly what the balance then shows) and opens the console."""
+    import httpx2
+    import openai
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = (tmp_path / "demo.out").open("w+")
+    process = subprocess.Popen([str(CREDITMETER), "demo", "--port", str(port)], stdout=out,
+                               stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, (tmp_path / "demo.out").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "demo.out").read_text()
+            try:
+                if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                time.sleep(0.2)
+        printed = (tmp_path / "demo.out").read_text()
+        key = re.search(r"^  demo key  (cm_\S+)$", printed, re.M)
+        assert key, printed
+        assert f"{base}/console" in printed and "from openai import OpenAI" in printed
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key.group(1), max_retries=0)
+        models = {m.id: m.owned_by for m in client.models.list()}
+        assert models == {"demo-small": "creditmeter-demo", "demo-large": "creditmeter-demo"}
+        headers = {"Authorization": f"Bearer {key.group(1)}"}
+        before = httpx2.get(f"{base}/api/accounts/demo-user/balance", headers=headers).json()
+        raw = client.chat.completions.with_raw_response.create(
+            model="demo-small", messages=[{"role": "user", "content": "Hello, what does this cost?"}])
+        reply = raw.parse()
+        assert reply.choices[0].message.content.startswith("[demo upstream")
+        after = httpx2.get(f"{base}/api/accounts/demo-user/balance", headers=headers).json()
+        charged = Decimal(raw.headers["x-credits-charged"])
+        # example.yaml: demo-small costs 50 credits per 1M input tokens and 200 per 1M output tokens
+        usage = reply.usage
+        assert usage is not None
+        expected = Decimal(usage.prompt_tokens) * 50 + Decimal(usage.completion_tokens) * 200
+        assert charged == expected / 1_000_000
+        assert Decimal(before["available_credits"]) - Decimal(after["available_credits"]) == charged
+        assert Decimal(raw.headers["x-credits-remaining"]) == Decimal(after["available_credits"])
+        # The console: a signed-out visit is sent to sign in.
+        console = httpx2.get(f"{base}/console", follow_redirects=False)
+        assert console.status_code in (302, 303, 307) and "sign" in console.headers["location"]
+    finally:
+        process.terminate()
+        process.wait(20)
+        out.close()
 
 
 # -- keys ----------------------------------------------------------------------------------------
