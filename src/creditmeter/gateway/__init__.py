@@ -348,6 +348,9 @@ class _Call:
             log.error("request %s: settle failed (%s); retrying in the background", self.id, exc)
             _settle_later(self.engine, self.id, usage, self.clock)
             return None
+        except CreditmeterError as exc:  # retrying cannot help: the operator must look at it
+            log.error("request %s: settle refused (%s); usage %s", self.id, exc, usage)
+            return None
 
     def _upstream_failed(self, status: int | None, detail: str) -> GatewayError:
         what = f"answered {status}" if status is not None else f"failed ({detail})"
