@@ -825,8 +825,9 @@ class BodyLimit:
         if declared is None and b"transfer-encoding" not in headers:
             await self.app(scope, receive, send)  # no body (a GET): nothing to measure
             return
+        openai = scope["path"].startswith("/v1/")  # the gateway answers in OpenAI's error shape
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit, send)
+            await _too_large(self.limit, send, openai)
             return
         body = bytearray()
         more = True
@@ -838,7 +839,7 @@ class BodyLimit:
                 break
             body += message.get("body", b"")
             if len(body) > self.limit:
-                await _too_large(self.limit, send)
+                await _too_large(self.limit, send, openai)
                 return
             more = message.get("more_body", False)
         replay: AsyncIterator[metrics.Message] = _replay(bytes(body), messages, receive)
@@ -858,9 +859,11 @@ async def _replay(body: bytes, extra: list[metrics.Message],
         yield await receive()
 
 
-async def _too_large(limit: int, send: metrics.Send) -> None:
-    body = orjson.dumps({"error": {"type": "too_large", "field": "body",
-                                   "message": f"body: is over the limit of {limit} bytes"}})
+async def _too_large(limit: int, send: metrics.Send, openai: bool = False) -> None:
+    message = f"body: is over the limit of {limit} bytes"
+    error = ({"message": message, "type": "invalid_request_error", "param": None, "code": "too_large"}
+             if openai else {"type": "too_large", "field": "body", "message": message})
+    body = orjson.dumps({"error": error})
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})

@@ -194,9 +194,15 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
                 raise GatewayError(403, "the gateway charges an account: call it with an account key",
                                    "permission_error", code="account_key_required")
             raw = await request.body()
-            return await _Call(engine, gateway, clock, call, who.account_id, raw).run()
+            this = _Call(engine, gateway, clock, call, who.account_id, raw)
         except GatewayError as exc:
             return exc.response()
+        try:
+            return await this.run()
+        except GatewayError as exc:
+            answer = exc.response()
+            answer.headers["x-request-id"] = this.id
+            return answer
 
     return [Route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False),
             Route("/v1/models", models, methods=["GET"], include_in_schema=False)]
@@ -261,6 +267,7 @@ class _Call:
         self.raw = raw
         # Unique without a random draw per request: this process's random prefix and a count.
         self.id = f"gw-{_PROCESS}-{next(_COUNT):x}"
+        self.refused = False  # the engine refused the settle (logged; no retry can help)
 
     def _parse(self) -> tuple[dict[str, Any], ModelRoute]:
         try:
@@ -279,7 +286,7 @@ class _Call:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _bad("messages", "must be a non-empty list of messages")
-        if not isinstance(body.get("stream", False), bool):
+        if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise _bad("stream", "must be true or false")
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
@@ -292,7 +299,7 @@ class _Call:
         max_tokens = _whole(body, "max_completion_tokens", 1, 10_000_000) or _whole(body, "max_tokens", 1,
                                                                                      10_000_000)
         n = _whole(body, "n", 1, MAX_N) or 1
-        stream = bool(body.get("stream", False))
+        stream = body.get("stream") is True
         self.route, self.body, self.stream = route, body, stream
         # The prompt's bytes bound its tokens from above (a token is at least one byte).
         input_bound = math.ceil(len(self.raw) / route.prompt_bytes_per_token)
@@ -350,6 +357,8 @@ class _Call:
             return None
         except CreditmeterError as exc:  # retrying cannot help: the operator must look at it
             log.error("request %s: settle refused (%s); usage %s", self.id, exc, usage)
+            self.refused = True
+            await self.release("a refused settle")
             return None
 
     def _upstream_failed(self, status: int | None, detail: str) -> GatewayError:
@@ -402,7 +411,7 @@ class _Call:
         if settled is not None:
             headers["x-credits-charged"] = format_credits(settled[0].cost_uc)
             headers["x-credits-remaining"] = format_credits(settled[1])
-        else:
+        elif not self.refused:
             headers["x-credits-pending"] = "true"
         return Response(content, 200, headers, media_type=JSON)
 
@@ -603,7 +612,7 @@ class _Relay(Response):
         if settled is not None:
             chunk["credits_charged"] = format_credits(settled[0].cost_uc)
             chunk["credits_remaining"] = format_credits(settled[1])
-        else:
+        elif not self.call.refused:
             chunk["credits_pending"] = True
         await self._send(send, _sse(chunk))
 
