@@ -1,0 +1,84 @@
+"""How the console shows amounts, counts and instants to people.
+
+Amounts stay integers of micro-credits until here. A page shows them rounded (2 decimal places,
+thousands separators; an amount under 0.01 exactly), and always carries the exact credits string
+(the one the API and the CSV give) in the element's ``value`` and ``title``, so nothing is lost.
+Instants are shown in UTC.
+"""
+
+from __future__ import annotations
+
+from markupsafe import Markup, escape
+
+from creditmeter.money import UC_PER_CREDIT, format_credits
+from creditmeter.timeutil import US_PER_S, format_instant, to_datetime
+
+DAY_US = 86_400 * US_PER_S
+HOUR_US = 3_600 * US_PER_S
+_CENT_UC = UC_PER_CREDIT // 100
+
+
+def rounded_credits(uc: int) -> str:
+    """µc as credits for people: ``1234567891`` → ``"1,234.57"`` (half up, away from zero).
+
+    A nonzero amount under 0.01 credits is shown exactly (``"0.000125"``) rather than as 0.00.
+    """
+    if uc != 0 and abs(uc) < _CENT_UC:
+        return format_credits(uc)
+    sign = "-" if uc < 0 else ""
+    cents = (abs(uc) + _CENT_UC // 2) // _CENT_UC
+    whole, frac = divmod(cents, 100)
+    return f"{sign}{whole:,}.{frac:02d}"
+
+
+def credits(uc: int) -> Markup:
+    """An amount as ``<data>``: rounded text, the exact credits string in ``value`` and ``title``."""
+    exact = format_credits(uc)
+    return Markup('<data class="cr" value="{0}" title="{0} credits">{1}</data>').format(
+        exact, rounded_credits(uc))
+
+
+def count(n: int) -> str:
+    """A whole number with thousands separators."""
+    return f"{n:,}"
+
+
+def _iso(us: int) -> str:
+    text = format_instant(us)
+    assert text is not None
+    return text
+
+
+def when(us: int | None, *, seconds: bool = False, empty: str = "—") -> Markup:
+    """An instant as ``<time>`` in UTC: ``2026-11-10 12:00`` (with seconds for events)."""
+    if us is None:
+        return Markup(escape(empty))
+    moment = to_datetime(us)
+    shown = moment.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    iso = _iso(us)
+    return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(iso, shown)
+
+
+def day(us: int | None, *, empty: str = "—") -> Markup:
+    """An instant's UTC date as ``<time>``."""
+    if us is None:
+        return Markup(escape(empty))
+    iso = _iso(us)
+    return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(iso, iso[:10])
+
+
+def iso_day(text: str | None, *, empty: str = "—") -> Markup:
+    """An ISO 8601 instant string (as the API gives it) shown as its UTC date."""
+    if not text:
+        return Markup(escape(empty))
+    return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(text, text[:10])
+
+
+def time_left(expires_at_us: int, now_us: int) -> str:
+    """``"in 3 days"``, ``"in 5 hours"``, ``"within the hour"``."""
+    left_us = expires_at_us - now_us
+    if left_us >= 2 * DAY_US - HOUR_US:  # to the nearest day or hour
+        return f"in {(left_us + DAY_US // 2) // DAY_US} days"
+    if left_us >= 2 * HOUR_US:
+        return f"in {(left_us + HOUR_US // 2) // HOUR_US} hours"
+    return "within the hour" if left_us < HOUR_US else "in about an hour"
