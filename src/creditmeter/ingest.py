@@ -143,6 +143,12 @@ def _cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def csv_filename(account_id: str) -> str:
+    """The file name a download of an account's usage gets (any id made safe for a header)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in account_id)[:100]
+    return f"usage-{safe}.csv"
+
+
 def csv_chunks(stream: Iterable[StoredEvent], rows_per_chunk: int = 500) -> Iterator[str]:
     """Events as CSV text, a header then a chunk every ``rows_per_chunk`` rows, as they stream in."""
     buffer = io.StringIO()

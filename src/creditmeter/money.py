@@ -80,3 +80,15 @@ def format_credits(uc: int) -> str:
     if frac == 0:
         return f"{sign}{whole}"
     return f"{sign}{whole}.{frac:06d}".rstrip("0")
+
+
+def format_credits_rounded(uc: int) -> str:
+    """µc as credits for people: ``1234567891`` → ``"1,234.57"`` (2 places, half up, away from
+    zero, thousands separators). A nonzero amount under 0.01 credits is shown exactly
+    (``"0.000125"``) rather than as 0.00."""
+    cent = UC_PER_CREDIT // 100
+    if uc != 0 and abs(uc) < cent:
+        return format_credits(uc)
+    sign = "-" if uc < 0 else ""
+    whole, frac = divmod((abs(uc) + cent // 2) // cent, 100)
+    return f"{sign}{whole:,}.{frac:02d}"

@@ -73,7 +73,7 @@ from creditmeter.domain import Charge, Refused, Rejected
 from creditmeter.engine import Engine, Usage
 from creditmeter.errors import CreditmeterError, InputError, NotFound
 from creditmeter.gateway import Gateway, gateway_routes
-from creditmeter.ingest import csv_chunks
+from creditmeter.ingest import csv_chunks, csv_filename
 from creditmeter.keys import Principal, Role, check_admin_key, digest, same_digest
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.plans import parse_plans
@@ -490,7 +490,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
         return StreamingResponse(
             iterate_in_threadpool(chunk.encode() for chunk in csv_chunks(stream)),
             media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="usage-{_safe(account_id)}.csv"'})
+            headers={"Content-Disposition": f'attachment; filename="{csv_filename(account_id)}"'})
 
     # -- plans, subscriptions, purchases ----------------------------------------------------------
 
@@ -794,10 +794,6 @@ def _results(results: list[Charge | Rejected]) -> dict[str, Any]:
     for row in rows:
         counts[row["status"]] += 1
     return {"results": rows, **counts}
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:100]
 
 
 def _version() -> str:

@@ -10,25 +10,14 @@ from __future__ import annotations
 
 from markupsafe import Markup, escape
 
-from creditmeter.money import UC_PER_CREDIT, format_credits
+from creditmeter.money import format_credits, format_credits_rounded
 from creditmeter.timeutil import US_PER_S, format_instant, to_datetime
 
 DAY_US = 86_400 * US_PER_S
 HOUR_US = 3_600 * US_PER_S
-_CENT_UC = UC_PER_CREDIT // 100
 
 
-def rounded_credits(uc: int) -> str:
-    """µc as credits for people: ``1234567891`` → ``"1,234.57"`` (half up, away from zero).
-
-    A nonzero amount under 0.01 credits is shown exactly (``"0.000125"``) rather than as 0.00.
-    """
-    if uc != 0 and abs(uc) < _CENT_UC:
-        return format_credits(uc)
-    sign = "-" if uc < 0 else ""
-    cents = (abs(uc) + _CENT_UC // 2) // _CENT_UC
-    whole, frac = divmod(cents, 100)
-    return f"{sign}{whole:,}.{frac:02d}"
+rounded_credits = format_credits_rounded
 
 
 def credits(uc: int) -> Markup:

@@ -36,7 +36,7 @@ from creditmeter.console.session import (
 )
 from creditmeter.engine import Engine
 from creditmeter.errors import Conflict, InputError, NotFound, SchemaError, Unavailable
-from creditmeter.ingest import csv_chunks
+from creditmeter.ingest import csv_chunks, csv_filename
 from creditmeter.keys import Principal
 from creditmeter.money import format_credits, parse_credits
 
@@ -228,10 +228,10 @@ def create_console(engine: Engine, *, clock: Callable[[], int],
             stream = engine.usage(account_id, **views.engine_filters(filters))
         except InputError as exc:
             return Response(f"{exc}\n", 400, media_type="text/plain; charset=utf-8")
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in account_id)[:100]
+        disposition = f'attachment; filename="{csv_filename(account_id)}"'
         return StreamingResponse((chunk.encode() for chunk in csv_chunks(stream)),
                                  media_type="text/csv; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="usage-{safe}.csv"',
+                                 headers={"Content-Disposition": disposition,
                                           "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     # -- an enterprise --------------------------------------------------------------------------
