@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -567,9 +568,26 @@ def test_demo_serves_the_gateway_and_the_console_with_the_key_it_prints(tmp_path
         assert charged == expected / 1_000_000
         assert Decimal(before["available_credits"]) - Decimal(after["available_credits"]) == charged
         assert Decimal(raw.headers["x-credits-remaining"]) == Decimal(after["available_credits"])
-        # The console: a signed-out visit is sent to sign in.
+        # The console: a signed-out visit is sent to sign in; the printed key signs in, and the
+        # pages show the demo's month of usage.
         console = httpx2.get(f"{base}/console", follow_redirects=False)
         assert console.status_code in (302, 303, 307) and "sign" in console.headers["location"]
+        days = httpx2.get(f"{base}/api/accounts/demo-user/usage/summary", headers=headers,
+                          params={"group_by": "day"}).json()["groups"]
+        first, last = sorted(date.fromisoformat(day["day"]) for day in days)[::len(days) - 1]
+        assert len(days) >= 20 and (last - first).days >= 25, days
+        requests = sum(day["requests"] for day in days)
+        with httpx2.Client(base_url=base, follow_redirects=True) as browser:
+            overview = browser.post("/console/sign-in", data={"key": key.group(1)})
+            assert overview.status_code == 200 and "Dana Demo" in overview.text
+            assert "Personal Trial Edition" in overview.text and "Personal Add-on Pack" in overview.text
+            usage_page = browser.get("/console/accounts/demo-user/usage", params={
+                "from": first.isoformat(), "to": last.isoformat()})
+            assert usage_page.status_code == 200
+            shown = re.search(r'id="selection-requests">([\d,]+)<', usage_page.text)
+            assert shown and int(shown.group(1).replace(",", "")) == requests, shown
+            team = browser.get("/console/enterprises/demo-team")
+            assert team.status_code == 200 and "demo-teammate" in team.text
     finally:
         process.terminate()
         process.wait(20)
