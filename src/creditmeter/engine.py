@@ -526,8 +526,9 @@ class Engine:
         """Charge a request's actual usage from its hold first; the rest of the hold is released.
 
         Exactly once: settling again with the same usage answers the original charge
-        (duplicate); any other second settle is a conflict. A hold whose ttl passed is charged
-        like a plain usage event, and is then settled all the same.
+        (duplicate); any other second settle is a conflict. The usage is priced with the catalog
+        in effect when the hold was made. A hold whose ttl passed is charged like a plain usage
+        event, and is then settled all the same.
         """
         return self.settle_with_available(hold_id, usage, at_us, event_id=event_id)[0]
 
@@ -551,7 +552,9 @@ class Engine:
                 raise Conflict(f"hold {hold_id!r} was already settled by event {hold.settled_event_id!r}")
             if hold.status is HoldStatus.RELEASED:
                 raise Conflict(f"hold {hold_id!r} was released; record the usage as an event instead")
-            version = _version_at(self.price_book(tx), at_us)
+            # Priced as at the hold: the request began then, under the prices it was reserved
+            # at (a catalog loaded while it ran cannot change, or unprice, its charge).
+            version = _version_at(self.price_book(tx), hold.created_at_us)
             cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
                         event.cached_input_tokens, event.cache_write_tokens, event.quantities)
             _check_overage_room(book, cost)

@@ -16,13 +16,16 @@ and hands them to each worker process through the environment::
     gateway:                       # the OpenAI-compatible /v1 gateway (see docs/gateway.md)
       timeout_s: 600               # longest wait for an upstream's next byte
       connect_timeout_s: 10
+      max_request_s: 3600          # longest a request may take in all (its hold lasts this + 60 s)
       models:
         gpt-4o-mini:                        # the model id users ask for (and the price catalog's)
           base_url: https://api.openai.com/v1   # any OpenAI-compatible server; "demo": built in
           api_key_env: OPENAI_API_KEY       # optional: the upstream's key, read from this variable
           upstream_model: gpt-4o-mini       # optional, defaults to the id
           max_output_tokens: 4096           # reserved (and sent) when a request sets no max_tokens
+          max_tokens_param: max_tokens      # the name the upstream honours (o-series: max_completion_tokens)
           prompt_bytes_per_token: 1         # 1: the reservation never under-counts a prompt
+          image_url_tokens: 1600            # reserved for each image given by URL
 
 Each worker reads the file again (``serve`` passes its path on in ``CREDITMETER_CONFIG``).
 """
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -76,12 +79,15 @@ class UpstreamModel(_Section):
                                       pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     upstream_model: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     max_output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = 4096
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     prompt_bytes_per_token: Annotated[int, Field(ge=1, le=16)] = 1
+    image_url_tokens: Annotated[int, Field(ge=0, le=1_000_000)] = 1600
 
 
 class GatewaySection(_Section):
     timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    max_request_s: Annotated[int, Field(ge=1, le=7 * 86_400 - 60)] = 3600
     models: dict[Annotated[str, Field(min_length=1, max_length=255)], UpstreamModel] = {}
 
 

@@ -45,6 +45,9 @@ PRICES = {
     "fake-slow": Price(input="0.7", output="3.3"),
     "fake-break": Price(input="0.9", output="4.1"),
     "fake-nousage": Price(input="1.3", output="5.7"),
+    "fake-errorbody": Price(input="1.7", output="6.1"),
+    "fake-crlf": Price(input="0.3", output="1.9"),
+    "fake-inline-usage": Price(input="2.1", output="7.3"),
     "fake-500": Price(input="1", output="2"),
     "fake-400": Price(input="1", output="2"),
     "fake-429": Price(input="1", output="2"),
@@ -70,7 +73,7 @@ def gw(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "demo-chat": {"base_url": "demo", "max_output_tokens": 40},
     }
     for name in ("fake-slow", "fake-break", "fake-nousage", "fake-500", "fake-400", "fake-429",
-                 "fake-hang"):
+                 "fake-hang", "fake-errorbody", "fake-crlf", "fake-inline-usage"):
         models[name] = upstream_model(upstream.v1)
     running = start_gateway(sqlite_url(directory), directory, PRICES,
                             {"timeout_s": 1, "models": models})
@@ -204,8 +207,10 @@ def test_each_request_is_its_own_event(gw: GatewayServer) -> None:
     assert balance["held_credits"] == "0"
 
 
-def test_max_completion_tokens_is_passed_on_and_no_max_tokens_is_added(gw: GatewayServer,
-                                                                        upstream: Upstream) -> None:
+def test_max_completion_tokens_is_passed_on_and_sent_as_max_tokens_too(gw: GatewayServer,
+                                                                          upstream: Upstream) -> None:
+    """An upstream that honours only ``max_tokens`` (the default ``max_tokens_param``) still gets
+    the cap that was reserved."""
     account = gw.new_account()
     mark = marker()
     messages = prompt(mark)
@@ -218,7 +223,25 @@ def test_max_completion_tokens_is_passed_on_and_no_max_tokens_is_added(gw: Gatew
                    (word_prompt_tokens(messages), 9, 0))
     [received] = upstream.requests_with(mark)
     assert received["body"]["max_completion_tokens"] == 9
-    assert "max_tokens" not in received["body"]
+    assert received["body"]["max_tokens"] == 9
+
+
+def test_the_larger_of_two_caps_is_reserved_and_sent(gw: GatewayServer, upstream: Upstream) -> None:
+    """``max_completion_tokens: 1`` with ``max_tokens: 30``: an upstream honouring either may write
+    30 tokens, so 30 are reserved (an account with credits for fewer is refused) and sent."""
+    account = gw.new_account()
+    mark = marker()
+    messages = prompt(mark)
+    body = {"model": "fake-model", "messages": messages, "max_completion_tokens": 1, "max_tokens": 30}
+    answer = gw.raw_post(account.key, json.dumps(body).encode())
+    assert answer.status_code == 200, answer.text
+    [received] = upstream.requests_with(mark)
+    assert received["body"]["max_tokens"] == 30 and received["body"]["max_completion_tokens"] == 1
+    # Reserving 30 output tokens needs more than an account with credits for 1 token has.
+    poor = gw.new_account(credits_uc=PRICES["fake-model"].cost_uc(len(json.dumps(body)), 1) + 1)
+    refused = gw.raw_post(poor.key, json.dumps(body).encode())
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_credits"
 
 
 def test_json_nulls_mean_the_defaults(gw: GatewayServer, upstream: Upstream) -> None:
@@ -441,10 +464,9 @@ def test_a_whole_answer_without_upstream_usage_is_charged_by_count(gw: GatewaySe
                    "fake-nousage", (event["input_tokens"], event["output_tokens"], 0))
 
 
-def test_a_settle_the_engine_refuses_leaves_no_hold_open(upstream: Upstream, tmp_path: Path) -> None:
-    """The model loses its price while a stream is running: the usage cannot be charged (an
-    unpriced model is an error for its event), and the request's hold must not stay on the
-    account until its ttl."""
+def test_a_catalog_loaded_mid_stream_does_not_change_the_charge(upstream: Upstream, tmp_path: Path) -> None:
+    """The model loses its price while a stream is running: the request is still charged at the
+    prices it was reserved at (SPEC §6: a hold is settled as a whole), and no hold stays open."""
     prices = {"fake-slow": PRICES["fake-slow"], "fake-model": PRICES["fake-model"]}
     own = start_gateway(sqlite_url(tmp_path), tmp_path, prices,
                         {"models": {"fake-slow": upstream_model(upstream.v1)}})
@@ -459,10 +481,14 @@ def test_a_settle_the_engine_refuses_leaves_no_hold_open(upstream: Upstream, tmp
             at = now_us()
             own.engine.load_prices(without, at, at)
             chunks = list(stream)
-        assert chunks[-1].usage is not None
+        usage = chunks[-1].usage
+        assert usage is not None
         balance = own.balance(account.id)
         assert balance["held_credits"] == "0", balance
-        assert balance["available_credits"] == credits(account.granted_uc)
+        expected = PRICES["fake-slow"].cost_uc(usage.prompt_tokens, usage.completion_tokens)
+        assert expected > 0
+        assert (chunks[-1].model_extra or {})["credits_charged"] == credits(expected)
+        assert balance["available_credits"] == credits(account.granted_uc - expected)
     finally:
         stop_gateway(own)
 
@@ -560,3 +586,69 @@ def test_a_missing_key_answers_401_in_openais_shape(gw: GatewayServer) -> None:
     answer = httpx2.get(gw.v1 + "/models", headers=bearer("not-a-key"), timeout=10)
     assert answer.status_code == 401
 
+
+
+# -- upstreams that answer oddly -------------------------------------------------------------------
+
+
+def test_a_200_that_carries_an_error_is_an_upstream_failure(gw: GatewayServer) -> None:
+    account = gw.new_account()
+    with gw.openai(account.key) as client, pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="fake-errorbody", messages=prompt(marker()))
+    assert caught.value.status_code == 502
+    assert_nothing_charged(gw, account.id, account.granted_uc)
+    assert gw.events(account.id) == []
+
+
+def test_an_error_event_mid_stream_charges_what_was_relayed(gw: GatewayServer) -> None:
+    account = gw.new_account()
+    messages = prompt(marker())
+    chunks = []
+    with gw.openai(account.key) as client:
+        stream = client.chat.completions.create(model="fake-errorbody", messages=messages, stream=True)
+        request_id = stream.response.headers["x-request-id"]
+        with pytest.raises(openai.APIError):
+            for chunk in stream:
+                chunks.append(chunk)
+    pieces = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
+    assert pieces == 2  # the local upstream sends its error after 2 chunks
+    expected = PRICES["fake-errorbody"].cost_uc(approx_prompt_tokens(messages), pieces)
+    assert_charged(gw, account.id, account.granted_uc, request_id, expected, "fake-errorbody",
+                           (approx_prompt_tokens(messages), pieces, 0))
+    [event] = gw.events(account.id)
+    assert event["metadata"]["finish"] == "upstream_broke_off"
+
+
+def test_crlf_and_mixed_line_endings_in_odd_pieces_are_relayed_whole(gw: GatewayServer) -> None:
+    account = gw.new_account()
+    messages = prompt(marker())
+    with gw.openai(account.key) as client:
+        stream = client.chat.completions.create(model="fake-crlf", messages=messages, stream=True)
+        request_id = stream.response.headers["x-request-id"]
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text.split()) == UPSTREAM_REPLY_WORDS
+    usages = [c.usage for c in chunks if c.usage is not None]
+    assert len(usages) == 1 and usages[0].prompt_tokens == word_prompt_tokens(messages)
+    expected = PRICES["fake-crlf"].cost_uc(word_prompt_tokens(messages), UPSTREAM_REPLY_WORDS)
+    assert_charged(gw, account.id, account.granted_uc, request_id, expected, "fake-crlf",
+                           (word_prompt_tokens(messages), UPSTREAM_REPLY_WORDS, 0))
+    [event] = gw.events(account.id)
+    assert event["metadata"]["usage"] == "upstream"
+
+
+def test_usage_beside_the_output_reaches_the_client_once(gw: GatewayServer) -> None:
+    account = gw.new_account()
+    messages = prompt(marker())
+    with gw.openai(account.key) as client:
+        stream = client.chat.completions.create(model="fake-inline-usage", messages=messages, stream=True)
+        request_id = stream.response.headers["x-request-id"]
+        chunks = list(stream)
+    usages = [c for c in chunks if c.usage is not None]
+    assert len(usages) == 1 and usages[0] is chunks[-1], usages
+    expected = PRICES["fake-inline-usage"].cost_uc(word_prompt_tokens(messages), UPSTREAM_REPLY_WORDS)
+    assert (chunks[-1].model_extra or {})["credits_charged"] == credits(expected)
+    assert_charged(gw, account.id, account.granted_uc, request_id, expected, "fake-inline-usage",
+                           (word_prompt_tokens(messages), UPSTREAM_REPLY_WORDS, 0))
+    [event] = gw.events(account.id)
+    assert event["metadata"]["usage"] == "upstream"

@@ -12,6 +12,10 @@ so), one token each, streamed one word a chunk. The upstream model name picks a 
 - ``fake-500``: answers 500; ``fake-400``: answers 400 with an OpenAI error; ``fake-429``: 429.
 - ``fake-hang``: waits 30 s before answering (for the gateway's timeout).
 - ``fake-break``: streams 3 chunks, then drops the connection.
+- ``fake-errorbody``: answers 200 with an error body (as some providers do under load); its
+  stream sends an error event after 2 chunks.
+- ``fake-crlf``: streams with ``\r\n`` line endings, mixed with ``\n`` ones, in odd-sized pieces.
+- ``fake-inline-usage``: reports usage on the finish chunk, beside its choices.
 
 ``GET /_requests`` answers the bodies and Authorization headers it received (newest last);
 ``POST /_reset`` forgets them.
@@ -95,6 +99,9 @@ class Upstream:
             return
         if model == "fake-hang":
             await asyncio.sleep(30)
+        if model == "fake-errorbody" and not body.get("stream"):
+            await self.json(send, 200, {"error": {"message": "overloaded", "type": "server_error"}})
+            return
         words = reply(body)
         base = {"id": "chatcmpl-fake", "created": 1_700_000_000, "model": model}
         if not body.get("stream"):
@@ -108,18 +115,38 @@ class Upstream:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
         base["object"] = "chat.completion.chunk"
+        events = []
         for i, word in enumerate(words):
             if model == "fake-break" and i == 3:
+                await self.send_events(send, model, events)
                 raise RuntimeError("the connection breaks off here")
+            if model == "fake-errorbody" and i == 2:
+                events.append({"error": {"message": "overloaded", "type": "server_error"}})
+                break
+            delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
+            events.append({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        else:
+            finish: dict[str, Any] = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            options = body.get("stream_options") or {}
+            if model == "fake-inline-usage":
+                finish["usage"] = usage(body, len(words))
+            events.append(finish)
+            if options.get("include_usage") and model not in ("fake-nousage", "fake-inline-usage"):
+                events.append({**base, "choices": [], "usage": usage(body, len(words))})
+        await self.send_events(send, model, events)
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    async def send_events(self, send: Any, model: str, events: list[Any]) -> None:
+        if model == "fake-crlf":  # \r\n and \n endings mixed, cut into 7-byte pieces
+            text = b"".join(b"data: " + orjson.dumps(e) + (b"\r\n\r\n" if i % 2 else b"\n\n")
+                            for i, e in enumerate(events))
+            for start in range(0, len(text), 7):
+                await send({"type": "http.response.body", "body": text[start:start + 7], "more_body": True})
+            return
+        for data in events:
             if model == "fake-slow":
                 await asyncio.sleep(0.05)
-            delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
-            await self.event(send, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-        await self.event(send, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        options = body.get("stream_options") or {}
-        if options.get("include_usage") and model != "fake-nousage":
-            await self.event(send, {**base, "choices": [], "usage": usage(body, len(words))})
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            await self.event(send, data)
 
     @staticmethod
     async def event(send: Any, data: Any) -> None:

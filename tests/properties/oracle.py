@@ -6,6 +6,7 @@ so it cannot carry a wrong cached counter along. The rules it implements:
 - burn-down order: (priority, expires_at with never last, effective_at, creation order);
 - a grant is usable at t when not voided and effective_at <= t < expires_at; it can give
   granted - used - held;
+- a settle is priced with the catalog in effect when its hold was made;
 - a charge draws first from its hold's parts (settle), then from grants usable at the event's
   timestamp, in order; what nothing covers is overage;
 - every write (and read) first "advances" the account to now: holds past their ttl end, and
@@ -56,6 +57,7 @@ class OHold:
     amount: int
     parts: list[tuple[str, int]]
     expires_at: int
+    created_at: int  # a settle is priced as at this instant
     status: str = "open"
     settled: bool = False  # a settle charged it (also after its ttl: then it stays "expired")
 
@@ -263,7 +265,7 @@ class _World:
         if self.overage[account] > 0 or available <= 0 or available < amount:
             return "refused"
         parts, _ = self.draw(account, now, amount, "held")
-        self.holds[hid] = OHold(hid, account, amount, parts, now + ttl_s * US_PER_S)
+        self.holds[hid] = OHold(hid, account, amount, parts, now + ttl_s * US_PER_S, now)
         return "open"
 
     def op_settle(self, hid: str, model: str | None, inp: int, out: int,
@@ -275,7 +277,7 @@ class _World:
             return replace(old, status="duplicate") if old_body == body else "conflict"
         if h.settled or h.status == "released":
             return "conflict"
-        rated = self.cost(now, model, inp, out, quantities)
+        rated = self.cost(h.created_at, model, inp, out, quantities)
         if isinstance(rated, str):
             return rated
         self.advance(h.account, now)

@@ -739,6 +739,10 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
         kind = {401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        if request.url.path.startswith("/v1/"):  # the gateway's callers expect OpenAI's shape
+            return json_response({"error": {"message": str(exc.detail), "type": "invalid_request_error",
+                                            "param": None, "code": kind}}, exc.status_code,
+                                 dict(exc.headers or {}))
         return json_response({"error": {"type": kind, "message": str(exc.detail)}}, exc.status_code,
                              dict(exc.headers or {}))
 

@@ -78,7 +78,9 @@ class ModelRoute:
     alias: str
     upstream_model: str
     max_output_tokens: int
+    max_tokens_param: str
     prompt_bytes_per_token: int
+    image_url_tokens: int
     url: str  # the upstream's chat completions URL; "demo" for the built-in one
     headers: Mapping[str, str]
     pool: _Pool | None
@@ -96,7 +98,8 @@ class _Pool:
     first use, in the worker's event loop."""
 
     def __init__(self, section: GatewaySection) -> None:
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=section.connect_timeout_s,
+        self.timeout = aiohttp.ClientTimeout(total=section.max_request_s,
+                                             sock_connect=section.connect_timeout_s,
                                              sock_read=section.timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
@@ -118,6 +121,8 @@ class Gateway:
 
     def __init__(self, section: GatewaySection, environ: Mapping[str, str]) -> None:
         self.section = section
+        # A hold outlives the longest request, so a running request's credits stay reserved.
+        self.hold_ttl_s = section.max_request_s + 60
         self._pools: dict[str, _Pool] = {}
         self.routes: dict[str, ModelRoute] = {}
         for alias, model in section.models.items():
@@ -138,7 +143,8 @@ class Gateway:
             url = base + "/chat/completions"
             pool = self._pools.setdefault(base, _Pool(self.section))
         return ModelRoute(alias, model.upstream_model or alias, model.max_output_tokens,
-                          model.prompt_bytes_per_token, url, headers, pool)
+                          model.max_tokens_param, model.prompt_bytes_per_token, model.image_url_tokens,
+                          url, headers, pool)
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
@@ -295,19 +301,23 @@ class _Call:
 
     async def run(self) -> Response:
         body, route = self._parse()
-        limit = route.max_output_tokens
-        max_tokens = _whole(body, "max_completion_tokens", 1, 10_000_000) or _whole(body, "max_tokens", 1,
-                                                                                     10_000_000)
+        asked = [value for value in (_whole(body, "max_completion_tokens", 1, 10_000_000),
+                                     _whole(body, "max_tokens", 1, 10_000_000)) if value is not None]
+        # The larger of the two names the client used (an upstream may honour either), else the
+        # model's default; sent under the name the upstream honours, so it cannot write more.
+        cap = max(asked) if asked else route.max_output_tokens
         n = _whole(body, "n", 1, MAX_N) or 1
         stream = body.get("stream") is True
         self.route, self.body, self.stream = route, body, stream
-        # The prompt's bytes bound its tokens from above (a token is at least one byte).
-        input_bound = math.ceil(len(self.raw) / route.prompt_bytes_per_token)
+        # The prompt's bytes bound its tokens from above (a token is at least one byte); an image
+        # given by URL is a few bytes here and many tokens upstream.
+        input_bound = (math.ceil(len(self.raw) / route.prompt_bytes_per_token)
+                       + self.raw.count(b'"image_url"') * route.image_url_tokens)
         try:
             hold, estimate = await self.call(
                 lambda: self.engine.reserve_estimate(self.account_id, route.alias, input_bound,
-                                                     (max_tokens or limit) * n, self.clock(),
-                                                     hold_id=self.id))
+                                                     cap * n, self.clock(), hold_id=self.id,
+                                                     ttl_s=self.gateway.hold_ttl_s))
         except InputError as exc:
             if exc.field == "model":
                 raise GatewayError(404, f"The model '{route.alias}' has no price in the catalog",
@@ -325,8 +335,7 @@ class _Call:
                                "insufficient_quota", code="insufficient_credits")
         payload = dict(body)
         payload["model"] = route.upstream_model
-        if max_tokens is None:  # the upstream may not write more than was reserved
-            payload["max_tokens"] = limit
+        payload[route.max_tokens_param] = cap
         if stream:
             payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         if route.is_demo:
@@ -396,9 +405,9 @@ class _Call:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
             data = None
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or ("error" in data and not data.get("choices")):
             await self.release("an unreadable upstream answer")
-            raise self._upstream_failed(None, "its answer was not a JSON object")
+            raise self._upstream_failed(None, "its answer was an error or not a chat completion")
         usage = usage_of(data.get("usage"), self.route.alias)
         source = "upstream"
         if usage is None:
@@ -469,7 +478,8 @@ class _Call:
 def _whole_answer_pieces(data: Mapping[str, Any]) -> int:
     """A whole answer's output as tokens when the upstream gave no count: 4 bytes a token."""
     size = 0
-    for choice in data.get("choices") or ():
+    choices = data.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
         message = choice.get("message") if isinstance(choice, Mapping) else None
         if isinstance(message, Mapping):
             size += len(orjson.dumps({k: message.get(k) for k in ("content", "tool_calls", "refusal")}))
@@ -488,8 +498,10 @@ def _upstream_message(content: bytes) -> str:
 
 class _Relay(Response):
     """Passes an upstream's event stream to the client event by event (never the whole body),
-    holds back the upstream's usage chunk until the charge is settled, and adds the credits to it.
+    holds back the upstream's usage until the charge is settled, and adds the credits to it.
     """
+
+    MAX_EVENT = 1 << 20  # an upstream that never ends an event is broken off here
 
     def __init__(self, call: _Call, source: AsyncIterator[bytes],
                  close: Callable[[bool], Awaitable[None]]) -> None:
@@ -520,8 +532,6 @@ class _Relay(Response):
                 tasks.start_soon(watch)
                 finish = await self._pump(send)
                 tasks.cancel_scope.cancel()
-        except OSError:  # the client went away while we were writing to it
-            finish = "client_disconnected"
         finally:
             with anyio.CancelScope(shield=True):
                 await self.close(finish == "complete")
@@ -534,26 +544,29 @@ class _Relay(Response):
         buffer = b""
         try:
             async for data in self.source:
-                buffer += data
-                while True:
-                    end = buffer.find(b"\n\n")
-                    if end < 0:
-                        crlf = buffer.find(b"\r\n\r\n")
-                        if crlf < 0:
-                            break
-                        event, buffer = buffer[:crlf], buffer[crlf + 4:]
-                    else:
-                        event, buffer = buffer[:end], buffer[end + 2:]
+                # One line ending for all (an upstream may use \r\n, or mix them); a \r at the
+                # end of a read waits for the \n that may follow in the next.
+                buffer = (buffer + data).replace(b"\r\n", b"\n")
+                if buffer.endswith(b"\r"):
+                    head, buffer = buffer[:-1].replace(b"\r", b"\n"), b"\r"
+                else:
+                    head, buffer = buffer.replace(b"\r", b"\n"), b""
+                *events, rest = head.split(b"\n\n")
+                buffer = rest + buffer
+                for event in events:
                     if await self._event(event, send):
                         return "complete"
-        except UpstreamFailure as exc:
+                if len(buffer) > self.MAX_EVENT:
+                    raise ValueError("an event longer than 1 MiB")
+        except (*UpstreamFailure, ValueError, TypeError, KeyError) as exc:
             log.warning("request %s: the upstream stream broke off (%r)", self.call.id, exc)
             await self._end(send, "upstream_broke_off")
             await self._send(send, _sse({"error": {"message": "the upstream stream broke off; "
                                                               "what was sent was charged",
-                                                   "type": "upstream_error", "code": "upstream_error"}}))
+                                                   "type": "upstream_error", "param": None,
+                                                   "code": "upstream_error"}}))
             return "upstream_broke_off"
-        if buffer.strip() and await self._event(buffer, send):
+        if buffer.strip() and await self._event(buffer.rstrip(b"\r\n"), send):
             return "complete"
         await self._end(send, "complete")  # the upstream ended without [DONE]
         await self._send(send, b"data: [DONE]\n\n")
@@ -561,9 +574,10 @@ class _Relay(Response):
 
     async def _event(self, event: bytes, send: Send) -> bool:
         """Relay one server-sent event; True once the stream is done."""
-        data = b"".join(line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:"))
+        data = b"".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
         if not data:
-            await self._send(send, event + b"\n\n")  # a comment or keep-alive
+            if event.strip():
+                await self._send(send, event + b"\n\n")  # a comment or keep-alive
             return False
         if data.strip() == b"[DONE]":
             await self._end(send, "complete")
@@ -572,28 +586,34 @@ class _Relay(Response):
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            await self._send(send, event + b"\n\n")
-            return False
+            chunk = None
         if not isinstance(chunk, dict):
             await self._send(send, event + b"\n\n")
             return False
+        if "error" in chunk and not chunk.get("choices"):  # the upstream failed mid-stream
+            raise ValueError(f"the upstream sent an error: {str(chunk['error'])[:200]}")
         if not self.template:
             self.template = {k: chunk[k] for k in ("id", "object", "created", "model", "system_fingerprint")
                              if k in chunk}
         choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            choices = []
         usage = usage_of(chunk.get("usage"), self.call.route.alias)
+        changed = False
         if usage is not None:
             self.seen = usage
             if not choices:  # the final usage chunk: sent once the charge is settled
                 self.usage_chunk = chunk
                 return False
-        pieces = sum(1 for c in choices or () if isinstance(c, Mapping) and _has_output(c.get("delta")))
+            # Usage beside output (an upstream that counts as it goes): the client gets the
+            # count once, in the final usage chunk.
+            del chunk["usage"]
+            changed = True
+        pieces = sum(1 for c in choices if isinstance(c, Mapping) and _has_output(c.get("delta")))
         if self.rename and chunk.get("model") == self.call.route.upstream_model:
             chunk["model"] = self.call.route.alias
-            out = _sse(chunk)
-        else:
-            out = event + b"\n\n"
-        await self._send(send, out)
+            changed = True
+        await self._send(send, _sse(chunk) if changed else event + b"\n\n")
         self.pieces += pieces
         return False
 
@@ -603,8 +623,8 @@ class _Relay(Response):
         chunk = self.usage_chunk or {**self.template, "object": "chat.completion.chunk", "choices": []}
         if self.rename and chunk.get("model") in (None, self.call.route.upstream_model):
             chunk["model"] = self.call.route.alias
-        if "usage" not in chunk or chunk["usage"] is None:
-            usage = self._usage()
+        usage = self._usage(finish)
+        if chunk.get("usage") is None:
             chunk["usage"] = {"prompt_tokens": usage.input_tokens + usage.cached_input_tokens,
                               "completion_tokens": usage.output_tokens,
                               "total_tokens": usage.input_tokens + usage.cached_input_tokens
@@ -616,15 +636,21 @@ class _Relay(Response):
             chunk["credits_pending"] = True
         await self._send(send, _sse(chunk))
 
-    def _usage(self) -> Usage:
-        if self.usage_chunk is not None and self.seen is not None:
-            return self.seen  # the upstream's own final count
+    def _usage(self, finish: str) -> Usage:
+        """The upstream's own final count when the stream completed with one; else counted."""
+        if self.seen is not None and (self.usage_chunk is not None or finish == "complete"):
+            return self.seen
         return self.call._counted(self.pieces, self.seen)
 
     async def _settle(self, finish: str) -> tuple[Charge, int] | None:
+        usage = self._usage(finish)
+        source = "upstream" if usage is self.seen else "counted"
+        # Shielded: a client that leaves now must not cancel the charge half-way (the engine
+        # call may run on a thread), and the flag is set only once it went through.
+        with anyio.CancelScope(shield=True):
+            settled = await self.call.settle(usage, source, finish)
         self.settled = True
-        source = "upstream" if self.usage_chunk is not None else "counted"
-        return await self.call.settle(self._usage(), source, finish)
+        return settled
 
     @staticmethod
     async def _send(send: Send, body: bytes) -> None:
