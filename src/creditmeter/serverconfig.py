@@ -17,6 +17,8 @@ and hands them to each worker process through the environment::
       timeout_s: 600               # longest wait for an upstream's next byte
       connect_timeout_s: 10
       max_request_s: 3600          # longest a request may take in all (its hold lasts this + 60 s)
+      pending_dir: /var/lib/creditmeter/pending   # settles the database could not take yet
+                                   # (default ~/.local/state/creditmeter/pending)
       models:
         gpt-4o-mini:                        # the model id users ask for (and the price catalog's)
           base_url: https://api.openai.com/v1   # any OpenAI-compatible server; "demo": built in
@@ -88,6 +90,7 @@ class GatewaySection(_Section):
     timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     max_request_s: Annotated[int, Field(ge=1, le=7 * 86_400 - 60)] = 3600
+    pending_dir: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     models: dict[Annotated[str, Field(min_length=1, max_length=255)], UpstreamModel] = {}
 
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -33,6 +32,7 @@ from creditmeter.domain import Charge, Refused
 from creditmeter.engine import Engine, Usage
 from creditmeter.errors import CreditmeterError, InputError, NotFound, Unavailable
 from creditmeter.gateway import demo
+from creditmeter.gateway.pending import PendingSettles, default_directory
 from creditmeter.keys import Principal
 from creditmeter.money import format_credits
 from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, UpstreamModel
@@ -121,6 +121,7 @@ class Gateway:
 
     def __init__(self, section: GatewaySection, environ: Mapping[str, str]) -> None:
         self.section = section
+        self.pending: PendingSettles  # set by gateway_routes, which knows the engine
         # A hold outlives the longest request, so a running request's credits stay reserved.
         self.hold_ttl_s = section.max_request_s + 60
         self._pools: dict[str, _Pool] = {}
@@ -164,6 +165,10 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
 
     async def call(fn: Callable[[], T]) -> T:
         return fn() if inline else await anyio.to_thread.run_sync(fn)
+
+    directory = gateway.section.pending_dir
+    gateway.pending = PendingSettles(Path(directory) if directory else default_directory(), engine, clock)
+    gateway.pending.start()  # what an earlier run of this worker (or another) left to settle
 
     async def caller(request: Request) -> Principal:
         scheme, _, secret = (request.headers.get("authorization") or "").partition(" ")
@@ -361,8 +366,11 @@ class _Call:
             return await self.call(
                 lambda: self.engine.settle_with_available(self.id, usage, self.clock(), event_id=self.id))
         except Unavailable as exc:
-            log.error("request %s: settle failed (%s); retrying in the background", self.id, exc)
-            _settle_later(self.engine, self.id, usage, self.clock)
+            log.error("request %s: settle failed (%s); kept to retry in the background", self.id, exc)
+            try:
+                self.gateway.pending.add(self.id, usage)
+            except OSError as error:
+                log.error("request %s: the settle could not be kept (%s); usage %s", self.id, error, usage)
             return None
         except CreditmeterError as exc:  # retrying cannot help: the operator must look at it
             log.error("request %s: settle refused (%s); usage %s", self.id, exc, usage)
@@ -664,24 +672,3 @@ def _has_output(delta: object) -> bool:
 
 def _sse(data: Any) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
-
-
-def _settle_later(engine: Engine, request_id: str, usage: Usage, clock: Clock,
-                  attempts: int = 120, pause_s: float = 5.0) -> None:
-    """Retry a settle that the database refused, with the same id (so it charges once)."""
-
-    def retry() -> None:
-        for _ in range(attempts):
-            time.sleep(pause_s)
-            try:
-                engine.settle(request_id, usage, clock(), event_id=request_id)
-                log.info("request %s: settled on a later attempt", request_id)
-                return
-            except Unavailable:
-                continue
-            except CreditmeterError as exc:
-                log.error("request %s: settle refused (%s)", request_id, exc)
-                return
-        log.error("request %s: never settled; its usage was %s", request_id, usage)
-
-    threading.Thread(target=retry, name=f"settle-{request_id}", daemon=True).start()
