@@ -32,7 +32,7 @@ from creditmeter.domain import Charge, Refused
 from creditmeter.engine import Engine, Usage
 from creditmeter.errors import CreditmeterError, InputError, NotFound, Unavailable
 from creditmeter.gateway import demo
-from creditmeter.gateway.pending import PendingSettles, default_directory
+from creditmeter.gateway.pending import PendingSettles, database_key, default_directory
 from creditmeter.keys import Principal
 from creditmeter.money import format_credits
 from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, UpstreamModel
@@ -166,8 +166,8 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
     async def call(fn: Callable[[], T]) -> T:
         return fn() if inline else await anyio.to_thread.run_sync(fn)
 
-    directory = gateway.section.pending_dir
-    gateway.pending = PendingSettles(Path(directory) if directory else default_directory(), engine, clock)
+    directory = Path(gateway.section.pending_dir) if gateway.section.pending_dir else default_directory()
+    gateway.pending = PendingSettles(directory / database_key(engine.store.url), engine, clock)
     gateway.pending.start()  # what an earlier run of this worker (or another) left to settle
 
     async def caller(request: Request) -> Principal:

@@ -4,12 +4,14 @@ The upstream has answered and the client has its reply: the usage must be charge
 database is down at that moment, the settle is written to a file (``REQUEST_ID.json``, written
 whole and synced before anything else happens) and retried in the background by one thread per
 process; a worker that starts again (or another worker on the same directory) picks up what is
-left. A retry uses the request's id as the event id, so however often it runs — from two workers
+left. Each database has its own folder in the directory, so servers of several databases may share
+it. A retry uses the request's id as the event id, so however often it runs — from two workers
 at once, or after a success whose answer was lost — the request is charged once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -22,6 +24,11 @@ from creditmeter.engine import Engine, Usage
 from creditmeter.errors import CreditmeterError, Unavailable
 
 log = logging.getLogger("creditmeter.gateway")
+
+
+def database_key(url: str) -> str:
+    """A folder name for one database: a settle is only ever retried against its own."""
+    return "db-" + hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
 
 
 def default_directory() -> Path:
