@@ -555,8 +555,11 @@ def _body(mark: str, **fields: Any) -> bytes:
     (lambda m: _body(m, n=0), "n"),
     (lambda m: _body(m)[:-7], "body"),
     (lambda m: b"[" + _body(m) + b"]", "body"),
+    (lambda m: _body(m, messages=[{"role": "user", "content": "hi"}, f"just text {m}"]), "messages[1]"),
+    (lambda m: _body(m, messages=[{"content": m}]), "messages[0]"),
 ], ids=["no-messages", "empty-messages", "negative-max-tokens", "fractional-max-tokens",
-        "stream-not-bool", "zero-n", "not-json", "not-an-object"])
+        "stream-not-bool", "zero-n", "not-json", "not-an-object", "message-not-an-object",
+        "message-without-role"])
 def test_bad_input_answers_400_naming_the_param(gw: GatewayServer, upstream: Upstream, make: Any,
                                                 param: str) -> None:
     account = gw.new_account()

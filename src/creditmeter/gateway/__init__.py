@@ -297,6 +297,9 @@ class _Call:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _bad("messages", "must be a non-empty list of messages")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise _bad(f"messages[{i}]", "must be an object with a role")
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise _bad("stream", "must be true or false")
         options = body.get("stream_options")
