@@ -63,6 +63,10 @@ class Principal:
         return self.is_operator or (account_id is not None and account_id == self.account_id)
 
 
+# The key id of the operator key given in the environment (it is not stored, so not revocable).
+ENV_OPERATOR_KEY_ID = "env:CREDITMETER_ADMIN_KEY"
+
+
 def check_admin_key(value: str | None) -> str | None:
     """The operator key from the environment, if set; too short a one is refused."""
     if value is not None and len(value) < MIN_ADMIN_KEY_LENGTH:

@@ -133,6 +133,8 @@ def seed(engine: Engine, now_us: int) -> dict[str, str]:
     keys = {}
     for person in ("alice", "bob", "carol", "dave", "erin", "gina"):
         keys[person] = engine.create_key(person, now_us, name="console tests")[1]
+    # The console takes a stored operator key (revocable), never the environment's.
+    keys["operator"] = engine.create_key(None, now_us, name="console tests")[1]
     problems = engine.check_invariants()
     assert not problems, problems
     return keys

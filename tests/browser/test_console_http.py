@@ -105,6 +105,8 @@ def test_after_sign_in_only_a_console_page_is_a_destination(world: World) -> Non
     usage = "/console/accounts/alice/usage?model=gpt-4o"
     for target, expected in ((usage, usage), ("https://elsewhere.example/console", "/console"),
                              ("//elsewhere.example/console", "/console"),
+                             ("/console/..//elsewhere.example", "/console"),
+                             ("/console/%2e%2e/api/accounts", "/console"),
                              ("/api/accounts/alice", "/console")):
         with client(world) as c:
             response = c.post("/console/sign-in", data={"key": world.keys["alice"], "next": target})
@@ -112,10 +114,21 @@ def test_after_sign_in_only_a_console_page_is_a_destination(world: World) -> Non
 
 
 def test_a_sign_in_from_another_site_is_refused(world: World) -> None:
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "https://evil.example.com"}):
+        with client(world) as c:
+            response = c.post("/console/sign-in", data={"key": world.keys["alice"]}, headers=headers)
+            assert response.status_code == 403 and "set-cookie" not in response.headers, headers
+
+
+def test_the_servers_own_operator_key_cannot_sign_in(world: World) -> None:
+    """A cookie holding CREDITMETER_ADMIN_KEY could never be revoked: a stored key is asked for."""
     with client(world) as c:
-        response = c.post("/console/sign-in", data={"key": world.keys["alice"]},
-                          headers={"Sec-Fetch-Site": "cross-site"})
-        assert response.status_code == 403 and "set-cookie" not in response.headers
+        response = c.post("/console/sign-in", data={"key": ADMIN_KEY})
+        assert response.status_code == 401 and "set-cookie" not in response.headers
+        assert "keys create --operator" in response.text
+        stored = c.post("/console/sign-in", data={"key": world.keys["operator"]})
+        assert stored.status_code == 303 and "set-cookie" in stored.headers
 
 
 def test_forms_that_change_something_need_the_pages_token(world: World, carol: httpx2.Client) -> None:

@@ -18,7 +18,6 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.api.conftest import ADMIN_KEY
 from tests.browser.conftest import LAPTOP, PHONE, World
 
 SOON = timedelta(days=7)
@@ -83,7 +82,7 @@ def signed_in(browser: Any, world: World, who: str, viewport: dict[str, int] = L
     context = browser.new_context(base_url=world.url, viewport=viewport, accept_downloads=True)
     page = context.new_page()
     page.goto("/console/sign-in")
-    page.fill("#key", ADMIN_KEY if who == "operator" else world.keys[who])
+    page.fill("#key", world.keys[who])
     page.click("main form button[type=submit]")
     page.wait_for_url(re.compile(r"/console(/accounts/[^/]+)?$"))
     return page

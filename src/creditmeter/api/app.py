@@ -74,7 +74,7 @@ from creditmeter.engine import Engine, Usage
 from creditmeter.errors import CreditmeterError, InputError, NotFound
 from creditmeter.gateway import Gateway, gateway_routes
 from creditmeter.ingest import csv_chunks, csv_filename
-from creditmeter.keys import Principal, Role, check_admin_key, digest, same_digest
+from creditmeter.keys import ENV_OPERATOR_KEY_ID, Principal, Role, check_admin_key, digest, same_digest
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.plans import parse_plans
 from creditmeter.pricing import parse_catalog
@@ -248,7 +248,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
         """Who ``secret`` is (through the key cache); None for an unknown or revoked key."""
         presented = digest(secret)
         if admin_digest is not None and same_digest(presented, admin_digest):
-            return Principal(Role.OPERATOR, None, "env:CREDITMETER_ADMIN_KEY")
+            return Principal(Role.OPERATOR, None, ENV_OPERATOR_KEY_ID)
         principal = key_cache.get(presented)
         if principal is None:
             generation = key_cache.generation

@@ -37,7 +37,7 @@ from creditmeter.console.session import (
 from creditmeter.engine import Engine
 from creditmeter.errors import Conflict, InputError, NotFound, SchemaError, Unavailable
 from creditmeter.ingest import csv_chunks, csv_filename
-from creditmeter.keys import Principal
+from creditmeter.keys import ENV_OPERATOR_KEY_ID, Principal
 from creditmeter.money import format_credits, parse_credits
 
 log = logging.getLogger("creditmeter.console")
@@ -177,6 +177,10 @@ def create_console(engine: Engine, *, clock: Callable[[], int],
             error = "Enter your key." if not key else "This key is unknown or has been revoked."
             return render(request, "sign_in.html", 400 if not key else 401, next=safe_next(next),
                           error=error)
+        if principal.key_id == ENV_OPERATOR_KEY_ID:  # a cookie holding it could never be revoked
+            return render(request, "sign_in.html", 401, next=safe_next(next),
+                          error="Sign in with a stored key you can revoke ('creditmeter keys create "
+                                "--operator'), not the server's CREDITMETER_ADMIN_KEY.")
         response = redirect(safe_next(next))
         sign_in(response, request, key)
         return response
@@ -286,6 +290,8 @@ def create_console(engine: Engine, *, clock: Callable[[], int],
                             allocation_id=form["id"])
         except InputError as exc:
             errors[QUOTA_FIELDS.get(exc.field, "form")] = exc.reason
+            if exc.field == "id":  # the form's own id: a fresh one lets the next try go through
+                form["id"] = uuid.uuid4().hex
             return enterprise_page(request, enterprise_id, 400, form, errors)
         except Conflict as exc:
             return enterprise_page(request, enterprise_id, 409, form, {"form": str(exc)})

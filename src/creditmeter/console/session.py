@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,13 +53,21 @@ def token_ok(key: str, presented: str) -> bool:
 
 
 def cross_site(request: Request) -> bool:
-    """Whether the browser says this request came from another site."""
-    return request.headers.get("sec-fetch-site", "").lower() == "cross-site"
+    """Whether this request came from another site or another origin (the browser's
+    ``Sec-Fetch-Site``, else its ``Origin``)."""
+    if request.headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("origin")
+    return origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}"
 
 
 def safe_next(target: str | None) -> str:
     """Where to go after signing in: a console path of this site, else the console's start."""
-    if (target and target.startswith(PATH) and not target.startswith("//")
+    parts = urlsplit(target or "")
+    path = parts.path
+    if (target and not parts.scheme and not parts.netloc
+            and (path == PATH or path.startswith(PATH + "/")) and "//" not in path
+            and not {".", ".."} & set(unquote(path).split("/"))
             and "\\" not in target and all(c.isprintable() for c in target)):
         return target
     return PATH

@@ -136,7 +136,7 @@ def parse_filters(params: Mapping[str, str]) -> Filters:
             f.errors[name] = "must be at most 255 characters"
     limit = params.get("limit", "").strip()
     if limit:
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE_SIZE:
+        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_PAGE_SIZE:
             f.errors["limit"] = f"must be a whole number from 1 to {MAX_PAGE_SIZE}"
         else:
             f.limit = int(limit)
@@ -165,7 +165,7 @@ def usage(engine: Engine, account_id: str, f: Filters, now_us: int) -> dict[str,
     members: list[str] = []
     if account.kind is AccountKind.ENTERPRISE:
         view = engine.enterprise(account_id, now_us)
-        members = sorted({m.account_id for m in view.members} | set(view.quota))
+        members = sorted(m.account_id for m in view.members)  # a removed member's usage is theirs
         names.update((p.grant.id, p.grant.name) for p in view.pool.packages)
         for packages in view.quota.values():
             names.update((p.grant.id, p.grant.name) for p in packages)
