@@ -244,3 +244,15 @@ def test_quota_held_by_requests_in_flight_is_not_revoked(world: World, carol: ht
     assert world.get("carol", "/api/enterprises/acme")["allocations"] == before
     with world.api("operator") as operator:
         assert operator.post(f"/api/holds/{hold.json()['hold_id']}/release").status_code == 200
+
+
+def test_a_valid_through_date_at_the_end_of_time_is_refused_in_plain_words(world: World) -> None:
+    with session(world, "carol") as carol:
+        good = token(carol, "/console/enterprises/acme")
+        before = world.get("carol", "/api/enterprises/acme")["allocations"]
+        refused = carol.post("/console/enterprises/acme/quota",
+                             data={"member": "dave", "amount": "5", "valid_through": "9999-12-31",
+                                   "csrf": good})
+        assert refused.status_code == 400
+        assert "must be a date before 9999-12-31" in refused.text and "µs" not in refused.text
+        assert world.get("carol", "/api/enterprises/acme")["allocations"] == before
