@@ -678,13 +678,9 @@ class Engine:
         _check_instant(at_us, "at")
 
         def work(tx: Transaction) -> Subscription:
-            found = tx.get_subscription(subscription_id)
-            if found is None:
-                raise NotFound("subscription", subscription_id, "subscription_id")
-            self._book(tx, found[0].account_id, at_us)  # lock, then read it again
-            found = tx.get_subscription(subscription_id)
-            assert found is not None
-            sub = found[0]
+            sub, _ = _read_locked(tx, lambda: tx.get_subscription(subscription_id),
+                                  lambda found: [found.account_id],
+                                  ("subscription", subscription_id, "subscription_id"))
             if not sub.recurring:
                 raise Conflict(f"subscription {subscription_id!r} is a trial: it ends by itself")
             if sub.status(at_us) is SubscriptionStatus.EXPIRED:
@@ -914,13 +910,9 @@ class Engine:
         _check_instant(at_us, "at")
 
         def work(tx: Transaction) -> QuotaAllocation:
-            found = tx.get_allocation(allocation_id)
-            if found is None:
-                raise NotFound("allocation", allocation_id, "grant_id")
-            books = tx.load_books([found[0].enterprise_id, found[0].member_id])  # lock, then read again
-            found = tx.get_allocation(allocation_id)
-            assert found is not None
-            allocation = found[0]
+            allocation, books = _read_locked(tx, lambda: tx.get_allocation(allocation_id),
+                                             lambda found: [found.enterprise_id, found.member_id],
+                                             ("allocation", allocation_id, "grant_id"))
             if allocation.revoked_at_us is not None:
                 return allocation
             pool, member = books[AccountId(allocation.enterprise_id)], books[AccountId(allocation.member_id)]
@@ -1048,13 +1040,11 @@ class Engine:
     def _locked_hold(self, tx: Transaction, hold_id: str, at_us: int) -> tuple[Hold, Book]:
         """The hold as it stands once its account is locked (read again after the lock, so a
         concurrent settle or release is seen), and the account's book."""
-        found = tx.get_hold(hold_id)
-        if found is None:
-            raise NotFound("hold", hold_id, "hold_id")
-        book = self._book(tx, found[0].account_id, at_us)
-        found = tx.get_hold(hold_id)
-        assert found is not None
-        return found[0], book
+        hold, books = _read_locked(tx, lambda: tx.get_hold(hold_id), lambda found: [found.account_id],
+                                   ("hold", hold_id, "hold_id"))
+        book = books[hold.account_id]
+        book.advance(at_us)
+        return hold, book
 
     def _book(self, tx: Transaction, account_id: str, at_us: int) -> Book:
         book = tx.load_books([account_id]).get(AccountId(account_id))
@@ -1101,6 +1091,24 @@ class Engine:
             accounts = [(a.id, overage) for a, overage in tx.list_accounts()
                         if ids is None or a.id in ids]
             return invariants.check(tx.grant_rows(ids), accounts, tx.ledger_totals(ids))
+
+
+X = TypeVar("X")
+
+
+def _read_locked(tx: Transaction, fetch: Callable[[], tuple[X, object] | None],
+                 accounts: Callable[[X], list[str]],
+                 missing: tuple[str, str, str]) -> tuple[X, dict[AccountId, Book]]:
+    """The object ``fetch`` reads, as it stands once the accounts it names are locked: read it,
+    lock (load) those accounts, read it again, so a write that got there first is seen. A missing
+    object is ``NotFound(*missing)`` (what, id, field)."""
+    found = fetch()
+    if found is None:
+        raise NotFound(*missing)
+    books = tx.load_books(accounts(found[0]))
+    found = fetch()
+    assert found is not None
+    return found[0], books
 
 
 def _version_at(prices: PriceBook, at_us: int) -> PriceVersion:
