@@ -90,6 +90,23 @@ def marker() -> str:
     return f"m{uuid.uuid4().hex}"
 
 
+def stream_all(gw: GatewayServer, key: str, model: str, messages: list[dict[str, str]], *,
+               breaks: bool = False) -> tuple[str, list[Any]]:
+    """A streamed call read to its end: its request id and every chunk (with ``breaks``, the
+    chunks before the ``openai.APIError`` the stream must end with)."""
+    chunks: list[Any] = []
+    with gw.openai(key) as client:
+        stream = client.chat.completions.create(model=model, messages=messages, stream=True)
+        request_id = stream.response.headers["x-request-id"]
+        if breaks:
+            with pytest.raises(openai.APIError):
+                for chunk in stream:
+                    chunks.append(chunk)
+        else:
+            chunks = list(stream)
+    return request_id, chunks
+
+
 def route(gw: GatewayServer, model: str) -> dict[str, Any]:
     return dict(gw.config["gateway"]["models"][model])
 
@@ -419,13 +436,7 @@ def test_a_client_leaving_mid_stream_is_charged_for_what_was_generated(gw: Gatew
 def test_an_upstream_breaking_off_charges_only_what_was_relayed(gw: GatewayServer) -> None:
     account = gw.new_account()
     messages = prompt(marker(), "Tell me a long story")
-    chunks = []
-    with gw.openai(account.key) as client:
-        stream = client.chat.completions.create(model="fake-break", messages=messages, stream=True)
-        request_id = stream.response.headers["x-request-id"]
-        with pytest.raises(openai.APIError):
-            for chunk in stream:
-                chunks.append(chunk)
+    request_id, chunks = stream_all(gw, account.key, "fake-break", messages, breaks=True)
     pieces = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
     assert pieces == 3  # the local upstream drops the connection after 3 chunks
     expected = PRICES["fake-break"].cost_uc(approx_prompt_tokens(messages), pieces)
@@ -439,10 +450,7 @@ def test_an_upstream_breaking_off_charges_only_what_was_relayed(gw: GatewayServe
 def test_a_stream_without_upstream_usage_is_charged_by_count(gw: GatewayServer) -> None:
     account = gw.new_account()
     messages = prompt(marker(), "No usage from this one")
-    with gw.openai(account.key) as client:
-        stream = client.chat.completions.create(model="fake-nousage", messages=messages, stream=True)
-        request_id = stream.response.headers["x-request-id"]
-        chunks = list(stream)
+    request_id, chunks = stream_all(gw, account.key, "fake-nousage", messages)
     expected = PRICES["fake-nousage"].cost_uc(approx_prompt_tokens(messages), UPSTREAM_REPLY_WORDS)
     assert (chunks[-1].model_extra or {})["credits_charged"] == credits(expected)
     assert_charged(gw, account.id, account.granted_uc, request_id, expected, "fake-nousage",
@@ -606,18 +614,12 @@ def test_a_200_that_carries_an_error_is_an_upstream_failure(gw: GatewayServer) -
 def test_an_error_event_mid_stream_charges_what_was_relayed(gw: GatewayServer) -> None:
     account = gw.new_account()
     messages = prompt(marker())
-    chunks = []
-    with gw.openai(account.key) as client:
-        stream = client.chat.completions.create(model="fake-errorbody", messages=messages, stream=True)
-        request_id = stream.response.headers["x-request-id"]
-        with pytest.raises(openai.APIError):
-            for chunk in stream:
-                chunks.append(chunk)
+    request_id, chunks = stream_all(gw, account.key, "fake-errorbody", messages, breaks=True)
     pieces = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
     assert pieces == 2  # the local upstream sends its error after 2 chunks
     expected = PRICES["fake-errorbody"].cost_uc(approx_prompt_tokens(messages), pieces)
     assert_charged(gw, account.id, account.granted_uc, request_id, expected, "fake-errorbody",
-                           (approx_prompt_tokens(messages), pieces, 0))
+                   (approx_prompt_tokens(messages), pieces, 0))
     [event] = gw.events(account.id)
     assert event["metadata"]["finish"] == "upstream_broke_off"
 
@@ -625,17 +627,14 @@ def test_an_error_event_mid_stream_charges_what_was_relayed(gw: GatewayServer) -
 def test_crlf_and_mixed_line_endings_in_odd_pieces_are_relayed_whole(gw: GatewayServer) -> None:
     account = gw.new_account()
     messages = prompt(marker())
-    with gw.openai(account.key) as client:
-        stream = client.chat.completions.create(model="fake-crlf", messages=messages, stream=True)
-        request_id = stream.response.headers["x-request-id"]
-        chunks = list(stream)
+    request_id, chunks = stream_all(gw, account.key, "fake-crlf", messages)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text.split()) == UPSTREAM_REPLY_WORDS
     usages = [c.usage for c in chunks if c.usage is not None]
     assert len(usages) == 1 and usages[0].prompt_tokens == word_prompt_tokens(messages)
     expected = PRICES["fake-crlf"].cost_uc(word_prompt_tokens(messages), UPSTREAM_REPLY_WORDS)
     assert_charged(gw, account.id, account.granted_uc, request_id, expected, "fake-crlf",
-                           (word_prompt_tokens(messages), UPSTREAM_REPLY_WORDS, 0))
+                   (word_prompt_tokens(messages), UPSTREAM_REPLY_WORDS, 0))
     [event] = gw.events(account.id)
     assert event["metadata"]["usage"] == "upstream"
 
@@ -643,15 +642,12 @@ def test_crlf_and_mixed_line_endings_in_odd_pieces_are_relayed_whole(gw: Gateway
 def test_usage_beside_the_output_reaches_the_client_once(gw: GatewayServer) -> None:
     account = gw.new_account()
     messages = prompt(marker())
-    with gw.openai(account.key) as client:
-        stream = client.chat.completions.create(model="fake-inline-usage", messages=messages, stream=True)
-        request_id = stream.response.headers["x-request-id"]
-        chunks = list(stream)
+    request_id, chunks = stream_all(gw, account.key, "fake-inline-usage", messages)
     usages = [c for c in chunks if c.usage is not None]
     assert len(usages) == 1 and usages[0] is chunks[-1], usages
     expected = PRICES["fake-inline-usage"].cost_uc(word_prompt_tokens(messages), UPSTREAM_REPLY_WORDS)
     assert (chunks[-1].model_extra or {})["credits_charged"] == credits(expected)
     assert_charged(gw, account.id, account.granted_uc, request_id, expected, "fake-inline-usage",
-                           (word_prompt_tokens(messages), UPSTREAM_REPLY_WORDS, 0))
+                   (word_prompt_tokens(messages), UPSTREAM_REPLY_WORDS, 0))
     [event] = gw.events(account.id)
     assert event["metadata"]["usage"] == "upstream"

@@ -245,8 +245,7 @@ def approx_prompt_tokens(messages: list[Any]) -> int:
         total += 3
         if isinstance(message, Mapping):
             content = message.get("content")
-            text = content if isinstance(content, str) else orjson.dumps(content)
-            size = len(text.encode()) if isinstance(text, str) else len(text)
+            size = len(content.encode()) if isinstance(content, str) else len(orjson.dumps(content))
             total += math.ceil(size / APPROX_BYTES_PER_TOKEN)
     return total
 
@@ -381,6 +380,12 @@ class _Call:
             await self.release("a refused settle")
             return None
 
+    def _upstream_answered(self, status: int, content: bytes) -> GatewayError:
+        """What the client is told of an upstream's error answer."""
+        if status in (400, 413, 422):  # the request's own fault: the upstream says why
+            return GatewayError(status, _upstream_message(content), code="upstream_rejected")
+        return self._upstream_failed(status, "")
+
     def _upstream_failed(self, status: int | None, detail: str) -> GatewayError:
         what = f"answered {status}" if status is not None else f"failed ({detail})"
         if status == 429:
@@ -403,9 +408,7 @@ class _Call:
             raise self._upstream_failed(None, type(exc).__name__) from None
         if status >= 400:
             await self.release("an upstream error")
-            if status in (400, 413, 422):  # the request's own fault: the upstream says why
-                raise GatewayError(status, _upstream_message(content), code="upstream_rejected")
-            raise self._upstream_failed(status, "")
+            raise self._upstream_answered(status, content)
         return await self._answer(content)
 
     async def _demo_whole(self, payload: dict[str, Any]) -> Response:
@@ -460,9 +463,7 @@ class _Call:
                 content = b""
             answer.release()
             await self.release("an upstream error")
-            if answer.status in (400, 413, 422):
-                raise GatewayError(answer.status, _upstream_message(content), code="upstream_rejected")
-            raise self._upstream_failed(answer.status, "")
+            raise self._upstream_answered(answer.status, content)
 
         async def close(complete: bool) -> None:
             if complete:  # read the body's end, so the connection goes back to the pool
