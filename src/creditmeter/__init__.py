@@ -23,18 +23,13 @@ from creditmeter.domain import (
     Rejected,
     UsageEvent,
 )
-from creditmeter.engine import Engine, Settings, TickReport, Usage
+from creditmeter.engine import Engine, Settings, TickReport, Usage, open_engine
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound, SchemaError
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.pricing import Catalog, ModelPrice, PriceBook, import_litellm, parse_catalog, rate
 from creditmeter.store import SqlStore, open_store
 
 __version__ = "0.1.0"
-
-
-def open_engine(url: str = "sqlite:///creditmeter.db", settings: Settings | None = None) -> Engine:
-    """An engine on the database at ``url`` (SQLite files get their schema on first use)."""
-    return Engine(open_store(url), settings)
 
 
 __all__ = [

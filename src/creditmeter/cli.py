@@ -22,14 +22,12 @@ import orjson
 
 from creditmeter import present
 from creditmeter.domain import Charge, Refused
-from creditmeter.engine import Engine, Settings, Usage
+from creditmeter.engine import Engine, Settings, Usage, open_engine
 from creditmeter.errors import CreditmeterError, InputError, Unavailable
 from creditmeter.keys import check_admin_key
 from creditmeter.money import format_credits, parse_credits, to_decimal
 from creditmeter.plans import load_plans_file
 from creditmeter.pricing import import_litellm, load_yaml, parse_catalog
-from creditmeter.store.base import Transient
-from creditmeter.store.sql import SqlStore
 from creditmeter.timeutil import format_instant, parse_instant
 
 DEFAULT_DB = "sqlite:///creditmeter.db"
@@ -78,11 +76,11 @@ def command(group: click.Group, name: str, *, at: bool = False, as_json: bool = 
                 if at:
                     at_text = kwargs.pop("at")
                     kwargs["at_us"] = now_us() if at_text is None else parse_instant(at_text, "at")
-                engine = Engine(SqlStore(url), settings_from_env())
+                engine = open_engine(url, settings_from_env())
                 try:
                     fn(engine=engine, **kwargs)
                 finally:
-                    engine.store.close()
+                    engine.close()
             except CreditmeterError as exc:
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(exc.exit_code)
@@ -118,16 +116,15 @@ def db() -> None:
 @click.option("--db", "url", metavar="URL", help="Database URL (env CREDITMETER_DB).")
 def db_upgrade(url: str | None) -> None:
     """Create or upgrade the schema to the newest version."""
-    store = SqlStore(url or os.environ.get("CREDITMETER_DB") or DEFAULT_DB)
+    engine = open_engine(url or os.environ.get("CREDITMETER_DB") or DEFAULT_DB)
     try:
-        store.upgrade()
-        click.echo(f"schema at {store.revision()} ({store.url})")
-    except Transient as exc:
-        error = Unavailable(f"the database is unreachable now ({exc})")
+        revision = engine.upgrade_schema()
+        click.echo(f"schema at {revision} ({engine.database_url})")
+    except Unavailable as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
     finally:
-        store.close()
+        engine.close()
 
 
 # -- prices --------------------------------------------------------------------------------------
@@ -774,11 +771,11 @@ def serve(host: str, port: int, workers: int, url: str | None, access_log: bool,
             from creditmeter.gateway import Gateway
 
             Gateway(config.gateway, os.environ)  # every upstream key is there
-        engine = Engine(SqlStore(url))
+        engine = open_engine(url)
         try:
             engine.ping()  # the schema is there (SQLite gets it now) and the database answers
         finally:
-            engine.store.close()
+            engine.close()
     except CreditmeterError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

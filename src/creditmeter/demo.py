@@ -16,13 +16,11 @@ import sqlalchemy as sa
 
 from creditmeter import present
 from creditmeter.domain import Hold
-from creditmeter.engine import Engine, Usage
+from creditmeter.engine import Engine, Usage, open_engine
 from creditmeter.errors import InputError
 from creditmeter.pricing import load_yaml, parse_catalog
-from creditmeter.store.sql import SqlStore
-from creditmeter.timeutil import US_PER_S, format_instant
+from creditmeter.timeutil import DAY_US, US_PER_S, format_instant
 
-DAY_US = 86_400 * US_PER_S
 USER = "demo-user"
 TEAM = "demo-team"
 TEAMMATE = "demo-teammate"
@@ -44,7 +42,7 @@ def run_demo(url: str, days: int, now_us: int, *, quiet: bool = False) -> Engine
         raise InputError("db", "the demo needs a SQLite file URL, e.g. sqlite:///creditmeter-demo.db")
     for suffix in ("", "-wal", "-shm"):
         Path(path + suffix).unlink(missing_ok=True)
-    engine = Engine(SqlStore(url))
+    engine = open_engine(url)
     start = (now_us // DAY_US - days) * DAY_US
     engine.load_prices(parse_catalog(load_yaml(example_catalog_text())), start, start,
                        source="example.yaml (example prices)")

@@ -274,3 +274,34 @@ class Period:
     end_us: int
     used_uc: int
     basis: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A charged event as stored: its body, its charge, and its place in recording order."""
+
+    event: UsageEvent
+    charge: Charge
+    seq: int
+
+
+class SummaryRow(NamedTuple):
+    """One group of a usage summary: its key (a day's first µs, or a model id) and totals."""
+
+    key: int | str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    cost_uc: int
+
+
+class PageMark(NamedTuple):
+    """Where the next page of usage starts: after the event at (``ts_us``, ``seq``), among the
+    events recorded up to ``max_seq`` (so paging on while new events arrive neither repeats nor
+    skips one)."""
+
+    ts_us: int
+    seq: int
+    max_seq: int

@@ -8,7 +8,6 @@ never reads a clock.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import random
 import time
@@ -37,9 +36,12 @@ from creditmeter.domain import (
     HoldId,
     HoldStatus,
     Package,
+    PageMark,
     Period,
     Refused,
     Rejected,
+    StoredEvent,
+    SummaryRow,
     UsageEvent,
 )
 from creditmeter.enterprise import Member, QuotaAllocation, allocation_grant_id, source_of
@@ -53,11 +55,10 @@ from creditmeter.pricing import Catalog, PriceBook, PriceVersion, rate
 from creditmeter.store.base import (
     LostConnection,
     Store,
-    StoredEvent,
-    SummaryRow,
     Transaction,
     Transient,
 )
+from creditmeter.store.sql import SqlStore
 from creditmeter.subscriptions import (
     MAX_SUBSCRIPTION_ID,
     Subscription,
@@ -65,9 +66,8 @@ from creditmeter.subscriptions import (
     current_subscription,
     trial_grant_id,
 )
-from creditmeter.timeutil import MAX_US, MIN_US, US_PER_S, format_instant, month_bounds
+from creditmeter.timeutil import DAY_S, MAX_US, MIN_US, US_PER_S, format_instant, month_bounds
 
-DAY_S = 86_400
 MAX_HOLD_TTL_S = 7 * DAY_S
 SETTLE_ID_PREFIX = "hold:"  # default event id of a settle; producers' event ids may not use it
 # Package ids the engine derives itself (each unique by construction); nobody else may use them.
@@ -135,6 +135,34 @@ class Engine:
         # Books kept between batches; each is reused only while its account's stored version
         # is unchanged (see Transaction.load_books).
         self._books = _BookCache(self.settings.book_cache_size)
+
+    @property
+    def database(self) -> str:
+        """The kind of database (``sqlite``, ``postgresql``), for people and health checks."""
+        return self.store.url.split("://", 1)[0].split("+", 1)[0]
+
+    @property
+    def database_url(self) -> str:
+        return self.store.url
+
+    @property
+    def local_reads(self) -> bool:
+        """Whether reads are local file reads that never wait on a lock (SQLite in WAL mode):
+        an event loop may run them itself rather than hand them to a thread."""
+        return self.store.url.startswith("sqlite")
+
+    def upgrade_schema(self) -> str:
+        """Create or upgrade the database schema; answers the revision it is at now
+        (``Unavailable`` if the database cannot be reached)."""
+        try:
+            self.store.upgrade()
+            return self.store.revision() or ""
+        except Transient as exc:
+            raise Unavailable(f"the database is unreachable now ({exc})") from exc
+
+    def close(self) -> None:
+        """Give back the store's connections."""
+        self.store.close()
 
     def _write(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in one write transaction; retry it whole when another writer got there
@@ -440,15 +468,15 @@ class Engine:
 
     def usage_page(self, account_id: str, *, from_us: int | None = None, to_us: int | None = None,
                    model: str | None = None, member: str | None = None, limit: int = 100,
-                   cursor: str | None = None) -> tuple[list[StoredEvent], str | None]:
-        """One page of usage, newest first, and the cursor of the next (None at the end).
+                   after: PageMark | None = None) -> tuple[list[StoredEvent], PageMark | None]:
+        """One page of usage, newest first, and where the next one starts (None at the end).
 
-        A cursor pins the events that existed when the first page was read: paging on while
-        new events arrive neither repeats nor skips one.
+        A mark pins the events that existed when the first page was read: paging on while new
+        events arrive neither repeats nor skips one.
         """
         if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
             raise InputError("limit", f"must be a whole number from 1 to {MAX_PAGE}")
-        before, max_seq = _read_cursor(cursor) if cursor is not None else (None, None)
+        before, max_seq = ((after.ts_us, after.seq), after.max_seq) if after is not None else (None, None)
         ids = self._usage_accounts(account_id, member)
         with self._read() as tx:
             if max_seq is None:
@@ -456,9 +484,7 @@ class Engine:
             page = list(tx.list_events(ids, from_us, to_us, model, limit + 1, before, max_seq))
         more = len(page) > limit
         page = page[:limit]
-        next_cursor = (_write_cursor((page[-1].charge.timestamp_us, page[-1].seq), max_seq)
-                       if more else None)
-        return page, next_cursor
+        return page, PageMark(page[-1].charge.timestamp_us, page[-1].seq, max_seq) if more else None
 
     def usage_summary(self, account_id: str, group_by: str, *, from_us: int | None = None,
                       to_us: int | None = None, model: str | None = None,
@@ -1096,6 +1122,11 @@ class Engine:
 X = TypeVar("X")
 
 
+def open_engine(url: str = "sqlite:///creditmeter.db", settings: Settings | None = None) -> Engine:
+    """An engine on the database at ``url`` (SQLite files get their schema on first use)."""
+    return Engine(SqlStore(url), settings)
+
+
 def _read_locked(tx: Transaction, fetch: Callable[[], tuple[X, object] | None],
                  accounts: Callable[[X], list[str]],
                  missing: tuple[str, str, str]) -> tuple[X, dict[AccountId, Book]]:
@@ -1161,24 +1192,6 @@ def _first(found: tuple[T, str] | None) -> T | None:
 
 def _lasts_until(grant: Grant | None, until_us: int) -> bool:
     return grant is not None and (grant.expires_at_us is None or grant.expires_at_us >= until_us)
-
-
-def _write_cursor(before: tuple[int, int], max_seq: int) -> str:
-    raw = f"{before[0]}.{before[1]}.{max_seq}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _read_cursor(cursor: object) -> tuple[tuple[int, int], int]:
-    if not isinstance(cursor, str) or len(cursor) > 200:
-        raise InputError("cursor", "is not a cursor this API gave out")
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts, seq, max_seq = (int(part) for part in text.split("."))
-    except (ValueError, UnicodeDecodeError):
-        raise InputError("cursor", "is not a cursor this API gave out") from None
-    if min(ts, seq, max_seq) < 0:
-        raise InputError("cursor", "is not a cursor this API gave out")
-    return (ts, seq), max_seq
 
 
 class _BookCache(OrderedDict[AccountId, Book]):

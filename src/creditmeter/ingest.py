@@ -19,11 +19,10 @@ from typing import IO, Any
 import click
 import orjson
 
-from creditmeter.domain import Charge, Rejected
+from creditmeter.domain import Charge, Rejected, StoredEvent
 from creditmeter.engine import Engine
 from creditmeter.errors import InputError
 from creditmeter.money import format_credits
-from creditmeter.store.base import StoredEvent
 from creditmeter.timeutil import format_instant
 
 

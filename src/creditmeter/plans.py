@@ -39,9 +39,8 @@ from creditmeter.errors import InputError, NotFound
 from creditmeter.events import check_id
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.pricing import load_yaml
-from creditmeter.timeutil import MAX_US, MIN_US, US_PER_S
+from creditmeter.timeutil import DAY_US, MAX_US, MIN_US
 
-DAY_US = 86_400 * US_PER_S
 MAX_VALID_DAYS = 36_500
 MAX_SEATS = 1_000_000
 MAX_NAME_LENGTH = 255
@@ -71,13 +70,15 @@ class PlanKind(enum.StrEnum):
         return self in (PlanKind.SUBSCRIPTION, PlanKind.ENTERPRISE)
 
 
-class Period(enum.StrEnum):
+class Interval(enum.StrEnum):
+    """How often a recurring plan renews."""
+
     MONTH = "month"
     YEAR = "year"
 
     @property
     def months(self) -> int:
-        return 1 if self is Period.MONTH else 12
+        return 1 if self is Interval.MONTH else 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ class Plan:
     name: str
     credits_uc: int
     priority: int
-    period: Period | None = None
+    period: Interval | None = None
     valid_days: int | None = None
     description: str | None = None
     seats_default: int | None = None
@@ -161,7 +162,7 @@ class PlanCatalog:
 # -- parsing ---------------------------------------------------------------------------------------
 
 _KIND_VALUES = frozenset(kind.value for kind in PlanKind)
-_PERIOD_VALUES = frozenset(period.value for period in Period)
+_PERIOD_VALUES = frozenset(period.value for period in Interval)
 
 
 def parse_plans(data: object, source: str = "plans") -> PlanCatalog:
@@ -203,7 +204,7 @@ def parse_plan(data: object, prefix: str = "plan") -> Plan:
     if "credits" not in data:
         raise InputError(f"{prefix}.credits", "is required")
     credits_uc = parse_credits(data["credits"], f"{prefix}.credits", allow_zero=False)
-    period: Period | None = None
+    period: Interval | None = None
     valid_days: int | None = None
     if kind.recurring:
         if data.get("valid_days") is not None:
@@ -241,12 +242,12 @@ def _kind(value: object, field: str) -> PlanKind:
     return PlanKind(value)
 
 
-def _period(value: object, field: str) -> Period:
+def _period(value: object, field: str) -> Interval:
     if value is None:
         raise InputError(field, "is required (month or year)")
     if not isinstance(value, str) or value not in _PERIOD_VALUES:
         raise InputError(field, f"must be month or year, got {value!r}")
-    return Period(value)
+    return Interval(value)
 
 
 def _whole(value: object, field: str, low: int, high: int) -> int | None:
@@ -313,13 +314,13 @@ def add_months(instant_us: int, n: int) -> int:
     return result
 
 
-def _as_period(period: Period | str) -> Period:
-    if isinstance(period, Period):
+def _as_period(period: Interval | str) -> Interval:
+    if isinstance(period, Interval):
         return period
     return _period(period, "period")
 
 
-def period_bounds(anchor_us: int, period: Period | str, index: int) -> tuple[int, int]:
+def period_bounds(anchor_us: int, period: Interval | str, index: int) -> tuple[int, int]:
     """``(start_us, end_us)`` of billing period ``index`` (0 starts at the anchor); ends are exclusive."""
     if index < 0:
         raise InputError("index", f"must not be negative, got {index}")
@@ -327,7 +328,7 @@ def period_bounds(anchor_us: int, period: Period | str, index: int) -> tuple[int
     return add_months(anchor_us, index * months), add_months(anchor_us, (index + 1) * months)
 
 
-def period_index_at(anchor_us: int, period: Period | str, at_us: int) -> int:
+def period_index_at(anchor_us: int, period: Interval | str, at_us: int) -> int:
     """The index of the billing period whose ``[start, end)`` contains ``at_us``."""
     step = _as_period(period)
     _check_instant(anchor_us, "anchor")

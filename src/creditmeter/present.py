@@ -5,15 +5,27 @@ Amounts are credits strings in fields ending ``_credits``; instants are ISO 8601
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from creditmeter.domain import Account, Balance, Charge, Hold, Package, Refused, Rejected
+from creditmeter.domain import (
+    Account,
+    Balance,
+    Charge,
+    Hold,
+    Package,
+    PageMark,
+    Refused,
+    Rejected,
+    StoredEvent,
+    SummaryRow,
+)
 from creditmeter.engine import EnterpriseView, TickReport
 from creditmeter.enterprise import Member, QuotaAllocation
+from creditmeter.errors import InputError
 from creditmeter.keys import ApiKey
 from creditmeter.money import format_credits as fc
 from creditmeter.pricing import PriceBook
-from creditmeter.store.base import StoredEvent, SummaryRow
 from creditmeter.subscriptions import Subscription, SubscriptionStatus
 from creditmeter.timeutil import format_instant
 
@@ -179,3 +191,27 @@ def enterprise(view: EnterpriseView) -> dict[str, Any]:
     return {"enterprise_id": view.account.id, "name": view.account.name,
             "pool": balance(view.pool), "members": members,
             "allocations": [allocation(a) for a in view.allocations]}
+
+
+def cursor(mark: PageMark | None) -> str | None:
+    """A page mark as the opaque ``cursor`` text the API and the console give out."""
+    if mark is None:
+        return None
+    raw = f"{mark.ts_us}.{mark.seq}.{mark.max_seq}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def page_mark(text: str | None) -> PageMark | None:
+    """The page mark a ``cursor`` stands for (None for none); any other text is refused."""
+    if text is None:
+        return None
+    if not isinstance(text, str) or len(text) > 200:
+        raise InputError("cursor", "is not a cursor this API gave out")
+    try:
+        decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        ts, seq, max_seq = (int(part) for part in decoded.split("."))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError("cursor", "is not a cursor this API gave out") from None
+    if min(ts, seq, max_seq) < 0:
+        raise InputError("cursor", "is not a cursor this API gave out")
+    return PageMark(ts, seq, max_seq)

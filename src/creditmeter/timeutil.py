@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from creditmeter.errors import InputError
 
 US_PER_S = 1_000_000
+DAY_S = 86_400
+DAY_US = DAY_S * US_PER_S
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 # Far enough for any grant; keeps every instant inside a signed 64-bit integer.

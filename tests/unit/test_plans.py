@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 from creditmeter.domain import GrantKind
 from creditmeter.errors import InputError, NotFound
 from creditmeter.plans import (
-    DAY_US,
-    Period,
+    Interval,
     Plan,
     PlanCatalog,
     PlanKind,
@@ -31,7 +30,7 @@ from creditmeter.plans import (
     period_index_at,
 )
 from creditmeter.pricing import load_yaml
-from creditmeter.timeutil import format_instant
+from creditmeter.timeutil import DAY_US, format_instant
 from tests.conftest import at
 
 SHIPPED = Path(__file__).parents[2] / "src/creditmeter/catalogs/plans.yaml"
@@ -65,10 +64,10 @@ def test_a_valid_catalog_parses_into_exact_plans() -> None:
     trial, pro, addon, pack, ent = catalog.plans
     assert trial == Plan(id="trial", kind=PlanKind.TRIAL, name="Trial", credits_uc=100 * UC, priority=0,
                          valid_days=14)
-    assert pro.period is Period.MONTH and pro.valid_days is None and pro.priority == 50
+    assert pro.period is Interval.MONTH and pro.valid_days is None and pro.priority == 50
     assert addon.credits_uc == 500_500_000 and addon.valid_days == 365
     assert pack.priority == 70 and pack.description == "A pack."
-    assert ent.period is Period.YEAR and ent.seats_default == 10 and ent.credits_uc == 2500 * UC
+    assert ent.period is Interval.YEAR and ent.seats_default == 10 and ent.credits_uc == 2500 * UC
     assert catalog.get("addon") is addon
     assert "pro" in catalog and "nope" not in catalog and len(catalog) == 5
 
@@ -233,7 +232,7 @@ def test_a_plan_built_directly_keeps_period_and_valid_days_apart() -> None:
     with pytest.raises(InputError):
         Plan(id="p", kind=PlanKind.SUBSCRIPTION, name="P", credits_uc=1, priority=50, valid_days=30)
     with pytest.raises(InputError):
-        Plan(id="p", kind=PlanKind.ADDON, name="P", credits_uc=1, priority=50, period=Period.MONTH)
+        Plan(id="p", kind=PlanKind.ADDON, name="P", credits_uc=1, priority=50, period=Interval.MONTH)
     with pytest.raises(InputError):
         Plan(id="p", kind=PlanKind.ADDON, name="P", credits_uc=1, priority=50, valid_days=3, seats_default=2)
     plan = Plan(id="p", kind=PlanKind.ADDON, name="P", credits_uc=1, priority=50, valid_days=3)
@@ -265,7 +264,7 @@ def test_the_default_catalog_loads_and_mirrors_the_billing_page() -> None:
     # The trial is used first: every other plan comes after it in the burn-down order.
     assert all(p.priority > 0 for p in catalog.plans if p.kind is not PlanKind.TRIAL)
     professional = [p for p in catalog.plans if p.kind is PlanKind.SUBSCRIPTION]
-    assert any(p.period is Period.MONTH and "Professional" in p.name for p in professional)
+    assert any(p.period is Interval.MONTH and "Professional" in p.name for p in professional)
     addons = [p for p in catalog.plans if p.kind is PlanKind.ADDON]
     assert addons and all(p.valid_days == 365 for p in addons)
     enterprise = [p for p in catalog.plans if p.kind is PlanKind.ENTERPRISE]
@@ -277,7 +276,7 @@ def test_the_default_catalog_loads_and_mirrors_the_billing_page() -> None:
 
 def test_a_subscription_started_jan_31_renews_at_each_month_end() -> None:
     anchor = at("2027-01-31T09:30:15.250000Z")
-    starts = [iso(period_bounds(anchor, Period.MONTH, k)[0]) for k in range(6)]
+    starts = [iso(period_bounds(anchor, Interval.MONTH, k)[0]) for k in range(6)]
     assert starts == ["2027-01-31T09:30:15.250000Z", "2027-02-28T09:30:15.250000Z",
                       "2027-03-31T09:30:15.250000Z", "2027-04-30T09:30:15.250000Z",
                       "2027-05-31T09:30:15.250000Z", "2027-06-30T09:30:15.250000Z"]
@@ -296,18 +295,18 @@ def test_in_a_leap_year_jan_31_renews_on_feb_29() -> None:
 
 def test_period_bounds_of_the_jan_31_subscription() -> None:
     anchor = at("2027-01-31T00:00:00Z")
-    assert period_bounds(anchor, Period.MONTH, 0) == (anchor, at("2027-02-28"))
+    assert period_bounds(anchor, Interval.MONTH, 0) == (anchor, at("2027-02-28"))
     assert period_bounds(anchor, "month", 1) == (at("2027-02-28"), at("2027-03-31"))
-    assert period_bounds(anchor, Period.MONTH, 2) == (at("2027-03-31"), at("2027-04-30"))
-    assert period_index_at(anchor, Period.MONTH, at("2027-02-28") - 1) == 0
-    assert period_index_at(anchor, Period.MONTH, at("2027-02-28")) == 1
-    assert period_index_at(anchor, Period.MONTH, at("2027-03-30T23:59:59.999999Z")) == 1
-    assert period_index_at(anchor, Period.MONTH, at("2027-03-31")) == 2
+    assert period_bounds(anchor, Interval.MONTH, 2) == (at("2027-03-31"), at("2027-04-30"))
+    assert period_index_at(anchor, Interval.MONTH, at("2027-02-28") - 1) == 0
+    assert period_index_at(anchor, Interval.MONTH, at("2027-02-28")) == 1
+    assert period_index_at(anchor, Interval.MONTH, at("2027-03-30T23:59:59.999999Z")) == 1
+    assert period_index_at(anchor, Interval.MONTH, at("2027-03-31")) == 2
 
 
 def test_a_feb_29_yearly_anchor_returns_to_feb_29_in_leap_years() -> None:
     anchor = at("2028-02-29T12:00:00Z")
-    starts = [iso(period_bounds(anchor, Period.YEAR, k)[0]) for k in range(6)]
+    starts = [iso(period_bounds(anchor, Interval.YEAR, k)[0]) for k in range(6)]
     assert starts == ["2028-02-29T12:00:00Z", "2029-02-28T12:00:00Z", "2030-02-28T12:00:00Z",
                       "2031-02-28T12:00:00Z", "2032-02-29T12:00:00Z", "2033-02-28T12:00:00Z"]
     # 2100 is not a leap year (a century not divisible by 400); 2000 was.
@@ -321,10 +320,10 @@ def test_a_feb_29_yearly_anchor_returns_to_feb_29_in_leap_years() -> None:
 def test_bad_period_arguments_are_input_errors() -> None:
     anchor = at("2027-01-31")
     with pytest.raises(InputError) as err:
-        period_index_at(anchor, Period.MONTH, anchor - 1)
+        period_index_at(anchor, Interval.MONTH, anchor - 1)
     assert err.value.field == "at"
     with pytest.raises(InputError) as err:
-        period_bounds(anchor, Period.MONTH, -1)
+        period_bounds(anchor, Interval.MONTH, -1)
     assert err.value.field == "index"
     with pytest.raises(InputError) as err:
         period_bounds(anchor, "week", 0)
@@ -349,7 +348,7 @@ def test_grant_expiry_is_valid_days_later() -> None:
 
 ANCHORS = st.integers(at("2000-01-01"), at("2100-01-01") - 1)
 INDICES = st.integers(0, 1200)
-PERIODS = st.sampled_from(list(Period))
+PERIODS = st.sampled_from(list(Interval))
 
 
 def _dt(us: int) -> datetime:
@@ -366,18 +365,18 @@ def test_add_months_clamps_to_the_anchor_day_and_keeps_the_time(anchor: int, n: 
 
 
 @given(ANCHORS, PERIODS, INDICES)
-def test_period_bounds_are_contiguous_and_strictly_increasing(anchor: int, period: Period, k: int) -> None:
+def test_period_bounds_are_contiguous_and_strictly_increasing(anchor: int, period: Interval, k: int) -> None:
     start, end = period_bounds(anchor, period, k)
     following = period_bounds(anchor, period, k + 1)
     assert start < end == following[0] < following[1]
     assert period_bounds(anchor, period, 0)[0] == anchor
     days = (end - start) / DAY_US
     assert days == int(days)  # whole days: the time of day never moves
-    assert (28 <= days <= 31) if period is Period.MONTH else days in (365, 366)
+    assert (28 <= days <= 31) if period is Interval.MONTH else days in (365, 366)
 
 
 @given(ANCHORS, PERIODS, INDICES, st.floats(0, 1, exclude_max=True))
-def test_period_index_at_finds_the_period_of_its_bounds(anchor: int, period: Period, k: int,
+def test_period_index_at_finds_the_period_of_its_bounds(anchor: int, period: Interval, k: int,
                                                         fraction: float) -> None:
     start, end = period_bounds(anchor, period, k)
     inside = start + int((end - start) * fraction)
@@ -388,7 +387,8 @@ def test_period_index_at_finds_the_period_of_its_bounds(anchor: int, period: Per
 
 
 @given(ANCHORS, PERIODS, st.integers(0, 100 * 366 * DAY_US))
-def test_every_instant_after_the_anchor_lies_in_its_period(anchor: int, period: Period, offset: int) -> None:
+def test_every_instant_after_the_anchor_lies_in_its_period(anchor: int, period: Interval,
+                                                           offset: int) -> None:
     t = anchor + offset
     k = period_index_at(anchor, period, t)
     start, end = period_bounds(anchor, period, k)

@@ -70,7 +70,7 @@ from creditmeter.api.models import (
 )
 from creditmeter.console import create_console
 from creditmeter.domain import Charge, Refused, Rejected
-from creditmeter.engine import Engine, Usage
+from creditmeter.engine import Engine, Usage, open_engine
 from creditmeter.errors import CreditmeterError, InputError, NotFound
 from creditmeter.gateway import Gateway, gateway_routes
 from creditmeter.ingest import csv_chunks, csv_filename
@@ -270,7 +270,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     # SQLite reads are local file reads that never wait on a lock (WAL): they run on the event
     # loop, which is several times cheaper than a hand-off to a thread. Writes, and every call
     # on a networked database, run on worker threads so the loop never waits.
-    inline_reads = engine.store.url.startswith("sqlite")
+    inline_reads = engine.local_reads
 
     class KeyedRoute(ExactJSONRoute):
         """Checks the caller's key (and role) before anything else, the body included: a
@@ -454,9 +454,10 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
               cursor: Annotated[str | None, Query(max_length=200)] = None) -> Response:
         readable(who, account_id)
         start, end = _range(from_, to)
-        page, next_cursor = engine.usage_page(account_id, from_us=start, to_us=end, model=model,
-                                              member=member, limit=limit, cursor=cursor)
-        return json_response({"events": [present.event(e) for e in page], "next_cursor": next_cursor})
+        page, mark = engine.usage_page(account_id, from_us=start, to_us=end, model=model,
+                                       member=member, limit=limit, after=present.page_mark(cursor))
+        return json_response({"events": [present.event(e) for e in page],
+                              "next_cursor": present.cursor(mark)})
 
     @api.get("/accounts/{account_id}/usage/summary", response_model=SummaryOut,
              summary="Requests, tokens and credits per day or per model")
@@ -698,7 +699,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
              summary="Whether the service can reach its database")
     def healthz() -> Response:
         engine.ping()
-        return json_response({"status": "ok", "database": engine.store.url.split("://", 1)[0]})
+        return json_response({"status": "ok", "database": engine.database})
 
     @ops.get("/metrics", response_class=Response, responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}},
@@ -874,12 +875,11 @@ def app_from_env() -> FastAPI:
     """The app ``creditmeter serve`` runs in each worker, configured from the environment."""
     from creditmeter import serverconfig
     from creditmeter.cli import settings_from_env
-    from creditmeter.store.sql import SqlStore
 
     path = os.environ.get("CREDITMETER_CONFIG")
     loaded = serverconfig.load(Path(path) if path else None, os.environ)  # serve checked it first
     config = loaded.server
-    engine = Engine(SqlStore(config.database or "sqlite:///creditmeter.db"), settings_from_env())
+    engine = open_engine(config.database or "sqlite:///creditmeter.db", settings_from_env())
     gateway = Gateway(loaded.gateway, os.environ) if loaded.gateway.models else None
     return create_app(engine, admin_key=os.environ.get("CREDITMETER_ADMIN_KEY") or None,
                       max_body_bytes=config.max_body_bytes, threads=config.threads,

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from creditmeter.console.display import DAY_US, rounded_credits
+from creditmeter.console.display import rounded_credits
 from creditmeter.money import format_credits
-from creditmeter.timeutil import format_instant
+from creditmeter.timeutil import DAY_US, format_instant
 
 WIDTH, HEIGHT = 720, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 8, 12, 28

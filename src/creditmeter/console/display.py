@@ -11,9 +11,8 @@ from __future__ import annotations
 from markupsafe import Markup, escape
 
 from creditmeter.money import format_credits, format_credits_rounded
-from creditmeter.timeutil import US_PER_S, format_instant, to_datetime
+from creditmeter.timeutil import DAY_US, US_PER_S, format_instant, to_datetime
 
-DAY_US = 86_400 * US_PER_S
 HOUR_US = 3_600 * US_PER_S
 
 

@@ -39,7 +39,7 @@ from creditmeter.errors import Conflict, InputError, NotFound, SchemaError, Unav
 from creditmeter.ingest import csv_chunks, csv_filename
 from creditmeter.keys import ENV_OPERATOR_KEY_ID, Principal
 from creditmeter.money import format_credits, parse_credits
-from creditmeter.timeutil import MAX_US
+from creditmeter.timeutil import DAY_US, MAX_US
 
 log = logging.getLogger("creditmeter.console")
 PAGE_HEADERS = {
@@ -281,7 +281,7 @@ def create_console(engine: Engine, *, clock: Callable[[], int],
         expires_us = None
         if form["valid_through"]:
             try:
-                expires_us = views.parse_day(form["valid_through"], "valid_through") + display.DAY_US
+                expires_us = views.parse_day(form["valid_through"], "valid_through") + DAY_US
                 if expires_us > MAX_US:
                     raise InputError("valid_through", "must be a date before 9999-12-31")
             except InputError as exc:

@@ -14,13 +14,12 @@ from urllib.parse import urlencode
 
 from creditmeter import present
 from creditmeter.console.chart import SERIES, Chart, daily_chart
-from creditmeter.console.display import DAY_US, time_left
-from creditmeter.domain import AccountKind, Balance, GrantStatus, Package
+from creditmeter.console.display import time_left
+from creditmeter.domain import AccountKind, Balance, GrantStatus, Package, StoredEvent, SummaryRow
 from creditmeter.engine import Engine, EnterpriseView
 from creditmeter.enterprise import QuotaAllocation
 from creditmeter.errors import InputError
-from creditmeter.store.base import StoredEvent, SummaryRow
-from creditmeter.timeutil import parse_instant
+from creditmeter.timeutil import DAY_US, parse_instant
 
 SOON_US = 7 * DAY_US          # packages expiring within this are highlighted
 PAGE_SIZE, MAX_PAGE_SIZE = 50, 200
@@ -178,8 +177,9 @@ def usage(engine: Engine, account_id: str, f: Filters, now_us: int) -> dict[str,
         f.errors["member"] = "only an enterprise account's usage is filtered by member"
     if not f.errors:
         try:
-            page, next_cursor = engine.usage_page(account_id, limit=f.limit, cursor=f.cursor or None,
-                                                  **engine_filters(f))
+            page, mark = engine.usage_page(account_id, limit=f.limit,
+                                           after=present.page_mark(f.cursor or None), **engine_filters(f))
+            next_cursor = present.cursor(mark)
         except InputError as exc:
             f.errors[exc.field if exc.field in ("member", "model", "cursor") else "form"] = exc.reason
     if f.errors:

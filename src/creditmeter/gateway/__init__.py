@@ -167,7 +167,7 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
         return fn() if inline else await anyio.to_thread.run_sync(fn)
 
     directory = Path(gateway.section.pending_dir) if gateway.section.pending_dir else default_directory()
-    gateway.pending = PendingSettles(directory / database_key(engine.store.url), engine, clock)
+    gateway.pending = PendingSettles(directory / database_key(engine.database_url), engine, clock)
     gateway.pending.start()  # what an earlier run of this worker (or another) left to settle
 
     async def caller(request: Request) -> Principal:

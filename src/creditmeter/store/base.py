@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-from creditmeter.domain import Account, AccountId, Charge, GrantId, Hold, HoldId, UsageEvent
+from creditmeter.domain import Account, AccountId, GrantId, Hold, HoldId, StoredEvent, SummaryRow
 from creditmeter.enterprise import Member, QuotaAllocation
 from creditmeter.invariants import GrantRow, LedgerTotals
 from creditmeter.keys import ApiKey, MemberRole
@@ -15,27 +14,6 @@ from creditmeter.ledger import Book
 from creditmeter.plans import PlanCatalog
 from creditmeter.pricing import Catalog, PriceVersion
 from creditmeter.subscriptions import Subscription
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """A charged event as stored: its body, its charge, and the body's fingerprint."""
-
-    event: UsageEvent
-    charge: Charge
-    seq: int
-
-
-class SummaryRow(NamedTuple):
-    """One group of a usage summary: its key (a day's first µs, or a model id) and totals."""
-
-    key: int | str
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int
-    cache_write_tokens: int
-    cost_uc: int
 
 
 class Transient(Exception):
@@ -109,4 +87,5 @@ class Store(Protocol):
 
     def transaction(self, write: bool = False) -> AbstractContextManager[Transaction]: ...
     def upgrade(self) -> None: ...
+    def revision(self) -> str | None: ...
     def close(self) -> None: ...

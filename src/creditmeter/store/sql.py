@@ -38,6 +38,8 @@ from creditmeter.domain import (
     Hold,
     HoldId,
     HoldStatus,
+    StoredEvent,
+    SummaryRow,
     UsageEvent,
 )
 from creditmeter.enterprise import Member, QuotaAllocation
@@ -47,7 +49,7 @@ from creditmeter.keys import ApiKey, MemberRole, Role
 from creditmeter.ledger import Book, Counters
 from creditmeter.plans import PlanCatalog, parse_plan, parse_plans
 from creditmeter.pricing import Catalog, PriceVersion, parse_catalog
-from creditmeter.store.base import LostConnection, StaleWrite, StoredEvent, SummaryRow
+from creditmeter.store.base import LostConnection, StaleWrite
 from creditmeter.store.schema import (
     accounts,
     allocations,
@@ -63,9 +65,9 @@ from creditmeter.store.schema import (
     usage_days,
 )
 from creditmeter.subscriptions import Subscription
+from creditmeter.timeutil import DAY_US
 
 SCHEMA_REVISION = "0003"
-DAY_US = 86_400_000_000
 _CHUNK = 500  # ids per IN (...) list
 
 
@@ -760,7 +762,7 @@ class SqlTransaction:
     def usage_summary(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
                       model: str | None, group_by: str) -> list[SummaryRow]:
         """Requests, tokens and credits per UTC day (``day``) or per model (``model``)."""
-        key = (events.c.ts_us - events.c.ts_us % 86_400_000_000 if group_by == "day"
+        key = (events.c.ts_us - events.c.ts_us % DAY_US if group_by == "day"
                else sa.func.coalesce(events.c.model, ""))
         query = (sa.select(key.label("key"), sa.func.count(), sa.func.sum(events.c.input_tokens),
                            sa.func.sum(events.c.output_tokens), sa.func.sum(events.c.cached_input_tokens),
