@@ -754,49 +754,19 @@ def keys_revoke(engine: Engine, key_id: str, at_us: int, as_json: bool) -> None:
 def serve(host: str, port: int, workers: int, url: str | None, access_log: bool,
           config_path: Path | None) -> None:
     """Run the HTTP API (operator key from CREDITMETER_ADMIN_KEY or 'keys create --operator')."""
-    import shutil
-    import tempfile
-
-    import uvicorn
-
-    from creditmeter import serverconfig
+    from creditmeter import server, serverconfig
 
     try:
         config = serverconfig.load(config_path, os.environ)
-        url = url or config.server.database or DEFAULT_DB
-        os.environ.update(serverconfig.to_environ(config))
-        settings_from_env()
-        check_admin_key(os.environ.get("CREDITMETER_ADMIN_KEY"))
-        if config.gateway.models:
-            from creditmeter.gateway import Gateway
-
-            Gateway(config.gateway, os.environ)  # every upstream key is there
-        engine = open_engine(url)
-        try:
-            engine.ping()  # the schema is there (SQLite gets it now) and the database answers
-        finally:
-            engine.close()
+        serving = server.Serving(config, url or config.server.database or DEFAULT_DB,
+                                 check_admin_key(os.environ.get("CREDITMETER_ADMIN_KEY")))
+        server.check(serving)
     except CreditmeterError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    os.environ["CREDITMETER_DB"] = url
-    if config_path is not None:
-        os.environ["CREDITMETER_CONFIG"] = str(config_path.resolve())
-    else:
-        os.environ.pop("CREDITMETER_CONFIG", None)
-    metrics_dir = None
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Each worker writes its samples here; /metrics adds them up.
-        metrics_dir = tempfile.mkdtemp(prefix="creditmeter-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     click.echo(f"creditmeter API on http://{host}:{port} ({workers} worker{'s' * (workers > 1)}, "
-               f"{url.split('://', 1)[0]})", err=True)
-    try:
-        uvicorn.run("creditmeter.api:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    access_log=access_log, log_level="info", server_header=False)
-    finally:
-        if metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+               f"{serving.database.split('://', 1)[0]})", err=True)
+    server.serve(serving, host=host, port=port, workers=workers, access_log=access_log)
 
 
 # -- maintenance ---------------------------------------------------------------------------------
@@ -859,9 +829,9 @@ def _serve_demo(engine: Engine, host: str, port: int, key: str) -> None:
 
     import uvicorn
 
-    from creditmeter.api.app import create_app
     from creditmeter.demo import GATEWAY_MODELS, serve_instructions
     from creditmeter.gateway import Gateway
+    from creditmeter.server import create_app
     from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, UpstreamModel
 
     with socket.socket() as probe:  # say so plainly rather than with a server's traceback

@@ -2,7 +2,7 @@
 
 Precedence: a command-line flag, then the environment variable, then the file, then the default.
 ``serve`` checks the merged settings before starting (a bad value names its field and exits 2)
-and hands them to each worker process through the environment::
+and hands them to each worker process as values (``creditmeter.server.Serving``)::
 
     server:
       database: postgresql://creditmeter@db.internal/credits   # or --db / CREDITMETER_DB
@@ -28,8 +28,6 @@ and hands them to each worker process through the environment::
           max_tokens_param: max_tokens      # the name the upstream honours (o-series: max_completion_tokens)
           prompt_bytes_per_token: 1         # 1: the reservation never under-counts a prompt
           image_url_tokens: 1600            # reserved for each image given by URL
-
-Each worker reads the file again (``serve`` passes its path on in ``CREDITMETER_CONFIG``).
 """
 
 from __future__ import annotations
@@ -127,12 +125,3 @@ def load(path: Path | None, environ: Mapping[str, str]) -> ServerConfig:
         where = f" ({source} or the file)" if source else ""
         raise InputError(field, f"{first['msg']}{where}") from None
 
-
-def to_environ(config: ServerConfig) -> dict[str, str]:
-    """The settings as the environment variables each worker reads."""
-    out = {}
-    for (section, key), name in ENV.items():
-        value = getattr(getattr(config, section), key)
-        if value is not None:
-            out[name] = str(value)
-    return out

@@ -16,8 +16,8 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
-from creditmeter.api import create_app
 from creditmeter.engine import Engine
+from creditmeter.server import create_app
 from tests.conftest import EXAMPLE_CATALOG, EngineFactory, at
 
 ADMIN_KEY = "test-operator-key-" + "k" * 32

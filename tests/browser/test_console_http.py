@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
-from creditmeter.api import create_app
+from creditmeter.server import create_app
 from tests.api.conftest import ADMIN_KEY
 from tests.browser.conftest import World
 

@@ -240,8 +240,8 @@ def test_an_allocation_id_cannot_take_or_probe_another_tenants_package_id(engine
 
 
 def test_a_key_looked_up_before_a_revoke_is_not_cached_after_it() -> None:
-    from creditmeter.api.app import KeyCache
     from creditmeter.keys import Principal, Role
+    from creditmeter.web.access import KeyCache
 
     cache = KeyCache(30)
     who = Principal(Role.ACCOUNT, "alice", "key_1")

@@ -1,6 +1,7 @@
 """Prometheus metrics: requests, latencies, credits charged, events by outcome.
 
-With several worker processes (``serve --workers N``) every process writes its samples to
+Shared by every route of the app (the API's, the console's and the gateway's). With several worker
+processes (``serve --workers N``) every process writes its samples to
 ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` adds them up (prometheus_client's multiprocess mode).
 """
 
