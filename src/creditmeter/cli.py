@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
@@ -29,6 +29,9 @@ from creditmeter.money import format_credits, parse_credits, to_decimal
 from creditmeter.plans import load_plans_file
 from creditmeter.pricing import import_litellm, load_yaml, parse_catalog
 from creditmeter.timeutil import format_instant, parse_instant
+
+if TYPE_CHECKING:
+    from creditmeter.ingest import ImportSummary
 
 DEFAULT_DB = "sqlite:///creditmeter.db"
 EXIT_REFUSED = 6
@@ -373,15 +376,27 @@ def usage_record(engine: Engine, account_id: str, model: str | None, input_token
 def usage_import(engine: Engine, file: Path, batch_size: int, at_us: int, as_json: bool) -> None:
     """Charge every event of a JSONL file (one event per line); exit 1 if any was rejected."""
     from creditmeter.ingest import import_jsonl
+    from creditmeter.tables import progress_bar
 
-    summary = import_jsonl(engine, file, at_us, batch_size=batch_size,
-                           progress=sys.stderr.isatty() and not as_json)
+    with progress_bar("importing", file.stat().st_size,
+                      shown=sys.stderr.isatty() and not as_json) as progress:
+        summary = import_jsonl(engine, file, at_us, batch_size=batch_size, progress=progress)
     if as_json:
         _emit(summary.to_dict())
     else:
-        summary.print()
+        _print_summary(summary)
     if summary.rejected:
         sys.exit(1)
+
+
+def _print_summary(summary: ImportSummary) -> None:
+    click.echo(f"{summary.total} events: {summary.charged} charged "
+               f"({format_credits(summary.cost_uc)} credits), {summary.duplicate} duplicate, "
+               f"{len(summary.rejected)} rejected in {summary.seconds:.2f}s")
+    for line, eid, fld, reason in summary.rejected[:20]:
+        click.echo(f"  line {line}: {eid + ': ' if eid else ''}{fld + ': ' if fld else ''}{reason}")
+    if len(summary.rejected) > 20:
+        click.echo(f"  … and {len(summary.rejected) - 20} more (use --json for all)")
 
 
 def _range(from_: str | None, to: str | None) -> tuple[int | None, int | None]:
@@ -843,7 +858,8 @@ def demo(url: str, days: int, serve: bool, host: str, port: int) -> None:
 
     try:
         now = now_us()
-        engine = run_demo(url, days, now)
+        engine, requests = run_demo(url, days, now)
+        show_demo(engine, url, now, requests)
         _, key = engine.create_key(USER, now, name="demo key")
     except CreditmeterError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -860,7 +876,7 @@ def _serve_demo(engine: Engine, host: str, port: int, key: str) -> None:
     import uvicorn
 
     from creditmeter.api.app import create_app
-    from creditmeter.demo import GATEWAY_MODELS, serve_instructions
+    from creditmeter.demo import GATEWAY_MODELS
     from creditmeter.gateway import Gateway
     from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, UpstreamModel
 
@@ -878,6 +894,62 @@ def _serve_demo(engine: Engine, host: str, port: int, key: str) -> None:
     shown = host if ":" not in host else f"[{host}]"
     click.echo(serve_instructions(f"http://{shown}:{port}", key))
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+
+
+def show_demo(engine: Engine, url: str, at_us: int, requests: int) -> None:
+    """What the demo database holds, and commands to try on it."""
+    from creditmeter.demo import TEAM, TEAMMATE, USER
+    from creditmeter.tables import console, packages_table, usage_table
+
+    screen = console()
+    screen.rule("[bold]creditmeter demo[/bold] — example prices, not a vendor's")
+    screen.print(f"{requests} requests by {USER} and {TEAMMATE} over the last days, replayed at their "
+                 f"own times. {USER} also administers the enterprise {TEAM}, which gave quota to both.")
+    packages_table(present.balance(engine.balance(USER, at_us)))
+    recent = [present.event(e) for e in engine.usage(USER, limit=12)]
+    usage_table(recent, title="Recent usage (newest first)")
+    problems = engine.check_invariants()
+    screen.print("reconcile: every invariant holds" if not problems else f"reconcile: {problems}")
+    click.echo(f"\nThe demo database is {url}. Try:\n"
+               f"  creditmeter balance {USER} --db {url}\n"
+               f"  creditmeter usage list {USER} --db {url} --limit 20\n"
+               f"  creditmeter usage record {USER} --model demo-large --input 12000 --output 900 --db {url}\n"
+               f"  creditmeter reconcile --db {url}\n"
+               f"(now is {format_instant(at_us)})")
+
+
+def serve_instructions(base_url: str, key: str) -> str:
+    """What the demo prints once its server is starting: where to look and how to call it."""
+    from creditmeter.demo import GATEWAY_MODELS, TEAM, USER
+
+    models = ", ".join(GATEWAY_MODELS)
+    return f"""
+The demo server is starting on {base_url} (Ctrl-C stops it).
+
+  console   {base_url}/console      sign in with the demo key
+  demo key  {key}
+            ({USER}'s key, shown once; it also administers {TEAM})
+  gateway   {base_url}/v1           models {models}, answered offline by the
+            built-in demo upstream (generated text, not a model; true token counts)
+
+Call the gateway with the openai client (pip install openai):
+
+python3 - <<'EOF'
+from openai import OpenAI
+client = OpenAI(base_url="{base_url}/v1", api_key="{key}")
+reply = client.chat.completions.with_raw_response.create(
+    model="demo-small", messages=[{{"role": "user", "content": "Hello, what does this cost?"}}])
+print(reply.parse().choices[0].message.content)
+print("credits charged:", reply.headers["x-credits-charged"],
+      "remaining:", reply.headers["x-credits-remaining"])
+EOF
+
+or with curl:
+
+curl -i {base_url}/v1/chat/completions -H "Authorization: Bearer {key}" \\
+  -H "Content-Type: application/json" \\
+  -d '{{"model": "demo-large", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+"""
 
 
 if __name__ == "__main__":  # pragma: no cover
