@@ -1,5 +1,5 @@
-"""``creditmeter demo``: a demo database with one user, four packages and a month of usage, a
-team that gives the user quota, and then the server on it with the built-in demo upstream.
+"""The demo database: one user, four packages and a month of usage, and a team that gives the
+user quota (``creditmeter demo`` builds it, shows it and serves it with the built-in demo upstream).
 
 Everything is replayed through the engine as it would happen (each request at its own time,
 some through holds as a gateway would do), so the result is a real ledger that reconciles.
@@ -11,15 +11,13 @@ import random
 from importlib.resources import files
 from pathlib import Path
 
-import click
 import sqlalchemy as sa
 
-from creditmeter import present
 from creditmeter.domain import Hold
 from creditmeter.engine import Engine, Usage, open_engine
 from creditmeter.errors import InputError
 from creditmeter.pricing import load_yaml, parse_catalog
-from creditmeter.timeutil import DAY_US, US_PER_S, format_instant
+from creditmeter.timeutil import DAY_US, US_PER_S
 
 USER = "demo-user"
 TEAM = "demo-team"
@@ -35,8 +33,9 @@ def example_catalog_text() -> str:
     return files("creditmeter").joinpath("catalogs/example.yaml").read_text(encoding="utf-8")
 
 
-def run_demo(url: str, days: int, now_us: int, *, quiet: bool = False) -> Engine:
-    """Build the demo database at ``url`` (replacing an old one) and print what it holds."""
+def run_demo(url: str, days: int, now_us: int) -> tuple[Engine, int]:
+    """Build the demo database at ``url`` (replacing an old one); the engine on it, and how many
+    requests were replayed."""
     path = sa.engine.make_url(url).database if url.startswith("sqlite") else None
     if not path or path == ":memory:":
         raise InputError("db", "the demo needs a SQLite file URL, e.g. sqlite:///creditmeter-demo.db")
@@ -75,9 +74,7 @@ def run_demo(url: str, days: int, now_us: int, *, quiet: bool = False) -> Engine
                 requests += 1
         engine.tick(min(day_start + DAY_US, now_us))
     engine.tick(now_us)
-    if not quiet:
-        _show(engine, url, now_us, requests)
-    return engine
+    return engine, requests
 
 
 def _team(engine: Engine, start: int, days: int) -> None:
@@ -112,54 +109,3 @@ def _one_request(engine: Engine, rng: random.Random, at_us: int, number: int,
                    "input_tokens": input_tokens - cached, "output_tokens": output_tokens,
                    "cached_input_tokens": cached, "quantities": quantities, "metadata": metadata},
                   at_us)
-
-
-def _show(engine: Engine, url: str, now_us: int, requests: int) -> None:
-    from creditmeter.tables import console, packages_table, usage_table
-
-    console.rule("[bold]creditmeter demo[/bold] — example prices, not a vendor's")
-    console.print(f"{requests} requests by {USER} and {TEAMMATE} over the last days, replayed at their "
-                  f"own times. {USER} also administers the enterprise {TEAM}, which gave quota to both.")
-    packages_table(present.balance(engine.balance(USER, now_us)))
-    recent = [present.event(e) for e in engine.usage(USER, limit=12)]
-    usage_table(recent, title="Recent usage (newest first)")
-    problems = engine.check_invariants()
-    console.print("reconcile: every invariant holds" if not problems else f"reconcile: {problems}")
-    click.echo(f"\nThe demo database is {url}. Try:\n"
-               f"  creditmeter balance {USER} --db {url}\n"
-               f"  creditmeter usage list {USER} --db {url} --limit 20\n"
-               f"  creditmeter usage record {USER} --model demo-large --input 12000 --output 900 --db {url}\n"
-               f"  creditmeter reconcile --db {url}\n"
-               f"(now is {format_instant(now_us)})")
-
-
-def serve_instructions(base_url: str, key: str) -> str:
-    """What the demo prints once its server is starting: where to look and how to call it."""
-    models = ", ".join(GATEWAY_MODELS)
-    return f"""
-The demo server is starting on {base_url} (Ctrl-C stops it).
-
-  console   {base_url}/console      sign in with the demo key
-  demo key  {key}
-            ({USER}'s key, shown once; it also administers {TEAM})
-  gateway   {base_url}/v1           models {models}, answered offline by the
-            built-in demo upstream (generated text, not a model; true token counts)
-
-Call the gateway with the openai client (pip install openai):
-
-python3 - <<'EOF'
-from openai import OpenAI
-client = OpenAI(base_url="{base_url}/v1", api_key="{key}")
-reply = client.chat.completions.with_raw_response.create(
-    model="demo-small", messages=[{{"role": "user", "content": "Hello, what does this cost?"}}])
-print(reply.parse().choices[0].message.content)
-print("credits charged:", reply.headers["x-credits-charged"],
-      "remaining:", reply.headers["x-credits-remaining"])
-EOF
-
-or with curl:
-
-curl -i {base_url}/v1/chat/completions -H "Authorization: Bearer {key}" \\
-  -H "Content-Type: application/json" \\
-  -d '{{"model": "demo-large", "messages": [{{"role": "user", "content": "Hello"}}]}}'
-"""

@@ -1,4 +1,4 @@
-"""Batch import of usage events from JSONL, and CSV export of usage.
+"""Usage files: batch import of events from JSONL, and export of usage as CSV.
 
 Each batch of lines is one transaction: a crash mid-file leaves every event either charged or
 not, and running the same file again charges only what was not (the rest answer duplicate).
@@ -10,13 +10,12 @@ import csv
 import gc
 import io
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import click
 import orjson
 
 from creditmeter.domain import Charge, Rejected, StoredEvent
@@ -48,15 +47,6 @@ class ImportSummary:
             "rejections": [{"line": line, "event_id": eid, "field": fld, "reason": reason}
                            for line, eid, fld, reason in self.rejected],
         }
-
-    def print(self) -> None:
-        click.echo(f"{self.total} events: {self.charged} charged "
-                   f"({format_credits(self.cost_uc)} credits), {self.duplicate} duplicate, "
-                   f"{len(self.rejected)} rejected in {self.seconds:.2f}s")
-        for line, eid, fld, reason in self.rejected[:20]:
-            click.echo(f"  line {line}: {eid + ': ' if eid else ''}{fld + ': ' if fld else ''}{reason}")
-        if len(self.rejected) > 20:
-            click.echo(f"  … and {len(self.rejected) - 20} more (use --json for all)")
 
 
 def read_batches(path: Path, batch_size: int) -> Iterator[tuple[list[tuple[int, Any]], int]]:
@@ -97,26 +87,21 @@ def _gc_paused() -> Iterator[None]:
 
 
 def import_jsonl(engine: Engine, path: Path, at_us: int, *, batch_size: int = 5_000,
-                 progress: bool = False) -> ImportSummary:
-    """Charge every event of a JSONL file, batch by batch (a progress bar on a terminal)."""
+                 progress: Callable[[int], None] | None = None) -> ImportSummary:
+    """Charge every event of a JSONL file, batch by batch; ``progress`` hears the bytes read so far."""
     summary = ImportSummary()
     started = time.perf_counter()
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("importing"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                   TimeRemainingColumn(), transient=True, disable=not progress)
-    with bar:
-        task = bar.add_task("import", total=path.stat().st_size)
-        for batch, consumed in read_batches(path, batch_size):
-            good = [(n, item) for n, item in batch if not isinstance(item, InputError)]
-            for n, item in batch:
-                if isinstance(item, InputError):
-                    summary.rejected.append((n, None, None, item.reason))
-            with _gc_paused():
-                results = engine.record_batch([item for _, item in good], at_us)
-            for (n, _), result in zip(good, results, strict=True):
-                _count(summary, n, result)
-            bar.update(task, completed=consumed)
+    for batch, consumed in read_batches(path, batch_size):
+        good = [(n, item) for n, item in batch if not isinstance(item, InputError)]
+        for n, item in batch:
+            if isinstance(item, InputError):
+                summary.rejected.append((n, None, None, item.reason))
+        with _gc_paused():
+            results = engine.record_batch([item for _, item in good], at_us)
+        for (n, _), result in zip(good, results, strict=True):
+            _count(summary, n, result)
+        if progress is not None:
+            progress(consumed)
     summary.rejected.sort(key=lambda r: r[0])
     summary.seconds = time.perf_counter() - started
     return summary

@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from socket import socket
@@ -36,7 +36,7 @@ from creditmeter.console import create_console
 from creditmeter.engine import Engine, Settings, open_engine
 from creditmeter.errors import CreditmeterError
 from creditmeter.gateway import Gateway, GatewayError, gateway_routes
-from creditmeter.serverconfig import ServerConfig
+from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, ServerConfig, UpstreamModel
 from creditmeter.web import metrics
 from creditmeter.web.access import Access
 from creditmeter.web.bodylimit import BodyLimit
@@ -137,6 +137,18 @@ def _version() -> str:
         return version("creditmeter")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0"
+
+
+def demo_app(engine: Engine, models: Sequence[str]) -> FastAPI:
+    """The app ``creditmeter demo`` serves: no operator key, the gateway on the built-in demo
+    upstream for ``models``, a tick a minute."""
+    section = GatewaySection(models={model: UpstreamModel(base_url=DEMO_UPSTREAM) for model in models})
+    return create_app(engine, admin_key=None, gateway=Gateway(section, os.environ), tick_interval_s=60)
+
+
+def serve_app(app: FastAPI, *, host: str, port: int) -> None:
+    """Serve one app in this process, quietly (the demo)."""
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
 
 
 # -- serving ---------------------------------------------------------------------------------------

@@ -1,14 +1,33 @@
-"""Tables for people (rich): balances, usage, prices. Only the CLI uses these."""
+"""What people see on a terminal (rich): tables of balances, usage and prices, and a progress bar.
+
+rich is imported when something is first drawn, so commands that print JSON or one line start
+without it.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
-console = Console()
+
+@functools.cache
+def console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+def _table(title: str) -> Table:
+    from rich.table import Table
+
+    return Table(title=title)
 
 
 def human(credits: str | Decimal) -> str:
@@ -22,16 +41,16 @@ def human(credits: str | Decimal) -> str:
 
 
 def simple_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    table = Table(title=title)
+    table = _table(title)
     for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*(str(row.get(c, "")) for c in columns))
-    console.print(table)
+    console().print(table)
 
 
 def packages_table(balance: dict[str, Any]) -> None:
-    table = Table(title=f"{balance['account_id']} at {balance['at']} — packages in burn-down order")
+    table = _table(f"{balance['account_id']} at {balance['at']} — packages in burn-down order")
     for column in ("#", "package", "kind", "granted", "used", "held", "remaining", "expired",
                    "expires", "status"):
         table.add_column(column, justify="right" if column in
@@ -42,16 +61,16 @@ def packages_table(balance: dict[str, Any]) -> None:
                       human(p["remaining_credits"]),
                       human(Decimal(p["expired_credits"]) + Decimal(p["voided_credits"])),
                       (p["expires_at"] or "never")[:16].replace("T", " "), p["status"])
-    console.print(table)
+    console().print(table)
     line = (f"available [bold]{human(balance['available_credits'])}[/bold] credits, "
             f"held {human(balance['held_credits'])}")
     if Decimal(balance["overage_credits"]):
         line += f", [red]overage {human(balance['overage_credits'])}[/red] (a debt; paid by the next credits)"
-    console.print(line)
+    console().print(line)
 
 
 def usage_table(rows: list[dict[str, Any]], title: str = "Usage, newest first") -> None:
-    table = Table(title=title)
+    table = _table(title)
     for column in ("time", "model", "in", "out", "cached", "credits", "paid by"):
         table.add_column(column, justify="right" if column in ("in", "out", "cached", "credits") else "left")
     for row in rows:
@@ -61,26 +80,38 @@ def usage_table(rows: list[dict[str, Any]], title: str = "Usage, newest first") 
         table.add_row(row["timestamp"][:19].replace("T", " "), row["model"] or "-",
                       f"{row['input_tokens']:,}", f"{row['output_tokens']:,}",
                       f"{row['cached_input_tokens']:,}", human(row["cost_credits"]), paid)
-    console.print(table)
+    console().print(table)
 
 
 def prices_table(data: dict[str, Any]) -> None:
     catalog = data["catalog"]
     if catalog is None:
-        console.print(f"no price catalog is effective at {data['at']}")
+        console().print(f"no price catalog is effective at {data['at']}")
         return
-    table = Table(title=f"Prices in effect at {data['at']} (version {data['current_version']}), "
-                        "credits per 1M tokens")
+    table = _table(f"Prices in effect at {data['at']} (version {data['current_version']}), "
+                   "credits per 1M tokens")
     for column in ("model", "input", "output", "cached input", "cache write", "per request"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, p in catalog["models"].items():
         table.add_row(name, p["input"], p["output"], p["cached_input"], p["cache_write"], p["request"])
-    console.print(table)
+    console().print(table)
     if catalog["features"]:
-        features = Table(title="Features, credits per unit")
+        features = _table("Features, credits per unit")
         features.add_column("feature")
         features.add_column("credits", justify="right")
         for name, price in catalog["features"].items():
             features.add_row(name, price)
-        console.print(features)
-    console.print(f"{len(data['versions'])} price version(s) in all")
+        console().print(features)
+    console().print(f"{len(data['versions'])} price version(s) in all")
+
+
+@contextmanager
+def progress_bar(label: str, total: int, *, shown: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar (when ``shown``) that vanishes when done; yields "set the amount done"."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                   TimeRemainingColumn(), transient=True, disable=not shown)
+    with bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)

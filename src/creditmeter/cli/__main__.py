@@ -1,0 +1,5 @@
+"""``python -m creditmeter.cli``: the ``creditmeter`` command."""
+
+from creditmeter.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""What every command shares: the database URL, "now", engine settings, and errors as exit codes.
+
+``command`` registers a command with the shared options (--db, and --at / --json where they apply);
+``--at TIME`` is the only place "now" is read.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from creditmeter.engine import Settings, open_engine
+from creditmeter.errors import CreditmeterError, InputError
+from creditmeter.timeutil import parse_instant
+
+DEFAULT_DB = "sqlite:///creditmeter.db"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def settings_from_env() -> Settings:
+    """Engine settings from CREDITMETER_LATENESS_WINDOW_S and CREDITMETER_HOLD_TTL_S."""
+    values: dict[str, int] = {}
+    for env, name in (("CREDITMETER_LATENESS_WINDOW_S", "lateness_window_s"),
+                      ("CREDITMETER_HOLD_TTL_S", "default_hold_ttl_s")):
+        raw = os.environ.get(env)
+        if raw is not None:
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                raise InputError(env, f"{raw!r} is not a whole number of seconds") from None
+            if values[name] <= 0:
+                raise InputError(env, "must be greater than zero")
+    return Settings(**values)
+
+
+def instant(value: str | None, field: str) -> int | None:
+    """An optional time option as microseconds (None when it was not given)."""
+    return None if value is None else parse_instant(value, field)
+
+
+def fail(error: CreditmeterError) -> NoReturn:
+    """Print ``error: FIELD: REASON`` to stderr and exit with the error's code (see errors.py)."""
+    click.echo(f"error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+def command(group: click.Group, name: str, *, at: bool = False, as_json: bool = False) -> Callable[[F], F]:
+    """Register a command with the shared options (--db, and --at / --json where they apply).
+
+    The wrapped function gets ``engine`` (and ``at_us``, ``as_json``); errors become exit codes.
+    """
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(db: str | None, **kwargs: Any) -> None:
+            url = db or os.environ.get("CREDITMETER_DB") or DEFAULT_DB
+            try:
+                if at:
+                    at_text = kwargs.pop("at")
+                    kwargs["at_us"] = now_us() if at_text is None else parse_instant(at_text, "at")
+                engine = open_engine(url, settings_from_env())
+                try:
+                    fn(engine=engine, **kwargs)
+                finally:
+                    engine.close()
+            except CreditmeterError as exc:
+                fail(exc)
+
+        wrapped: Any = run
+        if as_json:
+            wrapped = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(wrapped)
+        if at:
+            wrapped = click.option("--at", metavar="TIME",
+                                   help="Run as if now were TIME (ISO 8601; a date is 00:00 UTC).")(wrapped)
+        wrapped = click.option("--db", metavar="URL",
+                               help=f"Database URL (env CREDITMETER_DB, default {DEFAULT_DB}).")(wrapped)
+        group.command(name)(wrapped)
+        return fn
+
+    return decorate
