@@ -16,11 +16,9 @@ import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import aiohttp
 import anyio
 import orjson
 from starlette.requests import Request
@@ -32,14 +30,15 @@ from creditmeter.domain import Charge, Refused
 from creditmeter.engine import Engine, Usage
 from creditmeter.errors import CreditmeterError, InputError, NotFound, Unavailable
 from creditmeter.gateway import demo
+from creditmeter.gateway.errors import JSON, GatewayError, bad, unavailable, whole
 from creditmeter.gateway.pending import PendingSettles, database_key, default_directory
+from creditmeter.gateway.upstream import Gateway as Gateway
+from creditmeter.gateway.upstream import ModelRoute, UpstreamFailure
 from creditmeter.keys import Principal
 from creditmeter.money import format_credits
-from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, UpstreamModel
 
 log = logging.getLogger("creditmeter.gateway")
 Clock = Callable[[], int]
-JSON = "application/json"
 T = TypeVar("T")
 
 
@@ -53,103 +52,6 @@ _PROCESS = uuid.uuid4().hex
 _COUNT = itertools.count(1)
 APPROX_BYTES_PER_TOKEN = 4  # when an upstream's count never came: a prompt's text, 4 bytes a token
 MAX_N = 128
-
-
-class GatewayError(Exception):
-    """An answer in OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", *,
-                 code: str | None = None, param: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
-        self.code, self.param, self.headers = code, param, dict(headers or {})
-
-    def response(self) -> Response:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param,
-                          "code": self.code}}
-        return Response(orjson.dumps(body), self.status, self.headers, media_type=JSON)
-
-
-@dataclass(frozen=True)
-class ModelRoute:
-    """One model users may ask for, and where its requests go."""
-
-    alias: str
-    upstream_model: str
-    max_output_tokens: int
-    max_tokens_param: str
-    prompt_bytes_per_token: int
-    image_url_tokens: int
-    url: str  # the upstream's chat completions URL; "demo" for the built-in one
-    headers: Mapping[str, str]
-    pool: _Pool | None
-
-    @property
-    def is_demo(self) -> bool:
-        return self.pool is None
-
-
-UpstreamFailure = (aiohttp.ClientError, TimeoutError)
-
-
-class _Pool:
-    """The connections to one upstream (every model on the same base URL shares them), opened on
-    first use, in the worker's event loop."""
-
-    def __init__(self, section: GatewaySection) -> None:
-        self.timeout = aiohttp.ClientTimeout(total=section.max_request_s,
-                                             sock_connect=section.connect_timeout_s,
-                                             sock_read=section.timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300),
-                timeout=self.timeout, trust_env=False, skip_auto_headers=("User-Agent",))
-        return self._session
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
-class Gateway:
-    """The configured models, each with one connection pool to its upstream (shared by every
-    model on the same base URL), made once per process."""
-
-    def __init__(self, section: GatewaySection, environ: Mapping[str, str]) -> None:
-        self.section = section
-        self.pending: PendingSettles  # set by gateway_routes, which knows the engine
-        # A hold outlives the longest request, so a running request's credits stay reserved.
-        self.hold_ttl_s = section.max_request_s + 60
-        self._pools: dict[str, _Pool] = {}
-        self.routes: dict[str, ModelRoute] = {}
-        for alias, model in section.models.items():
-            self.routes[alias] = self._route(alias, model, environ)
-
-    def _route(self, alias: str, model: UpstreamModel, environ: Mapping[str, str]) -> ModelRoute:
-        headers = {"content-type": JSON, "accept-encoding": "identity"}
-        if model.api_key_env:
-            key = environ.get(model.api_key_env)
-            if not key:
-                raise InputError(f"gateway.models.{alias}.api_key_env",
-                                 f"the environment variable {model.api_key_env} is not set")
-            headers["authorization"] = f"Bearer {key}"
-        pool = None
-        url = DEMO_UPSTREAM
-        if model.base_url != DEMO_UPSTREAM:
-            base = model.base_url.rstrip("/")
-            url = base + "/chat/completions"
-            pool = self._pools.setdefault(base, _Pool(self.section))
-        return ModelRoute(alias, model.upstream_model or alias, model.max_output_tokens,
-                          model.max_tokens_param, model.prompt_bytes_per_token, model.image_url_tokens,
-                          url, headers, pool)
-
-    async def aclose(self) -> None:
-        for pool in self._pools.values():
-            await pool.aclose()
 
 
 def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
@@ -178,7 +80,7 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
         try:
             who = await call(lambda: authenticate(secret.strip()))
         except Unavailable:
-            raise _unavailable() from None
+            raise unavailable() from None
         if who is None:
             raise GatewayError(401, "invalid API key: unknown or revoked", code="invalid_api_key")
         return who
@@ -190,7 +92,7 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
         except GatewayError as exc:
             return exc.response()
         except Unavailable:
-            return _unavailable().response()
+            return unavailable().response()
         version = book.at(clock())
         priced = version.catalog.models if version is not None else {}
         data = [{"id": alias, "object": "model", "created": 0,
@@ -217,24 +119,6 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
 
     return [Route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False),
             Route("/v1/models", models, methods=["GET"], include_in_schema=False)]
-
-
-def _unavailable() -> GatewayError:
-    return GatewayError(503, "the credits database could not complete the request now; retry it",
-                        "server_error", code="unavailable", headers={"Retry-After": "1"})
-
-
-def _bad(param: str, message: str) -> GatewayError:
-    return GatewayError(400, f"{param}: {message}", param=param, code="invalid_value")
-
-
-def _whole(body: Mapping[str, Any], name: str, low: int, high: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if type(value) is not int or not low <= value <= high:
-        raise _bad(name, f"must be a whole number from {low} to {high}")
-    return value
 
 
 def approx_prompt_tokens(messages: list[Any]) -> int:
@@ -283,37 +167,37 @@ class _Call:
         try:
             body = orjson.loads(self.raw)
         except orjson.JSONDecodeError as exc:
-            raise _bad("body", f"is not valid JSON ({exc})") from None
+            raise bad("body", f"is not valid JSON ({exc})") from None
         if not isinstance(body, dict):
-            raise _bad("body", "must be a JSON object")
+            raise bad("body", "must be a JSON object")
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise _bad("model", "is required (a model id from GET /v1/models)")
+            raise bad("model", "is required (a model id from GET /v1/models)")
         route = self.gateway.routes.get(model)
         if route is None:
             raise GatewayError(404, f"The model '{model[:255]}' does not exist or is not served here",
                                param="model", code="model_not_found")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise _bad("messages", "must be a non-empty list of messages")
+            raise bad("messages", "must be a non-empty list of messages")
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise _bad(f"messages[{i}]", "must be an object with a role")
+                raise bad(f"messages[{i}]", "must be an object with a role")
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
-            raise _bad("stream", "must be true or false")
+            raise bad("stream", "must be true or false")
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
-            raise _bad("stream_options", "must be an object")
+            raise bad("stream_options", "must be an object")
         return body, route
 
     async def run(self) -> Response:
         body, route = self._parse()
-        asked = [value for value in (_whole(body, "max_completion_tokens", 1, 10_000_000),
-                                     _whole(body, "max_tokens", 1, 10_000_000)) if value is not None]
+        asked = [value for value in (whole(body, "max_completion_tokens", 1, 10_000_000),
+                                     whole(body, "max_tokens", 1, 10_000_000)) if value is not None]
         # The larger of the two names the client used (an upstream may honour either), else the
         # model's default; sent under the name the upstream honours, so it cannot write more.
         cap = max(asked) if asked else route.max_output_tokens
-        n = _whole(body, "n", 1, MAX_N) or 1
+        n = whole(body, "n", 1, MAX_N) or 1
         stream = body.get("stream") is True
         self.route, self.body, self.stream = route, body, stream
         # The prompt's bytes bound its tokens from above (a token is at least one byte); an image
@@ -329,11 +213,11 @@ class _Call:
             if exc.field == "model":
                 raise GatewayError(404, f"The model '{route.alias}' has no price in the catalog",
                                    param="model", code="model_not_found") from None
-            raise _bad(exc.field, exc.reason) from None
+            raise bad(exc.field, exc.reason) from None
         except NotFound:
             raise GatewayError(404, "this key's account does not exist", code="account_not_found") from None
         except Unavailable:
-            raise _unavailable() from None
+            raise unavailable() from None
         if isinstance(hold, Refused):
             owed = f" (overage {format_credits(hold.overage_uc)} to pay first)" if hold.overage_uc else ""
             raise GatewayError(402, f"insufficient credits: this request may cost up to "
@@ -346,8 +230,8 @@ class _Call:
         if stream:
             payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         if route.is_demo:
-            return await (self._demo_stream(payload) if stream else self._demo_whole(payload))
-        return await (self._forward_stream(payload) if stream else self._forward_whole(payload))
+            return await (self._demo_stream(payload) if stream else self._demowhole(payload))
+        return await (self._forward_stream(payload) if stream else self._forwardwhole(payload))
 
     # -- the end of a call ----------------------------------------------------------------------
 
@@ -397,7 +281,7 @@ class _Call:
 
     # -- not streamed ---------------------------------------------------------------------------
 
-    async def _forward_whole(self, payload: dict[str, Any]) -> Response:
+    async def _forwardwhole(self, payload: dict[str, Any]) -> Response:
         assert self.route.pool is not None
         try:
             async with self.route.pool.session().post(self.route.url, data=orjson.dumps(payload),
@@ -411,7 +295,7 @@ class _Call:
             raise self._upstream_answered(status, content)
         return await self._answer(content)
 
-    async def _demo_whole(self, payload: dict[str, Any]) -> Response:
+    async def _demowhole(self, payload: dict[str, Any]) -> Response:
         return await self._answer(demo.complete(payload))
 
     async def _answer(self, content: bytes) -> Response:
