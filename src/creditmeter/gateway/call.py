@@ -1,0 +1,225 @@
+"""One request through the gateway, whatever its protocol: hold the most it may cost, forward it
+to the upstream (its answer whole, or its stream), then settle the usage (the rest of the hold goes
+back) or release the hold when the upstream failed. A protocol's module subclasses ``Call`` with
+``run``: what its body means, what to reserve, and how its answer is read.
+
+The request's id is the usage event's id and the hold's id, so a settle that is retried charges
+once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import anyio
+import orjson
+from starlette.responses import Response
+
+from creditmeter.domain import Charge, Refused
+from creditmeter.engine import Engine, Usage
+from creditmeter.errors import CreditmeterError, InputError, NotFound, Unavailable
+from creditmeter.gateway.errors import GatewayError, bad, unavailable
+from creditmeter.gateway.upstream import Gateway, ModelRoute, UpstreamFailure
+from creditmeter.money import format_credits
+
+log = logging.getLogger("creditmeter.gateway")
+Clock = Callable[[], int]
+T = TypeVar("T")
+# Ends an upstream stream: True once it was read to its end (the connection can be used again).
+Close = Callable[[bool], Awaitable[None]]
+
+
+class EngineCall(Protocol):
+    """Runs an engine call on the loop or on a worker thread (see ``gateway_routes``)."""
+
+    async def __call__(self, fn: Callable[[], T]) -> T: ...
+
+
+_PROCESS = uuid.uuid4().hex
+_COUNT = itertools.count(1)
+
+
+class Call:
+    """One request through the gateway; ``run`` answers it."""
+
+    path: ClassVar[str]  # the route the protocol's requests come to
+    route: ModelRoute  # both set by ``run`` once the body is read
+    stream: bool
+
+    def __init__(self, engine: Engine, gateway: Gateway, clock: Clock, call: EngineCall,
+                 account_id: str, raw: bytes) -> None:
+        self.engine, self.gateway, self.clock, self.call = engine, gateway, clock, call
+        self.account_id = account_id
+        self.raw = raw
+        # Unique without a random draw per request: this process's random prefix and a count.
+        self.id = f"gw-{_PROCESS}-{next(_COUNT):x}"
+        self.refused = False  # the engine refused the settle (logged; no retry can help)
+
+    async def run(self) -> Response:
+        raise NotImplementedError
+
+    # -- the start of a call --------------------------------------------------------------------
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            body = orjson.loads(self.raw)
+        except orjson.JSONDecodeError as exc:
+            raise bad("body", f"is not valid JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise bad("body", "must be a JSON object")
+        return body
+
+    def route_of(self, model: object) -> ModelRoute:
+        """The configured route of the body's ``model``."""
+        if not isinstance(model, str) or not model:
+            raise bad("model", "is required (a model id from GET /v1/models)")
+        route = self.gateway.routes.get(model)
+        if route is None:
+            raise GatewayError(404, f"The model '{model[:255]}' does not exist or is not served here",
+                               param="model", code="model_not_found")
+        return route
+
+    async def reserve(self, input_bound: int, output_bound: int) -> None:
+        """Hold the most the request may cost (at most ``input_bound`` tokens read and
+        ``output_bound`` written), or answer why it cannot run."""
+        route = self.route
+        try:
+            hold, estimate = await self.call(
+                lambda: self.engine.reserve_estimate(self.account_id, route.alias, input_bound,
+                                                     output_bound, self.clock(), hold_id=self.id,
+                                                     ttl_s=self.gateway.hold_ttl_s))
+        except InputError as exc:
+            if exc.field == "model":
+                raise GatewayError(404, f"The model '{route.alias}' has no price in the catalog",
+                                   param="model", code="model_not_found") from None
+            raise bad(exc.field, exc.reason) from None
+        except NotFound:
+            raise GatewayError(404, "this key's account does not exist", code="account_not_found") from None
+        except Unavailable:
+            raise unavailable() from None
+        if isinstance(hold, Refused):
+            owed = f" (overage {format_credits(hold.overage_uc)} to pay first)" if hold.overage_uc else ""
+            raise GatewayError(402, f"insufficient credits: this request may cost up to "
+                                    f"{format_credits(estimate)} credits and "
+                                    f"{format_credits(hold.available_uc)} are available{owed}",
+                               "insufficient_quota", code="insufficient_credits")
+
+    # -- the upstream ---------------------------------------------------------------------------
+
+    async def post(self, payload: Mapping[str, Any]) -> bytes:
+        """The upstream's whole answer to ``payload``; if it failed, the hold is released."""
+        route = self.route
+        assert route.pool is not None
+        try:
+            async with route.pool.session().post(route.url, data=orjson.dumps(payload),
+                                                 headers=route.headers) as answer:
+                status, content = answer.status, await answer.read()
+        except UpstreamFailure as exc:
+            await self.release("an upstream failure")
+            raise self.upstream_failed(None, type(exc).__name__) from None
+        if status >= 400:
+            await self.release("an upstream error")
+            raise self.upstream_answered(status, content)
+        return content
+
+    async def post_stream(self, payload: Mapping[str, Any]) -> tuple[AsyncIterator[bytes], Close]:
+        """The upstream's streamed answer to ``payload`` as it arrives, and how to end it; if the
+        upstream failed before its stream began, the hold is released."""
+        route = self.route
+        assert route.pool is not None
+        try:
+            answer = await route.pool.session().post(route.url, data=orjson.dumps(payload),
+                                                     headers=route.headers)
+        except UpstreamFailure as exc:
+            await self.release("an upstream failure")
+            raise self.upstream_failed(None, type(exc).__name__) from None
+        if answer.status >= 400:
+            try:
+                content = await answer.read()
+            except UpstreamFailure:
+                content = b""
+            answer.release()
+            await self.release("an upstream error")
+            raise self.upstream_answered(answer.status, content)
+
+        async def close(complete: bool) -> None:
+            if complete:  # read the body's end, so the connection goes back to the pool
+                try:
+                    with anyio.fail_after(1):
+                        await answer.content.read()
+                except (*UpstreamFailure, anyio.get_cancelled_exc_class()):
+                    pass
+                answer.release()
+            else:
+                answer.close()  # drops the connection: the upstream stops generating
+
+        return answer.content.iter_any(), close
+
+    def upstream_answered(self, status: int, content: bytes) -> GatewayError:
+        """What the client is told of an upstream's error answer."""
+        if status in (400, 413, 422):  # the request's own fault: the upstream says why
+            return GatewayError(status, _upstream_message(content), code="upstream_rejected")
+        return self.upstream_failed(status, "")
+
+    def upstream_failed(self, status: int | None, detail: str) -> GatewayError:
+        what = f"answered {status}" if status is not None else f"failed ({detail})"
+        if status == 429:
+            return GatewayError(429, f"the upstream for '{self.route.alias}' is rate limited; retry later",
+                                "rate_limit_error", code="upstream_rate_limited",
+                                headers={"Retry-After": "1"})
+        return GatewayError(502, f"the upstream for '{self.route.alias}' {what}; nothing was charged",
+                            "upstream_error", code="upstream_error")
+
+    # -- the end of a call ----------------------------------------------------------------------
+
+    async def release(self, why: str) -> None:
+        try:
+            await self.call(lambda: self.engine.release(self.id, self.clock()))
+        except CreditmeterError as exc:  # the hold's ttl frees it anyway
+            log.warning("request %s: release after %s failed (%s); the hold lapses at its ttl",
+                        self.id, why, exc)
+
+    async def settle(self, usage: Usage, source: str, finish: str) -> tuple[Charge, int] | None:
+        """Charge ``usage``; None when the database cannot take it now (retried in the background)."""
+        usage = Usage(usage.model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+                      usage.cache_write_tokens, (), {"gateway_request": self.id, "usage": source,
+                                                     "finish": finish, "stream": self.stream,
+                                                     "upstream_model": self.route.upstream_model})
+        try:
+            return await self.call(
+                lambda: self.engine.settle_with_available(self.id, usage, self.clock(), event_id=self.id))
+        except Unavailable as exc:
+            log.error("request %s: settle failed (%s); kept to retry in the background", self.id, exc)
+            try:
+                self.gateway.pending.add(self.id, usage)
+            except OSError as error:
+                log.error("request %s: the settle could not be kept (%s); usage %s", self.id, error, usage)
+            return None
+        except CreditmeterError as exc:  # retrying cannot help: the operator must look at it
+            log.error("request %s: settle refused (%s); usage %s", self.id, exc, usage)
+            self.refused = True
+            await self.release("a refused settle")
+            return None
+
+
+def local_stream(chunks: AsyncGenerator[bytes, None]) -> tuple[AsyncIterator[bytes], Close]:
+    """A stream made in this process (the built-in demo upstream), as ``post_stream`` answers."""
+
+    async def close(complete: bool) -> None:
+        await chunks.aclose()
+
+    return chunks, close
+
+
+def _upstream_message(content: bytes) -> str:
+    try:
+        error = orjson.loads(content).get("error")
+        message = error.get("message") if isinstance(error, Mapping) else None
+    except (orjson.JSONDecodeError, AttributeError):
+        message = None
+    return f"the upstream refused the request: {message}" if isinstance(message, str) else \
+        "the upstream refused the request"

@@ -1,0 +1,49 @@
+"""The gateway's error answers, in OpenAI's error shape, and the checks of a request body's fields
+that answer with them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+JSON = "application/json"
+
+
+class GatewayError(Exception):
+    """An answer in OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", *,
+                 code: str | None = None, param: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+        self.code, self.param, self.headers = code, param, dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param,
+                          "code": self.code}}
+
+    def response(self) -> Response:
+        return Response(orjson.dumps(self.body()), self.status, self.headers, media_type=JSON)
+
+
+def unavailable() -> GatewayError:
+    return GatewayError(503, "the credits database could not complete the request now; retry it",
+                        "server_error", code="unavailable", headers={"Retry-After": "1"})
+
+
+def bad(param: str, message: str) -> GatewayError:
+    return GatewayError(400, f"{param}: {message}", param=param, code="invalid_value")
+
+
+def whole(body: Mapping[str, Any], name: str, low: int, high: int) -> int | None:
+    """The body's field ``name``, a whole number from ``low`` to ``high``; None when not given."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or not low <= value <= high:
+        raise bad(name, f"must be a whole number from {low} to {high}")
+    return value
