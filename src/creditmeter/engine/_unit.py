@@ -1,0 +1,200 @@
+"""The unit of work every engine command runs in, and the checks commands share.
+
+A command runs in one transaction: ``_write`` retries it whole when other writers changed the same
+accounts first, ``_read`` reads. Inside it, a command loads the books of the accounts it touches
+(``_book``), prices with the cached catalog versions (``price_book``) and checks its arguments with
+the checks here, so every area refuses the same bad input in the same words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import orjson
+
+from creditmeter.domain import AccountId, GrantId, Package
+from creditmeter.errors import InputError, NotFound, Unavailable
+from creditmeter.events import MAX_TOKENS, check_id
+from creditmeter.ledger import Book
+from creditmeter.money import MAX_UC
+from creditmeter.pricing import PriceBook, PriceVersion
+from creditmeter.store.base import LostConnection, Store, Transaction, Transient
+from creditmeter.timeutil import DAY_S, MAX_US, MIN_US, format_instant
+
+T = TypeVar("T")
+X = TypeVar("X")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Engine settings.
+
+    Attributes:
+      lateness_window_s: how old an event's timestamp may be (default 7 days).
+      max_future_s: how far ahead of now an event's timestamp may be (5 minutes).
+      default_hold_ttl_s: a hold's ttl when none is given (10 minutes).
+      book_cache_size: how many accounts' books batch ingestion keeps between batches.
+      write_attempts: how often a write is tried when other writers changed the same accounts.
+    """
+
+    lateness_window_s: int = 7 * DAY_S
+    max_future_s: int = 300
+    default_hold_ttl_s: int = 600
+    book_cache_size: int = 20_000
+    write_attempts: int = 5
+
+
+class _BookCache(OrderedDict[AccountId, Book]):
+    """A bounded map of books, least recently stored dropped first."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: AccountId, value: Book) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class EngineBase:
+    """What every area of the engine shares: the store, the settings, the caches of prices and
+    books, and the transactions commands run in."""
+
+    def __init__(self, store: Store, settings: Settings | None = None) -> None:
+        self.store = store
+        self.settings = settings or Settings()
+        self._prices: PriceBook | None = None
+        self._prices_version = -1
+        # Books kept between batches; each is reused only while its account's stored version
+        # is unchanged (see Transaction.load_books).
+        self._books = _BookCache(self.settings.book_cache_size)
+
+    def _write(self, work: Callable[[Transaction], T]) -> T:
+        """Run ``work`` in one write transaction; retry it whole when another writer got there
+        first (a bounded number of times, with jitter), else fail with :class:`Unavailable`."""
+        attempts = self.settings.write_attempts
+        last: Transient | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.store.transaction(write=True) as tx:
+                    return work(tx)
+            except Transient as exc:
+                self._books.clear()
+                last = exc
+                if attempt == attempts:
+                    break
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))
+            except BaseException:
+                self._books.clear()  # books may hold changes that were never written
+                raise
+        why = ("the database is unreachable" if isinstance(last, LostConnection)
+               else "other writers kept changing the same accounts")
+        raise Unavailable(f"the write did not go through after {attempts} attempts ({why}: {last}); "
+                          "retrying it with the same ids is safe") from last
+
+    @contextmanager
+    def _read(self) -> Iterator[Transaction]:
+        """A read transaction; a database that went away is ``Unavailable`` to the caller."""
+        try:
+            with self.store.transaction() as tx:
+                yield tx
+        except Transient as exc:
+            raise Unavailable(f"the database is unreachable now ({exc}); try again") from exc
+
+    def price_book(self, tx: Transaction | None = None) -> PriceBook:
+        """Every catalog version (cached; reloaded when another process added one)."""
+        if tx is None:
+            with self._read() as own:
+                return self.price_book(own)
+        latest = tx.latest_price_version()
+        if self._prices is None or latest != self._prices_version:
+            self._prices = PriceBook(tx.price_versions())
+            self._prices_version = latest
+        return self._prices
+
+    def _book(self, tx: Transaction, account_id: str, at_us: int) -> Book:
+        book = tx.load_books([account_id]).get(AccountId(account_id))
+        if book is None:
+            raise NotFound("account", account_id, "account_id")
+        book.advance(at_us)
+        return book
+
+    def _package(self, tx: Transaction, account_id: str, grant_id: GrantId, at_us: int) -> Package:
+        book = self._book(tx, account_id, at_us)
+        grant = book.grant(grant_id)
+        assert grant is not None
+        return book.package(grant, at_us)
+
+    def _lookup(self, fetch: Callable[[Transaction], T | None], what: str, ident: str, field: str) -> T:
+        """One stored object by id, or ``NotFound`` naming ``field``."""
+        check_id(ident, field)
+        with self._read() as tx:
+            found = fetch(tx)
+        if found is None:
+            raise NotFound(what, ident, field)
+        return found
+
+
+def _read_locked(tx: Transaction, fetch: Callable[[], tuple[X, object] | None],
+                 accounts: Callable[[X], list[str]],
+                 missing: tuple[str, str, str]) -> tuple[X, dict[AccountId, Book]]:
+    """The object ``fetch`` reads, as it stands once the accounts it names are locked: read it,
+    lock (load) those accounts, read it again, so a write that got there first is seen. A missing
+    object is ``NotFound(*missing)`` (what, id, field)."""
+    found = fetch()
+    if found is None:
+        raise NotFound(*missing)
+    books = tx.load_books(accounts(found[0]))
+    found = fetch()
+    assert found is not None
+    return found[0], books
+
+
+def _version_at(prices: PriceBook, at_us: int) -> PriceVersion:
+    version = prices.at(at_us)
+    if version is None:
+        raise InputError("timestamp", f"no price catalog is effective at {format_instant(at_us)}")
+    return version
+
+
+def _check_instant(value: object, field: str) -> None:
+    if type(value) is not int or not MIN_US <= value <= MAX_US:
+        raise InputError(field, f"must be an instant (whole µs since the epoch, 0..{MAX_US}), "
+                         f"got {value!r}")
+
+
+def _check_amount(amount_uc: object) -> None:
+    if type(amount_uc) is not int or not 0 < amount_uc <= MAX_UC:
+        raise InputError("amount", "must be a whole number of µc, greater than zero and at most "
+                         "10^12 credits")
+
+
+def _check_overage_room(book: Book, cost_uc: int) -> None:
+    """An account's overage is bounded like any amount; an event that could pass it is refused."""
+    if book.overage_uc + cost_uc > MAX_UC:
+        raise InputError("event", "would take the account's overage past 10^12 credits")
+
+
+def _check_request_tokens(input_tokens: int, max_output_tokens: int) -> None:
+    """A chat request's token counts, as an estimate of its cost takes them."""
+    for name, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
+        if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+            raise InputError(name, f"must be a whole number ≥ 0, got {value!r}")
+
+
+def _request_fp(*parts: object) -> str:
+    return hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest()
+
+
+def _first(found: tuple[T, str] | None) -> T | None:
+    """The object of a ``(object, request fingerprint)`` lookup."""
+    return None if found is None else found[0]
