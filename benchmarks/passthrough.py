@@ -10,7 +10,7 @@ import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
+import httpx2 as httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request

@@ -7,21 +7,8 @@ Each command parses its options into engine calls and prints the result (a table
 
 from __future__ import annotations
 
-import click
-
-from creditmeter.cli.common import settings_from_env
-
-__all__ = ["main", "settings_from_env"]
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="creditmeter")
-def main() -> None:
-    """creditmeter: credits for AI products — prices, packages, burn-down, holds, usage."""
-
-
-# Each command module adds its commands to ``main`` as it is imported, so these come after it.
-from creditmeter.cli import (  # noqa: E402, F401
+# Each command module adds its commands to ``main`` (``cli.common``) as it is imported.
+from creditmeter.cli import (  # noqa: F401
     accounts,
     db,
     enterprise,
@@ -34,4 +21,6 @@ from creditmeter.cli import (  # noqa: E402, F401
     serve,
     usage,
 )
+from creditmeter.cli.common import main
 
+__all__ = ["main"]

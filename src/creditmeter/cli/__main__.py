@@ -1,5 +1,6 @@
-"""``python -m creditmeter.cli``: the ``creditmeter`` command."""
+"""``python -m creditmeter.cli``: the same as the ``creditmeter`` command."""
 
 from creditmeter.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -87,3 +87,9 @@ def command(group: click.Group, name: str, *, at: bool = False, as_json: bool = 
         return fn
 
     return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="creditmeter")
+def main() -> None:
+    """creditmeter: credits for AI products — prices, packages, burn-down, holds, usage."""

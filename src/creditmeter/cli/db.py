@@ -6,8 +6,7 @@ import os
 
 import click
 
-from creditmeter.cli import main
-from creditmeter.cli.common import DEFAULT_DB, fail
+from creditmeter.cli.common import DEFAULT_DB, fail, main
 from creditmeter.engine import open_engine
 from creditmeter.errors import Unavailable
 

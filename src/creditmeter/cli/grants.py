@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from creditmeter import present
-from creditmeter.cli import main
-from creditmeter.cli.common import command, instant
+from creditmeter.cli.common import command, instant, main
 from creditmeter.cli.output import emit
 from creditmeter.cli.tables import packages_table
 from creditmeter.engine import Engine

@@ -7,8 +7,7 @@ import sys
 import click
 
 from creditmeter import present
-from creditmeter.cli import main
-from creditmeter.cli.common import command
+from creditmeter.cli.common import command, main
 from creditmeter.cli.output import emit, print_json
 from creditmeter.cli.usage import parse_quantities, print_charge, usage_options
 from creditmeter.domain import Refused

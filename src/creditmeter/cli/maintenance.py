@@ -7,8 +7,7 @@ import sys
 import click
 
 from creditmeter import present
-from creditmeter.cli import main
-from creditmeter.cli.common import command
+from creditmeter.cli.common import command, main
 from creditmeter.cli.output import emit
 from creditmeter.engine import Engine
 

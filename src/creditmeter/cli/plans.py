@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from creditmeter import present
-from creditmeter.cli import main
-from creditmeter.cli.common import command
+from creditmeter.cli.common import command, main
 from creditmeter.cli.output import emit
 from creditmeter.cli.tables import simple_table
 from creditmeter.engine import Engine

@@ -10,8 +10,7 @@ from pathlib import Path
 import click
 
 from creditmeter import present
-from creditmeter.cli import main
-from creditmeter.cli.common import DEFAULT_DB, fail, now_us
+from creditmeter.cli.common import DEFAULT_DB, fail, main, now_us
 from creditmeter.cli.tables import console, packages_table, usage_table
 from creditmeter.demo import GATEWAY_MODELS, TEAM, TEAMMATE, USER, run_demo
 from creditmeter.engine import Engine

@@ -13,8 +13,7 @@ from typing import Any
 import click
 
 from creditmeter import present
-from creditmeter.cli import main
-from creditmeter.cli.common import F, command, instant
+from creditmeter.cli.common import F, command, instant, main
 from creditmeter.cli.output import emit
 from creditmeter.cli.tables import progress_bar, usage_table
 from creditmeter.domain import Charge
