@@ -11,10 +11,11 @@ from fastapi.responses import Response, StreamingResponse
 
 from creditmeter.console import views
 from creditmeter.console.deps import Console, Pages, Session, administers, page
+from creditmeter.console.session import PATH
 from creditmeter.errors import InputError
 from creditmeter.ingest import csv_chunks, csv_filename
 
-router = APIRouter()
+router = APIRouter(prefix=PATH)  # the full path on each route: metrics label requests by it
 
 
 def _readable(console: Console, request: Request, account_id: str) -> Session:

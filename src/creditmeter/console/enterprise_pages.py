@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from creditmeter.console import views
 from creditmeter.console.deps import Console, Hidden, Pages, manages, page, redirect
-from creditmeter.console.session import session_key, token_ok
+from creditmeter.console.session import PATH, session_key, token_ok
 from creditmeter.errors import Conflict, InputError
 from creditmeter.money import parse_credits
 from creditmeter.timeutil import DAY_US, MAX_US
@@ -25,7 +25,7 @@ from creditmeter.timeutil import DAY_US, MAX_US
 QUOTA_FIELDS = {"account_id": "member", "amount": "amount", "expires": "valid_through"}
 DONE = {"added": "Quota added.", "revoked": "Quota revoked; what was unused is back in the pool."}
 
-router = APIRouter()
+router = APIRouter(prefix=PATH)  # the full path on each route: metrics label requests by it
 
 
 def enterprise_page(console: Console, request: Request, enterprise_id: str, status: int = 200,

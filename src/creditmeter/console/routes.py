@@ -24,7 +24,7 @@ from creditmeter.engine import Engine
 from creditmeter.keys import Principal
 
 # Anything else under /console; it comes last, after every route it would otherwise shadow.
-elsewhere_router = APIRouter()
+elsewhere_router = APIRouter(prefix=PATH)
 
 
 @elsewhere_router.api_route("/{rest:path}", methods=["GET", "HEAD", "POST"])
@@ -44,5 +44,5 @@ def create_console(engine: Engine, *, clock: Callable[[], int],
     router = APIRouter(include_in_schema=False, dependencies=[Depends(console.attach)])
     for routes in (signin.router, account_pages.router, enterprise_pages.router, static.router,
                    elsewhere_router):
-        router.include_router(routes, prefix=PATH)
+        router.include_router(routes)
     return router

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from creditmeter.console.deps import Pages, page, redirect
-from creditmeter.console.session import cross_site, safe_next, session_key, sign_in, sign_out, token_ok
+from creditmeter.console.session import PATH, cross_site, safe_next, session_key, sign_in, sign_out, token_ok
 from creditmeter.keys import ENV_OPERATOR_KEY_ID
 
-router = APIRouter()
+router = APIRouter(prefix=PATH)  # the full path on each route: metrics label requests by it
 
 
 @router.get("")

@@ -12,10 +12,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from creditmeter.console.deps import Pages
+from creditmeter.console.session import PATH
 
 STATIC_TYPES = {"css": "text/css; charset=utf-8", "svg": "image/svg+xml"}
 
-router = APIRouter()
+router = APIRouter(prefix=PATH)  # the full path on each route: metrics label requests by it
 
 
 def load() -> dict[str, bytes]:
