@@ -7,6 +7,6 @@ SQLAlchemy Core so that other databases plug in behind the same interface.
 """
 
 from creditmeter.store.base import Store, Transaction
-from creditmeter.store.sql import SqlStore, open_store
+from creditmeter.store.connection import SqlStore, open_store
 
 __all__ = ["SqlStore", "Store", "Transaction", "open_store"]

@@ -1,0 +1,136 @@
+"""What the books' transitions produced, as rows: collected once, whatever the database, then
+written by the dialect's writer (``sqlite_writer`` or ``postgres_writer``).
+
+Collecting also moves each changed book to the version its write will store, and clears its
+changes: the write that follows must store exactly these rows or fail whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from creditmeter.domain import EntryKind, GrantId, HoldId
+from creditmeter.ledger import Book
+from creditmeter.store.rows import HOLD_INSERT_COLUMNS, insert_sql, parts_json
+from creditmeter.store.schema import holds
+from creditmeter.timeutil import DAY_US
+
+# Entries that close a grant: a later one corrects the first (see ``Writes.persist``).
+CLOSING = (EntryKind.EXPIRE, EntryKind.VOID)
+
+# Adds a batch's day rollups to the stored ones; ``{values}`` is one or more rows of four.
+DAY_UPSERT = ("INSERT INTO usage_days (account_id, day_us, cost_uc, events) VALUES {values} "
+              "ON CONFLICT (account_id, day_us) DO UPDATE SET "
+              "cost_uc = usage_days.cost_uc + excluded.cost_uc, "
+              "events = usage_days.events + excluded.events")
+
+Row = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class Changes:
+    """The rows to write, in the column orders of the statements that write them.
+
+    Attributes:
+      grants: the values of each new grant (one INSERT each, before everything else).
+      closings: expire/void entries (``ENTRY_COLUMNS``), each written with the entry it corrects.
+      voids: (voided_at_us, grant id).
+      new_holds: rows of ``HOLD_INSERT_COLUMNS``.
+      ended_holds: (status, settled event id, ended at, hold id).
+      events: rows of ``EVENT_COLUMNS``.
+      entries: the other entries (``ENTRY_COLUMNS``).
+      days: (account, day, Σ cost, event count), one row per (account, day).
+      counters: (used, held, closed, grant seq) of each grant whose counters changed.
+      versions: (overage, overage since, new version, account id, loaded version) of each
+        changed book; the write must find every account still at its loaded version.
+    """
+
+    grants: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    closings: list[Row] = dataclasses.field(default_factory=list)
+    voids: list[Row] = dataclasses.field(default_factory=list)
+    new_holds: list[Row] = dataclasses.field(default_factory=list)
+    ended_holds: list[Row] = dataclasses.field(default_factory=list)
+    events: list[Row] = dataclasses.field(default_factory=list)
+    entries: list[Row] = dataclasses.field(default_factory=list)
+    days: list[Row] = dataclasses.field(default_factory=list)
+    counters: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)
+    versions: list[tuple[int, int | None, int, str, int]] = dataclasses.field(default_factory=list)
+
+
+def collect(books: Iterable[Book], recorded_at_us: int, grant_fps: Mapping[GrantId, str] | None,
+            hold_fps: Mapping[HoldId, str] | None) -> Changes:
+    """The rows of everything ``books`` changed, recorded at ``recorded_at_us``."""
+    changes = Changes()
+    days: dict[tuple[str, int], list[int]] = {}
+    for book in books:
+        _collect_book(changes, days, book, recorded_at_us, grant_fps or {}, hold_fps or {})
+    changes.days = [(a, d, c, n) for (a, d), (c, n) in days.items()]  # one row per key: no clash
+    return changes
+
+
+def _collect_book(changes: Changes, days: dict[tuple[str, int], list[int]], book: Book,
+                  recorded_at_us: int, grant_fps: Mapping[GrantId, str],
+                  hold_fps: Mapping[HoldId, str]) -> None:
+    for grant in book.new_grants:
+        changes.grants.append(dict(
+            seq=grant.seq, id=grant.id, account_id=grant.account_id, kind=grant.kind.value,
+            amount_uc=grant.amount_uc, priority=grant.priority,
+            effective_at_us=grant.effective_at_us, expires_at_us=grant.expires_at_us,
+            name=grant.name, source=grant.source, created_at_us=grant.created_at_us,
+            request_fp=grant_fps.get(grant.id, "")))
+    changes.voids += [(grant.voided_at_us, grant.id) for grant in book.voided]
+    changes.new_holds += [(hold.id, hold.account_id, hold.amount_uc, parts_json(hold.parts),
+                           hold.created_at_us, hold.expires_at_us, hold.status.value,
+                           hold_fps.get(hold.id, "")) for hold in book.new_holds]
+    changes.ended_holds += [(hold.status.value, hold.settled_event_id, recorded_at_us, hold.id)
+                            for hold in book.ended_holds]
+    event_rows = changes.events
+    for event, charge in book.charges:
+        event_rows.append((
+            event.id, event.account_id, charge.timestamp_us, event.model,
+            event.input_tokens, event.output_tokens, event.cached_input_tokens,
+            event.cache_write_tokens,
+            orjson.dumps(event.quantities).decode() if event.quantities else None,
+            orjson.dumps(event.metadata).decode() if event.metadata else None,
+            charge.cost_uc, charge.overage_uc,
+            orjson.dumps([[p.grant_id, p.amount_uc] for p in charge.allocations]).decode(),
+            charge.price_version, charge.hold_id, event.fingerprint, recorded_at_us))
+        key = (event.account_id, charge.timestamp_us - charge.timestamp_us % DAY_US)
+        day = days.get(key)
+        if day is None:
+            days[key] = [charge.cost_uc, 1]
+        else:
+            day[0] += charge.cost_uc
+            day[1] += 1
+    for e in book.entries:
+        row = (e.account_id, e.grant_id, e.kind.value, e.amount_uc, e.at_us, e.hold_id,
+               e.note[:255], recorded_at_us)
+        (changes.closings if e.kind in CLOSING else changes.entries).append(row)
+    if book.changed:
+        counters = book.counters
+        for grant in book.grants:
+            if grant.id in book.changed:
+                c = counters[grant.id]
+                changes.counters.append((c.used_uc, c.held_uc, c.closed_uc, grant.seq))
+    if book.has_changes:
+        changes.versions.append((book.overage_uc, book.overage_since_us, book.version + 1,
+                                 book.account.id, book.version))
+        book.version += 1
+        book.reset_changes()
+
+
+def plain_writes(changes: Changes, mark: str) -> list[tuple[str, list[Any]]]:
+    """The writes both dialects run first and alike, in order: (statement, rows) each run for
+    every row."""
+    m = mark
+    return [
+        (f"UPDATE grants SET voided_at_us = {m} WHERE id = {m}", changes.voids),
+        (insert_sql(holds, HOLD_INSERT_COLUMNS, m), changes.new_holds),
+        (f"UPDATE holds SET status = {m}, settled_event_id = {m}, ended_at_us = {m} WHERE id = {m}",
+         changes.ended_holds),
+    ]

@@ -1,0 +1,257 @@
+"""Connecting to the database: :class:`SqlStore` (SQLAlchemy Core), its schema revision, its
+transactions, and how the driver's errors map to the store's.
+
+SQLite is the embedded default; PostgreSQL (psycopg 3) runs the same schema and code.
+SQLite specifics: WAL journal, ``synchronous=NORMAL``, a busy timeout, and write transactions
+opened with ``BEGIN IMMEDIATE`` so that a command's reads and writes are one serialised unit
+(no check-then-act race between processes). PostgreSQL: write transactions lock the rows of the
+accounts they load (``FOR UPDATE``, in id order so two writers cannot deadlock each other), so
+work on one account is serialised and different accounts proceed in parallel. On both, a write
+that loses a race anyway (a unique key taken meanwhile, a serialisation failure, a deadlock, a
+busy database) raises ``StaleWrite`` and the engine retries the command whole.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from creditmeter.errors import SchemaError
+from creditmeter.store.base import LostConnection, StaleWrite
+from creditmeter.store.reads import Reads
+from creditmeter.store.reconcile import Reconcile
+from creditmeter.store.writes import Writes
+
+SCHEMA_REVISION = "0003"
+
+
+class SqlTransaction(Reads, Writes, Reconcile):
+    """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
+
+
+def open_store(url: str) -> SqlStore:
+    return SqlStore(url)
+
+
+class SqlStore:
+    """A store on any SQLAlchemy URL; one engine (connection pool) per store."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self._ensure_sqlite_dir(url)
+            # Connections are kept (opening one runs PRAGMAs): enough for a server's thread pool.
+            self.engine = sa.create_engine(url, connect_args={"timeout": 30}, pool_size=20,
+                                           max_overflow=20)
+            sa.event.listen(self.engine, "connect", _sqlite_on_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            # No server-side prepared statements: after a few runs PostgreSQL would switch them to
+            # a generic plan, and for `id IN (…500 ids…)` that plan is a full scan.
+            # A connection idle for a while is pinged before use (one that was just used is not:
+            # a ping per transaction would be a round trip each). One found dead mid-transaction
+            # fails it as LostConnection (writes are retried whole), and the pool is renewed.
+            self.engine = sa.create_engine(_driver_url(url), connect_args={"prepare_threshold": None})
+            sa.event.listen(self.engine, "checkout", _ping_if_idle)
+            sa.event.listen(self.engine, "checkin", _note_checkin)
+        self._checked = False
+        self._readers = threading.local()
+        self._writer = threading.RLock()
+        dialect = self.engine.dialect
+        self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
+        self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
+
+    @staticmethod
+    def _ensure_sqlite_dir(url: str) -> None:
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Create or upgrade the schema to the newest migration (Alembic)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", "creditmeter.store:migrations")
+        try:
+            conn = self.engine.connect()
+        except sa.exc.OperationalError as exc:
+            raise LostConnection(_describe(exc)) from exc
+        with conn:
+            conn.info["immediate"] = True
+            with conn.begin():
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        self._checked = True
+
+    def revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+    def _check_schema(self, auto_create: bool) -> None:
+        if self._checked:
+            return
+        current = self.revision()
+        if current is None and auto_create and self.is_sqlite:
+            self.upgrade()  # the embedded default needs no set-up
+            return
+        if current != SCHEMA_REVISION:
+            raise SchemaError(
+                f"the database at {self.url} has schema {current or 'none'}, this creditmeter "
+                f"needs {SCHEMA_REVISION}: run 'creditmeter db upgrade'")
+        self._checked = True
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, write: bool = False, auto_create: bool = True) -> Iterator[SqlTransaction]:
+        """One transaction: committed if the block ends normally, rolled back if it raises."""
+        if write and self.is_sqlite:
+            # SQLite has one writer at a time; threads of this process queue here rather than in
+            # SQLite's busy handler, which sleeps in steps of up to 100 ms.
+            with self._writer, self._transaction(write, auto_create) as tx:
+                yield tx
+        else:
+            with self._transaction(write, auto_create) as tx:
+                yield tx
+
+    @contextmanager
+    def _transaction(self, write: bool, auto_create: bool) -> Iterator[SqlTransaction]:
+        keep = False
+        try:
+            self._check_schema(auto_create)
+            if self.is_sqlite and not write:
+                # Reads on SQLite reuse this thread's connection: taking one from the pool and
+                # giving it back costs more than a short read.
+                conn = getattr(self._readers, "conn", None)
+                keep = conn is not None and not conn.closed and not conn.in_transaction()
+                if not keep:
+                    conn = self.engine.connect()
+                    if getattr(self._readers, "conn", None) is None:
+                        self._readers.conn = conn
+                        keep = True
+            else:
+                conn = self.engine.connect()
+        except sa.exc.OperationalError as exc:
+            raise LostConnection(_describe(exc)) from exc
+        assert conn is not None
+        try:
+            if self.is_sqlite:
+                conn.info["immediate"] = write
+            try:
+                with conn.begin():
+                    yield SqlTransaction(conn, self._mark, lock=write and not self.is_sqlite)
+            except sa.exc.DBAPIError as exc:
+                if _connection_lost(exc):
+                    raise LostConnection(_describe(exc)) from exc
+                if write and _lost_race(exc):
+                    raise StaleWrite(_describe(exc)) from exc
+                raise
+            except self._driver_error as exc:  # raised by the driver itself (plain reads, COPY)
+                if self.engine.dialect.is_disconnect(exc, None, None) or _connection_lost(exc):  # type: ignore[arg-type]
+                    conn.invalidate()
+                    self.engine.dispose()  # the others in the pool are as dead as this one
+                    raise LostConnection(_describe(exc)) from exc
+                if write and _lost_race(exc):
+                    raise StaleWrite(_describe(exc)) from exc
+                raise
+        finally:
+            if not keep:
+                try:
+                    conn.close()
+                except sa.exc.DBAPIError:  # the connection is already gone; nothing to give back
+                    pass
+
+    def close(self) -> None:
+        kept = getattr(self._readers, "conn", None)
+        if kept is not None:
+            self._readers.conn = None
+            kept.close()
+        self.engine.dispose()
+
+
+def _driver_url(url: str) -> str:
+    """``postgresql://…`` means psycopg 3 here (SQLAlchemy's default driver is psycopg2)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+# SQLSTATEs of a write that lost a race: unique violation, serialization failure, deadlock.
+_RACE_STATES = {"23505", "40001", "40P01"}
+
+
+def _orig(exc: Exception) -> BaseException | None:
+    """The driver's own exception (SQLAlchemy wraps it; ``_fetch`` does not)."""
+    return exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+
+
+def _describe(exc: Exception) -> str:
+    orig = _orig(exc)
+    return str(orig).strip().splitlines()[0] if orig is not None and str(orig).strip() else str(exc)
+
+
+def _connection_lost(exc: Exception) -> bool:
+    """The server went away or refuses connections now (restart, shutdown, network)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    state = getattr(_orig(exc), "sqlstate", None) or ""
+    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def _lost_race(exc: Exception) -> bool:
+    orig = _orig(exc)
+    state = getattr(orig, "sqlstate", None)
+    if state is not None:
+        return state in _RACE_STATES
+    text = str(orig).lower()
+    return "unique constraint" in text or "database is locked" in text
+
+
+IDLE_PING_S = 1.0
+
+
+def _note_checkin(_dbapi_conn: Any, record: Any) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """Before handing out a connection that sat idle, make sure the server still answers; a
+    dead one is replaced by the pool (``DisconnectionError``)."""
+    if time.monotonic() - record.info.get("checked_in", time.monotonic()) < IDLE_PING_S:
+        return
+    try:
+        dbapi_conn.execute("SELECT 1")
+        dbapi_conn.rollback()  # leave it as the pool gave it: outside any transaction
+    except Exception as exc:  # noqa: BLE001 - any failure means: not usable
+        raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # transactions are begun explicitly (below)
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # Straight to the driver: this runs for every transaction.
+    conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+        "BEGIN IMMEDIATE" if conn.info.get("immediate") else "BEGIN")
+

@@ -1,0 +1,300 @@
+"""The read side of a SQL transaction: accounts and their books, events and usage, keys,
+members, plans, subscriptions, quota allocations and prices.
+
+The hot paths (books, lookups by id) read through the driver with plain SQL; the others build
+their queries with SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from creditmeter.domain import (
+    Account,
+    AccountId,
+    AccountKind,
+    Grant,
+    Hold,
+    HoldStatus,
+    StoredEvent,
+    SummaryRow,
+)
+from creditmeter.enterprise import Member, QuotaAllocation
+from creditmeter.invariants import GrantRow
+from creditmeter.keys import ApiKey, MemberRole
+from creditmeter.ledger import Book, Counters
+from creditmeter.plans import PlanCatalog, parse_plans
+from creditmeter.pricing import PriceVersion, parse_catalog
+from creditmeter.store.driver import DriverTransaction
+from creditmeter.store.rows import (
+    ACCOUNT_SELECT,
+    ALLOCATION_SELECT,
+    GRANT_KINDS,
+    GRANT_SELECT,
+    HOLD_SELECT,
+    KEY_SELECT,
+    SUBSCRIPTION_SELECT,
+    account_from_row,
+    allocation_from_row,
+    chunks,
+    grant_row_from_row,
+    hold_from_row,
+    key_from_row,
+    stored_event,
+    subscription_from_row,
+)
+from creditmeter.store.schema import accounts, events, grants, holds, members, price_versions, subscriptions
+from creditmeter.subscriptions import Subscription
+from creditmeter.timeutil import DAY_US
+
+
+class Reads(DriverTransaction):
+    """What a transaction reads."""
+
+    # -- accounts and books ------------------------------------------------------------------
+
+    def get_account(self, account_id: str) -> tuple[Account, int] | None:
+        rows = self._fetch(f"SELECT {ACCOUNT_SELECT} FROM accounts WHERE id = {self._mark}", (account_id,))
+        return (account_from_row(rows[0]), rows[0][4]) if rows else None
+
+    def list_accounts(self) -> list[tuple[Account, int]]:
+        rows = self._fetch(f"SELECT {ACCOUNT_SELECT} FROM accounts ORDER BY id", ())
+        return [(account_from_row(r), r[4]) for r in rows]
+
+    def load_books(self, account_ids: Iterable[str],
+                   cache: MutableMapping[AccountId, Book] | None = None) -> dict[AccountId, Book]:
+        """Load each account's grants (with counters), open holds and overage.
+
+        With ``cache``, a book loaded before is reused when the account's stored version is
+        still the one it was loaded at (every write bumps it), so a long import does not
+        reload the same books batch after batch. On the hot path: plain driver SQL.
+        """
+        ids = sorted(set(account_ids))
+        books: dict[AccountId, Book] = {}
+        if cache is not None:
+            ids = self._reuse_books(ids, cache, books)
+        found: dict[str, tuple[Any, ...]] = {}
+        grant_rows: dict[str, list[tuple[Grant, Counters]]] = {}
+        hold_rows: dict[str, list[Hold]] = {}
+        kinds = GRANT_KINDS
+        for chunk in chunks(ids):
+            marks = ", ".join([self._mark] * len(chunk))
+            params = tuple(chunk)
+            # The account rows first (locking them in a write), then their grants and holds.
+            account_rows, grant_list, hold_list = self._fetch_all([
+                (f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us "
+                 f"FROM accounts WHERE id IN ({marks}){self._lock}", params),
+                (f"SELECT {GRANT_SELECT} FROM grants WHERE account_id IN ({marks})", params),
+                (f"SELECT {HOLD_SELECT} FROM holds WHERE account_id IN ({marks}) AND status = {self._mark}",
+                 (*params, HoldStatus.OPEN.value))])
+            for row in account_rows:
+                found[row[0]] = tuple(row)
+                grant_rows[row[0]] = []
+                hold_rows[row[0]] = []
+            for r in grant_list:
+                grant_rows[r[1]].append((
+                    Grant(r[0], r[1], kinds[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]),
+                    Counters(r[12], r[13], r[14])))
+            for row in hold_list:
+                hold_rows[row[1]].append(hold_from_row(row))
+        for aid, (_, name, kind, created, overage, version, since) in found.items():
+            book = Book(Account(AccountId(aid), name, AccountKind(kind), created), overage,
+                        grant_rows[aid], hold_rows[aid], version, since)
+            books[AccountId(aid)] = book
+            if cache is not None:
+                cache[AccountId(aid)] = book
+        return books
+
+    def _reuse_books(self, ids: list[str], cache: MutableMapping[AccountId, Book],
+                     books: dict[AccountId, Book]) -> list[str]:
+        """Put the cached books still at their stored version into ``books``; the ids to load."""
+        stale = []
+        for chunk in chunks(ids):
+            marks = ", ".join([self._mark] * len(chunk))
+            for aid, version in self._fetch(
+                    f"SELECT id, version FROM accounts WHERE id IN ({marks}){self._lock}",
+                    tuple(chunk)):
+                book = cache.get(aid)
+                if book is not None and book.version == version and not book.has_changes:
+                    books[aid] = book
+                else:
+                    stale.append(aid)
+        return stale
+
+    def accounts_to_tick(self, at_us: int) -> list[str]:
+        """Accounts with a hold past its ttl, an unrecorded expiry/void, or unpaid overage."""
+        q_holds = sa.select(holds.c.account_id).where(
+            holds.c.status == HoldStatus.OPEN.value, holds.c.expires_at_us <= at_us)
+        terminal = sa.or_(grants.c.expires_at_us <= at_us, grants.c.voided_at_us <= at_us)
+        q_grants = sa.select(grants.c.account_id).where(
+            terminal,
+            grants.c.amount_uc - grants.c.used_uc - grants.c.held_uc - grants.c.closed_uc != 0)
+        q_overage = sa.select(accounts.c.id).where(accounts.c.overage_uc > 0)
+        union = sa.union(q_holds, q_grants, q_overage).subquery()
+        return sorted(self.conn.execute(sa.select(union.c[0])).scalars())
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def get_grant(self, grant_id: str) -> GrantRow | None:
+        row = self.conn.execute(sa.select(grants).where(grants.c.id == grant_id)).first()
+        return None if row is None else grant_row_from_row(row)
+
+    def get_hold(self, hold_id: str) -> tuple[Hold, str] | None:
+        rows = self._fetch(f"SELECT {HOLD_SELECT}, request_fp FROM holds WHERE id = {self._mark}",
+                           (hold_id,))
+        return (hold_from_row(rows[0]), rows[0][8]) if rows else None
+
+    # -- events and usage --------------------------------------------------------------------
+
+    def find_events(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
+        """The stored events among ``event_ids`` (usually none: a cheap index probe first)."""
+        known: list[str] = []
+        for chunk in chunks(list(event_ids)):
+            marks = ", ".join([self._mark] * len(chunk))
+            known += [row[0] for row in self.conn.exec_driver_sql(
+                f"SELECT id FROM events WHERE id IN ({marks})", tuple(chunk))]
+        found: dict[str, StoredEvent] = {}
+        for chunk in chunks(known):
+            for row in self.conn.execute(sa.select(events).where(events.c.id.in_(chunk))):
+                found[row.id] = stored_event(row)
+        return found
+
+    def list_events(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
+                    model: str | None, limit: int | None, before: tuple[int, int] | None = None,
+                    max_seq: int | None = None) -> Iterator[StoredEvent]:
+        """Accounts' events, newest first (timestamp, then recording order), ``from_us <= ts <
+        to_us``; ``before`` = (ts, seq) continues a page, ``max_seq`` hides later recordings."""
+        query = sa.select(events).where(*self._event_filter(account_ids, from_us, to_us, model))
+        if before is not None:
+            query = query.where(sa.tuple_(events.c.ts_us, events.c.seq) < sa.tuple_(*before))
+        if max_seq is not None:
+            query = query.where(events.c.seq <= max_seq)
+        query = query.order_by(events.c.ts_us.desc(), events.c.seq.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        for row in self.conn.execute(query):
+            yield stored_event(row)
+
+    @staticmethod
+    def _event_filter(account_ids: Sequence[str], from_us: int | None, to_us: int | None,
+                      model: str | None) -> list[Any]:
+        where: list[Any] = [events.c.account_id == account_ids[0] if len(account_ids) == 1
+                            else events.c.account_id.in_(account_ids)]
+        if from_us is not None:
+            where.append(events.c.ts_us >= from_us)
+        if to_us is not None:
+            where.append(events.c.ts_us < to_us)
+        if model is not None:
+            where.append(events.c.model == model)
+        return where
+
+    def last_event_seq(self) -> int:
+        return int(self._fetch("SELECT max(seq) FROM events", ())[0][0] or 0)
+
+    def used_between(self, account_id: str, from_us: int, to_us: int) -> int:
+        """Credits charged (µc) for events with ``from_us <= ts < to_us``: whole days from the
+        daily rollup, the part-days at either end from the events (so at most two days of them)."""
+        m = self._mark
+        first_day = -(-from_us // DAY_US) * DAY_US
+        last_day = to_us // DAY_US * DAY_US
+        events_sql = (f"SELECT sum(cost_uc) FROM events WHERE account_id = {m} AND ts_us >= {m} "
+                      f"AND ts_us < {m}")
+        if first_day >= last_day:
+            return int(self._fetch(events_sql, (account_id, from_us, to_us))[0][0] or 0)
+        head, days, tail = self._fetch_all([
+            (events_sql, (account_id, from_us, first_day)),
+            (f"SELECT sum(cost_uc) FROM usage_days WHERE account_id = {m} AND day_us >= {m} "
+             f"AND day_us < {m}", (account_id, first_day, last_day)),
+            (events_sql, (account_id, last_day, to_us))])
+        return sum(int(rows[0][0] or 0) for rows in (head, days, tail))
+
+    def usage_summary(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
+                      model: str | None, group_by: str) -> list[SummaryRow]:
+        """Requests, tokens and credits per UTC day (``day``) or per model (``model``)."""
+        key = (events.c.ts_us - events.c.ts_us % DAY_US if group_by == "day"
+               else sa.func.coalesce(events.c.model, ""))
+        query = (sa.select(key.label("key"), sa.func.count(), sa.func.sum(events.c.input_tokens),
+                           sa.func.sum(events.c.output_tokens), sa.func.sum(events.c.cached_input_tokens),
+                           sa.func.sum(events.c.cache_write_tokens), sa.func.sum(events.c.cost_uc))
+                 .where(*self._event_filter(account_ids, from_us, to_us, model))
+                 .group_by(key).order_by(key))
+        return [SummaryRow(r[0], *(int(v) for v in r[1:])) for r in self.conn.execute(query)]
+
+    # -- keys and members --------------------------------------------------------------------
+
+    def find_key(self, key_digest: str) -> tuple[ApiKey, str] | None:
+        rows = self._fetch(f"SELECT {KEY_SELECT} FROM api_keys WHERE hash = {self._mark}", (key_digest,))
+        return (key_from_row(rows[0]), rows[0][1]) if rows else None
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        rows = self._fetch(f"SELECT {KEY_SELECT} FROM api_keys WHERE id = {self._mark}", (key_id,))
+        return key_from_row(rows[0]) if rows else None
+
+    def list_keys(self, account_id: str | None) -> list[ApiKey]:
+        if account_id is None:
+            rows = self._fetch(f"SELECT {KEY_SELECT} FROM api_keys ORDER BY created_at_us, id", ())
+        else:
+            rows = self._fetch(f"SELECT {KEY_SELECT} FROM api_keys WHERE account_id = {self._mark} "
+                               "ORDER BY created_at_us, id", (account_id,))
+        return [key_from_row(r) for r in rows]
+
+    def administered(self, account_id: str) -> list[str]:
+        """The enterprises ``account_id`` is an admin of."""
+        return [r[0] for r in self._fetch(
+            f"SELECT enterprise_id FROM members WHERE account_id = {self._mark} AND role = {self._mark}",
+            (account_id, MemberRole.ADMIN.value))]
+
+    def member_role(self, enterprise_id: str, account_id: str) -> MemberRole | None:
+        role = self.conn.execute(sa.select(members.c.role).where(
+            members.c.enterprise_id == enterprise_id, members.c.account_id == account_id)).scalar()
+        return MemberRole(role) if role else None
+
+    def list_members(self, enterprise_id: str) -> list[Member]:
+        rows = self._fetch(f"SELECT enterprise_id, account_id, role, added_at_us FROM members "
+                           f"WHERE enterprise_id = {self._mark} ORDER BY account_id", (enterprise_id,))
+        return [Member(r[0], r[1], MemberRole(r[2]), r[3]) for r in rows]
+
+    def get_allocation(self, allocation_id: str) -> tuple[QuotaAllocation, str] | None:
+        rows = self._fetch(f"SELECT {ALLOCATION_SELECT}, request_fp FROM allocations "
+                           f"WHERE id = {self._mark}", (allocation_id,))
+        return (allocation_from_row(rows[0]), rows[0][8]) if rows else None
+
+    def list_allocations(self, enterprise_id: str) -> list[QuotaAllocation]:
+        rows = self._fetch(f"SELECT {ALLOCATION_SELECT} FROM allocations "
+                           f"WHERE enterprise_id = {self._mark} ORDER BY created_at_us, id", (enterprise_id,))
+        return [allocation_from_row(r) for r in rows]
+
+    # -- plans, subscriptions and prices -----------------------------------------------------
+
+    def latest_plan_catalog(self) -> tuple[int, PlanCatalog] | None:
+        rows = self._fetch("SELECT version, catalog FROM plan_catalogs ORDER BY version DESC LIMIT 1", ())
+        return (int(rows[0][0]), parse_plans(orjson.loads(rows[0][1]))) if rows else None
+
+    def get_subscription(self, subscription_id: str) -> tuple[Subscription, str] | None:
+        rows = self._fetch(f"SELECT {SUBSCRIPTION_SELECT}, request_fp FROM subscriptions "
+                           f"WHERE id = {self._mark}", (subscription_id,))
+        return (subscription_from_row(rows[0]), rows[0][9]) if rows else None
+
+    def list_subscriptions(self, account_id: str) -> list[Subscription]:
+        rows = self._fetch(f"SELECT {SUBSCRIPTION_SELECT} FROM subscriptions "
+                           f"WHERE account_id = {self._mark} ORDER BY anchor_us, id", (account_id,))
+        return [subscription_from_row(r) for r in rows]
+
+    def subscriptions_due(self, at_us: int) -> list[tuple[str, str]]:
+        """(account, subscription) of every subscription with a period to grant by ``at_us``."""
+        rows = self.conn.execute(sa.select(subscriptions.c.account_id, subscriptions.c.id)
+                                 .where(subscriptions.c.next_start_us <= at_us)
+                                 .order_by(subscriptions.c.account_id, subscriptions.c.id))
+        return [(r[0], r[1]) for r in rows]
+
+    def price_versions(self) -> list[PriceVersion]:
+        rows = self.conn.execute(sa.select(price_versions).order_by(price_versions.c.version))
+        return [PriceVersion(r.version, r.effective_at_us, parse_catalog(orjson.loads(r.catalog)))
+                for r in rows]
+
+    def latest_price_version(self) -> int:
+        return int(self._fetch("SELECT max(version) FROM price_versions", ())[0][0] or 0)

@@ -1,0 +1,37 @@
+"""Writes a batch of :class:`~creditmeter.store.changes.Changes` to SQLite: each statement once
+through the driver's ``executemany``, in the order both dialects share.
+
+The caller holds the database lock (``BEGIN IMMEDIATE``), so nothing runs between statements.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Connection
+
+from creditmeter.store.changes import DAY_UPSERT, Changes, plain_writes
+from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
+from creditmeter.store.schema import entries, events
+
+
+def write(conn: Connection, mark: str, changes: Changes) -> int:
+    """Write ``changes`` (but their new grants and closing entries); the number of accounts
+    found at their loaded version and moved to the next."""
+    m = mark
+    writes = plain_writes(changes, m)
+    writes += [
+        (insert_sql(events, EVENT_COLUMNS, m), changes.events),
+        (insert_sql(entries, ENTRY_COLUMNS, m), changes.entries),
+        (DAY_UPSERT.format(values=f"({m}, {m}, {m}, {m})"), changes.days),
+    ]
+    for sql, rows in writes:
+        if rows:
+            conn.exec_driver_sql(sql, rows)
+    if changes.counters:
+        conn.exec_driver_sql(
+            f"UPDATE grants SET used_uc = {m}, held_uc = {m}, closed_uc = {m} WHERE seq = {m}",
+            changes.counters)
+    if not changes.versions:
+        return 0
+    return int(conn.exec_driver_sql(
+        f"UPDATE accounts SET overage_uc = {m}, overage_since_us = {m}, version = {m} "
+        f"WHERE id = {m} AND version = {m}", changes.versions).rowcount)
