@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from creditmeter import present
-from creditmeter.cli.common import DEFAULT_DB, fail, main, now_us
+from creditmeter.cli.common import DEFAULT_DB, fail, main, now_us, settings_from_env
 from creditmeter.cli.tables import console, packages_table, usage_table
 from creditmeter.demo import GATEWAY_MODELS, TEAM, TEAMMATE, USER, run_demo
 from creditmeter.engine import Engine
@@ -38,6 +38,7 @@ def serve(host: str, port: int, workers: int, url: str | None, access_log: bool,
 
     try:
         config = serverconfig.load(config_path, os.environ)
+        settings_from_env()  # the same check of the engine's variables as every other command
         serving = server.Serving(config, url or config.server.database or DEFAULT_DB,
                                  check_admin_key(os.environ.get("CREDITMETER_ADMIN_KEY")))
         server.check(serving)

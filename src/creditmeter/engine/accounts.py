@@ -14,8 +14,9 @@ class AccountCommands(EngineBase):
 
     @property
     def database(self) -> str:
-        """The kind of database (``sqlite``, ``postgresql``), for people and health checks."""
-        return self.store.url.split("://", 1)[0].split("+", 1)[0]
+        """The database URL's scheme (``sqlite``, ``postgresql``, ``postgresql+psycopg`` …), for
+        people and health checks."""
+        return self.store.url.split("://", 1)[0]
 
     @property
     def database_url(self) -> str:
