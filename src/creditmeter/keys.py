@@ -59,6 +59,11 @@ class Principal:
         administers; the operator sees everything)."""
         return self.is_operator or account_id == self.account_id or account_id in self.admin_of
 
+    def can_manage(self, enterprise_id: str) -> bool:
+        """Whether this caller may manage an enterprise's members and quota (the operator, or one
+        of its admins)."""
+        return self.is_operator or enterprise_id in self.admin_of
+
     def can_manage_keys(self, account_id: str | None) -> bool:
         return self.is_operator or (account_id is not None and account_id == self.account_id)
 

@@ -24,6 +24,7 @@ from creditmeter.api.errors import Forbidden, Unauthorized
 from creditmeter.api.responses import ExactJSONRoute
 from creditmeter.errors import NotFound
 from creditmeter.keys import Principal
+from creditmeter.web.access import bearer_secret
 
 # The annotation of a route's ``who``: any valid key, or the operator only.
 Caller = Annotated[Principal, "any key"]
@@ -33,10 +34,10 @@ bearer = HTTPBearer(auto_error=False, description="An operator key or an account
 
 
 def authenticate(ctx: context.ApiContext, authorization: str | None) -> Principal:
-    scheme, _, secret = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    secret = bearer_secret(authorization)
+    if secret is None:
         raise Unauthorized("missing key: send 'Authorization: Bearer KEY'")
-    principal = ctx.access.principal(secret.strip())
+    principal = ctx.access.principal(secret)
     if principal is None:
         raise Unauthorized("unknown or revoked key")
     return principal
@@ -117,5 +118,5 @@ def readable(who: Principal, account_id: str) -> None:
 
 def manages(who: Principal, enterprise_id: str) -> None:
     """The operator, or an admin of this enterprise; anyone else is told it does not exist."""
-    if not (who.is_operator or enterprise_id in who.admin_of):
+    if not who.can_manage(enterprise_id):
         raise NotFound("enterprise", enterprise_id, "enterprise_id")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from creditmeter.console import views
-from creditmeter.console.deps import Console, Pages, Session, administers, page
+from creditmeter.console.deps import Console, Pages, Session, page
 from creditmeter.console.session import PATH
 from creditmeter.errors import InputError
 from creditmeter.ingest import csv_chunks, csv_filename
@@ -30,7 +30,7 @@ def _readable(console: Console, request: Request, account_id: str) -> Session:
 def overview(request: Request, console: Pages, account_id: str) -> Response:
     session = _readable(console, request, account_id)
     return console.render(request, "overview.html", tab="overview",
-                          manages=administers(session, account_id),
+                          manages=session.principal.can_manage(account_id),
                           **views.overview(console.engine, account_id, console.clock()))
 
 
@@ -42,7 +42,7 @@ def usage(request: Request, console: Pages, account_id: str) -> Response:
     context = views.usage(console.engine, account_id, filters, console.clock())
     status = 400 if filters.errors else 200
     return console.render(request, "usage.html", status, tab="usage",
-                          manages=administers(session, account_id), **context)
+                          manages=session.principal.can_manage(account_id), **context)
 
 
 @router.get("/accounts/{account_id}/usage.csv")

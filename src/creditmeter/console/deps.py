@@ -133,12 +133,8 @@ def redirect(url: str) -> Response:
     return RedirectResponse(url, 303, {"Cache-Control": "no-store"})
 
 
-def administers(session: Session, enterprise_id: str) -> bool:
-    return session.principal.is_operator or enterprise_id in session.principal.admin_of
-
-
 def manages(session: Session, enterprise_id: str) -> None:
-    if not administers(session, enterprise_id):
+    if not session.principal.can_manage(enterprise_id):
         raise Hidden
 
 

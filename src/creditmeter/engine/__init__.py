@@ -21,7 +21,7 @@ from creditmeter.engine.maintenance import Maintenance, TickReport
 from creditmeter.engine.prices import PriceCommands
 from creditmeter.engine.quota import EnterpriseCommands, EnterpriseView
 from creditmeter.engine.usage import GROUPS, MAX_PAGE, SETTLE_ID_PREFIX, UsageCommands
-from creditmeter.store.sql import SqlStore
+from creditmeter.store import SqlStore
 
 __all__ = [
     "GROUPS",

@@ -8,6 +8,7 @@ the checks here, so every area refuses the same bad input in the same words.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import random
 import time
@@ -30,6 +31,7 @@ from creditmeter.timeutil import DAY_S, MAX_US, MIN_US, format_instant
 
 T = TypeVar("T")
 X = TypeVar("X")
+E = TypeVar("E", bound=enum.StrEnum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,14 @@ def _version_at(prices: PriceBook, at_us: int) -> PriceVersion:
     if version is None:
         raise InputError("timestamp", f"no price catalog is effective at {format_instant(at_us)}")
     return version
+
+
+def _one_of(kind: type[E], value: str, field: str) -> E:
+    """``value`` as a member of the enum ``kind``, or an error naming ``field`` and the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise InputError(field, f"must be one of {', '.join(k.value for k in kind)}") from None
 
 
 def _check_instant(value: object, field: str) -> None:

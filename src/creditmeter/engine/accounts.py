@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from creditmeter.domain import Account, AccountId, AccountKind
-from creditmeter.engine._unit import EngineBase, _check_instant
+from creditmeter.engine._unit import EngineBase, _check_instant, _one_of
 from creditmeter.errors import Conflict, InputError, Unavailable
 from creditmeter.events import check_id
 from creditmeter.store.base import Transaction, Transient
@@ -46,10 +46,7 @@ class AccountCommands(EngineBase):
         """Create an account; the same call again returns it (a different one conflicts)."""
         check_id(account_id, "id")
         _check_instant(at_us, "at")
-        try:
-            account_kind = AccountKind(kind)
-        except ValueError:
-            raise InputError("kind", f"must be one of {', '.join(k.value for k in AccountKind)}") from None
+        account_kind = _one_of(AccountKind, kind, "kind")
         if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 255):
             raise InputError("name", "must be a string of 1-255 characters")
         account = Account(AccountId(account_id), name or account_id, account_kind, at_us)

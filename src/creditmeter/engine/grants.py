@@ -6,7 +6,7 @@ import uuid
 from dataclasses import replace
 
 from creditmeter.domain import AccountId, Balance, Grant, GrantId, GrantKind, GrantStatus, Package, Period
-from creditmeter.engine._unit import EngineBase, _check_amount, _check_instant, _request_fp
+from creditmeter.engine._unit import EngineBase, _check_amount, _check_instant, _one_of, _request_fp
 from creditmeter.errors import Conflict, InputError, NotFound
 from creditmeter.events import check_id
 from creditmeter.store.base import Transaction
@@ -28,10 +28,7 @@ class GrantCommands(EngineBase):
         (a retry answers the same package, even after the time checks would refuse it anew)."""
         check_id(account_id, "account_id")
         _check_instant(at_us, "at")
-        try:
-            grant_kind = GrantKind(kind)
-        except ValueError:
-            raise InputError("kind", f"must be one of {', '.join(k.value for k in GrantKind)}") from None
+        grant_kind = _one_of(GrantKind, kind, "kind")
         _check_amount(amount_uc)
         for field, value in (("expires", expires_at_us), ("effective", effective_at_us)):
             if value is not None:

@@ -21,6 +21,7 @@ from creditmeter.engine._unit import (
     _check_amount,
     _check_instant,
     _first,
+    _one_of,
     _read_locked,
     _request_fp,
 )
@@ -60,10 +61,7 @@ class EnterpriseCommands(EngineBase):
         check_id(enterprise_id, "enterprise_id")
         check_id(account_id, "account_id")
         _check_instant(at_us, "at")
-        try:
-            member_role = MemberRole(role)
-        except ValueError:
-            raise InputError("role", f"must be one of {', '.join(r.value for r in MemberRole)}") from None
+        member_role = _one_of(MemberRole, role, "role")
 
         def work(tx: Transaction) -> Member:
             self._enterprise(tx, enterprise_id)

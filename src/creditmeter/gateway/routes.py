@@ -22,6 +22,7 @@ from creditmeter.gateway.openai_chat import ChatCompletion
 from creditmeter.gateway.pending import PendingSettles, database_key, default_directory
 from creditmeter.gateway.upstream import Gateway
 from creditmeter.keys import Principal
+from creditmeter.web.access import bearer_secret
 
 T = TypeVar("T")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -46,12 +47,12 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
     gateway.pending.start()  # what an earlier run of this worker (or another) left to settle
 
     async def caller(request: Request) -> Principal:
-        scheme, _, secret = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
+        secret = bearer_secret(request.headers.get("authorization"))
+        if secret is None:
             raise GatewayError(401, "missing API key: send 'Authorization: Bearer KEY' (an account key)",
                                code="invalid_api_key")
         try:
-            who = await call(lambda: authenticate(secret.strip()))
+            who = await call(lambda: authenticate(secret))
         except Unavailable:
             raise unavailable() from None
         if who is None:

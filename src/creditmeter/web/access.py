@@ -13,6 +13,14 @@ from creditmeter.engine import Engine
 from creditmeter.keys import ENV_OPERATOR_KEY_ID, Principal, Role, check_admin_key, digest, same_digest
 
 
+def bearer_secret(authorization: str | None) -> str | None:
+    """The key an ``Authorization: Bearer KEY`` header presents; None when it presents none."""
+    scheme, _, secret = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return secret.strip()
+
+
 class KeyCache:
     """Keys checked in the last ``ttl_s`` seconds (by digest), at most ``size`` of them."""
 
