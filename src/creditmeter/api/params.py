@@ -10,7 +10,8 @@ from creditmeter.errors import InputError
 from creditmeter.timeutil import parse_instant
 
 At = Annotated[str | None, Query(description="ISO 8601 (default: now)")]
-Member = Annotated[str | None, Query(max_length=255, description="Enterprise accounts: one member's usage")]
+Member = Annotated[str | None, Query(max_length=255, description=(
+    "Enterprise accounts: one member's usage, only the parts the enterprise's quota paid"))]
 From = Annotated[str | None, Query(alias="from", description="ISO 8601, inclusive")]
 To = Annotated[str | None, Query(description="ISO 8601, exclusive")]
 Model = Annotated[str | None, Query(max_length=255, description="Only this model's usage")]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from creditmeter.domain import AccountKind, Charge, PageMark, Rejected, StoredEvent, SummaryRow, UsageEvent
 from creditmeter.engine._unit import EngineBase, _check_instant, _check_overage_room, _version_at
+from creditmeter.enterprise import enterprise_share, share_summary
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
 from creditmeter.events import check_id, parse_event
 from creditmeter.pricing import PriceBook, PriceVersion, rate
@@ -112,12 +114,13 @@ class UsageCommands(EngineBase):
         """An account's charged events, newest first, streamed from one read transaction.
 
         The account is checked at once (an unknown one raises here, not on first iteration).
-        ``member`` (on an enterprise account) lists that member's usage instead.
+        ``member`` (on an enterprise account) lists that member's usage as far as the
+        enterprise paid for it (see :func:`creditmeter.enterprise.enterprise_share`).
         """
-        ids = self._usage_accounts(account_id, member)
-        return self._stream_usage(ids, from_us, to_us, model, limit)
+        scope = self._usage_scope(account_id, member)
+        return self._stream_usage(scope, from_us, to_us, model, limit)
 
-    def _usage_accounts(self, account_id: str, member: str | None) -> list[str]:
+    def _usage_scope(self, account_id: str, member: str | None) -> _Scope:
         check_id(account_id, "account_id")
         if member is not None:
             check_id(member, "member")
@@ -126,17 +129,24 @@ class UsageCommands(EngineBase):
             if found is None:
                 raise NotFound("account", account_id, "account_id")
             if member is None:
-                return [account_id]
+                return _Scope(account_id, None)
             if found[0].kind is not AccountKind.ENTERPRISE:
                 raise InputError("member", "only an enterprise account's usage is filtered by member")
             if tx.member_role(account_id, member) is None:
                 raise InputError("member", f"{member!r} is not a member of {account_id!r}")
-            return [member]
+            # The enterprise's quota on the member: its allocations' grants (revoked ones too).
+            return _Scope(member, frozenset(tx.quota_grant_ids(account_id, member)))
 
-    def _stream_usage(self, account_ids: list[str], from_us: int | None, to_us: int | None,
+    def _stream_usage(self, scope: _Scope, from_us: int | None, to_us: int | None,
                       model: str | None, limit: int | None) -> Iterator[StoredEvent]:
+        if scope.quota is not None and not scope.quota:
+            return
         with self._read() as tx:
-            yield from tx.list_events(account_ids, from_us, to_us, model, limit)
+            for stored in tx.list_events([scope.account_id], from_us, to_us, model, limit,
+                                         paid_by=_sorted(scope.quota)):
+                shown = scope.show(stored)
+                if shown is not None:
+                    yield shown
 
     def usage_page(self, account_id: str, *, from_us: int | None = None, to_us: int | None = None,
                    model: str | None = None, member: str | None = None, limit: int = 100,
@@ -149,24 +159,47 @@ class UsageCommands(EngineBase):
         if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
             raise InputError("limit", f"must be a whole number from 1 to {MAX_PAGE}")
         before, max_seq = ((after.ts_us, after.seq), after.max_seq) if after is not None else (None, None)
-        ids = self._usage_accounts(account_id, member)
+        scope = self._usage_scope(account_id, member)
+        if scope.quota is not None and not scope.quota:
+            return [], None
         with self._read() as tx:
             if max_seq is None:
                 max_seq = tx.last_event_seq()
-            page = list(tx.list_events(ids, from_us, to_us, model, limit + 1, before, max_seq))
+            page = list(tx.list_events([scope.account_id], from_us, to_us, model, limit + 1, before,
+                                       max_seq, paid_by=_sorted(scope.quota)))
         more = len(page) > limit
         page = page[:limit]
-        return page, PageMark(page[-1].charge.timestamp_us, page[-1].seq, max_seq) if more else None
+        mark = PageMark(page[-1].charge.timestamp_us, page[-1].seq, max_seq) if more else None
+        return [shown for shown in map(scope.show, page) if shown is not None], mark
 
     def usage_summary(self, account_id: str, group_by: str, *, from_us: int | None = None,
                       to_us: int | None = None, model: str | None = None,
                       member: str | None = None) -> list[SummaryRow]:
-        """Requests, tokens and credits per UTC day or per model."""
+        """Requests, tokens and credits per UTC day or per model (for a member of an
+        enterprise: of the events the enterprise paid part of, and those parts' credits)."""
         if group_by not in GROUPS:
             raise InputError("group_by", f"must be one of {', '.join(GROUPS)}")
-        ids = self._usage_accounts(account_id, member)
-        with self._read() as tx:
-            return tx.usage_summary(ids, from_us, to_us, model, group_by)
+        scope = self._usage_scope(account_id, member)
+        if scope.quota is None:
+            with self._read() as tx:
+                return tx.usage_summary([account_id], from_us, to_us, model, group_by)
+        return share_summary(self._stream_usage(scope, from_us, to_us, model, None), group_by)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """Whose events a usage read lists, and (for an enterprise's view of a member) the
+    enterprise's quota packages on them: only what those paid is shown."""
+
+    account_id: str
+    quota: frozenset[str] | None
+
+    def show(self, stored: StoredEvent) -> StoredEvent | None:
+        return stored if self.quota is None else enterprise_share(stored, self.quota)
+
+
+def _sorted(quota: frozenset[str] | None) -> list[str] | None:
+    return None if quota is None else sorted(quota)
 
 
 def _duplicate(event: UsageEvent, original_fp: str, original: Charge) -> Charge | Rejected:

@@ -165,10 +165,20 @@ class Reads(DriverTransaction):
 
     def list_events(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
                     model: str | None, limit: int | None, before: tuple[int, int] | None = None,
-                    max_seq: int | None = None) -> Iterator[StoredEvent]:
+                    max_seq: int | None = None,
+                    paid_by: Sequence[str] | None = None) -> Iterator[StoredEvent]:
         """Accounts' events, newest first (timestamp, then recording order), ``from_us <= ts <
-        to_us``; ``before`` = (ts, seq) continues a page, ``max_seq`` hides later recordings."""
+        to_us``; ``before`` = (ts, seq) continues a page, ``max_seq`` hides later recordings.
+
+        ``paid_by`` keeps only the events with a part paid from one of these packages: the
+        accounts' index range is read, and each row's stored parts are matched in the database
+        against the quoted package ids (ASCII case aside on SQLite, whose LIKE ignores it: the
+        caller keeps the exact parts)."""
         query = sa.select(events).where(*self._event_filter(account_ids, from_us, to_us, model))
+        if paid_by is not None:
+            query = query.where(sa.or_(sa.false(), *(
+                events.c.allocations.contains(orjson.dumps(gid).decode(), autoescape=True)
+                for gid in paid_by)))
         if before is not None:
             query = query.where(sa.tuple_(events.c.ts_us, events.c.seq) < sa.tuple_(*before))
         if max_seq is not None:
@@ -267,6 +277,15 @@ class Reads(DriverTransaction):
         rows = self._fetch(f"SELECT {ALLOCATION_SELECT} FROM allocations "
                            f"WHERE enterprise_id = {self._mark} ORDER BY created_at_us, id", (enterprise_id,))
         return [allocation_from_row(r) for r in rows]
+
+    def quota_grant_ids(self, enterprise_id: str, member_id: str) -> list[str]:
+        """The grants an enterprise's allocations put on a member (revoked ones too), found
+        from the member's own grants (index on the account) and the allocations' keys."""
+        m = self._mark
+        return [r[0] for r in self._fetch(
+            f"SELECT g.id FROM grants g JOIN allocations a ON a.id = g.id "
+            f"WHERE g.account_id = {m} AND a.enterprise_id = {m} AND a.member_id = {m}",
+            (member_id, enterprise_id, member_id))]
 
     # -- plans, subscriptions and prices -----------------------------------------------------
 
