@@ -188,8 +188,11 @@ def enterprise(view: EnterpriseView) -> dict[str, Any]:
         members.append({"account_id": member_id,
                         "role": roles[member_id].role.value if member_id in roles else None,
                         **member_quota(packages), "packages": [package(p) for p in packages]})
+    pool = balance(view.pool)
+    pool["allocated_credits"] = fc(view.allocated_uc)
+    pool["members_used_credits"] = fc(view.members_used_uc)
     return {"enterprise_id": view.account.id, "name": view.account.name,
-            "pool": balance(view.pool), "members": members,
+            "pool": pool, "members": members,
             "allocations": [allocation(a) for a in view.allocations]}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from creditmeter.console.chart import PLOT_H, SERIES, TOP, daily_chart, nice_scale
-from creditmeter.console.display import DAY_US, credits, rounded_credits, time_left
+from creditmeter.console.display import DAY_US, credits, rounded_credits, span, time_left
 from creditmeter.console.views import Filters, chart_range, parse_filters
 from creditmeter.money import MAX_UC, format_credits
 
@@ -88,3 +89,24 @@ def test_the_filters_read_dates_as_whole_utc_days() -> None:
     now = 20_400 * DAY_US + 5 * HOUR_US
     assert chart_range(Filters(), now) == (now - now % DAY_US - 29 * DAY_US, now - now % DAY_US + DAY_US)
     assert chart_range(Filters(from_us=0), now)[0] == now - now % DAY_US + DAY_US - 366 * DAY_US
+
+
+def test_a_range_is_written_in_iso_utc_whole_days_as_dates() -> None:
+    nov, dec = 20_758 * DAY_US, 20_788 * DAY_US  # 2026-11-01, 2026-12-01
+    text = lambda markup: re.sub(r"<[^>]+>", "", str(markup))  # noqa: E731
+    assert text(span(nov, dec)) == "2026-11-01 – 2026-11-30 (UTC)"
+    assert 'datetime="2026-11-01"' in span(nov, dec)
+    anchor = nov + 9 * DAY_US + 14 * HOUR_US + 23 * 60_000_000 + 5_000_001  # 2026-11-10 14:23:05.000001
+    assert text(span(anchor, anchor + 30 * DAY_US)) == "2026-11-10 14:23:05 – 2026-12-10 14:23:05 (UTC)"
+    assert 'datetime="2026-11-10T14:23:05.000001Z"' in span(anchor, anchor + 30 * DAY_US)
+    assert text(span(nov + 14 * HOUR_US, dec)) == "2026-11-01 14:00 – 2026-12-01 00:00 (UTC)"
+    assert text(span(nov, None)) == "2026-11-01 – … (UTC)"
+    assert text(span(None, dec)) == "… – 2026-11-30 (UTC)"
+    assert text(span(None, None)) == "all time"
+
+
+def test_all_time_is_asked_for_by_name() -> None:
+    assert parse_filters({"range": "all"}).all_time
+    assert parse_filters({"range": "all"}).query() == "?range=all"
+    assert parse_filters({"range": "month"}).errors == {
+        "range": "must be 'all' (all time) or left out (the current billing period)"}

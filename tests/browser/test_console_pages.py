@@ -238,7 +238,7 @@ def test_the_overview_shows_the_apis_figures(browser: Any, world: World, screens
 
 def test_usage_pages_through_the_apis_events(browser: Any, world: World, screenshots: Path) -> None:
     page = signed_in(browser, world, "alice")
-    page.goto("/console/accounts/alice/usage?limit=10")
+    page.goto("/console/accounts/alice/usage?range=all&limit=10")
     shoot(page, screenshots, "usage-laptop")
     summary = world.get("alice", "/api/accounts/alice/usage/summary", group_by="model")
     assert page.locator("#selection-credits data").get_attribute("value") == summary["total_credits"]
@@ -258,7 +258,7 @@ def test_usage_pages_through_the_apis_events(browser: Any, world: World, screens
     page.context.close()
 
     phone = signed_in(browser, world, "alice", PHONE)
-    phone.goto("/console/accounts/alice/usage")
+    phone.goto("/console/accounts/alice/usage?range=all")
     assert usage_rows(phone) == api_rows(world.get("alice", "/api/accounts/alice/usage", limit=50)["events"])
     shoot(phone, screenshots, "usage-phone")
     phone.context.close()
@@ -290,7 +290,7 @@ def test_usage_filters_by_model_and_dates(browser: Any, world: World) -> None:
 def test_the_csv_download_is_the_apis_csv(browser: Any, world: World) -> None:
     page = signed_in(browser, world, "alice")
     first, last = today(world) - timedelta(days=20), today(world)
-    for query, params in (("", {}),
+    for query, params in (("?range=all", {}),
                           (f"?from={first:%Y-%m-%d}&to={last:%Y-%m-%d}&model=claude-sonnet-4",
                            {"model": "claude-sonnet-4", **api_range(first, last)})):
         page.goto(f"/console/accounts/alice/usage{query}")
@@ -391,6 +391,8 @@ def test_an_admin_sees_a_members_usage_and_its_csv(browser: Any, world: World) -
     admin.goto("/console/enterprises/acme")
     admin.click("tr[data-member='dave'] a")
     admin.wait_for_url("**/console/accounts/acme/usage?member=dave")
+    admin.click("#all-time")  # the member's usage of any period, not only the current one
+    admin.wait_for_url("**/console/accounts/acme/usage?member=dave&range=all")
     expected = api_usage(world, "carol", "acme", member="dave")
     assert len(expected) == 5 and usage_rows(admin) == api_rows(expected)
     assert admin.input_value("#f-member") == "dave"

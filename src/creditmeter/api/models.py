@@ -419,6 +419,12 @@ class PoolOut(Out):
     available_credits: Credits
     held_credits: Credits
     overage_credits: Credits
+    allocated_credits: Credits = Field(
+        description="Quota moved from the pool to members, less what revoking returned. A pool "
+                    "package's used_credits counts what was allocated from it (and any usage "
+                    "charged to the enterprise account itself).")
+    members_used_credits: Credits = Field(
+        description="What members have used of the quota this enterprise gave them.")
     subscription: SubscriptionOut | None = None
     packages: list[PackageOut]
 

@@ -9,7 +9,7 @@ import click
 from creditmeter import present
 from creditmeter.cli.common import command, instant, main
 from creditmeter.cli.output import emit
-from creditmeter.cli.tables import packages_table, simple_table
+from creditmeter.cli.tables import human, packages_table, simple_table
 from creditmeter.engine import Engine
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.timeutil import format_instant
@@ -77,6 +77,9 @@ def enterprise_show(engine: Engine, enterprise_id: str, at_us: int, as_json: boo
 
 
 def _enterprise_tables(enterprise_id: str, data: dict[str, Any]) -> None:
-    packages_table(data["pool"])
+    pool = data["pool"]
+    packages_table(pool, used="allocated")
+    click.echo(f"allocated to members {human(pool['allocated_credits'])} credits, "
+               f"used by members {human(pool['members_used_credits'])}")
     simple_table(f"{enterprise_id}: members", ["account_id", "role", "quota_credits", "used_credits",
                                                "remaining_credits", "returned_credits"], data["members"])

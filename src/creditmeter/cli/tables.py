@@ -49,12 +49,14 @@ def simple_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> 
     console().print(table)
 
 
-def packages_table(balance: dict[str, Any]) -> None:
+def packages_table(balance: dict[str, Any], used: str = "used") -> None:
+    """An account's packages; ``used`` names the column of what went out of each (an enterprise
+    pool's packages give theirs to members: ``allocated``)."""
     table = _table(f"{balance['account_id']} at {balance['at']} — packages in burn-down order")
-    for column in ("#", "package", "kind", "granted", "used", "held", "remaining", "expired",
+    for column in ("#", "package", "kind", "granted", used, "held", "remaining", "expired",
                    "expires", "status"):
         table.add_column(column, justify="right" if column in
-                         ("#", "granted", "used", "held", "remaining", "expired") else "left")
+                         ("#", "granted", used, "held", "remaining", "expired") else "left")
     for number, p in enumerate(balance["packages"], start=1):
         table.add_row(str(number), p["name"], p["kind"], human(p["granted_credits"]),
                       human(p["used_credits"]), human(p["held_credits"]),

@@ -1,5 +1,8 @@
 """An account's pages: its overview, its usage (filtered and paged) and that usage as CSV.
 
+Without dates the usage page and its CSV cover the current billing period (``range=all``: all
+time).
+
 What the key may not read is the 404 page; usage filters that do not parse are a 400 page (or a
 plain-text 400 for the CSV, which a browser downloads rather than shows).
 """
@@ -50,6 +53,7 @@ def usage(request: Request, console: Pages, account_id: str) -> Response:
 def usage_csv(request: Request, console: Pages, account_id: str) -> Response:
     _readable(console, request, account_id)
     filters = views.parse_filters(request.query_params)
+    views.default_to_period(console.engine, account_id, filters, console.clock())
     if filters.errors:
         text = "".join(f"{name}: {reason}\n" for name, reason in filters.errors.items())
         return Response(text, 400, media_type="text/plain; charset=utf-8")

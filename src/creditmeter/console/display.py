@@ -70,3 +70,27 @@ def time_left(expires_at_us: int, now_us: int) -> str:
     if left_us >= 2 * HOUR_US:
         return f"in {(left_us + HOUR_US // 2) // HOUR_US} hours"
     return "within the hour" if left_us < HOUR_US else "in about an hour"
+
+
+def _moment(us: int, whole_days: bool) -> Markup:
+    """A range's end: its date, or its date and time to the second (the exact instant is in
+    ``datetime`` and ``title``)."""
+    moment = to_datetime(us)
+    if whole_days:
+        return Markup('<time datetime="{0}">{0}</time>').format(moment.strftime("%Y-%m-%d"))
+    shown = moment.strftime("%Y-%m-%d %H:%M:%S" if moment.second or moment.microsecond else "%Y-%m-%d %H:%M")
+    return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(_iso(us), shown)
+
+
+def span(from_us: int | None, to_us: int | None) -> Markup:
+    """A range of instants (``to_us`` excluded), in UTC. Whole days as ISO dates, the last one
+    included: ``2026-11-01 – 2026-11-30 (UTC)``; else to the minute (or the second):
+    ``2026-11-10 14:23 – 2026-12-10 14:23 (UTC)``. An open end is ``…``; no end at all is
+    ``all time``."""
+    if from_us is None and to_us is None:
+        return Markup("all time")
+    whole_days = all(us % DAY_US == 0 for us in (from_us, to_us) if us is not None)
+    first = _moment(from_us, whole_days) if from_us is not None else Markup("…")
+    last = (Markup("…") if to_us is None
+            else _moment(to_us - DAY_US if whole_days else to_us, whole_days))
+    return Markup("{0} – {1} (UTC)").format(first, last)

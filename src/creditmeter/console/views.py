@@ -97,14 +97,16 @@ class Filters:
     member: str = ""
     limit: int = PAGE_SIZE
     cursor: str = ""
+    all_time: bool = False  # ``range=all``: no dates mean all time, not the current period
     from_us: int | None = None
     to_us: int | None = None  # exclusive: the day after ``to_day``
+    basis: str | None = None  # set when no dates were given: what the current period is
     errors: dict[str, str] = field(default_factory=dict)
 
     def query(self, **changes: str | int) -> str:
         """The query string of these filters (empty ones left out), with ``changes``."""
         values: dict[str, str | int] = {"from": self.from_day, "to": self.to_day, "model": self.model,
-                                        "member": self.member}
+                                        "member": self.member, "range": "all" if self.all_time else ""}
         if self.limit != PAGE_SIZE:
             values["limit"] = self.limit
         values.update(changes)
@@ -117,6 +119,10 @@ def parse_filters(params: Mapping[str, str]) -> Filters:
     f = Filters(from_day=params.get("from", "").strip(), to_day=params.get("to", "").strip(),
                 model=params.get("model", "").strip(), member=params.get("member", "").strip(),
                 cursor=params.get("cursor", "").strip())
+    chosen = params.get("range", "").strip()
+    if chosen not in ("", "all"):
+        f.errors["range"] = "must be 'all' (all time) or left out (the current billing period)"
+    f.all_time = chosen == "all"
     for name, text in (("from", f.from_day), ("to", f.to_day)):
         if text:
             try:
@@ -140,6 +146,16 @@ def parse_filters(params: Mapping[str, str]) -> Filters:
         else:
             f.limit = int(limit)
     return f
+
+
+def default_to_period(engine: Engine, account_id: str, f: Filters, now_us: int) -> None:
+    """Without dates (nor ``range=all``) the filters cover the current billing period: the
+    running subscription's, else the UTC calendar month (the API's ``period``)."""
+    if f.errors or f.all_time or f.from_day or f.to_day:
+        return
+    period = engine.balance(account_id, now_us).period
+    assert period is not None  # Engine.balance always works it out
+    f.from_us, f.to_us, f.basis = period.start_us, period.end_us, period.basis
 
 
 def engine_filters(f: Filters) -> dict[str, Any]:
@@ -175,6 +191,7 @@ def usage(engine: Engine, account_id: str, f: Filters, now_us: int) -> dict[str,
                                "requests": 0, "total_uc": 0}
     if f.member and account.kind is not AccountKind.ENTERPRISE:
         f.errors["member"] = "only an enterprise account's usage is filtered by member"
+    default_to_period(engine, account_id, f, now_us)
     if not f.errors:
         try:
             page, mark = engine.usage_page(account_id, limit=f.limit,
@@ -191,7 +208,7 @@ def usage(engine: Engine, account_id: str, f: Filters, now_us: int) -> dict[str,
     context.update(
         events=[(e, _payers(e, names)) for e in page], next_cursor=next_cursor, models=_models(used, f),
         requests=sum(r.requests for r in selection), total_uc=sum(r.cost_uc for r in selection),
-        chart=usage_chart(engine, account_id, f, now_us, selection))
+        chart=usage_chart(engine, account_id, f, now_us, selection), chart_span=chart_range(f, now_us))
     return context
 
 
@@ -206,8 +223,9 @@ def _payers(stored: StoredEvent, names: Mapping[str, str]) -> list[Payer]:
 
 
 def chart_range(f: Filters, now_us: int) -> tuple[int, int]:
-    """The days the chart covers: the filters' range (at most a year, its end kept), else the
-    last 30 days up to today."""
+    """The span the chart covers: the filters' range (at most a year, its end kept), else the
+    last 30 days up to today. It draws every UTC day the span touches, each with the usage of
+    that day that is inside the span."""
     tomorrow = now_us - now_us % DAY_US + DAY_US
     if f.to_us is not None:
         end = f.to_us
@@ -244,7 +262,8 @@ def usage_chart(engine: Engine, account_id: str, f: Filters, now_us: int,
                 totals[day_us] = totals.get(day_us, 0) + uc
     else:
         totals = {int(d.key): d.cost_uc for d in summary("day", f.model or None)}
-    return daily_chart(start, (end - start) // DAY_US, per_model, totals, rest)
+    first_day = start - start % DAY_US
+    return daily_chart(first_day, -(-(end - first_day) // DAY_US), per_model, totals, rest)
 
 
 # -- enterprise -------------------------------------------------------------------------------

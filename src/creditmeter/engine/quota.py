@@ -45,6 +45,17 @@ class EnterpriseView:
     allocations: list[QuotaAllocation]
     quota: dict[str, list[Package]]
 
+    @property
+    def allocated_uc(self) -> int:
+        """Quota moved out of the pool to members, less what revoking gave back: the share of the
+        pool packages' ``used`` that members were handed, used by them or not."""
+        return sum(a.amount_uc - a.returned_uc for a in self.allocations)
+
+    @property
+    def members_used_uc(self) -> int:
+        """What members have used of the quota this enterprise gave them."""
+        return sum(p.used_uc for packages in self.quota.values() for p in packages)
+
 
 class EnterpriseCommands(EngineBase):
     """Members of an enterprise, quota allocations to them, and the enterprise's view of both."""
