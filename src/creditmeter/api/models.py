@@ -155,7 +155,7 @@ class UsageEventIn(Body):
 
 
 class UsageBatchIn(Body):
-    # Each event is checked on its own (SPEC §5: one bad event does not stop the others), so the
+    # Each event is checked on its own (one bad event does not stop the others), so the
     # body only has to be a list; the document still describes what each event must be.
     events: Annotated[list[Any], Field(min_length=1, max_length=1000), WithJsonSchema({
         "type": "array", "minItems": 1, "maxItems": 1000,

@@ -18,7 +18,7 @@ class PriceCommands(EngineBase):
         return PriceVersion(version, effective_at_us, catalog)
 
     def estimate(self, model: str, input_tokens: int, max_output_tokens: int, at_us: int) -> int:
-        """What a chat request may cost at most (SPEC §6): its input tokens at the input price
+        """What a chat request may cost at most: its input tokens at the input price
         plus its max output tokens at the output price, with the prices effective at ``at_us``."""
         _check_instant(at_us, "at")
         version = _version_at(self.price_book(), at_us)
