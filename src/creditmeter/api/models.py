@@ -270,7 +270,9 @@ class HoldOut(Out):
 class PricesIn(Body):
     catalog: dict[str, Any] = Field(description="A catalog in the YAML file's structure, as JSON.",
                                     examples=[{"models": {"gpt-4o": {"input": "2.5", "output": "10"}}}])
-    effective_at: Instant | None = None
+    effective_at: Instant | None = Field(None, description=(
+        "When the prices take effect. Default: the first catalog ever loaded is effective from the "
+        "start of time (so earlier usage can be priced), every later one from now."))
 
 
 class PriceVersionOut(Out):
