@@ -604,6 +604,9 @@ def test_demo_serves_the_gateway_and_the_console_with_the_key_it_prints(tmp_path
             overview = browser.post("/console/sign-in", data={"key": key.group(1)})
             assert overview.status_code == 200 and "Dana Demo" in overview.text
             assert "Personal Trial Edition" in overview.text and "Personal Add-on Pack" in overview.text
+            # the Subscription card: the running Professional subscription, not "No subscription"
+            assert re.search(r'id="plan">Personal Professional Edition<', overview.text), overview.text
+            assert 'id="sub-status">active<' in overview.text and "No subscription" not in overview.text
             usage_page = browser.get("/console/accounts/demo-user/usage", params={
                 "from": first.isoformat(), "to": last.isoformat()})
             assert usage_page.status_code == 200
