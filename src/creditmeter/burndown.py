@@ -1,6 +1,6 @@
 """Burn-down: the order in which packages are used, and allocation. Pure: no I/O, no clock.
 
-The billing page's rule made total: the trial first, then whatever expires soonest. Usable grants
+The rule users are told (the trial first, then whatever expires soonest), made total. Usable grants
 are sorted by (priority ascending, expires_at ascending with never-expiring last, effective_at
 ascending, creation order).
 """

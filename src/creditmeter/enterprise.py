@@ -1,4 +1,4 @@
-"""Enterprise pools and member quota (SPEC §8): the records. Pure: no storage, no clock.
+"""Enterprise pools and member quota: the records. Pure: no storage, no clock.
 
 An enterprise account holds the pool's grants. An admin adds quota to a member: X credits valid
 until T move out of the pool (burn-down order, from pool grants valid until at least T) into a

@@ -1,4 +1,4 @@
-"""Usage events in their JSON form (SPEC §5): validation and the idempotency fingerprint.
+"""Usage events in their JSON form: validation and the idempotency fingerprint.
 
 ``{"id", "account_id", "timestamp", "model", "input_tokens", "output_tokens",
 "cached_input_tokens", "cache_write_tokens", "quantities": {NAME: N}, "metadata": {...}}``;

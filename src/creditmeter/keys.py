@@ -1,4 +1,4 @@
-"""API keys and who holds them (SPEC §10, keys and roles).
+"""API keys and who holds them: keys and roles.
 
 A key is 256 random bits shown once; only its SHA-256 is stored. A fast hash is right here: the
 key has full entropy, so there is nothing to stretch, and lookups stay cheap on every request.

@@ -1,4 +1,4 @@
-"""Plans (SPEC §7) and month-end-safe billing periods. Pure: no I/O but reading a plan file, no clock.
+"""Plans and month-end-safe billing periods. Pure: no I/O but reading a plan file, no clock.
 
 A plan is what an operator sells: a trial, a subscription, an add-on pack, a resource package, or
 enterprise seats. Recurring plans (``subscription``, ``enterprise``) have a ``period`` (``month``
@@ -287,7 +287,7 @@ def load_plans_file(path: str | Path) -> PlanCatalog:
 
 @functools.cache
 def default_plans() -> PlanCatalog:
-    """The shipped default catalog (``catalogs/plans.yaml``), mirroring the billing page."""
+    """The shipped default catalog (``catalogs/plans.yaml``): example plans of every kind."""
     text = files("creditmeter").joinpath("catalogs/plans.yaml").read_text(encoding="utf-8")
     return parse_plans(load_yaml(text, "plans.yaml"), "plans.yaml")
 

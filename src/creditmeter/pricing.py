@@ -101,7 +101,7 @@ def _price(value: object, field: str) -> int:
 
 
 def parse_catalog(data: object, source: str = "catalog") -> Catalog:
-    """Validate a catalog in its file form (see SPEC §3) into integer prices."""
+    """Validate a catalog in its file form (see ``catalogs/example.yaml``) into integer prices."""
     if not isinstance(data, Mapping):
         raise InputError(source, "must be a mapping with 'models' and/or 'features'")
     unknown = set(data) - {"models", "features"}

@@ -1,4 +1,4 @@
-"""Subscriptions (SPEC §7): billing periods, status at an instant, and each period's grant.
+"""Subscriptions: billing periods, status at an instant, and each period's grant.
 
 Pure: no storage, no clock. A subscription keeps the plan's terms as they were when it was made.
 Period ``k`` runs ``[start_k, start_{k+1})`` from the anchor, month-end safe (``plans``); its

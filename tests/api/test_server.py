@@ -255,3 +255,25 @@ def test_serve_refuses_a_bad_config_naming_the_field(tmp_path) -> None:  # type:
         capture_output=True, text=True, timeout=60, env={**os.environ, "CREDITMETER_THREADS": "lots"})
     assert bad_env.returncode == 2 and bad_env.stderr.startswith("error: server.threads"), bad_env.stderr
     assert "CREDITMETER_THREADS" in bad_env.stderr
+
+
+def test_posting_prices_without_effective_at_follows_the_cli_rule(make_engine, clock) -> None:  # type: ignore[no-untyped-def]
+    """The first catalog ever loaded is effective from the start of time, later ones from now;
+    an effective_at given is taken as given."""
+    from fastapi.testclient import TestClient
+
+    from creditmeter.server import create_app
+    from tests.api.conftest import NOW, OPERATOR
+
+    catalog = {"models": {"gpt-4o": {"input": "2.5", "output": "10"}}}
+    with TestClient(create_app(make_engine(), admin_key=ADMIN_KEY, clock=clock)) as api:
+        first = api.post("/api/prices", headers=OPERATOR, json={"catalog": catalog})
+        assert first.status_code == 201, first.text
+        assert (first.json()["version"], first.json()["effective_at"]) == (1, "1970-01-01T00:00:00Z")
+        second = api.post("/api/prices", headers=OPERATOR, json={"catalog": catalog})
+        assert (second.json()["version"], second.json()["effective_at"]) == (2, NOW)
+        given = api.post("/api/prices", headers=OPERATOR,
+                         json={"catalog": catalog, "effective_at": "2027-01-01T00:00:00Z"})
+        assert (given.json()["version"], given.json()["effective_at"]) == (3, "2027-01-01T00:00:00Z")
+        versions = api.get("/api/prices", headers=OPERATOR).json()["versions"]
+        assert [v["effective_at"] for v in versions] == ["1970-01-01T00:00:00Z", NOW, "2027-01-01T00:00:00Z"]

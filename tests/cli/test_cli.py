@@ -142,6 +142,29 @@ def test_prices_load_effective_is_taken_as_given_even_at_the_epoch(cli: Cli) -> 
     assert js(cli("prices", "list", "--json", "--at", "2000-01-01"))["current_version"] == 1
 
 
+def test_the_first_catalog_is_effective_from_the_start_of_time_later_ones_from_now(
+        cli: Cli, tmp_path: Path) -> None:
+    """Without --effective the first catalog ever loaded prices usage from before it was loaded
+    (as the README's steps do); a later catalog changes prices only from --at on."""
+    first = js(cli("prices", "load", str(EXAMPLE_CATALOG), "--at", "2026-03-01T10:00:00Z", "--json"))
+    assert first["version"] == 1 and first["effective_at"] == "1970-01-01T00:00:00Z"
+    cli("accounts", "create", "alice", "--at", "2026-02-01")
+    cli("grants", "add", "alice", "100", "--kind", "trial", "--effective", "2026-02-01", "--at", "2026-02-01")
+    early = js(cli("usage", "record", "alice", "--model", "gpt-4o", "--input", "1000", "--id", "early",
+                   "--timestamp", "2026-02-27T00:00:00Z", "--at", "2026-03-01T11:00:00Z", "--json"))
+    # gpt-4o: 250 credits per 1M input tokens → 1000 tokens = 0.25 credits, at version 1
+    assert early["status"] == "charged" and early["price_version"] == 1
+    assert early["cost_credits"] == "0.25"
+    second_file = tmp_path / "v2.yaml"
+    second_file.write_text("models:\n  gpt-4o:\n    input: 500\n    output: 1000\n", encoding="utf-8")
+    second = js(cli("prices", "load", str(second_file), "--at", "2026-03-10T10:00:00Z", "--json"))
+    assert second["version"] == 2 and second["effective_at"] == "2026-03-10T10:00:00Z"
+    versions = js(cli("prices", "list", "--json", "--at", "2026-03-10T10:00:00Z"))["versions"]
+    assert [(v["version"], v["effective_at"]) for v in versions] == [
+        (1, "1970-01-01T00:00:00Z"), (2, "2026-03-10T10:00:00Z")]
+    assert js(cli("prices", "list", "--json", "--at", "2026-03-10T09:59:59Z"))["current_version"] == 1
+
+
 def test_accounts_create_and_list(cli: Cli) -> None:
     cli("accounts", "create", "alice", "--at", "2026-03-01")
     created = js(cli("accounts", "create", "acme", "--name", "Acme Corp", "--kind", "enterprise",
@@ -581,6 +604,9 @@ def test_demo_serves_the_gateway_and_the_console_with_the_key_it_prints(tmp_path
             overview = browser.post("/console/sign-in", data={"key": key.group(1)})
             assert overview.status_code == 200 and "Dana Demo" in overview.text
             assert "Personal Trial Edition" in overview.text and "Personal Add-on Pack" in overview.text
+            # the Subscription card: the running Professional subscription, not "No subscription"
+            assert re.search(r'id="plan">Personal Professional Edition<', overview.text), overview.text
+            assert 'id="sub-status">active<' in overview.text and "No subscription" not in overview.text
             usage_page = browser.get("/console/accounts/demo-user/usage", params={
                 "from": first.isoformat(), "to": last.isoformat()})
             assert usage_page.status_code == 200

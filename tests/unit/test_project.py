@@ -106,6 +106,39 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert test_command in ci_lines
 
 
+# Wording that points outside the project: at a document it was built from, or at the work of
+# building it. Whole words only, so "specify", "specific" or "issues grants" stay legal.
+OUTSIDE_WORDING = re.compile(
+    r"\bSPEC\b|§|(?i:\bthe spec\b|\bspec says\b|billing page|this product mirrors"
+    r"|where the contract is silent|\bthe (issue|ticket)\b|\(issue\b|\bticket\b)")
+
+
+def _shipped_text_files() -> list[Path]:
+    shipped = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*"))]
+    shipped += [p for p in sorted(PACKAGE.rglob("*")) if "__pycache__" not in p.parts]
+    return [p for p in shipped if p.is_file() and p.suffix in (".py", ".md", ".yaml", ".html", ".css", ".svg",
+                                                                  ".js", ".mako", ".txt", "")]
+
+
+def test_outside_wording_is_caught() -> None:
+    for text in ("Plans (SPEC §7)", "as the spec says", "the billing page this product mirrors",
+                 "the choices made where the contract is silent", "target (issue: PostgreSQL)"):
+        assert OUTSIDE_WORDING.search(text), text
+    for text in ("specify a time", "a specific model", "each kind issues grants", "sample_spec",
+                 "spectrum", "Inspect the ledger"):
+        assert not OUTSIDE_WORDING.search(text), text
+
+
+@pytest.mark.parametrize("path", _shipped_text_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_files_speak_only_of_the_project(path: Path) -> None:
+    """The package, the README and the docs say what creditmeter does, never which document or
+    work it came from."""
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if OUTSIDE_WORDING.search(line)]
+    assert found == []
+
+
 def test_the_migrations_build_exactly_the_schema_the_code_uses(tmp_path: Path) -> None:
     store = SqlStore(f"sqlite:///{tmp_path}/m.db")
     store.upgrade()

@@ -155,7 +155,7 @@ class UsageEventIn(Body):
 
 
 class UsageBatchIn(Body):
-    # Each event is checked on its own (SPEC §5: one bad event does not stop the others), so the
+    # Each event is checked on its own (one bad event does not stop the others), so the
     # body only has to be a list; the document still describes what each event must be.
     events: Annotated[list[Any], Field(min_length=1, max_length=1000), WithJsonSchema({
         "type": "array", "minItems": 1, "maxItems": 1000,
@@ -270,7 +270,9 @@ class HoldOut(Out):
 class PricesIn(Body):
     catalog: dict[str, Any] = Field(description="A catalog in the YAML file's structure, as JSON.",
                                     examples=[{"models": {"gpt-4o": {"input": "2.5", "output": "10"}}}])
-    effective_at: Instant | None = None
+    effective_at: Instant | None = Field(None, description=(
+        "When the prices take effect. Default: the first catalog ever loaded is effective from the "
+        "start of time (so earlier usage can be priced), every later one from now."))
 
 
 class PriceVersionOut(Out):

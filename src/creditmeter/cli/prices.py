@@ -19,6 +19,9 @@ from creditmeter.money import to_decimal
 from creditmeter.pricing import ImportReport, import_litellm, load_yaml, parse_catalog
 from creditmeter.timeutil import format_instant, parse_instant
 
+EFFECTIVE_HELP = ("When the new prices take effect (default: the first catalog ever loaded from the start "
+                  "of time, so earlier usage can be priced; every later one from now).")
+
 
 @main.group()
 def prices() -> None:
@@ -27,13 +30,13 @@ def prices() -> None:
 
 @command(prices, "load", at=True, as_json=True)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--effective", metavar="TIME", help="When the new prices take effect (default: now).")
+@click.option("--effective", metavar="TIME", help=EFFECTIVE_HELP)
 def prices_load(engine: Engine, file: Path, effective: str | None, at_us: int, as_json: bool) -> None:
     """Load a catalog YAML file as a new price version."""
     catalog = parse_catalog(load_yaml(file.read_text(encoding="utf-8"), str(file)), str(file))
-    effective_us = at_us if effective is None else parse_instant(effective, "effective")
+    effective_us = None if effective is None else parse_instant(effective, "effective")
     version = engine.load_prices(catalog, effective_us, at_us, source=file.name)
-    out = {"version": version.version, "effective_at": format_instant(effective_us),
+    out = {"version": version.version, "effective_at": format_instant(version.effective_at_us),
            "models": len(catalog.models), "features": len(catalog.features)}
     emit(out, as_json, lambda o: click.echo(f"price version {o['version']} effective {o['effective_at']}: "
                                             f"{o['models']} models, {o['features']} features"))
@@ -43,7 +46,7 @@ def prices_load(engine: Engine, file: Path, effective: str | None, at_us: int, a
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--credits-per-usd", "rate_text", required=True, metavar="N",
               help="How many credits one US dollar buys.")
-@click.option("--effective", metavar="TIME", help="When the new prices take effect (default: now).")
+@click.option("--effective", metavar="TIME", help=EFFECTIVE_HELP)
 def prices_import_litellm(engine: Engine, file: Path, rate_text: str, effective: str | None,
                           at_us: int, as_json: bool) -> None:
     """Import a LiteLLM-style price map (USD per token) as a new price version."""
@@ -57,9 +60,9 @@ def prices_import_litellm(engine: Engine, file: Path, rate_text: str, effective:
     report = import_litellm(data, rate)
     if not report.imported:
         raise InputError(str(file), "has no model priced per token")
-    effective_us = at_us if effective is None else parse_instant(effective, "effective")
+    effective_us = None if effective is None else parse_instant(effective, "effective")
     version = engine.load_prices(report.catalog, effective_us, at_us, source=file.name)
-    out = {"version": version.version, "effective_at": format_instant(effective_us),
+    out = {"version": version.version, "effective_at": format_instant(version.effective_at_us),
            "imported": report.imported,
            "skipped": [{"model": m, "reason": r} for m, r in report.skipped],
            "rounded": [{"model": m, "price": f} for m, f in report.rounded]}

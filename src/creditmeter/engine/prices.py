@@ -4,21 +4,33 @@ from __future__ import annotations
 
 from creditmeter.engine._unit import EngineBase, _check_instant, _check_request_tokens, _version_at
 from creditmeter.pricing import Catalog, PriceVersion, rate
+from creditmeter.store.base import Transaction
+from creditmeter.timeutil import MIN_US
 
 
 class PriceCommands(EngineBase):
     """Catalog versions, each effective from its instant (read back through ``price_book``)."""
 
-    def load_prices(self, catalog: Catalog, effective_at_us: int, at_us: int,
+    def load_prices(self, catalog: Catalog, effective_at_us: int | None, at_us: int,
                     source: str = "") -> PriceVersion:
-        """Add a catalog version effective from ``effective_at_us``."""
-        _check_instant(effective_at_us, "effective")
+        """Add a catalog version effective from ``effective_at_us``. When it is ``None``, the
+        first catalog ever loaded is effective from the start of time (so usage from before it
+        was loaded can be priced), and every later one from ``at_us``."""
+        if effective_at_us is not None:
+            _check_instant(effective_at_us, "effective")
         _check_instant(at_us, "at")
-        version = self._write(lambda tx: tx.insert_price_version(catalog, effective_at_us, at_us, source))
-        return PriceVersion(version, effective_at_us, catalog)
+
+        def work(tx: Transaction) -> PriceVersion:
+            effective = effective_at_us
+            if effective is None:
+                effective = MIN_US if tx.latest_price_version() == 0 else at_us
+            version = tx.insert_price_version(catalog, effective, at_us, source)
+            return PriceVersion(version, effective, catalog)
+
+        return self._write(work)
 
     def estimate(self, model: str, input_tokens: int, max_output_tokens: int, at_us: int) -> int:
-        """What a chat request may cost at most (SPEC §6): its input tokens at the input price
+        """What a chat request may cost at most: its input tokens at the input price
         plus its max output tokens at the output price, with the prices effective at ``at_us``."""
         _check_instant(at_us, "at")
         version = _version_at(self.price_book(), at_us)

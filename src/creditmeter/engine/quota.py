@@ -103,7 +103,7 @@ class EnterpriseCommands(EngineBase):
 
     def allocate(self, enterprise_id: str, member_id: str, amount_uc: int, at_us: int, *,
                  expires_at_us: int | None = None, allocation_id: str | None = None) -> Package:
-        """Add quota to a member (SPEC §8): ``amount_uc`` moves out of the pool, in burn-down
+        """Add quota to a member: ``amount_uc`` moves out of the pool, in burn-down
         order, from pool grants valid until at least ``expires_at_us``, into a new ``enterprise``
         grant on the member expiring then. Without ``expires_at_us`` the quota lasts as long as
         the pool credits it came from (the earliest expiry among them). Idempotent by id."""

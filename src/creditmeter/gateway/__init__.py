@@ -1,4 +1,4 @@
-"""The OpenAI-compatible gateway (SPEC §10): ``POST /v1/chat/completions`` and ``GET /v1/models``,
+"""The OpenAI-compatible gateway: ``POST /v1/chat/completions`` and ``GET /v1/models``,
 credits enforced in front of any OpenAI-compatible upstream.
 
 Every request: estimate what it may cost (prompt bytes as an upper bound of its tokens, plus its

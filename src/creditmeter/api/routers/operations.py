@@ -34,11 +34,11 @@ def get_prices(ctx: Ctx, who: Caller, at: At = None) -> Response:
 @threaded
 def post_prices(ctx: Ctx, body: PricesIn, who: Operator) -> Response:
     now = ctx.clock()
-    effective = instant(body.effective_at, "effective_at") or now
+    effective = instant(body.effective_at, "effective_at")
     catalog = parse_catalog(body.catalog, "catalog")
     with fields(effective="effective_at"):
         version = ctx.engine.load_prices(catalog, effective, now, source="api")
-    return json_response({"version": version.version, "effective_at": format_instant(effective),
+    return json_response({"version": version.version, "effective_at": format_instant(version.effective_at_us),
                           "models": len(catalog.models), "features": len(catalog.features)}, 201)
 
 
