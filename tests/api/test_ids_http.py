@@ -84,3 +84,14 @@ def test_the_openapi_schema_states_the_rule(server: Server) -> None:
         field = schema[model]["properties"]["id"]
         patterns = [field.get("pattern")] + [s.get("pattern") for s in field.get("anyOf", [])]
         assert ID_PATTERN in patterns, (model, field)
+
+
+def test_a_plan_id_outside_the_rule_is_refused_when_the_catalog_is_loaded(server: Server) -> None:
+    plan = {"kind": "trial", "name": "Trial", "credits": 5, "valid_days": 14}
+    with server.client() as http:
+        before = rows(server.db_url)
+        answer = http.post("/api/plans", json={"plans": [{**plan, "id": "trial"}, {**plan, "id": "a/b"}]})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["field"] == "plans[1].id"
+        assert rows(server.db_url) == before
+        assert http.post("/api/plans", json={"plans": [{**plan, "id": "trial:v2"}]}).status_code == 201
