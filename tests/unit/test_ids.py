@@ -48,6 +48,13 @@ def test_every_id_outside_the_rule_is_refused_naming_the_field(value: str) -> No
     assert str(info.value).startswith("account_id: ")
 
 
+@pytest.mark.parametrize("value", BAD_IDS)
+def test_ids_that_break_a_path_a_file_name_or_a_csv_cell_are_refused(value: str) -> None:
+    with pytest.raises(InputError) as info:
+        check_new_id(value, "id")
+    assert info.value.field == "id"
+
+
 @pytest.mark.parametrize("value", ["a/b", "a b", "café", "a%b"])
 def test_lookups_and_event_ids_keep_the_looser_rule(value: str) -> None:
     assert check_id(value, "id") == value
