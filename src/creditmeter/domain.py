@@ -23,7 +23,6 @@ GrantId = NewType("GrantId", str)
 EventId = NewType("EventId", str)
 HoldId = NewType("HoldId", str)
 
-MAX_ID_LENGTH = 255
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 

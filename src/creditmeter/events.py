@@ -13,8 +13,10 @@ from typing import Any
 
 import orjson
 
-from creditmeter.domain import EMPTY, MAX_ID_LENGTH, UsageEvent
+from creditmeter.domain import EMPTY, UsageEvent
 from creditmeter.errors import InputError
+from creditmeter.ids import MAX_ID_LENGTH
+from creditmeter.ids import check_id as check_id  # event ids are checked with it
 from creditmeter.timeutil import parse_instant
 
 MAX_TOKENS = 10**12
@@ -22,18 +24,6 @@ MAX_METADATA_BYTES = 16_384
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
 EVENT_FIELDS = frozenset(("id", "account_id", "timestamp", "model", *TOKEN_FIELDS,
                           "quantities", "metadata"))
-
-
-def check_id(value: object, field: str) -> str:
-    """An identifier: a non-empty string of at most 255 characters, no control characters."""
-    if not isinstance(value, str):
-        raise InputError(field, "is required and must be a string" if value is None
-                         else f"must be a string, got {type(value).__name__}")
-    if not value or len(value) > MAX_ID_LENGTH:
-        raise InputError(field, f"must be 1-{MAX_ID_LENGTH} characters, got {len(value)}")
-    if not value.isprintable():
-        raise InputError(field, "must not contain control characters")
-    return value
 
 
 def _count(value: object, field: str) -> int:

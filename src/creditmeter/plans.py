@@ -36,7 +36,7 @@ from typing import Any
 
 from creditmeter.domain import GrantKind
 from creditmeter.errors import InputError, NotFound
-from creditmeter.events import check_id
+from creditmeter.ids import check_id
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.pricing import load_yaml
 from creditmeter.timeutil import DAY_US, MAX_US, MIN_US

@@ -136,10 +136,23 @@ def _day(us: int) -> str:
 
 
 def trial_grant_id(account_id: str) -> GrantId:
-    """The one trial grant an account can ever have (grant ids are unique)."""
+    """The one trial grant an account can ever have (grant ids are unique). A long account id is
+    hashed behind a ``-``, which no account id starts with (``creditmeter.ids``)."""
     if len(account_id) <= 240:
         return GrantId(f"trial:{account_id}")
-    return GrantId(f"trial:#{hashlib.blake2b(account_id.encode(), digest_size=16).hexdigest()}")
+    return GrantId(f"trial:-{_digest(account_id)}")
+
+
+def trial_grant_ids(account_id: str) -> tuple[GrantId, ...]:
+    """Every id an account's trial grant may have: :func:`trial_grant_id`, and for a long account
+    id also ``trial:#`` and the hash, the form older databases may hold."""
+    if len(account_id) <= 240:
+        return (trial_grant_id(account_id),)
+    return trial_grant_id(account_id), GrantId(f"trial:#{_digest(account_id)}")
+
+
+def _digest(account_id: str) -> str:
+    return hashlib.blake2b(account_id.encode(), digest_size=16).hexdigest()
 
 
 def current_subscription(subs: list[Subscription], at_us: int) -> Subscription | None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, WithJsonSchema
 
 from creditmeter.events import MAX_TOKENS
+from creditmeter.ids import ID_CHARACTERS, ID_PATTERN, MAX_ID_LENGTH
 
 CREDITS_PATTERN = r"^-?[0-9]+(\.[0-9]{1,6})?$"
 CreditsIn = Annotated[
@@ -25,7 +26,9 @@ CreditsIn = Annotated[
 Credits = Annotated[str, Field(pattern=CREDITS_PATTERN, examples=["12.5"])]
 Instant = Annotated[str, Field(examples=["2026-11-24T10:00:00Z"],
                                description="ISO 8601; UTC when no offset is given.")]
-Id = Annotated[str, Field(min_length=1, max_length=255)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+NEW_ID_RULE = f"{ID_CHARACTERS}, at most {MAX_ID_LENGTH}"
+NewId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 Tokens = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS)]
 
 
@@ -54,7 +57,7 @@ class ErrorBody(Out):
 # -- accounts and keys ---------------------------------------------------------------------------
 
 class AccountIn(Body):
-    id: Id = Field(examples=["user-42"])
+    id: NewId = Field(examples=["user-42"], description=f"The account's id: {NEW_ID_RULE}.")
     name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     kind: Literal["user", "enterprise"] = "user"
 
@@ -102,7 +105,8 @@ class GrantIn(Body):
     effective_at: Instant | None = None
     priority: Annotated[int, Field(strict=True, ge=0, le=100)] | None = None
     name: Annotated[str, Field(max_length=255)] | None = None
-    id: Id | None = Field(None, description="Idempotency key: the same grant again does nothing.")
+    id: NewId | None = Field(None, description="The package's id and idempotency key: the same grant "
+                             f"again does nothing ({NEW_ID_RULE}).")
 
 
 class PackageOut(Out):
@@ -242,7 +246,7 @@ class SummaryOut(Out):
 class HoldIn(Body):
     amount_credits: CreditsIn = Field(examples=["2.5"])
     ttl_seconds: Annotated[int, Field(strict=True, ge=1, le=7 * 86_400)] | None = None
-    id: Id | None = Field(None, description="Idempotency key.")
+    id: NewId | None = Field(None, description=f"The hold's id and idempotency key ({NEW_ID_RULE}).")
 
 
 class SettleIn(Body):
@@ -333,8 +337,9 @@ class PlanCatalogOut(Out):
 class SubscriptionIn(Body):
     plan_id: Id = Field(examples=["professional-monthly"])
     seats: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] | None = None
-    id: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
-        None, description="Idempotency key: the same subscription again does nothing.")
+    id: Annotated[str, Field(min_length=1, max_length=200, pattern=ID_PATTERN)] | None = Field(
+        None, description="Idempotency key: the same subscription again does nothing "
+                          f"({ID_CHARACTERS}, at most 200).")
 
 
 class PeriodBounds(Out):
@@ -367,8 +372,8 @@ class AccountSubscriptionsOut(Out):
 
 class PurchaseIn(Body):
     pack_id: Id = Field(examples=["addon-1000"])
-    id: Annotated[str, Field(min_length=1, max_length=240)] | None = Field(
-        None, description="The order id: the same order again does nothing.")
+    id: Annotated[str, Field(min_length=1, max_length=240, pattern=ID_PATTERN)] | None = Field(
+        None, description=f"The order id: the same order again does nothing ({ID_CHARACTERS}, at most 240).")
 
 
 # -- enterprises ---------------------------------------------------------------------------------
@@ -389,7 +394,7 @@ class AllocationIn(Body):
     account_id: Id = Field(examples=["user-42"], description="The member receiving the quota.")
     amount_credits: CreditsIn = Field(examples=["500"])
     expires_at: Instant | None = Field(None, description="Default: as long as the pool credits last.")
-    id: Id | None = Field(None, description="Idempotency key; also the member's package id.")
+    id: NewId | None = Field(None, description=f"Idempotency key ({NEW_ID_RULE}).")
 
 
 class QuotaAllocationOut(Out):

@@ -22,7 +22,8 @@ import orjson
 
 from creditmeter.domain import AccountId, GrantId, Package
 from creditmeter.errors import InputError, NotFound, Unavailable
-from creditmeter.events import MAX_TOKENS, check_id
+from creditmeter.events import MAX_TOKENS
+from creditmeter.ids import check_id
 from creditmeter.ledger import Book
 from creditmeter.money import MAX_UC
 from creditmeter.pricing import PriceBook, PriceVersion

@@ -6,7 +6,7 @@ import uuid
 
 from creditmeter.engine._unit import EngineBase, _check_instant
 from creditmeter.errors import InputError, NotFound
-from creditmeter.events import check_id
+from creditmeter.ids import check_id
 from creditmeter.keys import ApiKey, Principal, Role, digest, new_secret, same_digest
 from creditmeter.store.base import Transaction
 

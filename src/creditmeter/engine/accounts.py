@@ -5,7 +5,7 @@ from __future__ import annotations
 from creditmeter.domain import Account, AccountId, AccountKind
 from creditmeter.engine._unit import EngineBase, _check_instant, _one_of
 from creditmeter.errors import Conflict, InputError, Unavailable
-from creditmeter.events import check_id
+from creditmeter.ids import check_id, check_new_id
 from creditmeter.store.base import Transaction, Transient
 
 
@@ -44,7 +44,7 @@ class AccountCommands(EngineBase):
     def create_account(self, account_id: str, at_us: int, name: str | None = None,
                        kind: str = "user") -> Account:
         """Create an account; the same call again returns it (a different one conflicts)."""
-        check_id(account_id, "id")
+        check_new_id(account_id, "id")
         _check_instant(at_us, "at")
         account_kind = _one_of(AccountKind, kind, "kind")
         if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 255):

@@ -9,7 +9,7 @@ from dataclasses import replace
 from creditmeter.domain import AccountId, AccountKind, Grant, GrantId, Package
 from creditmeter.engine._unit import EngineBase, _check_instant, _first, _read_locked, _request_fp
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound, Unavailable
-from creditmeter.events import check_id
+from creditmeter.ids import check_id, check_new_id
 from creditmeter.ledger import Book
 from creditmeter.money import MAX_UC
 from creditmeter.plans import MAX_SEATS, PlanCatalog, PlanKind, default_plans, grant_expiry
@@ -18,8 +18,10 @@ from creditmeter.subscriptions import (
     MAX_SUBSCRIPTION_ID,
     Subscription,
     SubscriptionStatus,
-    trial_grant_id,
+    trial_grant_ids,
 )
+
+MAX_ORDER_ID = 240  # leaves room for the "order:" of its grant id (255)
 
 
 class SubscriptionCommands(EngineBase):
@@ -29,6 +31,8 @@ class SubscriptionCommands(EngineBase):
         """Make ``catalog`` the plan catalog (a new version; running subscriptions keep their
         terms)."""
         _check_instant(at_us, "at")
+        for index, plan in enumerate(catalog.plans):
+            check_new_id(plan.id, f"plans[{index}].id")
         return self._write(lambda tx: tx.insert_plan_catalog(catalog, at_us, source))
 
     def plans(self) -> PlanCatalog:
@@ -46,9 +50,8 @@ class SubscriptionCommands(EngineBase):
         check_id(account_id, "account_id")
         check_id(plan_id, "plan")
         _check_instant(at_us, "at")
-        sid = check_id(subscription_id, "id") if subscription_id is not None else f"sub_{uuid.uuid4().hex}"
-        if len(sid) > MAX_SUBSCRIPTION_ID:
-            raise InputError("id", f"must be at most {MAX_SUBSCRIPTION_ID} characters")
+        sid = (check_new_id(subscription_id, "id", MAX_SUBSCRIPTION_ID) if subscription_id is not None
+               else f"sub_{uuid.uuid4().hex}")
         plan = self.plans().get(plan_id)
         if not plan.kind.recurring and plan.kind is not PlanKind.TRIAL:
             raise InputError("plan", f"{plan_id!r} is a one-off {plan.kind.value} pack: buy it as a purchase")
@@ -74,7 +77,7 @@ class SubscriptionCommands(EngineBase):
             if enterprise != (plan.kind is PlanKind.ENTERPRISE):
                 raise InputError("plan", f"{plan_id!r} is not for {book.account.kind.value} accounts")
             if plan.kind is PlanKind.TRIAL:
-                if tx.get_grant(trial_grant_id(account_id)) is not None:
+                if any(tx.get_grant(gid) is not None for gid in trial_grant_ids(account_id)):
                     raise Conflict(f"account {account_id!r} already had its trial")
             else:
                 for other in tx.list_subscriptions(account_id):
@@ -174,9 +177,8 @@ class SubscriptionCommands(EngineBase):
         check_id(account_id, "account_id")
         check_id(pack_id, "pack")
         _check_instant(at_us, "at")
-        oid = check_id(order_id, "id") if order_id is not None else f"ord_{uuid.uuid4().hex}"
-        if len(oid) > 240:
-            raise InputError("id", "must be at most 240 characters")
+        oid = (check_new_id(order_id, "id", MAX_ORDER_ID) if order_id is not None
+               else f"ord_{uuid.uuid4().hex}")
         try:
             plan = self.plans().get(pack_id)
         except NotFound:

@@ -19,7 +19,8 @@ from creditmeter.engine._unit import (
 )
 from creditmeter.engine.usage import SETTLE_ID_PREFIX, _duplicate
 from creditmeter.errors import Conflict, InputError
-from creditmeter.events import MAX_TOKENS, check_id, fingerprint
+from creditmeter.events import MAX_TOKENS, fingerprint
+from creditmeter.ids import check_id, check_new_id
 from creditmeter.ledger import Book
 from creditmeter.pricing import rate
 from creditmeter.store.base import Transaction
@@ -74,7 +75,7 @@ class HoldCommands(EngineBase):
         ttl = self.settings.default_hold_ttl_s if ttl_s is None else ttl_s
         if type(ttl) is not int or not 0 < ttl <= MAX_HOLD_TTL_S:
             raise InputError("ttl", f"must be a whole number of seconds from 1 to {MAX_HOLD_TTL_S}")
-        hid = check_id(hold_id, "id") if hold_id is not None else f"hld_{uuid.uuid4().hex}"
+        hid = check_new_id(hold_id, "id") if hold_id is not None else f"hld_{uuid.uuid4().hex}"
 
         def work(tx: Transaction) -> Hold | Refused:
             book = self._book(tx, account_id, at_us)  # locked first: then nothing changes under us

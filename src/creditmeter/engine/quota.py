@@ -27,7 +27,7 @@ from creditmeter.engine._unit import (
 )
 from creditmeter.enterprise import Member, QuotaAllocation, allocation_grant_id, source_of
 from creditmeter.errors import Conflict, InputError, NotFound
-from creditmeter.events import check_id
+from creditmeter.ids import check_id, check_new_id
 from creditmeter.keys import MemberRole
 from creditmeter.money import format_credits
 from creditmeter.store.base import Transaction
@@ -115,7 +115,7 @@ class EnterpriseCommands(EngineBase):
             _check_instant(expires_at_us, "expires")
             if expires_at_us <= at_us:
                 raise InputError("expires", "is in the past")
-        key = check_id(allocation_id, "id") if allocation_id is not None else uuid.uuid4().hex
+        key = check_new_id(allocation_id, "id") if allocation_id is not None else uuid.uuid4().hex
         # The member's grant id lives in the allocations' own namespace, per enterprise: an
         # admin's id can never take (or reveal) another tenant's package id.
         aid = allocation_grant_id(enterprise_id, key)
