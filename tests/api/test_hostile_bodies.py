@@ -225,7 +225,8 @@ def test_a_lone_surrogate_is_refused_naming_its_field_and_writes_nothing(
 @pytest.mark.parametrize("body", [b'{"events": [', b"\xff\xfe{}", b"[" * 5000 + b"]" * 5000,
                                   '{"id": "carol"}'.encode("utf-16"), b'{"id": NaN}'],
                          ids=["malformed", "not-utf8", "deep", "utf16", "nan"])
-def test_a_body_that_is_not_json_text_is_422_invalid_input(client: tuple[TestClient, str], body: bytes) -> None:
+def test_a_body_that_is_not_json_text_is_422_invalid_input(client: tuple[TestClient, str],
+                                                           body: bytes) -> None:
     api, _ = client
     response = api.post("/api/accounts", content=body, headers=JSON_HEADERS)
     assert response.status_code == 422, response.text

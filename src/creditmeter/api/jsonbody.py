@@ -58,7 +58,8 @@ def _check_text(value: Any) -> None:
         item, path = pending.pop()
         if isinstance(item, str):
             if not _valid(item):
-                raise BadJSON(_field(path), f"is not valid text: {_shown(item)} holds a lone UTF-16 surrogate")
+                raise BadJSON(_field(path),
+                              f"is not valid text: {_shown(item)} holds a lone UTF-16 surrogate")
         elif isinstance(item, dict):
             for key, inner in item.items():
                 if not _valid(key):
