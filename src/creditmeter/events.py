@@ -8,7 +8,9 @@ absent counts are 0. This is on the hot path of batch ingestion, so it is writte
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -26,14 +28,44 @@ EVENT_FIELDS = frozenset(("id", "account_id", "timestamp", "model", *TOKEN_FIELD
                           "quantities", "metadata"))
 
 
+def integral(value: object) -> object:
+    """A number written with a zero fraction (``60.0``, read as a float or a Decimal) as the whole
+    number it is; any other value as it is. One rule for every JSON count, whichever reader read it."""
+    if isinstance(value, float | Decimal) and not isinstance(value, bool):
+        # Compared before it is made an int: 1e999999999 is whole, and far too large to expand.
+        if value.is_finite() if isinstance(value, Decimal) else math.isfinite(value):
+            if _size(value) <= MAX_TOKENS and value == int(value):
+                return int(value)
+    return value
+
+
+def _size(value: float | Decimal) -> float | Decimal:
+    return value.copy_abs() if isinstance(value, Decimal) else abs(value)  # no context: no overflow
+
+
+def as_written(value: object) -> str:
+    """A JSON value as it was written (a number's digits as sent, in positional notation), for an
+    error message."""
+    if isinstance(value, Decimal | float):
+        number = value if isinstance(value, Decimal) else Decimal(repr(value))
+        return format(number, "f") if number.is_finite() and -30 <= number.adjusted() <= 30 else str(number)
+    try:
+        return orjson.dumps(value).decode()[:60]
+    except TypeError:
+        return type(value).__name__
+
+
 def _count(value: object, field: str) -> int:
     if value is None:
         return 0
     if type(value) is not int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise InputError(field, f"must be a whole number, got {value!r}")
+        value = integral(value)
+        if type(value) is not int:
+            if isinstance(value, Decimal | float) and value < 0:
+                raise InputError(field, f"must not be negative, got {as_written(value)}")
+            if isinstance(value, Decimal | float) and _size(value) > MAX_TOKENS:
+                raise InputError(field, f"must be at most {MAX_TOKENS}")
+            raise InputError(field, f"must be a whole number, got {as_written(value)}")
     if value < 0:
         raise InputError(field, f"must not be negative, got {value}")
     if value > MAX_TOKENS:

@@ -40,6 +40,7 @@ from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, ServerConfig
 from creditmeter.web import metrics
 from creditmeter.web.access import Access
 from creditmeter.web.bodylimit import BodyLimit
+from creditmeter.web.methods import allowed_methods
 
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
 GATEWAY_PATHS = "/v1/"  # the gateway's callers expect OpenAI's error shape there
@@ -87,6 +88,8 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
 async def _on_http(request: Request, exc: Exception) -> Response:
     """A plain HTTP error (unknown path, method not allowed …) in the shape its caller expects."""
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405 and (allow := allowed_methods(request)):
+        exc.headers = {**(exc.headers or {}), "Allow": allow}
     if request.url.path.startswith(GATEWAY_PATHS):
         return GatewayError(exc.status_code, str(exc.detail), code=api_errors.http_kind(exc.status_code),
                             headers=exc.headers).response()

@@ -360,9 +360,13 @@ def test_bad_and_revoked_keys_answer_401(gw: GatewayServer, upstream: Upstream) 
 
 
 def test_the_operator_key_cannot_call_models(gw: GatewayServer) -> None:
-    with gw.openai(ADMIN_KEY) as client, pytest.raises(openai.PermissionDeniedError) as caught:
-        client.chat.completions.create(model="fake-model", messages=prompt(marker()))
-    assert caught.value.status_code == 403
+    with gw.openai(ADMIN_KEY) as client:
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            client.chat.completions.create(model="fake-model", messages=prompt(marker()))
+        assert caught.value.status_code == 403
+        with pytest.raises(openai.PermissionDeniedError) as listed:
+            client.models.list()
+        assert (listed.value.status_code, listed.value.code) == (403, "account_key_required")
 
 
 # -- upstream failures -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from creditmeter.api.jsonbody import BadJSON
 from creditmeter.api.models import ErrorBody
 from creditmeter.api.responses import json_response
 from creditmeter.domain import Refused
@@ -109,7 +110,9 @@ async def on_invalid(request: Request, exc: Exception) -> Response:
            if part not in ("body", "query", "path") and not _type_tag(part)]
     field = ".".join(loc) or "body"
     message = first.get("msg", "invalid")
-    if first.get("type") == "json_invalid":
+    if isinstance(exc.__cause__, BadJSON):  # a body that is not valid JSON text (``jsonbody``)
+        field, message = exc.__cause__.field, exc.__cause__.reason
+    elif first.get("type") == "json_invalid":
         field, message = "body", f"is not valid JSON ({first.get('ctx', {}).get('error', message)})"
     elif field == "body" and "json" not in request.headers.get("content-type", ""):
         message = "must be a JSON object, sent with 'Content-Type: application/json'"

@@ -10,18 +10,28 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
 
-from creditmeter.events import MAX_TOKENS
+from creditmeter.events import MAX_TOKENS, integral
 from creditmeter.ids import ID_CHARACTERS, ID_PATTERN, MAX_ID_LENGTH
 
 CREDITS_PATTERN = r"^-?[0-9]+(\.[0-9]{1,6})?$"
 CreditsIn = Annotated[
     StrictStr | StrictInt | Annotated[Decimal, Strict()],  # never a boolean
-    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,6})?$",
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^(?!0*(\.0*)?$)[0-9]+(\.[0-9]{1,6})?$",
                                "maxLength": 30},
-                              {"type": "number", "minimum": 0}],
-                    "description": "Credits: a decimal string or number with at most 6 places."}),
+                              {"type": "number", "exclusiveMinimum": 0}],
+                    "description": "Credits, more than zero: a decimal string or number with at most "
+                                   "6 places."}),
 ]
 Credits = Annotated[str, Field(pattern=CREDITS_PATTERN, examples=["12.5"])]
 Instant = Annotated[str, Field(examples=["2026-11-24T10:00:00Z"],
@@ -29,7 +39,10 @@ Instant = Annotated[str, Field(examples=["2026-11-24T10:00:00Z"],
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 NEW_ID_RULE = f"{ID_CHARACTERS}, at most {MAX_ID_LENGTH}"
 NewId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
-Tokens = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS)]
+# A whole number: a JSON integer, or a number written with a zero fraction (``60.0``), as
+# ``creditmeter.events`` reads a usage event's counts.
+Whole = BeforeValidator(integral)
+Tokens = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS), Whole]
 
 
 class Body(BaseModel):
@@ -103,7 +116,7 @@ class GrantIn(Body):
     kind: Literal["trial", "subscription", "addon", "package", "enterprise", "promo", "adjustment"]
     expires_at: Instant | None = None
     effective_at: Instant | None = None
-    priority: Annotated[int, Field(strict=True, ge=0, le=100)] | None = None
+    priority: Annotated[int, Field(strict=True, ge=0, le=100), Whole] | None = None
     name: Annotated[str, Field(max_length=255)] | None = None
     id: NewId | None = Field(None, description="The package's id and idempotency key: the same grant "
                              f"again does nothing ({NEW_ID_RULE}).")
@@ -159,12 +172,14 @@ class UsageEventIn(Body):
 
 
 class UsageBatchIn(Body):
-    # Each event is checked on its own (one bad event does not stop the others), so the
-    # body only has to be a list; the document still describes what each event must be.
+    # Each event is checked on its own (one bad event does not stop the others), so the body only
+    # has to be a list of anything: the document says so, and describes what a chargeable event is.
     events: Annotated[list[Any], Field(min_length=1, max_length=1000), WithJsonSchema({
         "type": "array", "minItems": 1, "maxItems": 1000,
-        "items": UsageEventIn.model_json_schema(),
-        "description": "Each event gets its own result: a bad one is rejected, the others are charged."})]
+        "items": {"anyOf": [UsageEventIn.model_json_schema(), {}]},
+        "description": "Each item gets its own result: an event as described is charged; anything "
+                       "else (a missing account_id, a negative count, not an object...) is rejected "
+                       "in its result, and the others are charged."})]
 
 
 class AllocationOut(Out):
@@ -245,7 +260,7 @@ class SummaryOut(Out):
 
 class HoldIn(Body):
     amount_credits: CreditsIn = Field(examples=["2.5"])
-    ttl_seconds: Annotated[int, Field(strict=True, ge=1, le=7 * 86_400)] | None = None
+    ttl_seconds: Annotated[int, Field(strict=True, ge=1, le=7 * 86_400), Whole] | None = None
     id: NewId | None = Field(None, description=f"The hold's id and idempotency key ({NEW_ID_RULE}).")
 
 
@@ -326,7 +341,8 @@ class PlanOut(Out):
 
 
 class PlansIn(Body):
-    plans: list[dict[str, Any]] = Field(description="Plans in the YAML file's structure, as JSON.")
+    plans: list[dict[str, Any]] = Field(min_length=1,
+                                        description="Plans in the YAML file's structure, as JSON.")
 
 
 class PlanCatalogOut(Out):
@@ -336,7 +352,7 @@ class PlanCatalogOut(Out):
 
 class SubscriptionIn(Body):
     plan_id: Id = Field(examples=["professional-monthly"])
-    seats: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] | None = None
+    seats: Annotated[int, Field(strict=True, ge=1, le=1_000_000), Whole] | None = None
     id: Annotated[str, Field(min_length=1, max_length=200, pattern=ID_PATTERN)] | None = Field(
         None, description="Idempotency key: the same subscription again does nothing "
                           f"({ID_CHARACTERS}, at most 200).")

@@ -47,6 +47,8 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
     gateway.pending.start()  # what an earlier run of this worker (or another) left to settle
 
     async def caller(request: Request) -> Principal:
+        """The account whose key the request presents; 401 without a valid key, 403 for the
+        operator's (both routes answer an account)."""
         secret = bearer_secret(request.headers.get("authorization"))
         if secret is None:
             raise GatewayError(401, "missing API key: send 'Authorization: Bearer KEY' (an account key)",
@@ -57,6 +59,9 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
             raise unavailable() from None
         if who is None:
             raise GatewayError(401, "invalid API key: unknown or revoked", code="invalid_api_key")
+        if who.account_id is None:  # the operator's key: no account to charge, or to price for
+            raise GatewayError(403, "the gateway charges an account: call it with an account key",
+                               "permission_error", code="account_key_required")
         return who
 
     async def models(request: Request) -> Response:
@@ -88,9 +93,7 @@ def _endpoint(kind: type[Call], engine: Engine, gateway: Gateway, clock: Clock, 
     async def endpoint(request: Request) -> Response:
         try:
             who = await caller(request)
-            if who.account_id is None:
-                raise GatewayError(403, "the gateway charges an account: call it with an account key",
-                                   "permission_error", code="account_key_required")
+            assert who.account_id is not None  # ``caller`` lets account keys in only
             raw = await request.body()
             this = kind(engine, gateway, clock, call, who.account_id, raw)
         except GatewayError as exc:
