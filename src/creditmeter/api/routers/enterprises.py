@@ -6,15 +6,15 @@ from fastapi.responses import Response
 from creditmeter import present
 from creditmeter.api.auth import Caller, KeyedRoute, Operator, manages, short_read, threaded
 from creditmeter.api.context import PREFIX, Ctx
-from creditmeter.api.errors import ERRORS, errors_with
-from creditmeter.api.models import (
+from creditmeter.api.enterprise_models import (
     AllocationIn,
     EnterpriseOut,
     MemberIn,
     MemberOut,
-    PackageOut,
     QuotaAllocationOut,
 )
+from creditmeter.api.errors import ERRORS, errors_with
+from creditmeter.api.models import PackageOut
 from creditmeter.api.params import At, fields, instant
 from creditmeter.api.responses import json_response
 from creditmeter.errors import NotFound
