@@ -9,7 +9,7 @@ import click
 from creditmeter import present
 from creditmeter.cli.common import command, instant, main
 from creditmeter.cli.output import emit
-from creditmeter.cli.tables import packages_table, simple_table
+from creditmeter.cli.tables import allocations_table, members_table, packages_table
 from creditmeter.engine import Engine
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.timeutil import format_instant
@@ -78,5 +78,5 @@ def enterprise_show(engine: Engine, enterprise_id: str, at_us: int, as_json: boo
 
 def _enterprise_tables(enterprise_id: str, data: dict[str, Any]) -> None:
     packages_table(data["pool"])
-    simple_table(f"{enterprise_id}: members", ["account_id", "role", "quota_credits", "used_credits",
-                                               "remaining_credits", "returned_credits"], data["members"])
+    members_table(enterprise_id, data["members"])
+    allocations_table(enterprise_id, data["allocations"])
