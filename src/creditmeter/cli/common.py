@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -16,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from creditmeter.engine import Settings, open_engine
-from creditmeter.errors import CreditmeterError, InputError
+from creditmeter.errors import EXIT_SYSTEM, CreditmeterError, InputError
 from creditmeter.timeutil import parse_instant
 
 DEFAULT_DB = "sqlite:///creditmeter.db"
@@ -89,7 +90,33 @@ def command(group: click.Group, name: str, *, at: bool = False, as_json: bool = 
     return decorate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group; what the operating system refuses to any command (a full disk, a
+    closed pipe, a file that cannot be opened) is one line on stderr, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a write that fails fails here, not silently at exit
+            return result
+        except OSError as exc:
+            system_error(exc)
+
+
+def system_error(exc: OSError) -> NoReturn:
+    """Say what the operating system refused, in a line, and exit ``EXIT_SYSTEM``."""
+    if exc.errno == errno.EPIPE:
+        # Whoever read standard output has gone (``| head``): nothing more can reach it, and
+        # Python's own flush at exit must not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = exc.filename if exc.filename is not None else (
+        "standard output" if exc.errno == errno.EPIPE else None)
+    click.echo(f"error: {where}: {reason}" if where is not None else f"error: {reason}", err=True)
+    sys.exit(EXIT_SYSTEM)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="creditmeter")
 def main() -> None:
     """creditmeter: credits for AI products — prices, packages, burn-down, holds, usage."""

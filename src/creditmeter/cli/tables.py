@@ -10,6 +10,9 @@ without it.
 
 from __future__ import annotations
 
+import errno
+import functools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,9 +28,19 @@ TEXT_MIN_WIDTH = 10  # a wrapping column (a name) is given at least this many ch
 
 def console(width: int | None = None) -> Console:
     """The terminal (standard output), read afresh: its width is the terminal's or COLUMNS."""
+    return _console_class()(width=width)
+
+
+@functools.cache
+def _console_class() -> type[Console]:
     from rich.console import Console
 
-    return Console(width=width)
+    class Terminal(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would exit 1 without a word; the command's entry says it like any OS error.
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return Terminal
 
 
 @dataclass(frozen=True)
