@@ -44,6 +44,21 @@ def settings_from_env() -> Settings:
     return Settings(**values)
 
 
+# ``--at`` is the command's "now", not an event's time: it is not bounded by the lateness window,
+# but every instant derived from it (a package valid up to 100 years, a renewal, a hold's timeout)
+# must still be one the engine stores (up to 9999-12-31), so it stops well before that.
+LATEST_AT = "9000-01-01"
+
+
+def parse_at(value: str) -> int:
+    """``--at TIME`` as microseconds: from 1970-01-01 up to (not including) ``LATEST_AT``."""
+    at_us = parse_instant(value, "at")
+    if at_us >= parse_instant(LATEST_AT, "at"):
+        raise InputError("at", f"{value!r} is out of range: --at must be from 1970-01-01 up to "
+                         f"(not including) {LATEST_AT}")
+    return at_us
+
+
 def instant(value: str | None, field: str) -> int | None:
     """An optional time option as microseconds (None when it was not given)."""
     return None if value is None else parse_instant(value, field)
@@ -55,10 +70,14 @@ def fail(error: CreditmeterError) -> NoReturn:
     sys.exit(error.exit_code)
 
 
-def command(group: click.Group, name: str, *, at: bool = False, as_json: bool = False) -> Callable[[F], F]:
+def command(group: click.Group, name: str, *, at: bool = False, as_json: bool = False,
+            signed: bool = False) -> Callable[[F], F]:
     """Register a command with the shared options (--db, and --at / --json where they apply).
 
     The wrapped function gets ``engine`` (and ``at_us``, ``as_json``); errors become exit codes.
+    ``signed``: an argument may start with '-' (``grants add alice -50``), so that a negative
+    amount reaches the command's own check, which names the field, rather than being taken for
+    an unknown option.
     """
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -67,7 +86,7 @@ def command(group: click.Group, name: str, *, at: bool = False, as_json: bool = 
             try:
                 if at:
                     at_text = kwargs.pop("at")
-                    kwargs["at_us"] = now_us() if at_text is None else parse_instant(at_text, "at")
+                    kwargs["at_us"] = now_us() if at_text is None else parse_at(at_text)
                 engine = open_engine(url, settings_from_env())
                 try:
                     fn(engine=engine, **kwargs)
@@ -84,7 +103,7 @@ def command(group: click.Group, name: str, *, at: bool = False, as_json: bool = 
                                    help="Run as if now were TIME (ISO 8601; a date is 00:00 UTC).")(wrapped)
         wrapped = click.option("--db", metavar="URL",
                                help=f"Database URL (env CREDITMETER_DB, default {DEFAULT_DB}).")(wrapped)
-        group.command(name)(wrapped)
+        group.command(name, context_settings={"ignore_unknown_options": True} if signed else None)(wrapped)
         return fn
 
     return decorate

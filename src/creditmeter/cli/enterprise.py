@@ -41,7 +41,7 @@ def enterprise_remove_member(engine: Engine, enterprise_id: str, account_id: str
     click.echo(f"{account_id} is no longer a member of {enterprise_id}")
 
 
-@command(enterprise, "allocate", at=True, as_json=True)
+@command(enterprise, "allocate", at=True, as_json=True, signed=True)
 @click.argument("enterprise_id", metavar="ENTERPRISE")
 @click.argument("account_id", metavar="USER")
 @click.argument("amount")
