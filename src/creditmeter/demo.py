@@ -52,7 +52,7 @@ def run_demo(url: str, days: int, now_us: int) -> tuple[Engine, int]:
                      expires_at_us=start + (days + 5) * DAY_US,
                      name="Personal Professional Edition — monthly", grant_id="demo-pro")
     engine.add_grant(USER, 300 * US_PER_S, "package", start,
-                     expires_at_us=start + (days * 2 // 3) * DAY_US,
+                     expires_at_us=start + max(days * 2 // 3, 1) * DAY_US,
                      name="Resource pack — knowledge base", grant_id="demo-pack")
     addon_at = start + (days // 4) * DAY_US
     engine.add_grant(USER, 500 * US_PER_S, "addon", addon_at, expires_at_us=addon_at + 365 * DAY_US,

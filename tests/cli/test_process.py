@@ -118,3 +118,10 @@ def test_a_missing_input_file_is_bad_input_naming_it(db: str, tmp_path: Path) ->
     done = run("usage", "import", str(tmp_path / "missing.jsonl"), "--db", db)
     assert done.returncode == EXIT_BAD_INPUT and "Traceback" not in done.stderr
     assert "'FILE'" in done.stderr and "does not exist" in done.stderr
+
+
+def test_demo_of_a_single_day_builds(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    built = run("demo", "--days", "1", "--no-serve", "--db", url, timeout=120)
+    assert built.returncode == 0, built.stderr
+    assert run("reconcile", "--db", url).returncode == 0
