@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -127,7 +128,8 @@ def system_error(exc: OSError) -> NoReturn:
     if exc.errno == errno.EPIPE:
         # Whoever read standard output has gone (``| head``): nothing more can reach it, and
         # Python's own flush at exit must not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):  # (standard output may have no file)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     reason = exc.strerror or str(exc) or type(exc).__name__
     where = exc.filename if exc.filename is not None else (
         "standard output" if exc.errno == errno.EPIPE else None)
