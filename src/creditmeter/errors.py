@@ -12,9 +12,15 @@ What is raised is always one of these::
      └── Unavailable            the store could not complete the write now; retry (HTTP 503, exit 7)
 
 Nothing is written when one of these is raised: every command runs in one transaction.
+
+What the operating system refuses (a file that cannot be read or written, a full disk, a closed
+pipe, an address the server cannot listen on) is not one of these: the command says so in a line
+and exits ``EXIT_SYSTEM``.
 """
 
 from __future__ import annotations
+
+EXIT_SYSTEM = 8
 
 
 class CreditmeterError(Exception):

@@ -128,6 +128,16 @@ def parse_event(data: object) -> UsageEvent:
                       fingerprint(account_id, timestamp_us, model, tokens, quantities, metadata))  # type: ignore[arg-type]
 
 
+def check_something_used(event: UsageEvent) -> None:
+    """Refuse an event that records no usage: no token, no feature unit (its cost would be 0
+    unless its model is priced per request, which is then what it records)."""
+    if not (event.input_tokens or event.output_tokens or event.cached_input_tokens
+            or event.cache_write_tokens or any(count for _, count in event.quantities)):
+        raise InputError("event", "records no usage: give at least one of input_tokens, output_tokens, "
+                         "cached_input_tokens, cache_write_tokens or quantities (or a model priced "
+                         "per request)")
+
+
 def _name(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > 255:
         raise InputError("quantities", "feature names must be strings of 1-255 characters")

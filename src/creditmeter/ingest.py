@@ -6,6 +6,7 @@ not, and running the same file again charges only what was not (the rest answer 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gc
 import io
@@ -52,13 +53,16 @@ class ImportSummary:
 def read_batches(path: Path, batch_size: int) -> Iterator[tuple[list[tuple[int, Any]], int]]:
     """Batches of (line number, parsed JSON or an InputError), with the bytes read so far.
 
-    Blank lines are skipped; a malformed line becomes an error for that line only.
+    Blank lines are skipped; a malformed line becomes an error for that line only. A UTF-8 byte
+    order mark at the start of the file (as some editors and exports write) is not part of it.
     """
     batch: list[tuple[int, Any]] = []
     consumed = 0
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             consumed += len(line)
+            if number == 1 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8):]
             if not line.strip():
                 continue
             try:

@@ -279,7 +279,7 @@ def load_plans_file(path: str | Path) -> PlanCatalog:
     """Read and validate a plan catalog YAML file."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte order mark is not content
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError("file", f"cannot read {source}: {exc}") from None
     return parse_plans(load_yaml(text, source), source)

@@ -34,7 +34,7 @@ from creditmeter import api
 from creditmeter.api import errors as api_errors
 from creditmeter.console import create_console
 from creditmeter.engine import Engine, Settings, open_engine
-from creditmeter.errors import CreditmeterError
+from creditmeter.errors import EXIT_SYSTEM, CreditmeterError
 from creditmeter.gateway import Gateway, GatewayError, gateway_routes
 from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, ServerConfig, UpstreamModel
 from creditmeter.web import metrics
@@ -230,7 +230,7 @@ def _run(config: uvicorn.Config) -> None:
     except KeyboardInterrupt:
         pass
     if not server.started and config.workers == 1:
-        sys.exit(3)  # uvicorn's exit status for a server that could not start
+        sys.exit(EXIT_SYSTEM)  # it could not start (uvicorn said why): e.g. its address was taken
 
 
 def _supervisor(config: uvicorn.Config, sock: socket) -> Any:

@@ -286,6 +286,8 @@ GOOD = {"account_id": "alice", "model": "gpt-4o", "input_tokens": 1000}
 # (what changes in a good event (None: left out), the field named, the error type)
 REJECTED: dict[str, tuple[dict[str, Any], str, str]] = {
     "unknown model": ({"model": "no-such-model"}, "model", "invalid_input"),
+    "no usage at all": ({"input_tokens": None}, "event", "invalid_input"),
+    "only zero units": ({"input_tokens": 0, "quantities": {"web_search": 0}}, "event", "invalid_input"),
     "unknown feature": ({"model": None, "input_tokens": None, "quantities": {"no-such-feature": 2}},
                         "quantities.no-such-feature", "invalid_input"),
     "unknown account": ({"account_id": "nobody"}, "account_id", "not_found"),

@@ -253,6 +253,9 @@ class _World:
             if isinstance(rated, str):
                 results.append(rated)
                 continue
+            if not (e.input_tokens or e.output_tokens or any(q for _, q in e.quantities)):
+                results.append("invalid_input")  # an event that records no usage (no request fees here)
+                continue
             self.advance(e.account, now)
             charge = self.charge(e.account, rated[0], rated[1], ts, now, None)
             self.events[e.id] = (body, charge)

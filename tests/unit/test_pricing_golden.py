@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from creditmeter.domain import Charge, Rejected
 from creditmeter.engine import Engine
 from creditmeter.errors import InputError
-from creditmeter.events import parse_event
+from creditmeter.events import TOKEN_FIELDS, parse_event
 from creditmeter.pricing import Catalog, ModelPrice, PriceBook, PriceVersion, load_yaml, parse_catalog, rate
 from tests.conftest import EngineFactory, at
 
@@ -50,7 +51,8 @@ def test_golden_cost(golden_catalog: Catalog, case: dict[str, Any]) -> None:
 
 
 def test_golden_costs_through_the_engine(make_engine: EngineFactory, golden_catalog: Catalog) -> None:
-    """The engine charges exactly the golden cost and records the version it used."""
+    """The engine charges exactly the golden cost and records the version it used; an event that
+    records no usage (no token, no unit, no request fee) is refused, naming the event."""
     engine = make_engine()
     t0 = at("2026-05-01T10:00:00Z")
     version = engine.load_prices(golden_catalog, at("2026-05-01"), t0)
@@ -60,14 +62,21 @@ def test_golden_costs_through_the_engine(make_engine: EngineFactory, golden_cata
         engine.create_account(f"golden-{i}", t0)
     events = [{"id": f"g{i}", "account_id": f"golden-{i}", **case["event"]} for i, case in enumerate(CASES)]
     results = engine.record_batch(events, t0)
-    for case, result in zip(CASES, results, strict=True):
-        assert result.status == "charged", (case["name"], result)
+    recorded = []
+    for i, (case, result) in enumerate(zip(CASES, results, strict=True)):
+        if case["cost_uc"] == 0 and not any(case["event"].get(k) for k in TOKEN_FIELDS) \
+                and not any((case["event"].get("quantities") or {}).values()):
+            assert isinstance(result, Rejected) and result.field == "event", (case["name"], result)
+            continue
+        recorded.append(i)
+        assert isinstance(result, Charge) and result.status == "charged", (case["name"], result)
         assert result.cost_uc == case["cost_uc"], case["name"]
         assert result.price_version == version.version
         assert result.overage_uc == case["cost_uc"]  # no grants: all of it is overage
+    assert recorded and len(recorded) < len(CASES)
     for i, case in enumerate(CASES):
         stored = {s.event.id: s.charge.cost_uc for s in engine.usage(f"golden-{i}")}
-        assert stored == {f"g{i}": case["cost_uc"]}
+        assert stored == ({f"g{i}": case["cost_uc"]} if i in recorded else {})
         assert engine.balance(f"golden-{i}", t0).overage_uc == case["cost_uc"]
     assert engine.check_invariants() == []
 

@@ -7,7 +7,7 @@ import click
 from creditmeter import present
 from creditmeter.cli.common import command, main
 from creditmeter.cli.output import emit
-from creditmeter.cli.tables import packages_table, simple_table
+from creditmeter.cli.tables import accounts_table, packages_table
 from creditmeter.engine import Engine
 
 
@@ -32,8 +32,7 @@ def accounts_create(engine: Engine, account_id: str, name: str | None, kind: str
 def accounts_list(engine: Engine, as_json: bool) -> None:
     """List accounts."""
     rows = [present.account(a, o) for a, o in engine.accounts()]
-    emit(rows, as_json,
-         lambda r: simple_table("Accounts", ["id", "name", "kind", "created_at", "overage_credits"], r))
+    emit(rows, as_json, accounts_table)
 
 
 @command(main, "balance", at=True, as_json=True)

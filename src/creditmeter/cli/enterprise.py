@@ -9,7 +9,7 @@ import click
 from creditmeter import present
 from creditmeter.cli.common import command, instant, main
 from creditmeter.cli.output import emit
-from creditmeter.cli.tables import human, packages_table, simple_table
+from creditmeter.cli.tables import allocations_table, members_table, packages_table
 from creditmeter.engine import Engine
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.timeutil import format_instant
@@ -41,7 +41,7 @@ def enterprise_remove_member(engine: Engine, enterprise_id: str, account_id: str
     click.echo(f"{account_id} is no longer a member of {enterprise_id}")
 
 
-@command(enterprise, "allocate", at=True, as_json=True)
+@command(enterprise, "allocate", at=True, as_json=True, signed=True)
 @click.argument("enterprise_id", metavar="ENTERPRISE")
 @click.argument("account_id", metavar="USER")
 @click.argument("amount")
@@ -79,7 +79,7 @@ def enterprise_show(engine: Engine, enterprise_id: str, at_us: int, as_json: boo
 def _enterprise_tables(enterprise_id: str, data: dict[str, Any]) -> None:
     pool = data["pool"]
     packages_table(pool, used="allocated")
-    click.echo(f"allocated to members {human(pool['allocated_credits'])} credits, "
-               f"used by members {human(pool['members_used_credits'])}")
-    simple_table(f"{enterprise_id}: members", ["account_id", "role", "quota_credits", "used_credits",
-                                               "remaining_credits", "returned_credits"], data["members"])
+    click.echo(f"allocated to members {pool['allocated_credits']} credits, "
+               f"used by members {pool['members_used_credits']}")
+    members_table(enterprise_id, data["members"])
+    allocations_table(enterprise_id, data["allocations"])

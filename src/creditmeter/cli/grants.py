@@ -17,7 +17,7 @@ def grants() -> None:
     """Credit packages."""
 
 
-@command(grants, "add", at=True, as_json=True)
+@command(grants, "add", at=True, as_json=True, signed=True)
 @click.argument("account_id", metavar="ACCOUNT")
 @click.argument("amount")
 @click.option("--kind", required=True, metavar="KIND",

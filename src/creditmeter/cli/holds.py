@@ -23,7 +23,7 @@ def holds() -> None:
     """Holds: credits reserved for requests in flight."""
 
 
-@command(holds, "reserve", at=True, as_json=True)
+@command(holds, "reserve", at=True, as_json=True, signed=True)
 @click.argument("account_id", metavar="ACCOUNT")
 @click.argument("amount")
 @click.option("--ttl", "ttl_s", type=int, default=None, help="Seconds before it lapses (default 600).")

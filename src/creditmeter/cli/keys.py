@@ -7,7 +7,7 @@ import click
 from creditmeter import present
 from creditmeter.cli.common import command, main
 from creditmeter.cli.output import emit
-from creditmeter.cli.tables import simple_table
+from creditmeter.cli.tables import keys_table
 from creditmeter.engine import Engine
 from creditmeter.errors import InputError
 from creditmeter.timeutil import format_instant
@@ -43,8 +43,7 @@ def keys_create(engine: Engine, account_id: str | None, operator: bool, name: st
 def keys_list(engine: Engine, account_id: str | None, as_json: bool) -> None:
     """List keys (every key, or ACCOUNT's) without the keys themselves."""
     rows = [present.key(k) for k in engine.keys(account_id)]
-    emit(rows, as_json, lambda r: simple_table(
-        "Keys", ["key_id", "prefix", "role", "account_id", "name", "created_at", "revoked_at"], r))
+    emit(rows, as_json, keys_table)
 
 
 @command(keys, "revoke", at=True, as_json=True)

@@ -11,7 +11,7 @@ import click
 from creditmeter import present
 from creditmeter.cli.common import command, main
 from creditmeter.cli.output import emit
-from creditmeter.cli.tables import simple_table
+from creditmeter.cli.tables import plans_table
 from creditmeter.engine import Engine
 from creditmeter.money import format_credits
 from creditmeter.plans import load_plans_file
@@ -37,9 +37,7 @@ def plans_load(engine: Engine, file: Path, at_us: int, as_json: bool) -> None:
 def plans_list(engine: Engine, as_json: bool) -> None:
     """The plans (the shipped default until a catalog is loaded)."""
     rows = engine.plans().to_dict()["plans"]
-    emit(rows, as_json, lambda _: simple_table(
-        "Plans", ["id", "kind", "name", "credits", "period", "valid_days", "priority"],
-        [{**r, "period": r.get("period"), "valid_days": r.get("valid_days")} for r in rows]))
+    emit(rows, as_json, plans_table)
 
 
 @main.group()

@@ -33,7 +33,7 @@ def prices() -> None:
 @click.option("--effective", metavar="TIME", help=EFFECTIVE_HELP)
 def prices_load(engine: Engine, file: Path, effective: str | None, at_us: int, as_json: bool) -> None:
     """Load a catalog YAML file as a new price version."""
-    catalog = parse_catalog(load_yaml(file.read_text(encoding="utf-8"), str(file)), str(file))
+    catalog = parse_catalog(load_yaml(_read_text(file), str(file)), str(file))
     effective_us = None if effective is None else parse_instant(effective, "effective")
     version = engine.load_prices(catalog, effective_us, at_us, source=file.name)
     out = {"version": version.version, "effective_at": format_instant(version.effective_at_us),
@@ -54,7 +54,7 @@ def prices_import_litellm(engine: Engine, file: Path, rate_text: str, effective:
     if rate <= 0:
         raise InputError("credits-per-usd", "must be greater than zero")
     try:
-        data = _json_decimal(file.read_text("utf-8"))
+        data = _json_decimal(_read_text(file))
     except ValueError as exc:
         raise InputError(str(file), f"is not valid JSON: {exc}") from None
     report = import_litellm(data, rate)
@@ -79,6 +79,14 @@ def _print_import(report: ImportReport, out: dict[str, Any]) -> None:
         reasons[key] = reasons.get(key, 0) + 1
     for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
         click.echo(f"  skipped {count:5d}: {reason}")
+
+
+def _read_text(file: Path) -> str:
+    """A UTF-8 file's text; a byte order mark at its start is not part of it."""
+    try:
+        return file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(str(file), f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def _json_decimal(text: str) -> Any:

@@ -4,7 +4,6 @@ it, and serves it with the built-in demo upstream."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -14,7 +13,7 @@ from creditmeter.cli.common import DEFAULT_DB, fail, main, now_us, settings_from
 from creditmeter.cli.tables import console, packages_table, usage_table
 from creditmeter.demo import GATEWAY_MODELS, TEAM, TEAMMATE, USER, run_demo
 from creditmeter.engine import Engine
-from creditmeter.errors import CreditmeterError
+from creditmeter.errors import CreditmeterError, InputError
 from creditmeter.keys import check_admin_key
 from creditmeter.timeutil import format_instant
 
@@ -42,6 +41,7 @@ def serve(host: str, port: int, workers: int, url: str | None, access_log: bool,
         serving = server.Serving(config, url or config.server.database or DEFAULT_DB,
                                  check_admin_key(os.environ.get("CREDITMETER_ADMIN_KEY")))
         server.check(serving)
+        check_port_free(host, port)
     except CreditmeterError as exc:
         fail(exc)
     click.echo(f"creditmeter API on http://{host}:{port} ({workers} worker{'s' * (workers > 1)}, "
@@ -73,19 +73,28 @@ def demo(url: str, days: int, serve: bool, host: str, port: int) -> None:
     _serve_demo(engine, host, port, key)
 
 
-def _serve_demo(engine: Engine, host: str, port: int, key: str) -> None:
+def check_port_free(host: str, port: int) -> None:
+    """Refuse (field ``port``) an address the server could not listen on, before saying it serves:
+    plainly, rather than with the server's traceback after its banner."""
     import socket
 
-    from creditmeter import server
-
-    with socket.socket() as probe:  # say so plainly rather than with a server's traceback
+    # The way the server binds: IPv6 for an address with a colon, reusing a port in TIME_WAIT.
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
-            click.echo(f"error: port: {host}:{port} is not free ({exc.strerror}); "
-                       "choose another with --port", err=True)
-            sys.exit(2)
+            raise InputError("port", f"{host}:{port} is not free ({exc.strerror or exc}); "
+                             "choose another with --port") from None
+
+
+def _serve_demo(engine: Engine, host: str, port: int, key: str) -> None:
+    from creditmeter import server
+
+    try:
+        check_port_free(host, port)
+    except CreditmeterError as exc:
+        fail(exc)
     app = server.demo_app(engine, GATEWAY_MODELS)
     shown = host if ":" not in host else f"[{host}]"
     click.echo(serve_instructions(f"http://{shown}:{port}", key))

@@ -1,88 +1,189 @@
 """What people see on a terminal (rich): tables of balances, usage and prices, and a progress bar.
 
+Ids and amounts are what people copy into the next command, so they are never cut, folded or
+rounded: each stays whole on one line, and amounts are exact (the same text as the API's). When
+the terminal is too narrow, names wrap or shorten, then the least useful columns go; if the ids
+and amounts alone are wider than the terminal, the table is drawn wider than it rather than cut.
 rich is imported when something is first drawn, so commands that print JSON or one line start
 without it.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from creditmeter.money import format_credits, parse_credits
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
+
+TEXT_MIN_WIDTH = 10  # a wrapping column (a name) is given at least this many characters
+
+
+def console(width: int | None = None) -> Console:
+    """The terminal (standard output), read afresh: its width is the terminal's or COLUMNS."""
+    return _console_class()(width=width)
 
 
 @functools.cache
-def console() -> Console:
+def _console_class() -> type[Console]:
     from rich.console import Console
 
-    return Console()
+    class Terminal(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would exit 1 without a word; the command's entry says it like any OS error.
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return Terminal
 
 
-def _table(title: str) -> Table:
+@dataclass(frozen=True)
+class Column:
+    """A table column. ``whole``: ids, amounts and times, never cut nor wrapped (a cell may hold
+    several lines of them); else free text that may wrap or shorten. ``drop``: when the terminal
+    is too narrow, columns with a higher ``drop`` go first (0: always shown)."""
+
+    header: str
+    whole: bool = True
+    right: bool = False
+    drop: int = 0
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _width(column: Column, cells: Sequence[str]) -> int:
+    from rich.cells import cell_len
+
+    widest = max((cell_len(line) for cell in cells for line in cell.splitlines()), default=0)
+    if column.whole:
+        return max(widest, cell_len(column.header))
+    return min(max(widest, cell_len(column.header)), TEXT_MIN_WIDTH)
+
+
+def _needed(widths: Sequence[int]) -> int:
+    """A table's width with rich's default box: a border per column and one, a space each side."""
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def show_table(title: str, columns: Sequence[Column], rows: Sequence[Sequence[object]]) -> None:
+    """Print a table; a None cell is empty."""
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    return Table(title=title)
+    cells = [[_text(v) for v in row] for row in rows]
+    keep = list(range(len(columns)))
+    widths = [_width(c, [row[i] for row in cells]) for i, c in enumerate(columns)]
+    available = console().width
+    while _needed([widths[i] for i in keep]) > available and any(columns[i].drop for i in keep):
+        keep.remove(max(keep, key=lambda i: columns[i].drop))
+    table = Table(title=escape(title))
+    for i in keep:
+        column = columns[i]
+        if column.whole:
+            table.add_column(column.header, no_wrap=True, overflow="ignore", min_width=widths[i],
+                             justify="right" if column.right else "left")
+        else:
+            table.add_column(column.header, overflow="fold")
+    for row in cells:
+        table.add_row(*(Text(row[i]) for i in keep))  # as given: an id may hold "[...]"
+    needed = _needed([widths[i] for i in keep])
+    console(needed if needed > available else None).print(table)
 
 
-def human(credits: str | Decimal) -> str:
-    """Credits rounded for people (full precision is in --json and CSV)."""
-    value = Decimal(credits)
-    if value == value.to_integral_value():
-        return f"{value:,.0f}"
-    if abs(value) >= 100:
-        return f"{value:,.1f}"
-    return f"{value:,.4f}".rstrip("0").rstrip(".") if abs(value) < 1 else f"{value:,.2f}"
+def _sum_credits(*amounts: str) -> str:
+    return format_credits(sum(parse_credits(a, "credits", allow_negative=True) for a in amounts))
 
 
-def simple_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    table = _table(title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in columns))
-    console().print(table)
+PLAN_COLUMNS = (Column("id"), Column("kind", drop=2), Column("name", whole=False),
+                Column("credits", right=True), Column("period"), Column("valid days", right=True),
+                Column("priority", right=True, drop=1))
+
+
+def plans_table(rows: list[dict[str, Any]]) -> None:
+    show_table("Plans", PLAN_COLUMNS, [[r["id"], r["kind"], r["name"], r["credits"], r.get("period"),
+                                        r.get("valid_days"), r["priority"]] for r in rows])
+
+
+def accounts_table(rows: list[dict[str, Any]]) -> None:
+    show_table("Accounts", (Column("id"), Column("name", whole=False, drop=1), Column("kind"),
+                            Column("created", drop=2), Column("overage", right=True)),
+               [[r["id"], r["name"], r["kind"], r["created_at"], r["overage_credits"]] for r in rows])
+
+
+def keys_table(rows: list[dict[str, Any]]) -> None:
+    show_table("Keys", (Column("key_id"), Column("prefix", drop=3), Column("role"), Column("account"),
+                        Column("name", whole=False, drop=1), Column("created", drop=4),
+                        Column("revoked", drop=2)),
+               [[r["key_id"], r["prefix"], r["role"], r["account_id"], r["name"], r["created_at"],
+                 r["revoked_at"]] for r in rows])
+
+
+def members_table(enterprise_id: str, rows: list[dict[str, Any]]) -> None:
+    show_table(f"{enterprise_id}: members",
+               (Column("account"), Column("role"), Column("quota", right=True),
+                Column("used", right=True), Column("held", right=True, drop=2),
+                Column("remaining", right=True), Column("expired", right=True, drop=1),
+                Column("returned", right=True, drop=3)),
+               [[r["account_id"], r["role"], r["quota_credits"], r["used_credits"], r["held_credits"],
+                 r["remaining_credits"], r["expired_credits"], r["returned_credits"]] for r in rows])
+
+
+def allocations_table(enterprise_id: str, rows: list[dict[str, Any]]) -> None:
+    show_table(f"{enterprise_id}: allocations",
+               (Column("allocation"), Column("member"), Column("credits", right=True),
+                Column("returned", right=True), Column("created", drop=2), Column("revoked", drop=1)),
+               [[r["allocation_id"], r["account_id"], r["amount_credits"], r["returned_credits"],
+                 r["created_at"], r["revoked_at"]] for r in rows])
+
+
+PACKAGE_COLUMNS = (Column("#", right=True, drop=5), Column("id"), Column("name", whole=False, drop=4),
+                   Column("kind", drop=3), Column("granted", right=True), Column("used", right=True),
+                   Column("held", right=True, drop=1), Column("remaining", right=True),
+                   Column("expired/voided", right=True, drop=2), Column("expires"), Column("status"))
 
 
 def packages_table(balance: dict[str, Any], used: str = "used") -> None:
     """An account's packages; ``used`` names the column of what went out of each (an enterprise
     pool's packages give theirs to members: ``allocated``)."""
-    table = _table(f"{balance['account_id']} at {balance['at']} — packages in burn-down order")
-    for column in ("#", "package", "kind", "granted", used, "held", "remaining", "expired",
-                   "expires", "status"):
-        table.add_column(column, justify="right" if column in
-                         ("#", "granted", used, "held", "remaining", "expired") else "left")
-    for number, p in enumerate(balance["packages"], start=1):
-        table.add_row(str(number), p["name"], p["kind"], human(p["granted_credits"]),
-                      human(p["used_credits"]), human(p["held_credits"]),
-                      human(p["remaining_credits"]),
-                      human(Decimal(p["expired_credits"]) + Decimal(p["voided_credits"])),
-                      (p["expires_at"] or "never")[:16].replace("T", " "), p["status"])
-    console().print(table)
-    line = (f"available [bold]{human(balance['available_credits'])}[/bold] credits, "
-            f"held {human(balance['held_credits'])}")
-    if Decimal(balance["overage_credits"]):
-        line += f", [red]overage {human(balance['overage_credits'])}[/red] (a debt; paid by the next credits)"
-    console().print(line)
+    columns = tuple(Column(used, right=True) if c.header == "used" else c for c in PACKAGE_COLUMNS)
+    show_table(f"{balance['account_id']} at {balance['at']} — packages in burn-down order",
+               columns,
+               [[number, p["grant_id"], p["name"], p["kind"], p["granted_credits"], p["used_credits"],
+                 p["held_credits"], p["remaining_credits"],
+                 _sum_credits(p["expired_credits"], p["voided_credits"]),
+                 (p["expires_at"] or "never")[:16].replace("T", " "), p["status"]]
+                for number, p in enumerate(balance["packages"], start=1)])
+    line = (f"available [bold]{balance['available_credits']}[/bold] credits, "
+            f"held {balance['held_credits']}")
+    if parse_credits(balance["overage_credits"], "overage_credits"):
+        line += f", [red]overage {balance['overage_credits']}[/red] (a debt; paid by the next credits)"
+    console().print(line, highlight=False)
+
+
+USAGE_COLUMNS = (Column("time"), Column("model"), Column("in", right=True, drop=3),
+                 Column("out", right=True, drop=2), Column("cached", right=True, drop=1),
+                 Column("credits", right=True), Column("paid by"))
 
 
 def usage_table(rows: list[dict[str, Any]], title: str = "Usage, newest first") -> None:
-    table = _table(title)
-    for column in ("time", "model", "in", "out", "cached", "credits", "paid by"):
-        table.add_column(column, justify="right" if column in ("in", "out", "cached", "credits") else "left")
+    table_rows = []
     for row in rows:
-        paid = ", ".join(f"{a['grant_id']} {human(a['amount_credits'])}" for a in row["allocations"])
-        if Decimal(row["overage_credits"]):
-            paid += f" + overage {human(row['overage_credits'])}"
-        table.add_row(row["timestamp"][:19].replace("T", " "), row["model"] or "-",
-                      f"{row['input_tokens']:,}", f"{row['output_tokens']:,}",
-                      f"{row['cached_input_tokens']:,}", human(row["cost_credits"]), paid)
-    console().print(table)
+        paid = [f"{a['grant_id']} {a['amount_credits']}" for a in row["allocations"]]
+        if parse_credits(row["overage_credits"], "overage_credits"):
+            paid.append(f"overage {row['overage_credits']}")
+        table_rows.append([row["timestamp"][:19].replace("T", " "), row["model"] or "-",
+                           f"{row['input_tokens']:,}", f"{row['output_tokens']:,}",
+                           f"{row['cached_input_tokens']:,}", row["cost_credits"], "\n".join(paid)])
+    show_table(title, USAGE_COLUMNS, table_rows)
 
 
 def prices_table(data: dict[str, Any]) -> None:
@@ -90,20 +191,16 @@ def prices_table(data: dict[str, Any]) -> None:
     if catalog is None:
         console().print(f"no price catalog is effective at {data['at']}")
         return
-    table = _table(f"Prices in effect at {data['at']} (version {data['current_version']}), "
-                   "credits per 1M tokens")
-    for column in ("model", "input", "output", "cached input", "cache write", "per request"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for name, p in catalog["models"].items():
-        table.add_row(name, p["input"], p["output"], p["cached_input"], p["cache_write"], p["request"])
-    console().print(table)
+    show_table(f"Prices in effect at {data['at']} (version {data['current_version']}), "
+               "credits per 1M tokens",
+               (Column("model"), Column("input", right=True), Column("output", right=True),
+                Column("cached input", right=True, drop=2), Column("cache write", right=True, drop=1),
+                Column("per request", right=True, drop=3)),
+               [[name, p["input"], p["output"], p["cached_input"], p["cache_write"], p["request"]]
+                for name, p in catalog["models"].items()])
     if catalog["features"]:
-        features = _table("Features, credits per unit")
-        features.add_column("feature")
-        features.add_column("credits", justify="right")
-        for name, price in catalog["features"].items():
-            features.add_row(name, price)
-        console().print(features)
+        show_table("Features, credits per unit", (Column("feature"), Column("credits", right=True)),
+                   list(catalog["features"].items()))
     console().print(f"{len(data['versions'])} price version(s) in all")
 
 

@@ -9,7 +9,7 @@ from creditmeter.domain import AccountKind, Charge, PageMark, Rejected, StoredEv
 from creditmeter.engine._unit import EngineBase, _check_instant, _check_overage_room, _version_at
 from creditmeter.enterprise import enterprise_share, share_summary
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
-from creditmeter.events import check_id, parse_event
+from creditmeter.events import check_id, check_something_used, parse_event
 from creditmeter.pricing import PriceBook, PriceVersion, rate
 from creditmeter.store.base import Transaction
 from creditmeter.timeutil import DAY_S, US_PER_S, format_instant
@@ -86,6 +86,8 @@ class UsageCommands(EngineBase):
                 version = self._check_time_and_price(prices, ts, oldest, newest)
                 cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
                             event.cached_input_tokens, event.cache_write_tokens, event.quantities)
+                if cost == 0:
+                    check_something_used(event)
                 _check_overage_room(book, cost)
             except CreditmeterError as exc:
                 results[index] = Rejected(event.id, exc)

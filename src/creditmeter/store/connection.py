@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from creditmeter.errors import SchemaError
+from creditmeter.errors import InputError, SchemaError
 from creditmeter.store.base import LostConnection, StaleWrite
 from creditmeter.store.reads import Reads
 from creditmeter.store.reconcile import Reconcile
@@ -46,6 +46,20 @@ class SqlStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        try:
+            self._create_engine(url)
+        except sa.exc.ArgumentError:  # not a URL, or a scheme no installed driver speaks
+            scheme = url.split("://", 1)[0] if "://" in url else url[:40]
+            raise InputError("db", f"{scheme!r} is not a database URL creditmeter can open "
+                             "(sqlite:///FILE or postgresql://USER@HOST:PORT/DB)") from None
+        self._checked = False
+        self._readers = threading.local()
+        self._writer = threading.RLock()
+        dialect = self.engine.dialect
+        self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
+        self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
+
+    def _create_engine(self, url: str) -> None:
         if self.is_sqlite:
             self._ensure_sqlite_dir(url)
             # Connections are kept (opening one runs PRAGMAs): enough for a server's thread pool.
@@ -62,12 +76,6 @@ class SqlStore:
             self.engine = sa.create_engine(_driver_url(url), connect_args={"prepare_threshold": None})
             sa.event.listen(self.engine, "checkout", _ping_if_idle)
             sa.event.listen(self.engine, "checkin", _note_checkin)
-        self._checked = False
-        self._readers = threading.local()
-        self._writer = threading.RLock()
-        dialect = self.engine.dialect
-        self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
-        self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
 
     @staticmethod
     def _ensure_sqlite_dir(url: str) -> None:
