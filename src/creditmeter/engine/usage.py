@@ -5,13 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from creditmeter.domain import AccountKind, Charge, PageMark, Rejected, StoredEvent, SummaryRow, UsageEvent
+from creditmeter.domain import (
+    AccountId,
+    AccountKind,
+    Charge,
+    PageMark,
+    Rejected,
+    StoredEvent,
+    SummaryRow,
+    UsageEvent,
+)
 from creditmeter.engine._unit import EngineBase, _check_instant, _check_overage_room, _version_at
 from creditmeter.enterprise import enterprise_share, share_summary
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
 from creditmeter.events import check_id, check_something_used, parse_event
+from creditmeter.ledger import Book
 from creditmeter.pricing import PriceBook, PriceVersion, rate
-from creditmeter.store.base import Transaction
+from creditmeter.store.base import EventTaken, Transaction
 from creditmeter.timeutil import DAY_S, US_PER_S, format_instant
 
 SETTLE_ID_PREFIX = "hold:"  # default event id of a settle; producers' event ids may not use it
@@ -64,9 +74,35 @@ class UsageCommands(EngineBase):
 
     def _charge_events(self, tx: Transaction, parsed: list[tuple[int, UsageEvent]],
                        results: list[Charge | Rejected | None], at_us: int) -> None:
+        """Charge the events not stored yet; the others answer duplicate (or conflict).
+
+        The accounts are locked before looking for the events, so that look and the write are
+        serialised with every other writer of those accounts. An event of the same id naming
+        another account may still be stored meanwhile: then nothing of this attempt was written
+        (``EventTaken``), and the events are looked for and charged again, in this transaction,
+        until none of them is taken (each round finds at least one more stored).
+        """
         prices = self.price_book(tx)
-        stored = tx.find_events([e.id for _, e in parsed])
-        books = tx.load_books({e.account_id for _, e in parsed if e.id not in stored}, self._books)
+        accounts = {e.account_id for _, e in parsed}
+        taken: EventTaken | None = None
+        found = 0
+        while True:
+            books = tx.load_books(accounts, self._books)  # locks them
+            stored = tx.find_events([e.id for _, e in parsed])
+            if taken is not None and len(stored) <= found:
+                raise taken  # nothing more is visible to this transaction: start it over
+            found = len(stored)
+            try:
+                self._charge_new(tx, prices, parsed, stored, books, results, at_us)
+                return
+            except EventTaken as exc:
+                taken = exc
+                for account_id in accounts:  # their books hold changes that were never written
+                    self._books.pop(AccountId(account_id), None)
+
+    def _charge_new(self, tx: Transaction, prices: PriceBook, parsed: list[tuple[int, UsageEvent]],
+                    stored: dict[str, StoredEvent], books: dict[AccountId, Book],
+                    results: list[Charge | Rejected | None], at_us: int) -> None:
         advanced: set[str] = set()
         seen: dict[str, tuple[str, Charge]] = {k: (v.event.fingerprint, v.charge)
                                                for k, v in stored.items()}

@@ -28,6 +28,15 @@ class StaleWrite(Transient):
     """Another writer changed an account this transaction read, or took a unique key first."""
 
 
+class EventTaken(StaleWrite):
+    """Another writer stored an event under one of this transaction's event ids after it looked
+    for them (an event naming another account: its writers are not serialised with this one's).
+
+    What ``persist`` wrote is undone, and only that: the transaction and the account locks it
+    took before go on, so the command can look for its events again and charge what is left.
+    """
+
+
 class LostConnection(Transient):
     """The database went away (restart, shutdown, network) or refused the connection."""
 

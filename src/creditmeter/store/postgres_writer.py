@@ -3,15 +3,20 @@
 Large appends (events, entries) go by COPY, several times faster than INSERTs for many rows.
 Everything else is sent in one pipeline, one round trip rather than one per statement; the
 updates of many rows each go as one statement joined with a VALUES list.
+
+A write of events runs after a savepoint: when another transaction stored one of their ids
+first, what the write did is undone and ``EventTaken`` raised, the transaction still open.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 
+from creditmeter.store.base import EventTaken
 from creditmeter.store.changes import DAY_UPSERT, Changes, Row, plain_writes
 from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
 from creditmeter.store.schema import entries, events
@@ -25,6 +30,30 @@ _COUNTER_ROW = "(%s::bigint, %s::bigint, %s::bigint, %s::bigint)"
 _VERSIONS = ("UPDATE accounts AS a SET overage_uc = v.o, overage_since_us = v.s, version = v.nv "
              "FROM (VALUES {values}) AS v(o, s, nv, id, ov) WHERE a.id = v.id AND a.version = v.ov")
 _VERSION_ROW = "(%s::bigint, %s::bigint, %s::bigint, %s, %s::bigint)"
+
+
+_UNIQUE_VIOLATION = "23505"
+
+
+@contextmanager
+def undone_if_event_taken(driver: Any) -> Iterator[None]:
+    """Run the block after a savepoint; if it fails because an event id is already stored (by a
+    transaction that committed meanwhile), roll back to the savepoint and raise ``EventTaken``.
+
+    Locks taken before the savepoint are kept, and the committed event is visible to the next
+    statement (read committed), so looking for the events again finds it.
+    """
+    driver.execute("SAVEPOINT persist")
+    try:
+        yield
+    except Exception as exc:
+        orig = getattr(exc, "orig", exc)  # SQLAlchemy wraps the driver's error; COPY does not
+        diag = getattr(orig, "diag", None)
+        if (getattr(orig, "sqlstate", None) != _UNIQUE_VIOLATION
+                or getattr(diag, "table_name", None) != events.name):
+            raise
+        driver.execute("ROLLBACK TO SAVEPOINT persist")
+        raise EventTaken(str(orig).strip().splitlines()[0]) from exc
 
 
 def write(driver: Any, mark: str, changes: Changes) -> int:

@@ -4,7 +4,8 @@ prices).
 
 ``persist`` collects the books' rows once (``changes``), writes what both databases write
 alike, hands the rest to the dialect's writer, and then checks that no other writer changed
-those accounts meanwhile.
+those accounts meanwhile. On PostgreSQL, a write of events that finds one of their ids taken by
+another transaction is undone whole and raises ``EventTaken`` (the transaction goes on).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from creditmeter.plans import PlanCatalog
 from creditmeter.pricing import Catalog
 from creditmeter.store import postgres_writer, sqlite_writer
 from creditmeter.store.base import StaleWrite
-from creditmeter.store.changes import Row, collect
+from creditmeter.store.changes import Changes, Row, collect
 from creditmeter.store.driver import DriverTransaction
 from creditmeter.store.rows import ENTRY_COLUMNS, parts_json
 from creditmeter.store.schema import (
@@ -46,8 +47,17 @@ class Writes(DriverTransaction):
     def persist(self, books: Iterable[Book], recorded_at_us: int,
                 grant_fps: dict[GrantId, str] | None = None,
                 hold_fps: dict[HoldId, str] | None = None) -> None:
-        """Write everything the books' transitions produced."""
+        """Write everything the books' transitions produced; ``EventTaken`` (nothing of it
+        written) if another transaction stored one of the events' ids first."""
         changes = collect(books, recorded_at_us, grant_fps, hold_fps)
+        if self._pg and changes.events:
+            # Events of other accounts may carry the same ids: their writers hold other locks.
+            with postgres_writer.undone_if_event_taken(self._driver):
+                self._write_changes(changes)
+        else:
+            self._write_changes(changes)
+
+    def _write_changes(self, changes: Changes) -> None:
         for values in changes.grants:
             self.conn.execute(grants.insert().values(**values))
         self._insert_closings(changes.closings)
