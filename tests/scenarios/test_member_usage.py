@@ -215,3 +215,21 @@ def test_each_enterprise_sees_only_its_own_quotas_part(api: TestClient, engine: 
         assert theirs not in response.text and PACK not in response.text
     summary = _ok(api.get("/api/accounts/globex/usage/summary", headers=gus, params={"member": "mel"}))
     assert (summary["total_credits"], [g["requests"] for g in summary["groups"]]) == ("2", [1])
+
+
+def test_a_member_with_more_allocations_than_a_query_can_list_is_still_shown(engine: Engine) -> None:
+    """Quota topped up daily for years: 1,001 allocations to one member; the admin's view of the
+    member still lists what the quota paid (the parts are matched in the database, whatever the
+    number of allocations)."""
+    _world(engine)
+    for n in range(1_001):
+        engine.allocate("acme", "mel", 1_000, NOW - HOUR_US, expires_at_us=at("2026-12-15"),
+                        allocation_id=f"top-up-{n}")
+    engine.record({"id": "e-late", "account_id": "mel", "model": "demo-small",
+                   "input_tokens": 20_000}, NOW - HOUR_US + 1)
+    page, _ = engine.usage_page("acme", member="mel", limit=10)
+    assert [s.event.id for s in page] == ["e-late", "e-split", "e-quota"]
+    assert sum(p.amount_uc for p in page[0].charge.allocations) == page[0].charge.cost_uc == CREDIT
+    assert PACK not in {p.grant_id for s in page for p in s.charge.allocations}
+    rows = engine.usage_summary("acme", "model", member="mel")
+    assert sum(r.cost_uc for r in rows) == CREDIT + 2 * CREDIT + 3 * CREDIT

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from creditmeter.domain import (
     Account,
@@ -171,14 +172,11 @@ class Reads(DriverTransaction):
         to_us``; ``before`` = (ts, seq) continues a page, ``max_seq`` hides later recordings.
 
         ``paid_by`` keeps only the events with a part paid from one of these packages: the
-        accounts' index range is read, and each row's stored parts are matched in the database
-        against the quoted package ids (ASCII case aside on SQLite, whose LIKE ignores it: the
-        caller keeps the exact parts)."""
+        accounts' index range is read, and each row's stored parts are unpacked in the database
+        (JSON functions of each dialect) and their package ids compared exactly."""
         query = sa.select(events).where(*self._event_filter(account_ids, from_us, to_us, model))
         if paid_by is not None:
-            query = query.where(sa.or_(sa.false(), *(
-                events.c.allocations.contains(orjson.dumps(gid).decode(), autoescape=True)
-                for gid in paid_by)))
+            query = query.where(self._paid_by(paid_by))
         if before is not None:
             query = query.where(sa.tuple_(events.c.ts_us, events.c.seq) < sa.tuple_(*before))
         if max_seq is not None:
@@ -188,6 +186,17 @@ class Reads(DriverTransaction):
             query = query.limit(limit)
         for row in self.conn.execute(query):
             yield stored_event(row)
+
+    def _paid_by(self, grant_ids: Sequence[str]) -> Any:
+        """An event has a part (``[grant_id, amount]`` in its stored parts) paid by one of these."""
+        if self._pg:
+            parts: Any = sa.func.jsonb_array_elements(
+                sa.cast(events.c.allocations, JSONB)).table_valued("value").alias("part")
+            grant_id = parts.c.value.op("->>")(0)
+        else:
+            parts = sa.func.json_each(events.c.allocations).table_valued("value").alias("part")
+            grant_id = sa.func.json_extract(parts.c.value, "$[0]")
+        return sa.exists(sa.select(1).select_from(parts).where(grant_id.in_(list(grant_ids))))
 
     @staticmethod
     def _event_filter(account_ids: Sequence[str], from_us: int | None, to_us: int | None,
