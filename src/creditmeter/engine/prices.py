@@ -23,6 +23,7 @@ class PriceCommands(EngineBase):
         def work(tx: Transaction) -> PriceVersion:
             effective = effective_at_us
             if effective is None:
+                tx.lock_price_versions()  # two first loads at once: one of them is the first
                 effective = MIN_US if tx.latest_price_version() == 0 else at_us
             version = tx.insert_price_version(catalog, effective, at_us, source)
             return PriceVersion(version, effective, catalog)

@@ -153,6 +153,12 @@ class Writes(DriverTransaction):
             next_period=sub.next_period, next_start_us=sub.next_start_us(),
             cancel_at_us=sub.cancel_at_us, cancelled_at_us=sub.cancelled_at_us))
 
+    def lock_price_versions(self) -> None:
+        """Hold other catalog loads off until this transaction ends (on SQLite writers already
+        take turns), so "is this the first catalog?" stays true until it is written."""
+        if self._pg:
+            self.conn.exec_driver_sql("LOCK TABLE price_versions IN SHARE ROW EXCLUSIVE MODE")
+
     def insert_price_version(self, catalog: Catalog, effective_at_us: int, loaded_at_us: int,
                              source: str) -> int:
         result = self.conn.execute(price_versions.insert().values(
