@@ -22,7 +22,7 @@ JSON = {**OPERATOR, "content-type": "application/json"}
 
 def event(event_id: str, tokens: str) -> bytes:
     return (b'{"id": "' + event_id.encode() + b'", "account_id": "alice", "model": "gpt-4o", '
-            b'"input_tokens": ' + tokens.encode() + b"}")
+            b'"output_tokens": 1, "input_tokens": ' + tokens.encode() + b"}")
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from creditmeter.cli.tables import human
 from tests.browser.conftest import LAPTOP, World
 from tests.browser.test_console_pages import signed_in
 
@@ -108,8 +107,8 @@ def test_the_cli_shows_the_pool_as_allocated(world: World) -> None:
                            timeout=60, check=True).stdout
     header = next(line for line in shown.splitlines() if "granted" in line)
     assert "allocated" in header and "used" not in header
-    assert (f"allocated to members {human(api['allocated_credits'])} credits, "
-            f"used by members {human(api['members_used_credits'])}") in shown
+    assert (f"allocated to members {api['allocated_credits']} credits, "
+            f"used by members {api['members_used_credits']}") in shown
     as_json = json.loads(subprocess.run(
         [sys.executable, "-m", "creditmeter.cli", "enterprise", "show", "acme", "--json", "--db",
          world.server.db_url], capture_output=True, text=True, env=env, timeout=60, check=True).stdout)
