@@ -17,7 +17,7 @@ import orjson
 
 from creditmeter.domain import EMPTY, UsageEvent
 from creditmeter.errors import InputError
-from creditmeter.ids import MAX_ID_LENGTH
+from creditmeter.ids import MAX_ID_LENGTH, check_text
 from creditmeter.ids import check_id as check_id  # event ids are checked with it
 from creditmeter.timeutil import parse_instant
 
@@ -94,7 +94,7 @@ def parse_event(data: object) -> UsageEvent:
     raw_ts = get("timestamp")
     timestamp_us = None if raw_ts is None else parse_instant(raw_ts, "timestamp")
     model = get("model")
-    if model is not None and (type(model) is not str or not 0 < len(model) <= 255):
+    if model is not None and (type(model) is not str or not check_text(model, "model")):
         raise InputError("model", "must be a model id string of 1-255 characters")
     # The four counts are checked one by one rather than in a loop: this runs once per event.
     i_tok = get("input_tokens", 0)
@@ -141,7 +141,7 @@ def check_something_used(event: UsageEvent) -> None:
 def _name(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > 255:
         raise InputError("quantities", "feature names must be strings of 1-255 characters")
-    return value
+    return check_text(value, "quantities")
 
 
 def fingerprint(account_id: str, timestamp_us: int | None, model: str | None, tokens: list[int],

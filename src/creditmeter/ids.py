@@ -24,6 +24,9 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}$"
 _NEW_ID = re.compile(ID_PATTERN)
 _FIRST = re.compile(r"[A-Za-z0-9]")
 _REST = re.compile(r"[A-Za-z0-9._:@-]")
+# Control characters (NUL among them, which PostgreSQL cannot store) and lone UTF-16 surrogates
+# (what undecodable bytes become in a command's arguments): not text anyone meant to keep.
+_NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def check_id(value: object, field: str) -> str:
@@ -50,4 +53,18 @@ def check_new_id(value: object, field: str, max_length: int = MAX_ID_LENGTH) -> 
             raise InputError(field, f"must start with a letter or digit (A-Z, a-z, 0-9), not {value[0]!r}")
         bad = next(c for c in value if _REST.fullmatch(c) is None)
         raise InputError(field, f"must be made of {ID_CHARACTERS}; {bad!r} is not allowed")
+    return value
+
+
+def check_text(value: object, field: str, max_length: int = MAX_ID_LENGTH) -> str:
+    """Free text kept as given (a name, a model id): a string of at most ``max_length``
+    characters with no control character and no lone surrogate."""
+    if not isinstance(value, str):
+        raise InputError(field, f"must be a string, got {type(value).__name__}")
+    if len(value) > max_length:
+        raise InputError(field, f"must be at most {max_length} characters, got {len(value)}")
+    bad = _NOT_TEXT.search(value)
+    if bad is not None:
+        raise InputError(field, f"must be text without control characters or lone surrogates "
+                                f"(U+{ord(bad.group()):04X} at {bad.start()})")
     return value

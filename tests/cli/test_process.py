@@ -59,6 +59,13 @@ def test_serve_on_a_taken_port_says_so_before_serving_and_exits_2(db: str, taken
     assert "serving" not in said and "listening" not in said and "api on" not in said
 
 
+def test_serve_on_a_host_it_cannot_listen_on_names_the_host(db: str) -> None:
+    done = run("serve", "--host", "no-such-host.invalid", "--port", "8765", "--db", db)
+    assert done.returncode == EXIT_BAD_INPUT, done
+    assert done.stderr.startswith("error: host: cannot listen on no-such-host.invalid"), done.stderr
+    assert "port" not in done.stderr and "api on" not in done.stdout.lower()
+
+
 def test_demo_on_a_taken_port_says_the_same(tmp_path: Path, taken_port: int) -> None:
     done = run("demo", "--days", "2", "--port", str(taken_port), "--db", f"sqlite:///{tmp_path / 'd.db'}",
                timeout=120)

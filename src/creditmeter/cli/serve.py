@@ -76,6 +76,7 @@ def demo(url: str, days: int, serve: bool, host: str, port: int) -> None:
 def check_port_free(host: str, port: int) -> None:
     """Refuse (field ``port``) an address the server could not listen on, before saying it serves:
     plainly, rather than with the server's traceback after its banner."""
+    import errno
     import socket
 
     # The way the server binds: IPv6 for an address with a colon, reusing a port in TIME_WAIT.
@@ -84,8 +85,10 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise InputError("port", f"{host}:{port} is not free ({exc.strerror or exc}); "
-                             "choose another with --port") from None
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise InputError("port", f"{host}:{port} is not free ({exc.strerror or exc}); "
+                                 "choose another with --port") from None
+            raise InputError("host", f"cannot listen on {host} ({exc.strerror or exc})") from None
 
 
 def _serve_demo(engine: Engine, host: str, port: int, key: str) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 from creditmeter.engine._unit import EngineBase, _check_instant
-from creditmeter.errors import InputError, NotFound
-from creditmeter.ids import check_id
+from creditmeter.errors import NotFound
+from creditmeter.ids import check_id, check_text
 from creditmeter.keys import ApiKey, Principal, Role, digest, new_secret, same_digest
 from creditmeter.store.base import Transaction
 
@@ -22,8 +22,8 @@ class KeyCommands(EngineBase):
         if account_id is not None:
             check_id(account_id, "account_id")
         _check_instant(at_us, "at")
-        if name is not None and (not isinstance(name, str) or len(name) > 255):
-            raise InputError("name", "must be a string of at most 255 characters")
+        if name is not None:
+            check_text(name, "name")
         secret = new_secret()
         role = Role.ACCOUNT if account_id else Role.OPERATOR
         key = ApiKey(f"key_{uuid.uuid4().hex[:16]}", secret[:10], role, account_id, name or "", at_us, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from creditmeter.domain import Account, AccountId, AccountKind
 from creditmeter.engine._unit import EngineBase, _check_instant, _one_of
 from creditmeter.errors import Conflict, InputError, Unavailable
-from creditmeter.ids import check_id, check_new_id
+from creditmeter.ids import check_id, check_new_id, check_text
 from creditmeter.store.base import Transaction, Transient
 
 
@@ -47,7 +47,7 @@ class AccountCommands(EngineBase):
         check_new_id(account_id, "id")
         _check_instant(at_us, "at")
         account_kind = _one_of(AccountKind, kind, "kind")
-        if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 255):
+        if name is not None and (not isinstance(name, str) or not check_text(name, "name").strip()):
             raise InputError("name", "must be a string of 1-255 characters")
         account = Account(AccountId(account_id), name or account_id, account_kind, at_us)
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from creditmeter.domain import AccountId, Balance, Grant, GrantId, GrantKind, GrantStatus, Package, Period
 from creditmeter.engine._unit import EngineBase, _check_amount, _check_instant, _one_of, _request_fp
 from creditmeter.errors import Conflict, InputError, NotFound
-from creditmeter.ids import check_id, check_new_id
+from creditmeter.ids import check_id, check_new_id, check_text
 from creditmeter.store.base import Transaction
 from creditmeter.subscriptions import current_subscription
 from creditmeter.timeutil import format_instant, month_bounds
@@ -36,8 +36,8 @@ class GrantCommands(EngineBase):
         prio = grant_kind.default_priority if priority is None else priority
         if type(prio) is not int or not 0 <= prio <= 100:
             raise InputError("priority", "must be a whole number from 0 to 100")
-        if name is not None and (not isinstance(name, str) or len(name) > 255):
-            raise InputError("name", "must be a string of at most 255 characters")
+        if name is not None:
+            check_text(name, "name")
         gid = check_new_id(grant_id, "id") if grant_id is not None else f"grt_{uuid.uuid4().hex}"
         if gid.startswith(RESERVED_GRANT_PREFIXES):
             raise InputError("id", f"ids starting with {', '.join(RESERVED_GRANT_PREFIXES)} are kept for "

@@ -19,6 +19,7 @@ from creditmeter.engine._unit import EngineBase, _check_instant, _check_overage_
 from creditmeter.enterprise import enterprise_share, share_summary
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
 from creditmeter.events import check_id, check_something_used, parse_event
+from creditmeter.ids import check_text
 from creditmeter.ledger import Book
 from creditmeter.pricing import PriceBook, PriceVersion, rate
 from creditmeter.store.base import EventTaken, Transaction
@@ -155,11 +156,13 @@ class UsageCommands(EngineBase):
         ``member`` (on an enterprise account) lists that member's usage as far as the
         enterprise paid for it (see :func:`creditmeter.enterprise.enterprise_share`).
         """
-        scope = self._usage_scope(account_id, member)
+        scope = self._usage_scope(account_id, member, model)
         return self._stream_usage(scope, from_us, to_us, model, limit)
 
-    def _usage_scope(self, account_id: str, member: str | None) -> _Scope:
+    def _usage_scope(self, account_id: str, member: str | None, model: str | None) -> _Scope:
         check_id(account_id, "account_id")
+        if model is not None:
+            check_text(model, "model")
         if member is not None:
             check_id(member, "member")
         with self._read() as tx:
@@ -197,7 +200,7 @@ class UsageCommands(EngineBase):
         if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
             raise InputError("limit", f"must be a whole number from 1 to {MAX_PAGE}")
         before, max_seq = ((after.ts_us, after.seq), after.max_seq) if after is not None else (None, None)
-        scope = self._usage_scope(account_id, member)
+        scope = self._usage_scope(account_id, member, model)
         if scope.quota is not None and not scope.quota:
             return [], None
         with self._read() as tx:
@@ -217,7 +220,7 @@ class UsageCommands(EngineBase):
         enterprise: of the events the enterprise paid part of, and those parts' credits)."""
         if group_by not in GROUPS:
             raise InputError("group_by", f"must be one of {', '.join(GROUPS)}")
-        scope = self._usage_scope(account_id, member)
+        scope = self._usage_scope(account_id, member, model)
         if scope.quota is None:
             with self._read() as tx:
                 return tx.usage_summary([account_id], from_us, to_us, model, group_by)

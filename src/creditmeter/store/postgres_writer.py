@@ -54,6 +54,7 @@ def undone_if_event_taken(driver: Any) -> Iterator[None]:
             raise
         driver.execute("ROLLBACK TO SAVEPOINT persist")
         raise EventTaken(str(orig).strip().splitlines()[0]) from exc
+    driver.execute("RELEASE SAVEPOINT persist")
 
 
 def write(driver: Any, mark: str, changes: Changes) -> int:
