@@ -54,7 +54,7 @@ def make_event(rng: random.Random, event_id: str) -> dict[str, object]:
     minute = rng.randrange(12 * 60)
     return {"id": event_id, "account_id": rng.choice(ACCOUNTS),
             "timestamp": f"2026-11-02T{minute // 60:02d}:{minute % 60:02d}:{rng.randrange(60):02d}Z",
-            "model": rng.choice(sorted(PRICES)), "input_tokens": rng.randint(0, 8_000),
+            "model": rng.choice(sorted(PRICES)), "input_tokens": rng.randint(1, 8_000),
             "output_tokens": rng.randint(0, 3_000)}
 
 
