@@ -70,6 +70,9 @@ def test_the_demo_user_has_a_running_professional_subscription_and_every_kind_of
     team = api.get(f"/api/enterprises/{TEAM}").json()
     pool = api.get(f"/api/accounts/{TEAM}/balance").json()
     assert (pool["subscription"]["plan_id"], pool["subscription"]["status"]) == (TEAM_PLAN, "active")
+    # the enterprise view's pool is that same balance: its subscription and period included
+    assert {k: team["pool"][k] for k in ("subscription", "available_credits")} == {
+        k: pool[k] for k in ("subscription", "available_credits")}
     members = {m["account_id"]: m for m in team["members"]}
     assert members[USER]["role"] == "admin" and members[TEAMMATE]["role"] == "member"
     assert Decimal(members[USER]["quota_credits"]) > 0 and Decimal(members[TEAMMATE]["quota_credits"]) > 0

@@ -15,12 +15,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import orjson
 
-from creditmeter.domain import AccountId, GrantId, Package
+from creditmeter.domain import AccountId, Balance, GrantId, Package, Period
 from creditmeter.errors import InputError, NotFound, Unavailable
 from creditmeter.events import MAX_TOKENS
 from creditmeter.ids import check_id
@@ -28,7 +28,8 @@ from creditmeter.ledger import Book
 from creditmeter.money import MAX_UC
 from creditmeter.pricing import PriceBook, PriceVersion
 from creditmeter.store.base import LostConnection, Store, Transaction, Transient
-from creditmeter.timeutil import DAY_S, MAX_US, MIN_US, format_instant
+from creditmeter.subscriptions import current_subscription
+from creditmeter.timeutil import DAY_S, MAX_US, MIN_US, format_instant, month_bounds
 
 T = TypeVar("T")
 X = TypeVar("X")
@@ -131,6 +132,18 @@ class EngineBase:
         book.advance(at_us)
         return book
 
+    def _balance(self, tx: Transaction, account_id: str, at_us: int) -> Balance:
+        """The account's balance at ``at_us`` with its running subscription and the period the
+        figures of consumption cover (the subscription's, else the calendar month)."""
+        balance = self._book(tx, account_id, at_us).balance(at_us)
+        sub = current_subscription(tx.list_subscriptions(account_id), at_us)
+        index = sub.index_at(at_us) if sub is not None and sub.recurring else None
+        if sub is not None and index is not None:
+            (start, end), basis = sub.period(index), "subscription"
+        else:
+            (start, end), basis = month_bounds(at_us), "calendar_month"
+        period = Period(start, end, tx.used_between(account_id, start, end), basis)
+        return replace(balance, period=period, subscription=sub)
     def _package(self, tx: Transaction, account_id: str, grant_id: GrantId, at_us: int) -> Package:
         book = self._book(tx, account_id, at_us)
         grant = book.grant(grant_id)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 
-from creditmeter.domain import AccountId, Balance, Grant, GrantId, GrantKind, GrantStatus, Package, Period
+from creditmeter.domain import AccountId, Balance, Grant, GrantId, GrantKind, GrantStatus, Package
 from creditmeter.engine._unit import EngineBase, _check_amount, _check_instant, _one_of, _request_fp
 from creditmeter.errors import Conflict, InputError, NotFound
 from creditmeter.ids import check_id, check_new_id, check_text
 from creditmeter.store.base import Transaction
-from creditmeter.subscriptions import current_subscription
-from creditmeter.timeutil import format_instant, month_bounds
+from creditmeter.timeutil import format_instant
 
 # Package ids the engine derives itself (each unique by construction); nobody else may use them.
 RESERVED_GRANT_PREFIXES = ("trial:", "sub:", "order:", "alloc:")
@@ -97,12 +95,4 @@ class GrantCommands(EngineBase):
         check_id(account_id, "account_id")
         _check_instant(at_us, "at")
         with self._read() as tx:
-            balance = self._book(tx, account_id, at_us).balance(at_us)
-            sub = current_subscription(tx.list_subscriptions(account_id), at_us)
-            index = sub.index_at(at_us) if sub is not None and sub.recurring else None
-            if sub is not None and index is not None:
-                (start, end), basis = sub.period(index), "subscription"
-            else:
-                (start, end), basis = month_bounds(at_us), "calendar_month"
-            period = Period(start, end, tx.used_between(account_id, start, end), basis)
-            return replace(balance, period=period, subscription=sub)
+            return self._balance(tx, account_id, at_us)

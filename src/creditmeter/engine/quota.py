@@ -219,7 +219,7 @@ class EnterpriseCommands(EngineBase):
         _check_instant(at_us, "at")
         with self._read() as tx:
             account = self._enterprise(tx, enterprise_id)
-            pool = self._book(tx, enterprise_id, at_us).balance(at_us)
+            pool = self._balance(tx, enterprise_id, at_us)
             members = tx.list_members(enterprise_id)
             allocations = tx.list_allocations(enterprise_id)
             books = tx.load_books([m.account_id for m in members] + [a.member_id for a in allocations])
