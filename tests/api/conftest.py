@@ -57,6 +57,15 @@ def api(engine: Engine, clock: Clock) -> Iterator[TestClient]:
         yield client
 
 
+@pytest.fixture
+def alice(api: TestClient) -> TestClient:
+    """``api`` with an account ``alice`` holding a 100-credit add-on."""
+    assert api.post("/api/accounts", json={"id": "alice"}, headers=OPERATOR).status_code == 201
+    assert api.post("/api/accounts/alice/grants", json={"amount_credits": "100", "kind": "addon"},
+                    headers=OPERATOR).status_code == 201
+    return api
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

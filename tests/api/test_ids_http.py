@@ -4,16 +4,13 @@ is written."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from creditmeter.engine.grants import RESERVED_GRANT_PREFIXES
 from creditmeter.ids import ID_PATTERN
-from creditmeter.store.sql import _driver_url
 from tests.api.conftest import Server
+from tests.unit.test_bad_input import dump_tables
 
 IDS = st.from_regex(ID_PATTERN, fullmatch=True)
 BAD_IDS = ["a/b", "a b", "a?b", "a#b", "a%2Fb", "café", "-a", ".", "..", "a\u200bb"]
@@ -44,21 +41,10 @@ def test_every_id_of_the_rule_round_trips_through_the_url_path(server: Server, a
         assert voided.json()["grant_id"] == grant_id
 
 
-def rows(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table of the server's database."""
-    db = sa.create_engine(_driver_url(db_url))
-    try:
-        with db.connect() as conn:
-            return {name: sorted(map(tuple, conn.execute(sa.text(f'SELECT * FROM "{name}"'))), key=repr)
-                    for name in sa.inspect(conn).get_table_names()}
-    finally:
-        db.dispose()
-
-
 def test_making_an_object_with_an_id_outside_the_rule_is_a_422_naming_the_field(server: Server) -> None:
     with server.client() as http:
         assert http.post("/api/accounts", json={"id": "alice"}).status_code == 201
-        before = rows(server.db_url)
+        before = dump_tables(server.db_url)
         for bad in BAD_IDS:  # one server for them all: each answer is checked, then nothing written
             for path, body in (("/api/accounts", {"id": bad}),
                                ("/api/accounts", {"id": bad, "kind": "enterprise"}),
@@ -72,7 +58,7 @@ def test_making_an_object_with_an_id_outside_the_rule_is_a_422_naming_the_field(
                 error = answer.json()["error"]
                 assert error["field"] == "id", (bad, error)
                 assert error["message"].startswith("id: "), (bad, error)
-        assert rows(server.db_url) == before
+        assert dump_tables(server.db_url) == before
 
 
 def test_the_openapi_schema_states_the_rule(server: Server) -> None:
@@ -87,9 +73,9 @@ def test_the_openapi_schema_states_the_rule(server: Server) -> None:
 def test_a_plan_id_outside_the_rule_is_refused_when_the_catalog_is_loaded(server: Server) -> None:
     plan = {"kind": "trial", "name": "Trial", "credits": 5, "valid_days": 14}
     with server.client() as http:
-        before = rows(server.db_url)
+        before = dump_tables(server.db_url)
         answer = http.post("/api/plans", json={"plans": [{**plan, "id": "trial"}, {**plan, "id": "a/b"}]})
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"]["field"] == "plans[1].id"
-        assert rows(server.db_url) == before
+        assert dump_tables(server.db_url) == before
         assert http.post("/api/plans", json={"plans": [{**plan, "id": "trial:v2"}]}).status_code == 201

@@ -22,14 +22,6 @@ JSON = {**OPERATOR, "content-type": "application/json"}
 BAD = ["A\u0000lice", "tab\there", "esc\x1b[31m", "\x9b", "lone \ud800"]
 
 
-@pytest.fixture
-def alice(api: TestClient) -> TestClient:
-    assert api.post("/api/accounts", json={"id": "alice"}, headers=OPERATOR).status_code == 201
-    assert api.post("/api/accounts/alice/grants", json={"amount_credits": "100", "kind": "addon"},
-                    headers=OPERATOR).status_code == 201
-    return api
-
-
 def _refused(response: object, field: str) -> None:
     assert 400 <= response.status_code < 500, response.text  # type: ignore[attr-defined]
     error = response.json()["error"]  # type: ignore[attr-defined]

@@ -25,14 +25,6 @@ def event(event_id: str, tokens: str) -> bytes:
             b'"output_tokens": 1, "input_tokens": ' + tokens.encode() + b"}")
 
 
-@pytest.fixture
-def alice(api: TestClient) -> TestClient:
-    assert api.post("/api/accounts", json={"id": "alice"}, headers=OPERATOR).status_code == 201
-    assert api.post("/api/accounts/alice/grants", json={"amount_credits": "100", "kind": "addon"},
-                    headers=OPERATOR).status_code == 201
-    return api
-
-
 @pytest.mark.parametrize(("literal", "whole"), [("60.0", 60), ("1000.000", 1000), ("1E+3", 1000), ("0.0", 0)])
 def test_a_count_written_with_a_zero_fraction_is_that_whole_number(alice: TestClient, literal: str,
                                                                    whole: int) -> None:

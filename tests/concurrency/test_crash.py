@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 from creditmeter.engine import Engine
 from creditmeter.pricing import parse_catalog
 from creditmeter.store.sql import SqlStore, _driver_url
+from tests.concurrency.prices import PRICES, expected_cost_uc
 from tests.conftest import Postgres, at
 
 CREDITMETER = Path(sys.executable).parent / "creditmeter"
@@ -35,23 +35,6 @@ EVENTS = 8_000
 BATCH = 200
 KILLS = 10
 ACCOUNTS = [f"crash-{i}" for i in range(4)]
-# Credits per 1M tokens, as text: the independent cost below is exact decimal arithmetic.
-PRICES = {
-    "small": {"input": "0.15", "output": "0.6"},
-    "odd": {"input": "3.333333", "output": "13.000007"},
-    "big": {"input": "15", "output": "75"},
-}
-
-
-def expected_cost_uc(event: dict[str, object]) -> int:
-    """SPEC §3, computed independently: a price in credits per 1M tokens is µc per token, so the
-    cost in µc is Σ tokens × price, rounded up once per event."""
-    price = PRICES[str(event["model"])]
-    exact = (Decimal(str(event["input_tokens"])) * Decimal(price["input"])
-             + Decimal(str(event["output_tokens"])) * Decimal(price["output"]))
-    return int(exact.to_integral_value(rounding=ROUND_CEILING))
-
-
 def make_events(rng: random.Random) -> list[dict[str, object]]:
     events: list[dict[str, object]] = []
     for i in range(EVENTS):

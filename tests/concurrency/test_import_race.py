@@ -14,7 +14,6 @@ import os
 import random
 import subprocess
 import sys
-from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ import sqlalchemy as sa
 from creditmeter.engine import Engine
 from creditmeter.pricing import parse_catalog
 from creditmeter.store.sql import SqlStore, _driver_url
+from tests.concurrency.prices import PRICES, expected_cost_uc
 from tests.conftest import Postgres, at
 
 CREDIT = 1_000_000
@@ -34,27 +34,14 @@ PER_FILE = 200
 SHARED_PER_FILE = PER_FILE // 5
 SHARED_POOL = 80  # each shared event is in about four of the eight files
 ACCOUNTS = [f"race-{i}" for i in range(4)]
-# Credits per 1M tokens, as text: the independent cost below is exact decimal arithmetic.
-PRICES = {
-    "small": {"input": "0.15", "output": "0.6"},
-    "odd": {"input": "3.333333", "output": "13.000007"},
-}
-
-
-def expected_cost_uc(event: dict[str, object]) -> int:
-    """SPEC §3, computed independently: a price in credits per 1M tokens is µc per token, so the
-    cost in µc is Σ tokens × price, rounded up once per event."""
-    price = PRICES[str(event["model"])]
-    exact = (Decimal(str(event["input_tokens"])) * Decimal(price["input"])
-             + Decimal(str(event["output_tokens"])) * Decimal(price["output"]))
-    return int(exact.to_integral_value(rounding=ROUND_CEILING))
+MODELS = ("odd", "small")
 
 
 def make_event(rng: random.Random, event_id: str) -> dict[str, object]:
     minute = rng.randrange(12 * 60)
     return {"id": event_id, "account_id": rng.choice(ACCOUNTS),
             "timestamp": f"2026-11-02T{minute // 60:02d}:{minute % 60:02d}:{rng.randrange(60):02d}Z",
-            "model": rng.choice(sorted(PRICES)), "input_tokens": rng.randint(1, 8_000),
+            "model": rng.choice(MODELS), "input_tokens": rng.randint(1, 8_000),
             "output_tokens": rng.randint(0, 3_000)}
 
 

@@ -10,10 +10,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,9 +20,9 @@ from creditmeter.engine import Engine
 from creditmeter.errors import Conflict, InputError
 from creditmeter.ids import ID_PATTERN, MAX_ID_LENGTH, check_id, check_new_id
 from creditmeter.plans import Plan, PlanCatalog, default_plans
-from creditmeter.store.sql import _driver_url
 from creditmeter.subscriptions import trial_grant_id
 from tests.conftest import EngineFactory, at
+from tests.unit.test_bad_input import dump_tables
 
 T = at("2026-03-01T12:00:00Z")
 DAY = 86_400_000_000
@@ -67,17 +65,6 @@ def test_the_refusal_says_which_character() -> None:
         check_new_id("_alice", "id")
 
 
-def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table."""
-    db = sa.create_engine(_driver_url(engine.store.url))
-    try:
-        with db.connect() as conn:
-            return {name: sorted(map(tuple, conn.execute(sa.text(f'SELECT * FROM "{name}"'))), key=repr)
-                    for name in sa.inspect(conn).get_table_names()}
-    finally:
-        db.dispose()
-
-
 @pytest.fixture
 def world(make_engine: EngineFactory) -> Engine:
     engine = make_engine()
@@ -111,11 +98,11 @@ MAKERS: dict[str, tuple[Callable[[Engine, str], object], str]] = {
 def test_every_maker_refuses_an_id_outside_the_rule_and_writes_nothing(world: Engine, what: str,
                                                                        bad: str) -> None:
     make, field = MAKERS[what]
-    before = dump(world)
+    before = dump_tables(world.store.url)
     with pytest.raises(InputError) as info:
         make(world, bad)
     assert info.value.field == field, info.value
-    assert dump(world) == before
+    assert dump_tables(world.store.url) == before
 
 
 @pytest.mark.parametrize("what", list(MAKERS))

@@ -53,7 +53,7 @@ def usage(request: Request, console: Pages, account_id: str) -> Response:
 def usage_csv(request: Request, console: Pages, account_id: str) -> Response:
     _readable(console, request, account_id)
     filters = views.parse_filters(request.query_params)
-    views.default_to_period(console.engine, account_id, filters, console.clock())
+    views.default_to_period(filters, lambda: console.engine.balance(account_id, console.clock()).period)
     if filters.errors:
         text = "".join(f"{name}: {reason}\n" for name, reason in filters.errors.items())
         return Response(text, 400, media_type="text/plain; charset=utf-8")

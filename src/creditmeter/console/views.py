@@ -7,7 +7,7 @@ format them through :mod:`creditmeter.console.display`). Nothing here writes.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from creditmeter import present
 from creditmeter.console.chart import SERIES, Chart, daily_chart
 from creditmeter.console.display import time_left
-from creditmeter.domain import AccountKind, Balance, GrantStatus, Package, StoredEvent, SummaryRow
+from creditmeter.domain import AccountKind, Balance, GrantStatus, Package, Period, StoredEvent, SummaryRow
 from creditmeter.engine import Engine, EnterpriseView
 from creditmeter.enterprise import QuotaAllocation
 from creditmeter.errors import InputError
@@ -148,13 +148,14 @@ def parse_filters(params: Mapping[str, str]) -> Filters:
     return f
 
 
-def default_to_period(engine: Engine, account_id: str, f: Filters, now_us: int) -> None:
+def default_to_period(f: Filters, period_of: Callable[[], Period | None]) -> None:
     """Without dates (nor ``range=all``) the filters cover the current billing period: the
-    running subscription's, else the UTC calendar month (the API's ``period``)."""
+    running subscription's, else the UTC calendar month (the API's ``period``, asked for only
+    when it is needed)."""
     if f.errors or f.all_time or f.from_day or f.to_day:
         return
-    period = engine.balance(account_id, now_us).period
-    assert period is not None  # Engine.balance always works it out
+    period = period_of()
+    assert period is not None  # Engine.balance (and an enterprise's pool) always works it out
     f.from_us, f.to_us, f.basis = period.start_us, period.end_us, period.basis
 
 
@@ -181,17 +182,18 @@ def usage(engine: Engine, account_id: str, f: Filters, now_us: int) -> dict[str,
     if account.kind is AccountKind.ENTERPRISE:
         view = engine.enterprise(account_id, now_us)
         members = sorted(m.account_id for m in view.members)  # a removed member's usage is theirs
-        names.update((p.grant.id, p.grant.name) for p in view.pool.packages)
+        balance = view.pool
         for packages in view.quota.values():
             names.update((p.grant.id, p.grant.name) for p in packages)
     else:
-        names.update((p.grant.id, p.grant.name) for p in engine.balance(account_id, now_us).packages)
+        balance = engine.balance(account_id, now_us)
+    names.update((p.grant.id, p.grant.name) for p in balance.packages)
     context: dict[str, Any] = {"account": account, "filters": f, "members": members,
                                "models": [], "events": [], "next_cursor": None, "chart": None,
                                "requests": 0, "total_uc": 0}
     if f.member and account.kind is not AccountKind.ENTERPRISE:
         f.errors["member"] = "only an enterprise account's usage is filtered by member"
-    default_to_period(engine, account_id, f, now_us)
+    default_to_period(f, lambda: balance.period)
     if not f.errors:
         try:
             page, mark = engine.usage_page(account_id, limit=f.limit,
