@@ -150,18 +150,27 @@ def _check_name(name: object, field: str) -> None:
 
 def rate(catalog: Catalog, model: str | None, input_tokens: int, output_tokens: int,
          cached_input_tokens: int, cache_write_tokens: int,
-         quantities: tuple[tuple[str, int], ...] = ()) -> int:
-    """The cost of one event in µc, rounded up once (never undercharge, at most 1 µc over)."""
+         quantities: tuple[tuple[str, int], ...] = (), *, reasoning_tokens: int = 0,
+         cache_write_1h_tokens: int = 0, service_tier: str | None = None,
+         at_us: int | None = None) -> int:
+    """The cost of one event in µc, rounded up once (never undercharge, at most 1 µc over).
+
+    Each kind of token is stated once: ``cached_input_tokens`` are not also in ``input_tokens``,
+    ``reasoning_tokens`` not also in ``output_tokens``, ``cache_write_1h_tokens`` not also in
+    ``cache_write_tokens``. ``service_tier`` is the tier the request ran on (``priority``,
+    ``flex``; None: standard) and ``at_us`` the event's time, which decides off-peak windows.
+    """
     cost = 0
     if model is not None:
         price = catalog.models.get(model)
         if price is None:
             raise InputError("model", f"unknown model {model!r} (not in the price catalog)")
-        scaled = (input_tokens * price.input_uc + output_tokens * price.output_uc
+        scaled = (input_tokens * price.input_uc + (output_tokens + reasoning_tokens) * price.output_uc
                   + cached_input_tokens * price.cached_input_uc
-                  + cache_write_tokens * price.cache_write_uc)
+                  + (cache_write_tokens + cache_write_1h_tokens) * price.cache_write_uc)
         cost = -(-scaled // TOKENS_PER_PRICE_UNIT) + price.request_uc
-    elif input_tokens or output_tokens or cached_input_tokens or cache_write_tokens:
+    elif (input_tokens or output_tokens or cached_input_tokens or cache_write_tokens
+          or reasoning_tokens or cache_write_1h_tokens):
         raise InputError("model", "is required when token counts are given")
     for name, quantity in quantities:
         unit = catalog.features.get(name)
