@@ -40,6 +40,9 @@ class Usage:
     cache_write_tokens: int = 0
     quantities: tuple[tuple[str, int], ...] = ()
     metadata: Mapping[str, object] | None = None
+    reasoning_tokens: int = 0  # not also in output_tokens
+    cache_write_1h_tokens: int = 0  # not also in cache_write_tokens
+    service_tier: str | None = None  # "priority", "flex"; None: standard
 
 
 class HoldCommands(EngineBase):
