@@ -2,8 +2,10 @@
 
 Every test that takes ``make_engine`` or ``engine`` runs twice: on SQLite and on PostgreSQL.
 PostgreSQL is ``CREDITMETER_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/test``);
-each engine gets a database of its own, copied from a migrated template and dropped afterwards.
-In CI (``CI=true``) a missing PostgreSQL fails the run; elsewhere those tests skip, saying why.
+each engine gets a database of its own: a copy of a migrated template, or one a finished test gave
+back, emptied to the template's state (dropping a database forces a checkpoint, which costs far
+more than emptying one). In CI (``CI=true``) a missing PostgreSQL fails the run; elsewhere those
+tests skip, saying why.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,22 +43,60 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-EngineFactory = Callable[..., Engine]
 PG_ADMIN_URL = os.environ.get("CREDITMETER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+# What a database is made of, beyond its rows: relations and their columns, constraints, indexes,
+# triggers and functions outside the system schemas, and the schema revision. A database given back
+# is only handed out again if this is still the template's.
+LAYOUT_SQL = """
+SELECT 'column', n.nspname || '.' || c.relname || ':' || c.relkind::text, coalesce(a.attname, ''),
+       coalesce(format_type(a.atttypid, a.atttypmod), '') || ' ' || coalesce(a.attnotnull::text, '')
+       || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND left(n.nspname, 8) <> 'pg_toast'
+UNION ALL
+SELECT 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+  FROM pg_constraint WHERE connamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT 'index', schemaname || '.' || tablename, indexname, indexdef
+  FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT 'trigger', tgrelid::regclass::text, tgname, pg_get_triggerdef(oid)
+  FROM pg_trigger WHERE NOT tgisinternal
+UNION ALL
+SELECT 'function', pronamespace::regnamespace::text, proname, pg_get_function_identity_arguments(oid)
+  FROM pg_proc WHERE pronamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT 'revision', '', version_num, '' FROM alembic_version
+ORDER BY 1, 2, 3, 4
+"""
+
+
 class Postgres:
-    """A PostgreSQL server for tests: a migrated template database, and copies of it."""
+    """A PostgreSQL server for tests: a migrated template database, copies of it, and the copies
+    tests gave back (emptied: no rows, every sequence restarted), which are handed out first."""
 
     def __init__(self, admin_url: str) -> None:
         self.admin = sa.create_engine(_driver_url(admin_url), isolation_level="AUTOCOMMIT",
                                       poolclass=sa.pool.NullPool)
         self.base = sa.engine.make_url(_driver_url(admin_url))
         self.template = f"cm_tpl_{uuid.uuid4().hex[:12]}"
+        self.spare: list[str] = []
         self._run(f'CREATE DATABASE "{self.template}"')
         store = SqlStore(self.url(self.template))
         store.upgrade()
         store.close()
+        with self._connect(self.template) as conn:
+            self.layout = conn.exec_driver_sql(LAYOUT_SQL).all()
+            # Emptied children first (foreign keys), all in one statement per table.
+            metadata = sa.MetaData()
+            metadata.reflect(conn)
+            self.tables = [t.name for t in reversed(metadata.sorted_tables) if t.name != "alembic_version"]
+            self.sequences = [r[0] for r in conn.exec_driver_sql(
+                "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) FROM pg_sequences")]
 
     def url(self, name: str) -> str:
         return self.base.set(database=name).render_as_string(hide_password=False)
@@ -64,15 +105,47 @@ class Postgres:
         with self.admin.connect() as conn:
             conn.exec_driver_sql(sql)
 
+    @contextmanager
+    def _connect(self, name: str) -> Iterator[sa.Connection]:
+        engine = sa.create_engine(_driver_url(self.url(name)), poolclass=sa.pool.NullPool)
+        try:
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
     def fresh(self) -> str:
+        """A database in the template's state, of its own until given back or dropped."""
+        if self.spare:
+            return self.spare.pop()
         name = f"cm_{uuid.uuid4().hex[:12]}"
         self._run(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
         return name
+
+    def give_back(self, name: str) -> None:
+        """Return a database from ``fresh`` once nothing uses it: it is emptied to the template's
+        state for the next ``fresh``, or dropped if its layout is no longer the template's."""
+        self._run(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        with self._connect(name) as conn:
+            if conn.exec_driver_sql(LAYOUT_SQL).all() != self.layout:
+                emptied = False
+            else:
+                for table in self.tables:
+                    conn.exec_driver_sql(f'DELETE FROM "{table}"')
+                for sequence in self.sequences:
+                    conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} RESTART")
+                emptied = True
+        if emptied:
+            self.spare.append(name)
+        else:
+            self.drop(name)
 
     def drop(self, name: str) -> None:
         self._run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def close(self) -> None:
+        for name in self.spare:
+            self.drop(name)
         self.drop(self.template)
         self.admin.dispose()
 
@@ -97,38 +170,58 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def make_engine(store_kind: str, template_db: Path, tmp_path: Path,
-                request: pytest.FixtureRequest) -> Iterator[EngineFactory]:
-    """Build engines on fresh databases: ``make_engine()`` or ``make_engine(Settings(...))``."""
-    made: list[Engine] = []
-    databases: list[str] = []
-    counter = iter(range(1_000_000))
-    server: Postgres | str | None = None
-    if store_kind == "postgres":
-        server = request.getfixturevalue("postgres")
-        if isinstance(server, str):
-            pytest.skip(server)
+class Engines:
+    """Makes engines on fresh databases of one store: ``make_engine()`` or
+    ``make_engine(Settings(...))``. ``close()`` closes the engines made so far and gives their
+    databases back: a property test does so at the end of each example, so that every example
+    starts on fresh databases without hundreds of them waiting for the end of the test."""
 
-    def factory(settings: Settings | None = None) -> Engine:
-        if isinstance(server, Postgres):
-            name = server.fresh()
-            databases.append(name)
-            url = server.url(name)
+    def __init__(self, server: Postgres | None, template_db: Path, directory: Path) -> None:
+        self.server = server
+        self.template_db = template_db
+        self.directory = directory
+        self.made: list[tuple[Engine, str | None]] = []  # with its PostgreSQL database
+        self.counter = iter(range(1_000_000))
+
+    def __call__(self, settings: Settings | None = None) -> Engine:
+        database = None
+        if self.server is not None:
+            database = self.server.fresh()
+            url = self.server.url(database)
         else:
-            path = tmp_path / f"engine-{next(counter)}.db"
-            shutil.copy(template_db, path)
+            path = self.directory / f"engine-{next(self.counter)}.db"
+            shutil.copy(self.template_db, path)
             url = f"sqlite:///{path}"
         engine = Engine(SqlStore(url), settings)
-        made.append(engine)
+        self.made.append((engine, database))
         return engine
 
-    yield factory
-    for engine in made:
-        engine.store.close()
-    if isinstance(server, Postgres):
-        for name in databases:
-            server.drop(name)
+    def close(self) -> None:
+        made, self.made = self.made, []
+        for engine, _ in made:
+            engine.store.close()
+        for _, database in made:
+            if database is not None:
+                assert self.server is not None
+                self.server.give_back(database)
+
+
+EngineFactory = Engines
+
+
+@pytest.fixture
+def make_engine(store_kind: str, template_db: Path, tmp_path: Path,
+                request: pytest.FixtureRequest) -> Iterator[Engines]:
+    """Build engines on fresh databases: ``make_engine()`` or ``make_engine(Settings(...))``."""
+    server: Postgres | None = None
+    if store_kind == "postgres":
+        found = request.getfixturevalue("postgres")
+        if isinstance(found, str):
+            pytest.skip(found)
+        server = found
+    engines = Engines(server, template_db, tmp_path)
+    yield engines
+    engines.close()
 
 
 @pytest.fixture

@@ -160,4 +160,4 @@ def test_import_killed_at_random_charges_every_event_exactly_once(
             running.communicate()
         engine.store.close()
         db.dispose()
-        postgres.drop(name)
+        postgres.give_back(name)

@@ -4,16 +4,14 @@ their event ids.
 SPEC §5: an event is charged exactly once, whatever the concurrency. An importer that finds an
 event already charged by another one answers it as a duplicate and goes on: every process exits
 0, every shared id is charged once, at its price, and the ledger reconciles. Each run starts on a
-database of its own.
+database of its own. The importers are forked from a process that has already imported the command
+(tests/concurrency/forked.py), so that a run costs the race, not eight interpreters starting.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ import sqlalchemy as sa
 from creditmeter.engine import Engine
 from creditmeter.pricing import parse_catalog
 from creditmeter.store.sql import SqlStore, _driver_url
+from tests.concurrency.forked import Command, command
 from tests.concurrency.prices import PRICES, expected_cost_uc
 from tests.conftest import Postgres, at
 
@@ -57,11 +56,8 @@ def make_files(rng: random.Random, run: int) -> list[list[dict[str, object]]]:
     return files
 
 
-def start_import(path: Path, url: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != "CREDITMETER_DB"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "creditmeter.cli", "usage", "import", str(path), "--db", url,
-         "--at", AT, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+def start_import(path: Path, url: str, name: str) -> Command:
+    return command(["usage", "import", str(path), "--db", url, "--at", AT, "--json"], path.parent, name)
 
 
 def one_run(postgres: Postgres, tmp_path: Path, run: int, seed: int) -> None:
@@ -69,7 +65,7 @@ def one_run(postgres: Postgres, tmp_path: Path, run: int, seed: int) -> None:
     url = postgres.url(name)
     engine = Engine(SqlStore(url))
     db = sa.create_engine(_driver_url(url), poolclass=sa.pool.NullPool)
-    running: list[subprocess.Popen[str]] = []
+    running: list[Command] = []
     try:
         engine.load_prices(parse_catalog({"models": PRICES}), at("2026-01-01"), T0)
         for account in ACCOUNTS:
@@ -84,12 +80,12 @@ def one_run(postgres: Postgres, tmp_path: Path, run: int, seed: int) -> None:
             path = tmp_path / f"run{run}-w{worker}.jsonl"
             path.write_text("".join(json.dumps(e) + "\n" for e in events))
             paths.append(path)
-        running = [start_import(path, url) for path in paths]
-        outputs = [p.communicate(timeout=120) for p in running]
+        running = [start_import(path, url, path.stem) for path in paths]
+        outputs = [p.wait(timeout_s=120) for p in running]
         where = f"run {run} (seed {seed})"
-        for worker, (p, (_, err)) in enumerate(zip(running, outputs, strict=True)):
-            assert p.returncode == 0, f"{where}: importer {worker} exited {p.returncode}: {err.strip()}"
-        summaries = [json.loads(out) for out, _ in outputs]
+        for worker, (code, _, err) in enumerate(outputs):
+            assert code == 0, f"{where}: importer {worker} exited {code}: {err.strip()}"
+        summaries = [json.loads(out) for _, out, _ in outputs]
 
         unique = {str(e["id"]): e for events in files for e in events}
         assert sum(s["charged"] for s in summaries) == len(unique), (where, summaries)
@@ -108,12 +104,10 @@ def one_run(postgres: Postgres, tmp_path: Path, run: int, seed: int) -> None:
         assert engine.check_invariants() == [], where
     finally:
         for p in running:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+            p.kill()
         engine.store.close()
         db.dispose()
-        postgres.drop(name)
+        postgres.give_back(name)
 
 
 def test_concurrent_imports_sharing_event_ids_charge_each_once(

@@ -3,7 +3,6 @@ events delivered more than once. Nothing is charged twice or lost, nothing is ov
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import random
 from typing import Any
 
@@ -13,6 +12,7 @@ from creditmeter.domain import Charge, Hold, Rejected
 from creditmeter.engine import Engine, Usage
 from creditmeter.pricing import parse_catalog
 from creditmeter.store.sql import SqlStore
+from tests.concurrency.forked import CONTEXT
 from tests.conftest import EngineFactory, at
 
 T0 = at("2026-11-02T10:00")
@@ -73,7 +73,7 @@ def test_eight_processes_never_overspend_or_charge_twice(make_engine: EngineFact
                "input_tokens": rng.randint(1, 3) * 1_000_000, "timestamp": "2026-11-02T10:00:00Z"}
               for i in range(60)]
     url: str = engine.store.url  # type: ignore[attr-defined]
-    with mp.get_context("spawn").Pool(WORKERS) as pool:
+    with CONTEXT.Pool(WORKERS) as pool:  # forked from a process that has imported creditmeter
         answers = pool.starmap(_worker, [(url, seed, accounts, events) for seed in range(WORKERS)])
 
     # Every event: charged exactly once, and every duplicate answered the original charge.

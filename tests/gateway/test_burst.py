@@ -150,7 +150,7 @@ def postgres_gateway(upstream: Upstream, postgres: Postgres | str, tmp_path: Pat
         finally:
             stop_gateway(running)
     finally:
-        postgres.drop(name)
+        postgres.give_back(name)
 
 
 def test_a_burst_never_overspends_on_sqlite(sqlite_gateway: GatewayServer) -> None:

@@ -21,7 +21,7 @@ from creditmeter.engine import Engine, Settings, Usage
 from creditmeter.errors import Conflict, CreditmeterError
 from creditmeter.pricing import parse_catalog
 from creditmeter.timeutil import format_instant
-from tests.conftest import at
+from tests.conftest import Engines, at
 from tests.properties.oracle import NEVER, Ev, OBalance, OCharge, OPackage, Oracle, Price
 
 US = 1_000_000
@@ -321,21 +321,21 @@ def apply(driver: Driver, op: tuple[str, object], *, tick_after_time: bool = Fal
 
 @SETTINGS
 @given(ops=st.lists(operations, min_size=1, max_size=25))
-def test_random_history_matches_oracle(make_engine: Callable[..., Engine],
+def test_random_history_matches_oracle(make_engine: Engines,
                                        ops: list[tuple[str, object]]) -> None:
     driver = Driver(make_engine())
     driver.check()
     for op in ops:
         apply(driver, op)
         driver.check(later=DAY)
-    driver.engine.store.close()
+    make_engine.close()  # and gives the databases back for the next example
 
 
 @SETTINGS
 @given(grants=st.lists(grant_args, min_size=1, max_size=6),
        costs=st.lists(st.integers(2, 400), min_size=1, max_size=6),  # an event records some usage
        ts_back=st.lists(st.integers(0, 40), min_size=6, max_size=6))
-def test_each_charge_drains_earlier_grants_first(make_engine: Callable[..., Engine],
+def test_each_charge_drains_earlier_grants_first(make_engine: Engines,
                                                  grants: list[dict[str, object]],
                                                  costs: list[int], ts_back: list[int]) -> None:
     """(c) directly: each charge is drawn in burn-down order among the grants usable at its
@@ -354,7 +354,7 @@ def test_each_charge_drains_earlier_grants_first(make_engine: Callable[..., Engi
         charged += 1
         driver.check()
     assert charged == len(costs)
-    driver.engine.store.close()
+    make_engine.close()  # and gives the databases back for the next example
 
 
 # -- (d) one by one or in batches of any size: the same ------------------------------------------
@@ -365,7 +365,7 @@ def test_each_charge_drains_earlier_grants_first(make_engine: Callable[..., Engi
        replays=st.lists(st.tuples(st.integers(0, 100), st.booleans()), max_size=4),
        cuts=st.lists(st.integers(1, 6), min_size=1, max_size=14),
        hold=st.integers(0, 200))
-def test_batches_equal_one_by_one(make_engine: Callable[..., Engine], grants: list[dict[str, object]],
+def test_batches_equal_one_by_one(make_engine: Engines, grants: list[dict[str, object]],
                                   specs: list[Callable[[Driver], Ev]], replays: list[tuple[int, bool]],
                                   cuts: list[int], hold: int) -> None:
     single, batched = Driver(make_engine()), Driver(make_engine())
@@ -397,8 +397,7 @@ def test_batches_equal_one_by_one(make_engine: Callable[..., Engine], grants: li
             assert snap(single.engine.balance(account, t)) == snap(batched.engine.balance(account, t))
     single.check()
     batched.check()
-    for driver in (single, batched):
-        driver.engine.store.close()
+    make_engine.close()  # and gives the databases back for the next example
 
 
 # -- (e) a replayed event never charges twice -----------------------------------------------------
@@ -407,7 +406,7 @@ def test_batches_equal_one_by_one(make_engine: Callable[..., Engine], grants: li
 @given(ops=st.lists(operations, min_size=1, max_size=12),
        picks=st.lists(st.tuples(st.integers(0, 1000), st.sampled_from(["same", "tokens", "ts", "account"]),
                                 st.sampled_from([0, U, 3 * DAY, 8 * DAY])), min_size=1, max_size=6))
-def test_replayed_event_never_charges_twice(make_engine: Callable[..., Engine], ops: list[tuple[str, object]],
+def test_replayed_event_never_charges_twice(make_engine: Engines, ops: list[tuple[str, object]],
                                             picks: list[tuple[int, str, int]]) -> None:
     driver = Driver(make_engine())
     driver.grant("a", 100, "trial", expires=6 * U)
@@ -442,12 +441,12 @@ def test_replayed_event_never_charges_twice(make_engine: Callable[..., Engine], 
                 pass
         assert {a: snap(driver.engine.balance(a, driver.now)) for a in ACCOUNTS} == before
         driver.check()
-    driver.engine.store.close()
+    make_engine.close()  # and gives the databases back for the next example
 
 
 @SETTINGS
 @given(amount=st.integers(1, 200), tokens=st.integers(0, 300), later=st.sampled_from([0, U, 2 * U]))
-def test_settle_twice_never_charges_twice(make_engine: Callable[..., Engine], amount: int, tokens: int,
+def test_settle_twice_never_charges_twice(make_engine: Engines, amount: int, tokens: int,
                                           later: int) -> None:
     driver = Driver(make_engine())
     driver.grant("a", 250, "subscription")
@@ -465,7 +464,7 @@ def test_settle_twice_never_charges_twice(make_engine: Callable[..., Engine], am
     after = snap(driver.engine.balance("a", driver.now - U))
     assert after == before
     driver.check()
-    driver.engine.store.close()
+    make_engine.close()  # and gives the databases back for the next example
 
 
 # -- (f) N reservations never hold more than available --------------------------------------------
@@ -473,7 +472,7 @@ def test_settle_twice_never_charges_twice(make_engine: Callable[..., Engine], am
 @SETTINGS
 @given(grants=st.lists(grant_args, min_size=0, max_size=4),
        amounts=st.lists(st.integers(1, 250), max_size=10), debt=st.integers(0, 50))
-def test_reservations_never_exceed_available(make_engine: Callable[..., Engine],
+def test_reservations_never_exceed_available(make_engine: Engines,
                                              grants: list[dict[str, object]],
                                              amounts: list[int], debt: int) -> None:
     driver = Driver(make_engine())
@@ -495,7 +494,7 @@ def test_reservations_never_exceed_available(make_engine: Callable[..., Engine],
         assert after.available_uc == start.available_uc - held
         assert after.held_uc == start.held_uc + held
         driver.check()
-    driver.engine.store.close()
+    make_engine.close()  # and gives the databases back for the next example
 
 
 def _reserve_in_thread(barrier: threading.Barrier, results: list[Hold | Refused | Exception], i: int,
@@ -564,7 +563,7 @@ debt_and_later_grants = st.one_of(
 
 @settings(SETTINGS, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking: the test below
 @given(ops=st.lists(st.one_of(operations, debt_and_later_grants), min_size=1, max_size=20))  # is the minimum
-def test_tick_changes_no_balance(make_engine: Callable[..., Engine], ops: list[tuple[str, object]]) -> None:
+def test_tick_changes_no_balance(make_engine: Engines, ops: list[tuple[str, object]]) -> None:
     """SPEC §4: the balance at t is right without waiting for any background job; ``tick`` only
     records history. So ticking after every step of time changes no balance, now or later."""
     plain, ticked = Driver(make_engine()), Driver(make_engine())
@@ -577,11 +576,10 @@ def test_tick_changes_no_balance(make_engine: Callable[..., Engine], ops: list[t
                 (account, t)
     plain.check()
     ticked.check()
-    for driver in (plain, ticked):
-        driver.engine.store.close()
+    make_engine.close()  # and gives the databases back for the next example
 
 
-def test_settings_lateness_window_is_respected(make_engine: Callable[..., Engine]) -> None:
+def test_settings_lateness_window_is_respected(make_engine: Engines) -> None:
     """The oracle's window follows the engine's setting (a configured window of 1 hour)."""
     driver = Driver(make_engine(Settings(lateness_window_s=3600)), lateness_s=3600)
     driver.grant("a", 100, "addon")
@@ -590,10 +588,10 @@ def test_settings_lateness_window_is_respected(make_engine: Callable[..., Engine
                              Ev("edge", "a", driver.now - 3600 * US, "m", 10)], batch=True)
     assert [norm(r) if isinstance(r, Rejected) else r.status for r in results] == ["invalid_input", "charged"]
     driver.check()
-    driver.engine.store.close()
+    make_engine.close()  # and gives the databases back for the next example
 
 
-def test_tick_changes_no_balance_debt_and_scheduled_grant(make_engine: Callable[..., Engine]) -> None:
+def test_tick_changes_no_balance_debt_and_scheduled_grant(make_engine: Engines) -> None:
     """The smallest case of the property above: overage, then a grant usable only later, for a day.
     With or without a tick (or any write) while the grant is usable, the later balance must agree."""
     answers = []

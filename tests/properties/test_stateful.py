@@ -45,7 +45,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.driver = Driver(LedgerMachine.factory())
 
     def teardown(self) -> None:
-        self.driver.engine.store.close()
+        LedgerMachine.factory.close()  # and gives the database back for the next run
 
     @initialize(grants=st.lists(grant_args, min_size=1, max_size=4), amounts=st.tuples(
         st.integers(100, 1500), st.integers(100, 1500)))
