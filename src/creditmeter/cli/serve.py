@@ -33,13 +33,18 @@ from creditmeter.timeutil import format_instant
 def serve(host: str, port: int, workers: int, url: str | None, access_log: bool,
           config_path: Path | None) -> None:
     """Run the HTTP API (operator key from CREDITMETER_ADMIN_KEY or 'keys create --operator')."""
-    from creditmeter import server, serverconfig
+    from creditmeter import serverconfig
 
     try:
         config = serverconfig.load(config_path, os.environ)
         settings_from_env()  # the same check of the engine's variables as every other command
-        serving = server.Serving(config, url or config.server.database or DEFAULT_DB,
-                                 check_admin_key(os.environ.get("CREDITMETER_ADMIN_KEY")))
+        admin_key = check_admin_key(os.environ.get("CREDITMETER_ADMIN_KEY"))
+    except CreditmeterError as exc:
+        fail(exc)
+    from creditmeter import server  # the web stack, the slowest import by far: once the settings hold
+
+    try:
+        serving = server.Serving(config, url or config.server.database or DEFAULT_DB, admin_key)
         server.check(serving)
         check_port_free(host, port)
     except CreditmeterError as exc:
