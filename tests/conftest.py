@@ -14,9 +14,9 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -50,25 +50,27 @@ PG_ADMIN_URL = os.environ.get("CREDITMETER_TEST_PG", "postgresql://postgres@127.
 # triggers and functions outside the system schemas, and the schema revision. A database given back
 # is only handed out again if this is still the template's.
 LAYOUT_SQL = """
-SELECT 'column', n.nspname || '.' || c.relname || ':' || c.relkind::text, coalesce(a.attname, ''),
-       coalesce(format_type(a.atttypid, a.atttypmod), '') || ' ' || coalesce(a.attnotnull::text, '')
+WITH ns AS (SELECT oid FROM pg_namespace
+            WHERE nspname <> 'information_schema' AND left(nspname, 3) <> 'pg_')
+SELECT 'column', c.relname || ':' || c.relkind::text, coalesce(a.attname, ''),
+       format_type(a.atttypid, a.atttypmod) || ' ' || coalesce(a.attnotnull::text, '')
        || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_class c
   LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
   LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
- WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND left(n.nspname, 8) <> 'pg_toast'
+ WHERE c.relnamespace IN (SELECT oid FROM ns)
 UNION ALL
 SELECT 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid)
-  FROM pg_constraint WHERE connamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema')
+  FROM pg_constraint WHERE connamespace IN (SELECT oid FROM ns)
 UNION ALL
-SELECT 'index', schemaname || '.' || tablename, indexname, indexdef
-  FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+SELECT 'index', indrelid::regclass::text, indexrelid::regclass::text, pg_get_indexdef(indexrelid)
+  FROM pg_index WHERE indrelid IN (SELECT oid FROM pg_class WHERE relnamespace IN (SELECT oid FROM ns))
 UNION ALL
 SELECT 'trigger', tgrelid::regclass::text, tgname, pg_get_triggerdef(oid)
   FROM pg_trigger WHERE NOT tgisinternal
 UNION ALL
 SELECT 'function', pronamespace::regnamespace::text, proname, pg_get_function_identity_arguments(oid)
-  FROM pg_proc WHERE pronamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema')
+  FROM pg_proc WHERE pronamespace IN (SELECT oid FROM ns)
 UNION ALL
 SELECT 'revision', '', version_num, '' FROM alembic_version
 ORDER BY 1, 2, 3, 4
@@ -89,30 +91,28 @@ class Postgres:
         store = SqlStore(self.url(self.template))
         store.upgrade()
         store.close()
-        with self._connect(self.template) as conn:
-            self.layout = conn.exec_driver_sql(LAYOUT_SQL).all()
-            # Emptied children first (foreign keys), all in one statement per table.
-            metadata = sa.MetaData()
-            metadata.reflect(conn)
-            self.tables = [t.name for t in reversed(metadata.sorted_tables) if t.name != "alembic_version"]
-            self.sequences = [r[0] for r in conn.exec_driver_sql(
-                "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) FROM pg_sequences")]
+        with psycopg.connect(self._conninfo(self.template)) as conn:
+            self.layout = conn.execute(LAYOUT_SQL).fetchall()
+            tables = [r[0] for r in conn.execute(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables"
+                " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+                " AND tablename <> 'alembic_version'")]
+            sequences = [r[0] for r in conn.execute("SELECT format('%I.%I', schemaname, sequencename)"
+                                                    " FROM pg_sequences")]
+        # Everything goes, so no foreign key needs checking row by row (nor an order of tables).
+        self.emptying = ";".join(["SET LOCAL session_replication_role = replica",
+                                  *(f"DELETE FROM {table}" for table in tables),
+                                  *(f"ALTER SEQUENCE {sequence} RESTART" for sequence in sequences)])
 
     def url(self, name: str) -> str:
         return self.base.set(database=name).render_as_string(hide_password=False)
 
+    def _conninfo(self, name: str) -> str:
+        return self.base.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+
     def _run(self, sql: str) -> None:
         with self.admin.connect() as conn:
             conn.exec_driver_sql(sql)
-
-    @contextmanager
-    def _connect(self, name: str) -> Iterator[sa.Connection]:
-        engine = sa.create_engine(_driver_url(self.url(name)), poolclass=sa.pool.NullPool)
-        try:
-            with engine.begin() as conn:
-                yield conn
-        finally:
-            engine.dispose()
 
     def fresh(self) -> str:
         """A database in the template's state, of its own until given back or dropped."""
@@ -124,20 +124,15 @@ class Postgres:
 
     def give_back(self, name: str) -> None:
         """Return a database from ``fresh`` once nothing uses it: it is emptied to the template's
-        state for the next ``fresh``, or dropped if its layout is no longer the template's."""
-        self._run(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
-        with self._connect(name) as conn:
-            if conn.exec_driver_sql(LAYOUT_SQL).all() != self.layout:
-                emptied = False
-            else:
-                # Everything goes, so no foreign key needs checking row by row.
-                conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
-                for table in self.tables:
-                    conn.exec_driver_sql(f'DELETE FROM "{table}"')
-                for sequence in self.sequences:
-                    conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} RESTART")
-                emptied = True
-        if emptied:
+        state for the next ``fresh`` (any connection still open to it is ended), or dropped if its
+        layout is no longer the template's."""
+        with psycopg.connect(self._conninfo(name)) as conn:  # one transaction, committed at the end
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            same = conn.execute(LAYOUT_SQL).fetchall() == self.layout
+            if same:
+                conn.execute(self.emptying)
+        if same:
             self.spare.append(name)
         else:
             self.drop(name)
