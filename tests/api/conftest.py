@@ -1,12 +1,12 @@
 """Fixtures for the HTTP API: an in-process client with a settable clock, and a real
-``creditmeter serve`` process on a free port. Both run on each store (SQLite and PostgreSQL)."""
+``creditmeter serve`` process on a free port (forked: tests/forked.py). Both run on each store
+(SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +18,9 @@ from fastapi.testclient import TestClient
 
 from creditmeter.engine import Engine
 from creditmeter.server import create_app
+from tests import forked
 from tests.conftest import EXAMPLE_CATALOG, EngineFactory, at
+from tests.forked import Forked
 
 ADMIN_KEY = "test-operator-key-" + "k" * 32
 NOW = "2026-11-10T12:00:00Z"
@@ -78,7 +80,7 @@ class Server:
 
     base_url: str
     db_url: str
-    process: subprocess.Popen[bytes]
+    process: Forked
     log: Path
 
     def client(self, key: str | None = ADMIN_KEY, **kwargs: object) -> httpx2.Client:
@@ -88,15 +90,13 @@ class Server:
 
 def start_server(db_url: str, log: Path, *, workers: int = 1, env: dict[str, str] | None = None,
                  extra_args: list[str] | None = None) -> Server:
+    """``creditmeter serve`` on a free port, forked from a process that has already imported it
+    (tests/forked.py), once it answers ``/healthz``."""
     port = free_port()
     environ = {**os.environ, "CREDITMETER_ADMIN_KEY": ADMIN_KEY, **(env or {})}
     environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log.open("wb") as out:  # the child keeps its own handle
-        process = subprocess.Popen(
-            [sys.executable, "-m", "creditmeter.cli", "serve", "--db", db_url, "--port", str(port),
-             "--workers", str(workers), "--no-access-log", *(extra_args or [])], stdout=out,
-            stderr=subprocess.STDOUT,
-            env=environ)
+    process = forked.start(["serve", "--db", db_url, "--port", str(port), "--workers", str(workers),
+                            "--no-access-log", *(extra_args or [])], stdout=log, env=environ)
     server = Server(f"http://127.0.0.1:{port}", db_url, process, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

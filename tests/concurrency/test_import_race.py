@@ -5,12 +5,13 @@ SPEC §5: an event is charged exactly once, whatever the concurrency. An importe
 event already charged by another one answers it as a duplicate and goes on: every process exits
 0, every shared id is charged once, at its price, and the ledger reconciles. Each run starts on a
 database of its own. The importers are forked from a process that has already imported the command
-(tests/concurrency/forked.py), so that a run costs the race, not eight interpreters starting.
+(tests/forked.py), so that a run costs the race, not eight interpreters starting.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -20,9 +21,10 @@ import sqlalchemy as sa
 from creditmeter.engine import Engine
 from creditmeter.pricing import parse_catalog
 from creditmeter.store.sql import SqlStore, _driver_url
-from tests.concurrency.forked import Command, command
+from tests import forked
 from tests.concurrency.prices import PRICES, expected_cost_uc
 from tests.conftest import Postgres, at
+from tests.forked import Forked
 
 CREDIT = 1_000_000
 T0 = at("2026-11-01")
@@ -56,8 +58,10 @@ def make_files(rng: random.Random, run: int) -> list[list[dict[str, object]]]:
     return files
 
 
-def start_import(path: Path, url: str, name: str) -> Command:
-    return command(["usage", "import", str(path), "--db", url, "--at", AT, "--json"], path.parent, name)
+def start_import(path: Path, url: str) -> Forked:
+    env = {k: v for k, v in os.environ.items() if k != "CREDITMETER_DB"}
+    return forked.start(["usage", "import", str(path), "--db", url, "--at", AT, "--json"],
+                        stdout=path.with_suffix(".out"), stderr=path.with_suffix(".err"), env=env)
 
 
 def one_run(postgres: Postgres, tmp_path: Path, run: int, seed: int) -> None:
@@ -65,7 +69,7 @@ def one_run(postgres: Postgres, tmp_path: Path, run: int, seed: int) -> None:
     url = postgres.url(name)
     engine = Engine(SqlStore(url))
     db = sa.create_engine(_driver_url(url), poolclass=sa.pool.NullPool)
-    running: list[Command] = []
+    running: list[Forked] = []
     try:
         engine.load_prices(parse_catalog({"models": PRICES}), at("2026-01-01"), T0)
         for account in ACCOUNTS:
@@ -80,12 +84,13 @@ def one_run(postgres: Postgres, tmp_path: Path, run: int, seed: int) -> None:
             path = tmp_path / f"run{run}-w{worker}.jsonl"
             path.write_text("".join(json.dumps(e) + "\n" for e in events))
             paths.append(path)
-        running = [start_import(path, url, path.stem) for path in paths]
-        outputs = [p.wait(timeout_s=120) for p in running]
+        running = [start_import(path, url) for path in paths]
+        codes = [p.wait(timeout=120) for p in running]
         where = f"run {run} (seed {seed})"
-        for worker, (code, _, err) in enumerate(outputs):
+        for worker, (code, path) in enumerate(zip(codes, paths, strict=True)):
+            err = path.with_suffix(".err").read_text()
             assert code == 0, f"{where}: importer {worker} exited {code}: {err.strip()}"
-        summaries = [json.loads(out) for _, out, _ in outputs]
+        summaries = [json.loads(path.with_suffix(".out").read_text()) for path in paths]
 
         unique = {str(e["id"]): e for events in files for e in events}
         assert sum(s["charged"] for s in summaries) == len(unique), (where, summaries)
@@ -104,7 +109,9 @@ def one_run(postgres: Postgres, tmp_path: Path, run: int, seed: int) -> None:
         assert engine.check_invariants() == [], where
     finally:
         for p in running:
-            p.kill()
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         engine.store.close()
         db.dispose()
         postgres.give_back(name)

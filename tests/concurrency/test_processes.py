@@ -12,8 +12,8 @@ from creditmeter.domain import Charge, Hold, Rejected
 from creditmeter.engine import Engine, Usage
 from creditmeter.pricing import parse_catalog
 from creditmeter.store.sql import SqlStore
-from tests.concurrency.forked import CONTEXT
 from tests.conftest import EngineFactory, at
+from tests.forked import CONTEXT
 
 T0 = at("2026-11-02T10:00")
 CREDIT = 1_000_000
