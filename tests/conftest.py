@@ -91,18 +91,22 @@ class Postgres:
         store = SqlStore(self.url(self.template))
         store.upgrade()
         store.close()
+        metadata = sa.MetaData()
+        metadata.reflect(reader := sa.create_engine(_driver_url(self.url(self.template)),
+                                                    poolclass=sa.pool.NullPool))
+        reader.dispose()
         with psycopg.connect(self._conninfo(self.template)) as conn:
             self.layout = conn.execute(LAYOUT_SQL).fetchall()
-            tables = [r[0] for r in conn.execute(
-                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables"
-                " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
-                " AND tablename <> 'alembic_version'")]
             sequences = [r[0] for r in conn.execute("SELECT format('%I.%I', schemaname, sequencename)"
                                                     " FROM pg_sequences")]
-        # Everything goes, so no foreign key needs checking row by row (nor an order of tables).
-        self.emptying = ";".join(["SET LOCAL session_replication_role = replica",
-                                  *(f"DELETE FROM {table}" for table in tables),
-                                  *(f"ALTER SEQUENCE {sequence} RESTART" for sequence in sequences)])
+            superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        # Rows that refer to others go first. Everything goes, so a superuser skips checking each
+        # foreign key row by row.
+        tables = [t.name for t in reversed(metadata.sorted_tables) if t.name != "alembic_version"]
+        self.emptying = ";".join([
+            *(["SET LOCAL session_replication_role = replica"] if superuser and superuser[0] else []),
+            *(f'DELETE FROM "{table}"' for table in tables),
+            *(f"ALTER SEQUENCE {sequence} RESTART" for sequence in sequences)])
 
     def url(self, name: str) -> str:
         return self.base.set(database=name).render_as_string(hide_password=False)
