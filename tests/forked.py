@@ -3,7 +3,7 @@
 A test that starts ``creditmeter serve``, or eight importers at once, is about what those processes
 do, not about interpreters starting: a process forked from multiprocessing's fork server (one
 process holding no thread, no connection and no database, with creditmeter, its web stack and the
-test helpers imported) starts in milliseconds instead of the second or more an interpreter takes to
+tests' shared modules imported) starts in milliseconds instead of the second or more an interpreter takes to
 import them. Each is still a process of its own, with its own connections, and ``start`` runs the
 ``creditmeter`` command there as the installed one runs it (click's ``main``: its parsing, output
 and exit code), in the caller's environment and directory. The installed command itself is started
@@ -52,6 +52,9 @@ class Forked:
         if self.process.exitcode is None:
             raise subprocess.TimeoutExpired(self.process.name, timeout or 0)
         return self.process.exitcode
+
+    def send_signal(self, number: int) -> None:
+        os.kill(self.pid, number)
 
     def terminate(self) -> None:
         self.process.terminate()
