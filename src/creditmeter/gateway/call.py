@@ -188,7 +188,9 @@ class Call:
         usage = Usage(usage.model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
                       usage.cache_write_tokens, (), {"gateway_request": self.id, "usage": source,
                                                      "finish": finish, "stream": self.stream,
-                                                     "upstream_model": self.route.upstream_model})
+                                                     "upstream_model": self.route.upstream_model},
+                      reasoning_tokens=usage.reasoning_tokens,
+                      cache_write_1h_tokens=usage.cache_write_1h_tokens, service_tier=usage.service_tier)
         try:
             return await self.call(
                 lambda: self.engine.settle_with_available(self.id, usage, self.clock(), event_id=self.id))
