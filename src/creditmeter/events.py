@@ -118,11 +118,16 @@ def parse_event(data: object) -> UsageEvent:
     w_tok = get("cache_write_tokens", 0)
     if type(w_tok) is not int or not 0 <= w_tok <= MAX_TOKENS:
         w_tok = _count(w_tok, "cache_write_tokens")
-    r_tok = get("reasoning_tokens", 0)
-    if type(r_tok) is not int or not 0 <= r_tok <= MAX_TOKENS:
+    # Most events state neither of the later kinds: absent is the first thing looked for.
+    r_tok = get("reasoning_tokens")
+    if r_tok is None:
+        r_tok = 0
+    elif type(r_tok) is not int or not 0 <= r_tok <= MAX_TOKENS:
         r_tok = _count(r_tok, "reasoning_tokens")
-    h_tok = get("cache_write_1h_tokens", 0)
-    if type(h_tok) is not int or not 0 <= h_tok <= MAX_TOKENS:
+    h_tok = get("cache_write_1h_tokens")
+    if h_tok is None:
+        h_tok = 0
+    elif type(h_tok) is not int or not 0 <= h_tok <= MAX_TOKENS:
         h_tok = _count(h_tok, "cache_write_1h_tokens")
     tier = get("service_tier")
     if tier is not None:
