@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from typing import Any
 
 from click.testing import CliRunner, Result
@@ -89,6 +90,14 @@ def test_the_api_records_rates_and_shows_them(alice: TestClient, example_catalog
     summary = api.get("/api/accounts/alice/usage/summary?group_by=model", headers=OPERATOR).json()
     [group] = summary["groups"]
     assert (group["reasoning_tokens"], group["cache_write_1h_tokens"]) == (900 + 400, 1500 + 80)
+
+    # The console's history: the reasoning tokens in their column, the tier beside the model.
+    key = api.post("/api/accounts/alice/keys", json={}, headers=OPERATOR).json()["key"]
+    assert api.post("/console/sign-in", data={"key": key}).status_code == 200
+    page = api.get("/console/accounts/alice/usage").text
+    row = re.search(r'<tr data-event="r1">(.*?)</tr>', page, re.S)
+    assert row, page
+    assert re.search(r'class="num reasoning">900<', row.group(1)) and "priority tier" in row.group(1)
 
 
 def _cli(engine: Engine, *args: str, at_now: bool = True) -> Result:
