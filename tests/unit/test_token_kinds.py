@@ -122,6 +122,32 @@ def test_each_new_field_is_part_of_the_body() -> None:
     assert len(settled) == 4
 
 
+# -- storing them ----------------------------------------------------------------------------------
+
+def test_a_large_batch_and_a_single_event_store_them_alike(engine: Engine) -> None:
+    """Enough events in one batch to be appended in bulk (COPY on PostgreSQL), and one alone."""
+    now = at("2026-11-10T12:00:00Z")
+    engine.create_account("carol", now - 10)
+    engine.add_grant("carol", 10**9, "addon", now - 10)
+    tiers = ("priority", "flex", None, "auto")
+    batch = [{"id": f"b{i}", "account_id": "carol", "model": "gpt-4o", "input_tokens": i + 1,
+              "reasoning_tokens": 3 * i, "cache_write_1h_tokens": i % 7, "service_tier": tiers[i % 4]}
+             for i in range(60)]
+    single = {"id": "s1", "account_id": "carol", "model": "gpt-4o", "reasoning_tokens": 5,
+              "service_tier": "flex"}
+    assert {r.status for r in engine.record_batch(batch, now)} == {"charged"}
+    assert engine.record(single, now).status == "charged"
+    stored = {s.event.id: s.event for s in engine.usage("carol")}
+    assert len(stored) == 61
+    for body in (*batch, single):
+        event = stored[body["id"]]
+        tier = body["service_tier"] if body["service_tier"] in ("priority", "flex") else None
+        assert (event.reasoning_tokens, event.cache_write_1h_tokens, event.service_tier) == (
+            body["reasoning_tokens"], body.get("cache_write_1h_tokens", 0), tier), body
+        assert event.fingerprint == parse_event(body).fingerprint
+    assert engine.check_invariants() == []
+
+
 # -- the migration ---------------------------------------------------------------------------------
 
 @pytest.fixture
