@@ -42,7 +42,7 @@ UC_PER_CREDIT = 1_000_000
 
 @dataclass
 class Upstream:
-    """The local OpenAI-compatible server, running as a process of its own."""
+    """The local model API server (``tests.gateway.upstream``), running as a process of its own."""
 
     base_url: str  # http://127.0.0.1:PORT
     process: subprocess.Popen[bytes]
@@ -57,8 +57,8 @@ class Upstream:
         return list(answer.json())
 
     def requests_with(self, marker: str) -> list[dict[str, Any]]:
-        """The requests (body and Authorization) whose messages mention ``marker``."""
-        return [r for r in self.received() if marker in json.dumps(r["body"].get("messages"))]
+        """The requests (path, body, headers and the usage reported) whose body mentions ``marker``."""
+        return [r for r in self.received() if marker in json.dumps(r["body"])]
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10) -> None:
