@@ -43,7 +43,7 @@ from creditmeter.web.bodylimit import BodyLimit
 from creditmeter.web.methods import allowed_methods
 
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
-GATEWAY_PATHS = "/v1/"  # the gateway's callers expect OpenAI's error shape there
+GATEWAY_PATHS = "/v1/"  # the gateway's callers expect its protocols' error shapes there
 Clock = Callable[[], int]
 log = logging.getLogger("creditmeter.api")
 
@@ -92,13 +92,13 @@ async def _on_http(request: Request, exc: Exception) -> Response:
         exc.headers = {**(exc.headers or {}), "Allow": allow}
     if request.url.path.startswith(GATEWAY_PATHS):
         return GatewayError(exc.status_code, str(exc.detail), code=api_errors.http_kind(exc.status_code),
-                            headers=exc.headers).response()
+                            headers=exc.headers).response_for(request.url.path)
     return await api_errors.on_http(request, exc)
 
 
 def _too_large(path: str, message: str) -> Response:
     if path.startswith(GATEWAY_PATHS):
-        return GatewayError(413, message, code="too_large").response()
+        return GatewayError(413, message, code="too_large").response_for(path)
     return api_errors.too_large(message)
 
 

@@ -73,6 +73,7 @@ DEMO_UPSTREAM = "demo"
 
 
 class UpstreamModel(_Section):
+    api: Literal["openai", "anthropic"] = "openai"
     base_url: Annotated[str, Field(min_length=1, max_length=2000,
                                    pattern=r"^(demo|https?://[^\s]+)$")]
     api_key_env: Annotated[str, Field(min_length=1, max_length=200,
