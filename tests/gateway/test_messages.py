@@ -177,7 +177,7 @@ def test_one_hour_cache_writes_thinking_and_the_tier_are_stated_apart(gw: Gatewa
     assert event["cache_write_tokens"] == usage["cache_creation_input_tokens"] - hour
     assert event["reasoning_tokens"] == thinking
     assert event["output_tokens"] == usage["output_tokens"] - thinking
-    assert event["service_tier"] == ("priority" if model == "claude-priority" else None)
+    assert event["service_tier"] == ("priority" if model == "claude-priority" else "standard")
     assert raw.headers["x-credits-charged"] == event["cost_credits"]
 
 

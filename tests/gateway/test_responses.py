@@ -186,7 +186,7 @@ def test_reasoning_and_the_service_tier_are_read(gw: GatewayServer, upstream: Up
         pytest.skip("usage events do not carry reasoning tokens or the tier yet")
     assert event["output_tokens"] == usage["output_tokens"] - reasoning
     assert event["reasoning_tokens"] == reasoning
-    assert event["service_tier"] == ("priority" if model == "resp-priority" else None)
+    assert event["service_tier"] == ("priority" if model == "resp-priority" else "standard")
     assert event["cost_credits"] == events[-1].response.usage.model_extra["credits_charged"]
 
 
