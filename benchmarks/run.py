@@ -333,7 +333,9 @@ class _Load:
         finally:
             writer.close()
 
-    def run(self, make: Any, concurrency: int, seconds: float) -> dict[str, Any]:
+    def run(self, make: Any, concurrency: int, seconds: float,
+            keep: list[float] | None = None) -> dict[str, Any]:
+        """Requests from ``make`` for ``seconds``; ``keep`` collects their latencies too."""
         import asyncio
 
         latencies: list[float] = []
@@ -347,13 +349,21 @@ class _Load:
             return time.perf_counter() - start
 
         elapsed = asyncio.run(main())
-        latencies.sort()
-        return {
-            "requests": len(latencies), "requests_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
-            "errors": len(errors), "first_error": errors[0] if errors else None,
-        }
+        if keep is not None:
+            keep.extend(latencies)
+            if errors:
+                raise SystemExit(f"errors during a latency round: {errors[0]}")
+        return _summary(latencies, elapsed, errors)
+
+
+def _summary(latencies: list[float], elapsed: float, errors: list[str]) -> dict[str, Any]:
+    latencies.sort()
+    return {
+        "requests": len(latencies), "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+        "errors": len(errors), "first_error": errors[0] if errors else None,
+    }
 
 
 def _request(method: str, path: str, key: str, body: bytes = b"", *, anthropic: bool = False) -> bytes:
@@ -461,14 +471,15 @@ def api(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- gateway ---------------------------------------------------------------------------------------
 
+ROUNDS = 10  # the latency phases take turns in this many rounds
 GATEWAY_PRICES = ("models:\n  fake-model:\n    input: 50\n    output: 200\n"
                   "  claude-bench:\n    input: 50\n    output: 200\n    cached_input: 5\n")
 
 
 def gateway(args: argparse.Namespace) -> dict[str, Any]:
     """The same chat request straight to the local upstream and through the gateway (credits
-    enforced: reserve, forward, settle), on one machine: requests/s at concurrency 16 and
-    latency at concurrency 1; then the same for an Anthropic Messages request."""
+    enforced: reserve, forward, settle), on one machine, and the same for an Anthropic Messages
+    request: requests/s at concurrency 16, and latency at concurrency 1 (the phases taking turns)."""
     WORK.mkdir(parents=True, exist_ok=True)
     url = fresh_database(args.db, "gateway")
     engine = Engine(SqlStore(url))
@@ -523,12 +534,19 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
         results = {}
         direct.run(messages_to_upstream, args.concurrency, 1.0)
         through.run(messages_to_gateway, args.concurrency, 1.0)
-        for name, load, make in (("direct", direct, to_upstream), ("passthrough", passthrough, to_upstream),
-                                 ("gateway", through, to_gateway),
-                                 ("messages_direct", direct, messages_to_upstream),
-                                 ("messages_gateway", through, messages_to_gateway)):
-            results[name] = {"rps": load.run(make, args.concurrency, args.seconds),
-                             "single": load.run(make, 1, args.seconds)}
+        phases = (("direct", direct, to_upstream), ("passthrough", passthrough, to_upstream),
+                  ("gateway", through, to_gateway), ("messages_direct", direct, messages_to_upstream),
+                  ("messages_gateway", through, messages_to_gateway))
+        for name, load, make in phases:
+            results[name] = {"rps": load.run(make, args.concurrency, args.seconds)}
+        # Latency at concurrency 1 in rounds that take turns (each phase a slice of every round),
+        # so a machine whose load changes during the run weighs on every phase alike.
+        latencies: dict[str, list[float]] = {name: [] for name, _, _ in phases}
+        for _ in range(ROUNDS):
+            for name, load, make in phases:
+                load.run(make, 1, args.seconds / ROUNDS, keep=latencies[name])
+        for name, _, _ in phases:
+            results[name]["single"] = _summary(latencies[name], args.seconds, [])
     finally:
         for proc in (server, bare, upstream):
             proc.terminate()
