@@ -63,7 +63,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     CLI) within that time. 0 checks every request against the database.
     ``tick_interval_s``: run ``Engine.tick`` this often in the background (0: never; ``serve``
     runs it every 60 s by default). Ticks are idempotent, so every worker may run its own.
-    ``gateway``: the models the OpenAI-compatible ``/v1`` gateway serves (none: no gateway).
+    ``gateway``: the models the ``/v1`` gateway serves (none: no gateway).
     """
     access = Access(engine, admin_key, key_cache_s)
     app = FastAPI(title="creditmeter", version=_version(),
