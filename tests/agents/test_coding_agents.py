@@ -151,6 +151,7 @@ def codex(agents: Agents, gw: GatewayServer, key: str, home: Path) -> tuple[list
 model = "{CODEX_MODEL}"
 model_provider = "creditmeter"
 check_for_update_on_startup = false
+sandbox_mode = "danger-full-access"  # runs ``ls`` in the temporary work directory, no bubblewrap needed
 
 [analytics]
 enabled = false
