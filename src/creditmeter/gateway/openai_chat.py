@@ -221,10 +221,10 @@ class _ChatRelay(Relay):
             chunk["model"] = self.call.route.alias
         usage = self.usage(finish)
         if chunk.get("usage") is None:
-            chunk["usage"] = {"prompt_tokens": usage.input_tokens + usage.cached_input_tokens,
-                              "completion_tokens": usage.output_tokens,
-                              "total_tokens": usage.input_tokens + usage.cached_input_tokens
-                              + usage.output_tokens}
+            prompt = usage.input_tokens + usage.cached_input_tokens + usage.cache_write_tokens
+            completion = usage.output_tokens + usage.reasoning_tokens
+            chunk["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                              "total_tokens": prompt + completion}
         chunk.update({f"credits_{k}": v for k, v in self.call.credits(settled).items()})
         await self._send(send, sse(chunk))
 
