@@ -106,6 +106,17 @@ class Call:
                                     "chat completions only", param="model", code="wrong_api")
         return route
 
+    def input_bound(self, body: Mapping[str, Any], *url_keys: str) -> int:
+        """The most tokens the request's prompt may be: its bytes (a token is at least one byte),
+        and ``image_url_tokens`` for each key in ``body`` named one of ``url_keys`` (an image or a
+        file given by URL: a few bytes here, many tokens upstream). Keys are counted in the body
+        as orjson writes it: spelt plainly however the client escaped them (``"\\u0075rl"``), each
+        followed by its colon (so a string that reads the same is not a key)."""
+        written = orjson.dumps(body)
+        urls = sum(written.count(b'"' + key.encode() + b'":') for key in url_keys)
+        route = self.route
+        return math.ceil(len(self.raw) / route.prompt_bytes_per_token) + urls * route.image_url_tokens
+
     async def reserve(self, input_bound: int, output_bound: int) -> None:
         """Hold the most the request may cost (at most ``input_bound`` tokens read and
         ``output_bound`` written), or answer why it cannot run."""
@@ -117,8 +128,7 @@ class Call:
                                                      ttl_s=self.gateway.hold_ttl_s))
         except InputError as exc:
             if exc.field == "model":
-                raise GatewayError(404, f"The model '{route.alias}' has no price in the catalog",
-                                   param="model", code="model_not_found") from None
+                raise self.unpriced() from None
             raise bad(exc.field, exc.reason) from None
         except NotFound:
             raise GatewayError(404, "this key's account does not exist", code="account_not_found") from None
@@ -131,6 +141,20 @@ class Call:
                                     f"{format_credits(hold.available_uc)} are available{owed}",
                                "insufficient_quota", code="insufficient_credits")
         self.held = True
+
+    async def check_priced(self) -> None:
+        """Answer 404 unless the catalog prices the model now (for a request that holds nothing)."""
+        try:
+            book = await self.call(self.engine.price_book)
+        except Unavailable:
+            raise unavailable() from None
+        version = book.at(self.clock())
+        if version is None or self.route.alias not in version.catalog.models:
+            raise self.unpriced()
+
+    def unpriced(self) -> GatewayError:
+        return GatewayError(404, f"The model '{self.route.alias}' has no price in the catalog",
+                            param="model", code="model_not_found")
 
     # -- the upstream ---------------------------------------------------------------------------
 
@@ -287,6 +311,12 @@ def approx_tokens(value: object) -> int:
     """Tokens of ``value`` (some of a request or an answer) when the upstream gave no count: its
     JSON at 4 bytes a token."""
     return math.ceil(len(orjson.dumps(value)) / APPROX_BYTES_PER_TOKEN)
+
+
+def delta_tokens(text: str) -> int:
+    """Tokens of a piece of streamed text (a delta of many tokens) when the upstream's count never
+    came: 4 bytes a token, at least one."""
+    return max(1, math.ceil(len(text.encode()) / APPROX_BYTES_PER_TOKEN))
 
 
 def _upstream_message(content: bytes) -> str:

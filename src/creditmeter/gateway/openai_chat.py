@@ -105,11 +105,7 @@ class ChatCompletion(Call):
         n = whole(body, "n", 1, MAX_N) or 1
         stream = body.get("stream") is True
         self.route, self.body, self.stream = route, body, stream
-        # The prompt's bytes bound its tokens from above (a token is at least one byte); an image
-        # given by URL is a few bytes here and many tokens upstream.
-        input_bound = (math.ceil(len(self.raw) / route.prompt_bytes_per_token)
-                       + self.raw.count(b'"image_url"') * route.image_url_tokens)
-        await self.reserve(input_bound, cap * n)
+        await self.reserve(self.input_bound(body, "image_url"), cap * n)
         payload = dict(body)
         payload["model"] = route.upstream_model
         payload[route.max_tokens_param] = cap
