@@ -124,6 +124,12 @@ def approx_prompt_tokens(messages: list[dict[str, str]]) -> int:
     return 3 + sum(3 + math.ceil(len(m["content"].encode()) / 4) for m in messages)
 
 
+def text_tokens(pieces: list[str]) -> int:
+    """The gateway's count of streamed text when no upstream count came (Messages, Responses): each
+    piece (a delta) at 4 bytes a token, rounded up, at least one."""
+    return sum(max(1, math.ceil(len(piece.encode()) / 4)) for piece in pieces)
+
+
 @dataclass(frozen=True)
 class Price:
     """Credits per 1M tokens (and per request), as the catalog file writes them."""

@@ -5,6 +5,8 @@ of each request), at each token kind's own rate."""
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,9 +14,11 @@ from typing import Any
 import anthropic
 import httpx2
 import openai
+import orjson
 import pytest
 
 from tests.api.conftest import ADMIN_KEY, bearer
+from tests.gateway.upstream_common import CHUNK_WORDS, reply
 from tests.gateway.conftest import (
     UPSTREAM_KEY,
     UPSTREAM_REPLY_WORDS,
@@ -27,6 +31,7 @@ from tests.gateway.conftest import (
     sqlite_url,
     start_gateway,
     stop_gateway,
+    text_tokens,
     to_uc,
     upstream_model,
     words,
@@ -41,6 +46,8 @@ PRICES = {
     "claude-slow": Price(input="0.7", output="3.3"),
     "claude-break": Price(input="0.9", output="4.1"),
     "claude-errorevent": Price(input="1.7", output="6.1"),
+    "claude-nulldelta": Price(input="3", output="15", cached_input="0.3", cache_write="3.75"),
+    "claude-nostart": Price(input="1.9", output="7.7"),
     "claude-refused": Price(input="1", output="2"),
     "gpt-chat": Price(input="1", output="2"),
     **{f"claude-{status}": Price(input="1", output="2") for status in (400, 401, 429, 500, 529)},
@@ -49,6 +56,8 @@ UPSTREAM_NAMES = {"claude-plain": "fake-model", "claude-cached": "fake-cached",
                   "claude-nosplit": "fake-cache-nosplit", "claude-thinking": "fake-reasoning",
                   "claude-priority": "fake-priority", "claude-slow": "fake-slow",
                   "claude-break": "fake-break", "claude-errorevent": "fake-errorevent",
+                  "claude-nulldelta": "fake-nulldelta", "claude-nostart": "fake-nostart",
+                  "claude-unpriced": "fake-model",  # configured, not in the catalog
                   **{f"claude-{s}": f"fake-{s}" for s in (400, 401, 429, 500, 529)}}
 
 
@@ -247,6 +256,24 @@ def test_count_tokens_is_free_but_needs_a_key_and_a_known_model(gw: GatewayServe
         client.messages.count_tokens(model="claude-cached", **request)
 
 
+def test_count_tokens_answers_404_for_a_model_the_catalog_does_not_price(gw: GatewayServer,
+                                                                          upstream: Upstream) -> None:
+    """As ``/v1/messages`` does: a configured model is served once it is priced."""
+    account = gw.new_account()
+    mark = marker()
+    request = ask(mark)
+    with gw.anthropic(account.key) as client:
+        with pytest.raises(anthropic.NotFoundError) as counted:
+            client.messages.count_tokens(model="claude-unpriced", messages=request["messages"])
+        with pytest.raises(anthropic.NotFoundError) as created:
+            client.messages.create(model="claude-unpriced", **request)
+    for caught in (counted, created):
+        assert caught.value.body == {"type": "error", "error": {
+            "type": "not_found_error", "message": "The model 'claude-unpriced' has no price in the catalog"}}
+    assert upstream.requests_with(mark) == []
+    assert_nothing_charged(gw, account.id, account.granted_uc)
+
+
 # -- refusals and failures ---------------------------------------------------------------------
 
 
@@ -335,17 +362,20 @@ def test_a_client_leaving_mid_stream_is_charged_for_what_was_generated(gw: Gatew
                                                                         upstream: Upstream) -> None:
     account = gw.new_account()
     mark = marker()
-    got = 0
+    got: list[str] = []
     with gw.anthropic(account.key) as client:
         stream = client.messages.create(model="claude-slow", stream=True, **ask(mark, "Count slowly"))
         for event in stream:
-            got += event.type == "content_block_delta"
-            if got == 4:
+            if event.type == "content_block_delta":
+                got.append(event.delta.text)  # type: ignore[union-attr]
+            if len(got) == 4:
                 break
         stream.close()
     gw.wait_settled(account.id, 1)
     [event] = gw.events(account.id)
-    assert 4 <= event["output_tokens"] < UPSTREAM_REPLY_WORDS
+    # Each delta at 4 bytes a token: what the client got, or a little more (what was on its way).
+    whole = [word if i == 0 else " " + word for i, word in enumerate(reply(None))]
+    assert text_tokens(got) == text_tokens(whole[:4]) <= event["output_tokens"] < text_tokens(whole)
     assert event["input_tokens"] == reported(upstream, mark)["input_tokens"]  # message_start's count
     assert event["metadata"]["finish"] == "client_disconnected"
     expected = PRICES["claude-slow"].cost_uc(event["input_tokens"], event["output_tokens"])
@@ -363,10 +393,17 @@ def test_a_stream_that_fails_upstream_charges_what_was_relayed(gw: GatewayServer
         for event in client.messages.create(model=model, stream=True, **ask(mark)):
             events.append(event)
     assert "broke off" in str(caught.value)
-    assert sum(e.type == "content_block_delta" for e in events) == pieces
-    expected = PRICES[model].cost_uc(reported(upstream, mark)["input_tokens"], pieces)
+    # An upstream's overloaded_error stays one (the client may retry); a broken stream is api_error.
+    error = caught.value.body["error"]  # type: ignore[index]
+    assert error["type"] == ("overloaded_error" if model == "claude-errorevent" else "api_error")
+    assert ("Overloaded" in error["message"]) == (model == "claude-errorevent")
+    deltas = [e.delta.text for e in events if e.type == "content_block_delta"]
+    assert len(deltas) == pieces
+    output = text_tokens(deltas)  # each delta at 4 bytes a token
+    assert output > pieces
+    expected = PRICES[model].cost_uc(reported(upstream, mark)["input_tokens"], output)
     final = events[-1]
-    assert final.type == "message_delta" and final.usage.output_tokens == pieces
+    assert final.type == "message_delta" and final.usage.output_tokens == output
     assert (final.usage.model_extra or {})["credits_charged"] == credits(expected)
     gw.wait_settled(account.id, 1)
     [event] = gw.events(account.id)
@@ -394,3 +431,77 @@ def test_models_list_the_messages_models_for_anthropics_client(gw: GatewayServer
                         timeout=10)
     assert answer.json()["first_id"] == listed[0].id and answer.json()["last_id"] == listed[-1].id
     assert to_uc(gw.balance(account.id)["available_credits"]) == account.granted_uc
+
+
+# -- usage the upstream states oddly -----------------------------------------------------------
+
+
+def test_nulls_and_odd_counts_in_message_delta_leave_message_starts_counts(gw: GatewayServer,
+                                                                         upstream: Upstream) -> None:
+    """A message_delta's usage may have nulls (the input and cache fields are optional there) or a
+    count that is not a whole number beside its output count: the output count is taken, the
+    rest stays as message_start counted it."""
+    account = gw.new_account()
+    mark = marker()
+    with gw.anthropic(account.key) as client:
+        events = list(client.messages.create(model="claude-nulldelta", stream=True, **ask(mark)))
+    usage = reported(upstream, mark)
+    assert usage["cache_read_input_tokens"] > 0 and usage["cache_creation_input_tokens"] > 0
+    assert usage["output_tokens"] == UPSTREAM_REPLY_WORDS
+    expected = price_of("claude-nulldelta", usage)
+    final = events[-2]
+    assert final.type == "message_delta" and final.usage.input_tokens is None
+    assert final.usage.output_tokens == UPSTREAM_REPLY_WORDS
+    assert (final.usage.model_extra or {})["credits_charged"] == credits(expected)
+    gw.wait_settled(account.id, 1)
+    [event] = gw.events(account.id)
+    assert (event["input_tokens"], event["cached_input_tokens"], event["output_tokens"]) == (
+        usage["input_tokens"], usage["cache_read_input_tokens"], UPSTREAM_REPLY_WORDS)
+    assert event["metadata"] == {**event["metadata"], "usage": "upstream", "finish": "complete"}
+    assert event["cost_credits"] == credits(expected)
+
+
+def test_a_stream_without_message_start_is_charged_its_deltas_output_count(gw: GatewayServer,
+                                                                          upstream: Upstream) -> None:
+    """No message_start: the output is message_delta's count (not one token a delta), the prompt
+    approximated from the request's text at 4 bytes a token."""
+    account = gw.new_account()
+    mark = marker()
+    request = ask(mark)
+    with gw.anthropic(account.key) as client:
+        events = list(client.messages.create(model="claude-nostart", stream=True, **request))
+    deltas = [e for e in events if e.type == "content_block_delta"]
+    assert len(deltas) == UPSTREAM_REPLY_WORDS // CHUNK_WORDS
+    assert reported(upstream, mark)["output_tokens"] == UPSTREAM_REPLY_WORDS
+    # The system prompt, the messages and the tools (none) as compact JSON, 4 bytes a token.
+    text = json.dumps([request["system"], request["messages"], None], separators=(",", ":"))
+    prompt = math.ceil(len(text.encode()) / 4)
+    expected = PRICES["claude-nostart"].cost_uc(prompt, UPSTREAM_REPLY_WORDS)
+    assert events[-2].type == "message_delta" and events[-2].usage.output_tokens == UPSTREAM_REPLY_WORDS
+    gw.wait_settled(account.id, 1)
+    [event] = gw.events(account.id)
+    assert (event["input_tokens"], event["output_tokens"]) == (prompt, UPSTREAM_REPLY_WORDS)
+    assert event["metadata"]["usage"] == "counted" and event["metadata"]["finish"] == "complete"
+    assert event["cost_credits"] == credits(expected)
+
+
+@pytest.mark.parametrize("escaped", [False, True], ids=["plain", "escaped"])
+def test_each_url_key_however_escaped_reserves_the_url_allowance(gw: GatewayServer, upstream: Upstream,
+                                                                 escaped: bool) -> None:
+    """An image given by URL holds ``image_url_tokens`` (1,600) more, once (its ``"type": "url"``
+    is no key), whether the client wrote the key ``url`` plainly or as ``"\\u0075rl"``."""
+    account = gw.new_account(100)
+    mark = marker()
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}
+    body = {"model": "claude-slow", "max_tokens": 64,
+            "messages": [{"role": "user", "content": [image, {"type": "text", "text": mark}]}]}
+    raw = orjson.dumps(body)
+    if escaped:
+        raw = raw.replace(b'"url"', b'"\\u0075rl"')  # the key, and the type's value
+        assert orjson.loads(raw) == body and b'"url"' not in raw
+    answer = httpx2.post(gw.server.base_url + "/v1/messages", content=raw, timeout=10,
+                         headers={"x-api-key": account.key, "content-type": "application/json"})
+    assert answer.status_code == 402, answer.text
+    expected = PRICES["claude-slow"].cost_uc(len(raw) + 1600, 64)
+    assert f"may cost up to {credits(expected)} credits" in answer.json()["error"]["message"]
+    assert upstream.requests_with(mark) == []

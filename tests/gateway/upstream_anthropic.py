@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tests.gateway.upstream_common import (
+    CHUNK_WORDS,
     ERROR_STATUS,
     WORDS,
     Answer,
@@ -39,9 +40,9 @@ def input_usage(body: Mapping[str, Any]) -> dict[str, Any]:
     prompt = prompt_tokens(body)
     model = body.get("model")
     read = written = hour = 0
-    if model in ("fake-cached", "fake-cache-nosplit"):
+    if model in ("fake-cached", "fake-cache-nosplit", "fake-nulldelta"):
         read, written = prompt // 2, prompt // 4
-        hour = written // 2 if model == "fake-cached" else 0
+        hour = written // 2 if model != "fake-cache-nosplit" else 0
     usage: dict[str, Any] = {"input_tokens": prompt - read - written, "cache_creation_input_tokens": written,
                              "cache_read_input_tokens": read}
     if model != "fake-cache-nosplit":
@@ -97,8 +98,11 @@ async def stream(answer: Answer, model: object, message: dict[str, Any], usage: 
                  thinking: list[str], text: list[str], stop: str) -> None:
     await answer.start_stream()
     start_usage = {k: v for k, v in usage.items() if not k.startswith("output_tokens")} | {"output_tokens": 1}
-    await answer.event({"type": "message_start", "message": {**message, "usage": start_usage}},
-                       "message_start")
+    if model != "fake-nostart":
+        await answer.event({"type": "message_start", "message": {**message, "usage": start_usage}},
+                           "message_start")
+    else:  # its text in deltas of CHUNK_WORDS words
+        text = [" ".join(text[i:i + CHUNK_WORDS]) for i in range(0, len(text), CHUNK_WORDS)]
     index = 0
     sent = 0
     blocks: list[tuple[dict[str, Any], str, list[str]]] = []
@@ -128,8 +132,10 @@ async def stream(answer: Answer, model: object, message: dict[str, Any], usage: 
                                "content_block_delta")
         await answer.event({"type": "content_block_stop", "index": index}, "content_block_stop")
         index += 1
+    final = {k: v for k, v in usage.items() if k.startswith("output_tokens")}
+    if model == "fake-nulldelta":
+        final |= {"input_tokens": None, "cache_read_input_tokens": None, "cache_creation_input_tokens": 1.5}
     await answer.event({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                        "usage": {k: v for k, v in usage.items() if k.startswith("output_tokens")}},
-                       "message_delta")
+                        "usage": final}, "message_delta")
     await answer.event({"type": "message_stop"}, "message_stop")
     await answer.end()

@@ -9,6 +9,12 @@ same on every protocol (a name not listed answers normally):
   Responses: half the prompt; Messages: half read and a quarter written, the writes split between
   5-minute and 1-hour ones, see ``upstream_anthropic``).
 - ``fake-cache-nosplit``: Messages only: cache writes without the 5-minute / 1-hour split.
+- ``fake-nulldelta``: Messages only: reports the cache as ``fake-cached`` does; its stream's
+  ``message_delta`` usage has nulls (input, cache reads) and a non-integer (cache writes) beside
+  its output count, as Anthropic's ``MessageDeltaUsage`` allows.
+- ``fake-nostart``: Messages only: its stream has no ``message_start``, and its text comes in
+  deltas of ``CHUNK_WORDS`` words (an upstream's delta carries many tokens).
+- ``fake-noend``: Responses only: its stream ends cleanly without its final event.
 - ``fake-reasoning``: Responses and chat completions report reasoning tokens inside the output
   count (``REASONING_TOKENS``, at most half the cap); Messages sends a thinking block first.
 - ``fake-priority`` / ``fake-flex``: the answer states that service tier.
@@ -30,6 +36,7 @@ import orjson
 
 REPLY_WORDS = 20
 REASONING_TOKENS = 8
+CHUNK_WORDS = 5
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa")
 ERROR_STATUS = {"fake-500": 500, "fake-400": 400, "fake-401": 401, "fake-429": 429, "fake-529": 529}
 

@@ -16,7 +16,6 @@ settled, then sent with ``credits_charged`` and ``credits_remaining`` in its ``u
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -26,19 +25,48 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from creditmeter.engine import Usage
-from creditmeter.gateway.call import Call, Close, approx_tokens
-from creditmeter.gateway.errors import JSON, GatewayError, bad, whole
+from creditmeter.gateway.call import Call, Close, approx_tokens, delta_tokens
+from creditmeter.gateway.errors import ANTHROPIC_ERROR_TYPES, JSON, GatewayError, bad, whole
 from creditmeter.gateway.relay import Relay, parse_event, sse
 from creditmeter.gateway.upstream import ANTHROPIC, ANTHROPIC_VERSION, ModelRoute
 
 MAX_TOKENS = 10_000_000
-_BROKE_OFF = GatewayError(502, "the upstream stream broke off; what was sent was charged").anthropic_body()
+_CHARGED = "what was sent was charged"
 _NOT_OUTPUT = ("signature_delta",)  # deltas that carry no generated tokens
+_DELTA_TEXT = ("text", "partial_json", "thinking")  # where a delta's generated text is
 
 
 def _count(source: Mapping[str, Any], name: str) -> int:
     value = source.get(name)
     return value if type(value) is int and value > 0 else 0
+
+
+def _whole(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _take(reported: dict[str, Any], usage: Mapping[str, Any]) -> None:
+    """Take into ``reported`` what ``usage`` states validly: its whole numbers, the service tier,
+    and the whole numbers of its groups (``cache_creation``, ``output_tokens_details``). A null,
+    or anything else, leaves what was reported before as it was."""
+    for name, value in usage.items():
+        if _whole(value) or (name == "service_tier" and isinstance(value, str)):
+            reported[name] = value
+        elif isinstance(value, Mapping):
+            group = dict(reported[name]) if isinstance(reported.get(name), Mapping) else {}
+            group.update({k: v for k, v in value.items() if _whole(v)})
+            reported[name] = group
+
+
+def _generated(delta: object) -> int:
+    """The tokens a ``content_block_delta`` carries, as counted when the upstream's count never
+    came: its text (or tool input, or thinking) at 4 bytes a token; one for any other delta."""
+    if not isinstance(delta, Mapping):
+        return 1
+    if delta.get("type") in _NOT_OUTPUT:
+        return 0
+    text = next((delta[k] for k in _DELTA_TEXT if isinstance(delta.get(k), str)), None)
+    return delta_tokens(text) if text is not None else 1
 
 
 def messages_usage(reported: object, alias: str) -> Usage | None:
@@ -107,6 +135,7 @@ class CountTokens(_AnthropicCall):
     async def run(self) -> Response:
         body, self.route = self.parse()
         self.stream = False
+        await self.check_priced()  # served as /v1/messages serves it: 404 if not priced
         content = await self.post(self.forwarded(body))
         return Response(content, 200, {"x-request-id": self.id, "x-credits-charged": "0"},
                         media_type=JSON)
@@ -127,11 +156,7 @@ class Messages(_AnthropicCall):
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise bad("stream", "must be true or false")
         self.route, self.body, self.stream = route, body, body.get("stream") is True
-        # The prompt's bytes bound its tokens from above; an image or document given by URL is a
-        # few bytes here and many tokens upstream.
-        input_bound = (math.ceil(len(self.raw) / route.prompt_bytes_per_token)
-                       + self.raw.count(b'"url"') * route.image_url_tokens)
-        await self.reserve(input_bound, cap)
+        await self.reserve(self.input_bound(body, "url"), cap)  # an image or document by URL
         payload = self.forwarded(body)
         if self.stream:
             source, close = await self.post_stream(payload)
@@ -148,16 +173,19 @@ class Messages(_AnthropicCall):
         return await self.answered(content, data, usage,
                                    lambda: self.counted(approx_tokens(data.get("content"))))
 
-    def counted(self, pieces: int, seen: Usage | None = None) -> Usage:
-        """What was generated when the upstream's count is missing or cut short: the pieces of
-        output relayed (one token each), and the prompt as the upstream counted it (or
+    def counted(self, generated: int, seen: Usage | None = None) -> Usage:
+        """What was generated when the upstream's count is missing or cut short: the output
+        relayed (``generated`` tokens, as counted), and the prompt as the upstream counted it (or
         approximated from the request's text)."""
         if seen is not None:
-            total = max(seen.output_tokens + seen.reasoning_tokens, pieces)
+            total = max(seen.output_tokens + seen.reasoning_tokens, generated)
             return replace(seen, output_tokens=total - seen.reasoning_tokens)
+        return Usage(self.route.alias, self.approx_prompt(), generated)
+
+    def approx_prompt(self) -> int:
+        """The prompt's tokens when the upstream gave no count of it: its text at 4 bytes a token."""
         body = self.body
-        prompt = approx_tokens([body.get("system"), body.get("messages"), body.get("tools")])
-        return Usage(self.route.alias, prompt, pieces)
+        return approx_tokens([body.get("system"), body.get("messages"), body.get("tools")])
 
 
 class _MessagesRelay(Relay):
@@ -170,7 +198,8 @@ class _MessagesRelay(Relay):
         super().__init__(call, source, close)
         self.reported: dict[str, Any] = {}  # the usage so far: message_start's, then message_delta's
         self.delta: dict[str, Any] | None = None  # the latest message_delta, held back
-        self.started = False
+        self.output_reported = False  # a message_delta gave the output's count
+        self.error = {"type": "api_error", "message": f"the upstream stream broke off; {_CHARGED}"}
 
     async def event(self, event: bytes, send: Send) -> bool:
         name, raw = parse_event(event)
@@ -184,23 +213,21 @@ class _MessagesRelay(Relay):
             return False
         kind = data.get("type") or name
         if kind == "error":
+            self._upstream_error(data.get("error"))
             raise ValueError(f"the upstream sent an error: {str(data.get('error'))[:200]}")
         if kind == "message_start" and isinstance(data.get("message"), dict):
             message = data["message"]
-            self.started = True
             self._report(message.get("usage"))
             if self.call.rename(message):
                 await self._send(send, sse(data, "message_start"))
                 return False
         elif kind == "content_block_delta":
-            delta = data.get("delta")
-            if not (isinstance(delta, Mapping) and delta.get("type") in _NOT_OUTPUT):
-                self.pieces += 1
+            self.pieces += _generated(data.get("delta"))
         elif kind == "message_delta":
             if self.delta is not None:  # not the last one after all
                 await self._send(send, sse(self.delta, "message_delta"))
             self.delta = data
-            self._report(data.get("usage"))
+            self._report(data.get("usage"), delta=True)
             return False
         elif kind == "message_stop":
             await self._end(send, "complete")
@@ -209,10 +236,23 @@ class _MessagesRelay(Relay):
         await self._send(send, event + b"\n\n")
         return False
 
-    def _report(self, usage: object) -> None:
+    def _report(self, usage: object, delta: bool = False) -> None:
+        """Take a usage object's valid counts (a message_delta's are cumulative: they replace the
+        earlier ones, and its output count is the output's)."""
         if isinstance(usage, Mapping):
-            self.reported.update(usage)
+            _take(self.reported, usage)
+            self.output_reported = self.output_reported or (delta and _whole(usage.get("output_tokens")))
             self.seen = messages_usage(self.reported, self.call.route.alias) or self.seen
+
+    def _upstream_error(self, error: object) -> None:
+        """What the client's error event will say of an upstream's: its type when it is one of
+        Anthropic's (``overloaded_error`` stays one, so the client may retry), and its message."""
+        if not isinstance(error, Mapping):
+            return
+        if error.get("type") in ANTHROPIC_ERROR_TYPES:
+            self.error["type"] = error["type"]
+        if isinstance(error.get("message"), str):
+            self.error["message"] = f"the upstream stream broke off: {error['message'][:200]}; {_CHARGED}"
 
     async def done(self, send: Send) -> None:  # the upstream ended without its message_stop
         await self._end(send, "complete")
@@ -220,7 +260,7 @@ class _MessagesRelay(Relay):
 
     async def broke_off(self, send: Send) -> None:
         await self._end(send, "upstream_broke_off")
-        await self._send(send, sse(_BROKE_OFF, "error"))
+        await self._send(send, sse({"type": "error", "error": self.error}, "error"))
 
     async def _end(self, send: Send, finish: str) -> None:
         """Settle, then send the last message_delta with the usage and the credits charged."""
@@ -235,7 +275,12 @@ class _MessagesRelay(Relay):
         await self._send(send, sse(delta, "message_delta"))
 
     def usage(self, finish: str) -> Usage:
-        """The upstream's own count when the stream completed with one; else counted."""
-        if self.seen is not None and finish == "complete" and self.delta is not None:
-            return self.seen
-        return self.call.counted(self.pieces, self.seen)
+        """The upstream's own count when the stream completed with one (its prompt approximated
+        when no message_start counted it); else what was relayed, counted."""
+        reported = self.seen
+        if reported is None and "output_tokens" in self.reported:  # a message_delta, no message_start
+            prompt = {**self.reported, "input_tokens": self.call.approx_prompt()}
+            reported = messages_usage(prompt, self.call.route.alias)
+        if reported is not None and finish == "complete" and self.output_reported:
+            return reported
+        return self.call.counted(self.pieces, reported)

@@ -17,6 +17,11 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "overloaded_error",
                     504: "timeout_error", 529: "overloaded_error"}
 
+# The error types Anthropic's API answers (an upstream's error event of one of them is relayed as is).
+ANTHROPIC_ERROR_TYPES = frozenset({
+    "invalid_request_error", "authentication_error", "billing_error", "permission_error", "not_found_error",
+    "request_too_large", "rate_limit_error", "api_error", "timeout_error", "overloaded_error"})
+
 
 class GatewayError(Exception):
     """An answer in OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""

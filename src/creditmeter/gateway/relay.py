@@ -40,7 +40,7 @@ class Relay(Response):
         self.source = source
         self.close = close
         self.seen: Usage | None = None  # the latest usage the upstream reported
-        self.pieces = 0  # pieces of output the client was sent
+        self.pieces = 0  # the output the client was sent, in tokens as the protocol counts them
         self.settled = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
