@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx2
 import openai
+import orjson
 import pytest
 
 from tests.api.conftest import bearer
@@ -25,9 +26,11 @@ from tests.gateway.conftest import (
     sqlite_url,
     start_gateway,
     stop_gateway,
+    text_tokens,
     upstream_model,
     words,
 )
+from tests.gateway.upstream_common import reply
 
 PRICES = {
     "resp-plain": Price(input="2.5", output="10", cached_input="1.25"),
@@ -37,6 +40,7 @@ PRICES = {
     "resp-slow": Price(input="0.7", output="3.3"),
     "resp-break": Price(input="0.9", output="4.1"),
     "resp-errorevent": Price(input="1.7", output="6.1"),
+    "resp-noend": Price(input="1.3", output="4.7"),
     "resp-500": Price(input="1", output="2"),
     "resp-400": Price(input="1", output="2"),
     "resp-429": Price(input="1", output="2"),
@@ -53,7 +57,8 @@ def gw(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     directory = tmp_path_factory.mktemp("responses")
     names = {"resp-plain": "fake-model", "resp-cached": "fake-cached", "resp-reasoning": "fake-reasoning",
              "resp-priority": "fake-priority", "resp-slow": "fake-slow", "resp-break": "fake-break",
-             "resp-errorevent": "fake-errorevent", "resp-500": "fake-500", "resp-400": "fake-400",
+             "resp-errorevent": "fake-errorevent", "resp-noend": "fake-noend", "resp-500": "fake-500",
+             "resp-400": "fake-400",
              "resp-429": "fake-429", "embed": "fake-model", "embed-500": "fake-500"}
     models: dict[str, Any] = {alias: upstream_model(upstream.v1, upstream_model=name)
                               for alias, name in names.items()}
@@ -194,17 +199,20 @@ def test_a_client_leaving_mid_stream_is_charged_for_what_was_generated(gw: Gatew
                                                                         upstream: Upstream) -> None:
     account = gw.new_account()
     mark = marker()
-    got = 0
+    got: list[str] = []
     with gw.openai(account.key) as client:
         stream = client.responses.create(model="resp-slow", stream=True, **ask(mark))
         for event in stream:
-            got += event.type == "response.output_text.delta"
-            if got == 4:
+            if event.type == "response.output_text.delta":
+                got.append(event.delta)
+            if len(got) == 4:
                 break
         stream.close()
     gw.wait_settled(account.id, 1)
     [event] = gw.events(account.id)
-    assert 4 <= event["output_tokens"] < UPSTREAM_REPLY_WORDS
+    # Each delta at 4 bytes a token: what the client got, or a little more (what was on its way).
+    whole = [word if i == 0 else " " + word for i, word in enumerate(reply(None))]
+    assert text_tokens(got) == text_tokens(whole[:4]) <= event["output_tokens"] < text_tokens(whole)
     assert event["input_tokens"] > 0 and event["metadata"]["finish"] == "client_disconnected"
     assert event["cost_credits"] == credits(PRICES["resp-slow"].cost_uc(event["input_tokens"],
                                                                         event["output_tokens"]))
@@ -217,12 +225,14 @@ def test_a_stream_that_fails_upstream_ends_failed_and_charges_what_was_relayed(
     with gw.openai(account.key) as client:
         raw = client.responses.with_raw_response.create(model=model, stream=True, **ask(marker()))
         events = list(raw.parse())
-    assert sum(e.type == "response.output_text.delta" for e in events) == pieces
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) == pieces
     last = events[-1]
     assert last.type == "response.failed" and "broke off" in last.response.error.message
     usage = last.response.usage
-    assert usage.output_tokens == pieces
-    expected = PRICES[model].cost_uc(usage.input_tokens, pieces)
+    output = text_tokens(deltas)  # each delta at 4 bytes a token
+    assert usage.output_tokens == output > pieces
+    expected = PRICES[model].cost_uc(usage.input_tokens, output)
     event = charged_once(gw, account.id, account.granted_uc, raw.headers["x-request-id"], expected)
     assert usage.model_extra["credits_charged"] == event["cost_credits"]
     assert event["metadata"]["finish"] == "upstream_broke_off"
@@ -265,6 +275,67 @@ def test_responses_refuse_bad_keys_short_credits_and_bad_input(gw: GatewayServer
             client.responses.create(model="resp-plain", input=7)  # type: ignore[arg-type]
         assert bad.value.param == "input"
     assert_nothing_charged(gw, poor.id, poor.granted_uc)
+    assert upstream.requests_with(mark) == []
+
+
+def test_a_stream_that_ends_without_its_final_event_says_so_and_is_recorded_so(gw: GatewayServer) -> None:
+    """The upstream ended its stream cleanly without ``response.completed``: the client is told
+    that (not that it broke off), and the event records the response as not completed."""
+    account = gw.new_account()
+    with gw.openai(account.key) as client:
+        raw = client.responses.with_raw_response.create(model="resp-noend", stream=True, **ask(marker()))
+        events = list(raw.parse())
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) == UPSTREAM_REPLY_WORDS
+    last = events[-1]
+    assert last.type == "response.failed" and last.response.status == "failed"
+    assert last.response.error.message == ("the upstream's stream ended without its final event; "
+                                           "what was sent was charged")
+    usage = last.response.usage
+    assert usage.output_tokens == text_tokens(deltas)
+    expected = PRICES["resp-noend"].cost_uc(usage.input_tokens, usage.output_tokens)
+    event = charged_once(gw, account.id, account.granted_uc, raw.headers["x-request-id"], expected)
+    assert usage.model_extra["credits_charged"] == event["cost_credits"]
+    assert (event["metadata"]["finish"], event["metadata"]["usage"]) == ("upstream_broke_off", "counted")
+
+
+@pytest.mark.parametrize("background", [True, "yes"])
+def test_background_responses_are_refused(gw: GatewayServer, upstream: Upstream, background: Any) -> None:
+    """An upstream answers a background request at once, queued, with no usage: it is refused
+    rather than charged for nothing."""
+    account = gw.new_account()
+    mark = marker()
+    with gw.openai(account.key) as client, pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="resp-plain", background=background, **ask(mark))
+    assert (caught.value.param, caught.value.code) == ("background", "invalid_value")
+    assert caught.value.body["message"].startswith("background: ")  # type: ignore[index]
+    assert_nothing_charged(gw, account.id, account.granted_uc)
+    assert upstream.requests_with(mark) == []
+    with gw.openai(account.key) as client:  # background false is the default: served
+        client.responses.create(model="resp-plain", background=False, **ask(mark))
+    assert len(upstream.requests_with(mark)) == 1
+
+
+@pytest.mark.parametrize("escaped", [False, True], ids=["plain", "escaped"])
+def test_each_url_key_however_escaped_reserves_the_url_allowance(gw: GatewayServer, upstream: Upstream,
+                                                                 escaped: bool) -> None:
+    """An image or file given by URL (``image_url``, ``file_url``) holds ``image_url_tokens``
+    (1,600) more each, whether the client wrote the key plainly or with ``\\u`` escapes."""
+    account = gw.new_account(100)
+    mark = marker()
+    content = [{"type": "input_text", "text": mark},
+               {"type": "input_image", "image_url": "https://example.com/cat.png"},
+               {"type": "input_file", "file_url": "https://example.com/report.pdf"}]
+    body = {"model": "resp-slow", "max_output_tokens": 32, "input": [{"role": "user", "content": content}]}
+    raw = orjson.dumps(body)
+    if escaped:
+        raw = raw.replace(b'"image_url":', b'"\\u0069mage_url":').replace(b'"file_url":', b'"file\\u005furl":')
+        assert orjson.loads(raw) == body and b'"image_url"' not in raw and b'"file_url"' not in raw
+    answer = httpx2.post(gw.v1 + "/responses", content=raw, timeout=10,
+                         headers={**bearer(account.key), "content-type": "application/json"})
+    assert answer.status_code == 402, answer.text
+    expected = PRICES["resp-slow"].cost_uc(len(raw) + 2 * 1600, 32)
+    assert f"may cost up to {credits(expected)} credits" in answer.json()["error"]["message"]
     assert upstream.requests_with(mark) == []
 
 

@@ -125,7 +125,8 @@ class Stream:
         await self.send("response.content_part.done", **at, part=part)
         await self.send("response.output_item.done", output_index=index, item=message)
         done = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
-        await self.send(done, response=final)
+        if self.model != "fake-noend":
+            await self.send(done, response=final)
         await self.answer.end()
 
 

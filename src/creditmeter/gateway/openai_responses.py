@@ -17,7 +17,6 @@ what the hold did not cover is charged like any usage (overage when the credits 
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -27,13 +26,16 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from creditmeter.engine import Usage
-from creditmeter.gateway.call import Call, Close, approx_tokens
+from creditmeter.gateway.call import Call, Close, approx_tokens, delta_tokens
 from creditmeter.gateway.errors import bad, whole
 from creditmeter.gateway.openai_chat import detail, service_tier
 from creditmeter.gateway.relay import Relay, parse_event, sse
 
 MAX_OUTPUT_TOKENS = 10_000_000
 _ENDS = ("response.completed", "response.incomplete", "response.failed")
+_NOT_TEXT = ("response.audio.delta",)  # deltas of data, not text: counted one token each
+_BROKE_OFF = "the upstream stream broke off; what was sent was charged"
+_NO_END = "the upstream's stream ended without its final event; what was sent was charged"
 
 
 def responses_usage(reported: object, alias: str, tier: object = None) -> Usage | None:
@@ -67,14 +69,13 @@ class Responses(Call):
             raise bad("instructions", "must be a string")
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise bad("stream", "must be true or false")
+        if body.get("background") not in (None, False):
+            # The upstream would queue the work and answer at once, with no usage to charge.
+            raise bad("background", "is not served here: a response is charged as it is answered, "
+                                    "so ask without background (stream it for a long one)")
         cap = whole(body, "max_output_tokens", 1, MAX_OUTPUT_TOKENS) or route.max_output_tokens
         self.route, self.body, self.stream = route, body, body.get("stream") is True
-        # The request's bytes bound its prompt's tokens from above; an image or file given by URL
-        # is a few bytes here and many tokens upstream.
-        input_bound = (math.ceil(len(self.raw) / route.prompt_bytes_per_token)
-                       + (self.raw.count(b'"image_url"') + self.raw.count(b'"file_url"'))
-                       * route.image_url_tokens)
-        await self.reserve(input_bound, cap)
+        await self.reserve(self.input_bound(body, "image_url", "file_url"), cap)
         payload = {**body, "model": route.upstream_model, "max_output_tokens": cap}
         if self.stream:
             source, close = await self.post_stream(payload)
@@ -93,15 +94,15 @@ class Responses(Call):
         output = data.get("output")
         return await self.answered(content, data, usage, lambda: self.counted(approx_tokens(output)))
 
-    def counted(self, pieces: int, seen: Usage | None = None) -> Usage:
-        """What was generated when the upstream's count is missing: the pieces of output relayed
-        (one token each), and the prompt approximated from the request's text."""
+    def counted(self, generated: int, seen: Usage | None = None) -> Usage:
+        """What was generated when the upstream's count is missing: the output relayed
+        (``generated`` tokens, as counted), and the prompt approximated from the request's text."""
         if seen is not None:
-            total = max(seen.output_tokens + seen.reasoning_tokens, pieces)
+            total = max(seen.output_tokens + seen.reasoning_tokens, generated)
             return replace(seen, output_tokens=total - seen.reasoning_tokens)
         body = self.body
         prompt = approx_tokens([body.get("instructions"), body.get("input"), body.get("tools")])
-        return Usage(self.route.alias, prompt, pieces)
+        return Usage(self.route.alias, prompt, generated)
 
 
 class _ResponsesRelay(Relay):
@@ -145,26 +146,28 @@ class _ResponsesRelay(Relay):
             if renamed:
                 await self._send(send, sse(data, kind))
                 return False
-        elif kind.endswith(".delta"):
-            self.pieces += 1
+        elif kind.endswith(".delta"):  # text (or a tool call's arguments) at 4 bytes a token
+            text = data.get("delta")
+            self.pieces += delta_tokens(text) if isinstance(text, str) and kind not in _NOT_TEXT else 1
         await self._send(send, event + b"\n\n")
         return False
 
-    async def done(self, send: Send) -> None:  # the upstream ended without its final event
-        await self._end(send, "complete")
+    async def done(self, send: Send) -> None:
+        # The upstream ended its stream without its final event: the response is not complete,
+        # and the client is told so, truthfully.
+        await self._end(send, "upstream_broke_off", _NO_END)
 
     async def broke_off(self, send: Send) -> None:
-        await self._end(send, "upstream_broke_off")
+        await self._end(send, "upstream_broke_off", _BROKE_OFF)
 
-    async def _end(self, send: Send, finish: str) -> None:
+    async def _end(self, send: Send, finish: str, why: str = "") -> None:
         """Settle, then send the final event with the usage and the credits charged (a
-        ``response.failed`` of our own when the upstream sent none)."""
+        ``response.failed`` of our own, saying ``why``, when the upstream sent none)."""
         settled = await self._settle(finish)
         last = self.last if finish == "complete" else None
         if last is None:
             self.sequence += 1
-            error = {"code": "server_error",
-                     "message": "the upstream stream broke off; what was sent was charged"}
+            error = {"code": "server_error", "message": why}
             last = {"type": "response.failed", "sequence_number": self.sequence,
                     "response": {**self.response, "status": "failed", "error": error, "usage": None}}
             if self.call.route.upstream_model != self.call.route.alias:
