@@ -6,6 +6,7 @@ import gzip
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +18,7 @@ from click.testing import CliRunner, Result
 from creditmeter.cli import main
 from creditmeter.engine import Engine
 from creditmeter.errors import InputError
-from creditmeter.pricing import ImportReport, ModelPrice, import_litellm, parse_catalog, rate
+from creditmeter.pricing import ImportReport, ModelPrice, Rates, Tier, import_litellm, parse_catalog, rate
 from tests.conftest import EngineFactory, at
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "litellm_model_prices.json.gz"
@@ -66,16 +67,24 @@ def test_imports_thousands_and_skips_the_rest_with_a_reason(litellm_data: dict[s
                     and entry.get("input_cost_per_token") is None]
     assert len(image_models) > 10
     assert all(name in skipped for name in image_models)
-    # every entry without a per-token input price is skipped; no imported model lacks one
+    # every entry without a per-token input price (flat or in tiered_pricing ranges) is skipped
     for name in report.catalog.models:
-        assert litellm_data[name].get("input_cost_per_token") is not None, name
+        entry = litellm_data[name]
+        assert entry.get("input_cost_per_token") is not None or entry.get("tiered_pricing"), name
 
 
 def test_imported_models_are_priced_per_token(litellm_data: dict[str, Any],
                                               report_1000: ImportReport) -> None:
     for name in report_1000.catalog.models:
         entry = litellm_data[name]
-        assert isinstance(entry["input_cost_per_token"], Decimal | int), name
+        prices = [entry.get("input_cost_per_token")] + [t.get("input_cost_per_token")
+                                                        for t in entry.get("tiered_pricing") or []]
+        assert any(isinstance(p, Decimal | int) for p in prices), name
+
+
+def _own(price: ModelPrice) -> ModelPrice:
+    """A model's own prices, without the rules laid over them."""
+    return replace(price, above=(), tiers={}, off_peak=())
 
 
 @pytest.mark.parametrize(("name", "expected"), [
@@ -84,10 +93,13 @@ def test_imported_models_are_priced_per_token(litellm_data: dict[str, Any],
     ("gpt-4o", ModelPrice(2_500_000_000, 10_000_000_000, 1_250_000_000, 2_500_000_000, 0)),
     # gpt-4o-mini: 1.5e-07 -> 150 credits; 6e-07 -> 600; 7.5e-08 -> 75; cache write -> input
     ("gpt-4o-mini", ModelPrice(150_000_000, 600_000_000, 75_000_000, 150_000_000, 0)),
-    # claude-sonnet-4-5: 3e-06 -> 3000; 1.5e-05 -> 15000; 3e-07 -> 300; 3.75e-06 -> 3750
-    ("claude-sonnet-4-5", ModelPrice(3_000_000_000, 15_000_000_000, 300_000_000, 3_750_000_000, 0)),
-    # claude-haiku-4-5: 1e-06 -> 1000; 5e-06 -> 5000; 1e-07 -> 100; 1.25e-06 -> 1250
-    ("claude-haiku-4-5", ModelPrice(1_000_000_000, 5_000_000_000, 100_000_000, 1_250_000_000, 0)),
+    # claude-sonnet-4-5: 3e-06 -> 3000; 1.5e-05 -> 15000; 3e-07 -> 300; 3.75e-06 -> 3750;
+    #                    1-hour cache writes 6e-06 -> 6000
+    ("claude-sonnet-4-5", ModelPrice(3_000_000_000, 15_000_000_000, 300_000_000, 3_750_000_000, 0,
+                                     cache_write_1h_uc=6_000_000_000)),
+    # claude-haiku-4-5: 1e-06 -> 1000; 5e-06 -> 5000; 1e-07 -> 100; 1.25e-06 -> 1250; 1 hour 2e-06 -> 2000
+    ("claude-haiku-4-5", ModelPrice(1_000_000_000, 5_000_000_000, 100_000_000, 1_250_000_000, 0,
+                                    cache_write_1h_uc=2_000_000_000)),
     # an embedding model: 1.3e-07 -> 130 credits; output 0.0 -> free
     ("text-embedding-3-large", ModelPrice(130_000_000, 0, 130_000_000, 130_000_000, 0)),
     # o1: 1.5e-05 -> 15000; 6e-05 -> 60000; 7.5e-06 -> 7500
@@ -100,7 +112,24 @@ def test_imported_models_are_priced_per_token(litellm_data: dict[str, Any],
 ])
 def test_golden_prices_at_1000_credits_per_usd(report_1000: ImportReport, name: str,
                                                expected: ModelPrice) -> None:
-    assert report_1000.catalog.models[name] == expected
+    assert _own(report_1000.catalog.models[name]) == expected
+
+
+def test_golden_rules_at_1000_credits_per_usd(report_1000: ImportReport) -> None:
+    models = report_1000.catalog.models
+    # gpt-4o on the priority tier: input 4.25e-06 -> 4250 credits, output 1.7e-05 -> 17000, cache reads
+    # 2.125e-06 -> 2125; it has no cache-write price, so LiteLLM writes at the tier's input price
+    assert models["gpt-4o"].tiers["priority"] == Tier(Rates(4_250_000_000, 17_000_000_000, 2_125_000_000,
+                                                            4_250_000_000, 4_250_000_000, 17_000_000_000))
+    # gemini-2.5-pro above 200k prompt tokens: input 2.5e-06, output 1.5e-05, cache reads 2.5e-07
+    above = models["gemini/gemini-2.5-pro"].above
+    assert [(t.prompt_tokens, t.rates.input_uc, t.rates.output_uc, t.rates.cached_input_uc)
+            for t in above] == [(200_000, 2_500_000_000, 15_000_000_000, 250_000_000)]
+    # qwen-flash, priced only by ranges: 5e-08 / 4e-07 up to 256k, 2.5e-07 / 2e-06 above
+    qwen = models["dashscope/qwen-flash"]
+    assert (qwen.input_uc, qwen.output_uc) == (50_000_000, 400_000_000)
+    assert [(t.prompt_tokens, t.rates.input_uc, t.rates.output_uc) for t in qwen.above] == [
+        (256_000, 250_000_000, 2_000_000_000)]
 
 
 def test_rounded_prices_are_reported(report_1000: ImportReport) -> None:
@@ -118,28 +147,32 @@ def test_every_imported_price_is_the_exact_price_rounded_up(litellm_data: dict[s
     """Each price is ceil(usd × rate × 1e12) µc per 1M tokens; exactly the inexact ones are listed."""
     factor = Decimal(credits_per_usd)
     report = import_litellm(litellm_data, factor)
-    expected_rounded = set()
+    rounded = set(report.rounded)
     for name, price in report.catalog.models.items():
         entry = litellm_data[name]
+        special = entry.get("litellm_provider") in ("fireworks_ai", "perplexity") or "tiered_pricing" in entry
         for ours, theirs in FIELDS.items():
             usd = entry.get(theirs)
-            if usd is None:
+            if usd is None or (special and ours not in ("input", "output")):
                 continue
             exact = Fraction(usd) * Fraction(factor) * 10**12
-            if exact != int(exact):
-                expected_rounded.add((name, ours))
             assert getattr(price, f"{ours}_uc") == math.ceil(exact), (name, ours)
-        if entry.get("cache_read_input_token_cost") is None:
+            assert ((name, ours) in rounded) == (exact != int(exact)), (name, ours)
+        if entry.get("cache_read_input_token_cost") is None and not special:
             assert price.cached_input_uc == price.input_uc, name
-        if entry.get("cache_creation_input_token_cost") is None:
+            assert ((name, "cached_input") in rounded) == ((name, "input") in rounded)
+        if entry.get("cache_creation_input_token_cost") is None and not special:
             assert price.cache_write_uc == price.input_uc, name
-    assert set(report.rounded) == expected_rounded
+    # each rounded price is one the catalog holds
+    for name, path in rounded:
+        assert path in {"input", "output", "cached_input", "cache_write", "cache_write_1h", "reasoning",
+                        "request"} or path.startswith(("above[", "tiers.", "off_peak.")), (name, path)
 
 
 def test_other_rates(litellm_data: dict[str, Any]) -> None:
     # 1 credit per USD: gpt-4o input 2.5e-06 × 1e6 = 2.5 credits per 1M = 2_500_000 µc
     one = import_litellm(litellm_data, Decimal(1))
-    assert one.catalog.models["gpt-4o"] == ModelPrice(2_500_000, 10_000_000, 1_250_000, 2_500_000, 0)
+    assert _own(one.catalog.models["gpt-4o"]) == ModelPrice(2_500_000, 10_000_000, 1_250_000, 2_500_000, 0)
     # 0.001 credits per USD: gpt-4o-mini input 1.5e-07 × 1e3 = 0.00015 credits per 1M = 150 µc
     milli = import_litellm(litellm_data, Decimal("0.001"))
     assert milli.catalog.models["gpt-4o-mini"].input_uc == 150

@@ -22,7 +22,7 @@ from creditmeter.errors import Conflict, InputError
 from creditmeter.events import MAX_TOKENS, fingerprint
 from creditmeter.ids import check_id, check_new_id
 from creditmeter.ledger import Book
-from creditmeter.pricing import rate
+from creditmeter.pricing import estimate, rate
 from creditmeter.store.base import Transaction
 from creditmeter.timeutil import DAY_S
 
@@ -55,21 +55,22 @@ class HoldCommands(EngineBase):
         return self._reserve(account_id, lambda tx: amount_uc, at_us, ttl_s, hold_id)
 
     def reserve_estimate(self, account_id: str, model: str, input_tokens: int, max_output_tokens: int,
-                         at_us: int, *, ttl_s: int | None = None,
-                         hold_id: str | None = None) -> tuple[Hold | Refused, int]:
-        """Hold what a chat request may cost at most (:meth:`estimate`), priced in the same
-        transaction; answers the hold (or the refusal) and the estimate."""
+                         at_us: int, *, ttl_s: int | None = None, hold_id: str | None = None,
+                         service_tier: str | None = None) -> tuple[Hold | Refused, int]:
+        """Hold what a chat request may cost at most (:meth:`estimate`) on ``service_tier``,
+        priced in the same transaction; answers the hold (or the refusal) and the estimate."""
         _check_request_tokens(input_tokens, max_output_tokens)
-        estimate = 0
+        most = 0
 
         def amount(tx: Transaction) -> int:
-            nonlocal estimate
+            nonlocal most
             version = _version_at(self.price_book(tx), at_us)
-            estimate = rate(version.catalog, model, input_tokens, max_output_tokens, 0, 0)
-            return estimate
+            most = estimate(version.catalog, model, input_tokens, max_output_tokens,
+                            service_tier=service_tier)
+            return most
 
         result = self._reserve(account_id, amount, at_us, ttl_s, hold_id)
-        return result, estimate
+        return result, most
 
     def _reserve(self, account_id: str, amount: Callable[[Transaction], int], at_us: int,
                  ttl_s: int | None, hold_id: str | None) -> Hold | Refused:
