@@ -188,6 +188,55 @@ def test_bad_rate_and_bad_map_are_input_errors(litellm_data: dict[str, Any]) -> 
         import_litellm([1, 2, 3], Decimal(1))
 
 
+def test_prices_not_converted_are_listed_per_model(litellm_data: dict[str, Any],
+                                                  report_1000: ImportReport) -> None:
+    listed = dict(report_1000.unconverted)
+    assert len(listed) == len(report_1000.unconverted)
+    assert set(listed) <= set(report_1000.catalog.models)
+    for name, fields in listed.items():
+        assert fields and list(fields) == sorted(set(fields)), name
+        # each named as in the map
+        assert all(litellm_data[name].get(field) is not None for field in fields), name
+    # batch prices and web-search prices are not held; the 1-hour cache write is
+    claude = set(listed["claude-sonnet-4-5"])
+    assert {"input_cost_per_token_batches", "search_context_cost_per_query"} <= claude
+    assert not {"cache_creation_input_token_cost_above_1hr", "input_cost_per_token",
+                "cache_creation_input_token_cost"} & claude
+    # the priority tier is held, the batch one is not
+    assert "input_cost_per_token_batches" in listed["gpt-4o"]
+    assert not any(field.endswith("_priority") for field in listed["gpt-4o"])
+    # audio tokens (no such count in an event) are listed
+    audio = [name for name in report_1000.catalog.models
+             if litellm_data[name].get("input_cost_per_audio_token")]
+    assert audio and all("input_cost_per_audio_token" in listed[name] for name in audio)
+    # a model with nothing but token prices lists nothing (its input_cost_per_token_cache_hit is
+    # the cache-read price under another name)
+    assert "deepseek/deepseek-chat" in report_1000.catalog.models
+    assert "deepseek/deepseek-chat" not in listed
+
+
+def test_skipped_models_are_refused_never_free(report_1000: ImportReport) -> None:
+    for name, _ in report_1000.skipped:
+        with pytest.raises(InputError) as info:
+            rate(report_1000.catalog, name, 1000, 1000, 0, 0)
+        assert info.value.field == "model"
+
+
+def test_a_model_priced_another_way_is_not_imported_free() -> None:
+    data = {
+        "per-second": {"input_cost_per_token": 0, "output_cost_per_token": 0, "input_cost_per_second": 0.001,
+                       "mode": "chat"},
+        "per-query": {"input_cost_per_token": 0, "output_cost_per_token": 0, "input_cost_per_query": 0.002,
+                      "mode": "chat"},
+        "free": {"input_cost_per_token": 0, "output_cost_per_token": 0, "mode": "chat"},
+    }
+    report = import_litellm(data, Decimal(1000))
+    assert set(report.catalog.models) == {"free"}
+    skipped = dict(report.skipped)
+    assert "input_cost_per_second" in skipped["per-second"]
+    assert "input_cost_per_query" in skipped["per-query"]
+
+
 def test_unusual_entries_are_skipped_not_fatal() -> None:
     data = {
         "good": {"input_cost_per_token": Decimal("1e-6"), "output_cost_per_token": Decimal("2e-6")},
@@ -256,6 +305,9 @@ def test_cli_import_prints_the_counts(tmp_path: Path, litellm_file: Path, report
     assert f"imported {report_1000.imported} models" in out
     assert f"skipped {len(report_1000.skipped)}" in out
     assert f"rounded up {len(report_1000.rounded)}" in out
+    assert f"{len(report_1000.unconverted)} models with prices not converted" in out
+    batches = sum("input_cost_per_token_batches" in fields for _, fields in report_1000.unconverted)
+    assert f"not converted in {batches:5d} models: input_cost_per_token_batches" in out
     listed = _run(["prices", "list", "--json", "--at", "2026-03-01"], db)
     assert listed.exit_code == 0, listed.output
     data = json.loads(listed.stdout)
@@ -287,6 +339,8 @@ def test_cli_import_json_lists(tmp_path: Path, litellm_file: Path, report_1000: 
     assert skipped["aiml/dall-e-3"]
     rounded = {(item["model"], item["price"]) for item in data["rounded"]}
     assert rounded == set(report_1000.rounded)
+    assert [(item["model"], tuple(item["fields"])) for item in data["unconverted"]] == list(
+        report_1000.unconverted)
     assert ("databricks/databricks-claude-sonnet-4-1", "input") in rounded
 
 

@@ -130,8 +130,9 @@ class _Conversion:
         self.credits_per_usd = credits_per_usd
         self.rounded: dict[str, None] = {}
         self.memo: dict[tuple[str | None, int, bool], tuple[TokenRates, frozenset[str]]] = {}
-        generic = entry.provider not in TIERED_FAMILY and entry.provider != "perplexity"
-        self.tiers = [t for t in SERVICE_TIERS if generic and _prices_tier(entry, t)]
+        # LiteLLM prices service tiers for every provider but these (their tier prices are listed)
+        tiered = entry.provider not in TIERED_FAMILY and entry.provider not in ("perplexity", "xai")
+        self.tiers = [t for t in SERVICE_TIERS if tiered and _prices_tier(entry, t)]
         self.sizes = _sizes(entry)
 
     def run(self) -> tuple[ModelPrice, tuple[str, ...], tuple[str, ...]]:
@@ -160,7 +161,7 @@ class _Conversion:
                 raise Unconvertible("its rates combine in a way the catalog cannot hold exactly "
                                     f"(service tier {on or 'standard'}, prompt of {size} tokens)")
         self._check_zero(price)
-        return price, tuple(self.rounded), _unconverted(self.entry, bool(self.tiers))
+        return price, tuple(self.rounded), _unconverted(self.entry, self.tiers)
 
     def rates(self, tier: str | None, size: int, off_peak: bool) -> TokenRates:
         """LiteLLM's rates for one request, in µc per 1M tokens."""
@@ -252,7 +253,7 @@ class _Conversion:
         if price.request_uc or any(self.rates(tier, size, off_peak) != zero
                                    for tier, size, off_peak in self._grid()):
             return
-        other = [key for key in _unconverted(self.entry, bool(self.tiers))
+        other = [key for key in _unconverted(self.entry, self.tiers)
                  if _positive(self.entry.data.get(key))]
         if other:
             raise Unconvertible(f"its token prices are all 0 but it is priced by {', '.join(other[:3])}")
@@ -357,7 +358,7 @@ def _fixed_offset_minutes(timezone: str) -> int | None:
     return offsets.pop() if len(offsets) == 1 else None
 
 
-def _unconverted(entry: Entry, tiers: bool) -> tuple[str, ...]:
+def _unconverted(entry: Entry, tiers: list[str]) -> tuple[str, ...]:
     """The entry's price fields the catalog does not hold, as LiteLLM names them."""
     converted = set(_converted_keys(entry, tiers))
     read = entry.data.get(READ)
@@ -368,7 +369,7 @@ def _unconverted(entry: Entry, tiers: bool) -> tuple[str, ...]:
                         if value is not None and key not in converted and _is_price(key)))
 
 
-def _converted_keys(entry: Entry, tiers: bool) -> Iterator[str]:
+def _converted_keys(entry: Entry, tiers: list[str]) -> Iterator[str]:
     yield from ("off_peak_pricing", _REQUEST, "tiered_pricing")
     if entry.provider == "perplexity":
         yield from (IN, OUT, READ, REASONING)
@@ -378,11 +379,13 @@ def _converted_keys(entry: Entry, tiers: bool) -> Iterator[str]:
         return
     # xAI bills reasoning as output tokens, whatever reasoning rate the map gives
     yield from (key for key in BASE_KEYS if entry.provider != "xai" or key != REASONING)
+    suffixes = [""] + [f"_{tier}" for tier in tiers]
     for key in entry.data:
         match = THRESHOLD_KEY.match(key)
-        if match is not None and not match.group(1).endswith("_12hr") and (tiers or not match.group(4)):
+        if match is not None and not match.group(1).endswith("_12hr") and (match.group(4) or "") in suffixes:
             yield key
-        if tiers and key.endswith(("_priority", "_flex")) and key.rsplit("_", 1)[0] in BASE_KEYS:
+        base, _, tier = key.rpartition("_")
+        if base in BASE_KEYS and tier in tiers:
             yield key
 
 
