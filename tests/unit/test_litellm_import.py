@@ -237,6 +237,71 @@ def test_a_model_priced_another_way_is_not_imported_free() -> None:
     assert "input_cost_per_query" in skipped["per-query"]
 
 
+def _one(entry: dict[str, Any], name: str = "m") -> ModelPrice:
+    report = import_litellm({name: {"mode": "chat", **entry}}, Decimal(1000))
+    assert not report.skipped, report.skipped
+    return report.catalog.models[name]
+
+
+D = Decimal
+
+
+def test_off_peak_hours_in_utc_with_weekdays_elsewhere_become_local_hours() -> None:
+    # UTC 16:30-00:30 on Shanghai weekdays Mon-Fri is 00:30-08:30 Shanghai time on those weekdays;
+    # with no cache prices of its own, cache reads and writes cost the off-peak input price
+    block = {"input_cost_per_token": D("1.5e-7"), "weekday_timezone": "Asia/Shanghai",
+             "windows": [{"hours_utc": "16:30-00:30", "weekdays": [1, 2, 3, 4, 5]}]}
+    price = _one({"litellm_provider": "deepseek", "input_cost_per_token": D("3e-7"),
+                  "output_cost_per_token": D("1.2e-6"), "off_peak_pricing": block})
+    (window,) = price.off_peak
+    assert window.to_dict() == {"timezone": "Asia/Shanghai", "hours": ["00:30-08:30"],
+                                "weekdays": ["mon", "tue", "wed", "thu", "fri"], "input": "150",
+                                "cached_input": "150", "cache_write": "150", "cache_write_1h": "150"}
+    # a zone with daylight-saving time has no fixed local hours for a UTC range: skipped, with why
+    report = import_litellm({"m": {"mode": "chat", "input_cost_per_token": D("3e-7"),
+                                   "output_cost_per_token": D("1.2e-6"),
+                                   "off_peak_pricing": {"input_cost_per_token": D("1.5e-7"),
+                                                        "weekday_timezone": "America/New_York",
+                                                        "windows": [{"hours_utc": "16:30-00:30"}]}}}, D(1000))
+    assert "America/New_York" in dict(report.skipped)["m"]
+
+
+def test_thresholds_ranges_and_provider_rules() -> None:
+    # xAI bills the higher rate from the threshold itself: more than 127,999 prompt tokens
+    xai = _one({"litellm_provider": "xai", "input_cost_per_token": D("2e-6"),
+                "output_cost_per_token": D("1e-5"), "input_cost_per_token_above_128k_tokens": D("4e-6")})
+    assert [(t.prompt_tokens, t.rates.input_uc) for t in xai.above] == [(127_999, 4_000_000_000)]
+    # ranges alone: the first prices the smallest prompts, each later one the whole request above it
+    ranged = _one({"litellm_provider": "dashscope", "tiered_pricing": [
+        {"input_cost_per_token": D("1e-6"), "output_cost_per_token": D("2e-6"), "range": [0, 32000]},
+        {"input_cost_per_token": D("3e-6"), "output_cost_per_token": D("6e-6"), "range": [32000, 128000]},
+        {"input_cost_per_token": D("5e-6"), "output_cost_per_token": D("9e-6"), "range": [128000, 1000000]}]})
+    assert (ranged.input_uc, ranged.output_uc, ranged.cached_input_uc) == (1_000_000_000, 2_000_000_000,
+                                                                           1_000_000_000)
+    assert [(t.prompt_tokens, t.rates.input_uc, t.rates.output_uc, t.rates.cached_input_uc)
+            for t in ranged.above] == [(32_000, 3_000_000_000, 6_000_000_000, 3_000_000_000),
+                                       (128_000, 5_000_000_000, 9_000_000_000, 5_000_000_000)]
+    # Perplexity bills cache writes as prompt tokens at the input rate; Fireworks cache reads at half
+    sonar = _one({"litellm_provider": "perplexity", "input_cost_per_token": D("1e-6"),
+                  "output_cost_per_token": D("1e-6"), "cache_creation_input_token_cost": D("5e-6")})
+    assert (sonar.cache_write_uc, sonar.cache_write_1h_uc) == (1_000_000_000, None)
+    fireworks = _one({"litellm_provider": "fireworks_ai", "input_cost_per_token": D("1e-6"),
+                      "output_cost_per_token": D("1e-6")})
+    assert fireworks.cached_input_uc == 500_000_000
+
+
+def test_a_tier_without_its_own_cache_prices_writes_at_its_input_price() -> None:
+    # as LiteLLM does: the tier's input rate stands in for the cache prices the map does not give
+    price = _one({"litellm_provider": "openai", "input_cost_per_token": D("2e-6"),
+                  "output_cost_per_token": D("8e-6"), "cache_read_input_token_cost": D("5e-7"),
+                  "input_cost_per_token_priority": D("3.5e-6"),
+                  "output_cost_per_token_priority": D("1.4e-5")})
+    assert price.tiers["priority"] == Tier(Rates(3_500_000_000, 14_000_000_000, None, 3_500_000_000,
+                                                 3_500_000_000, 14_000_000_000))
+    assert rate(parse_catalog({"models": {"m": price.to_dict()}}), "m", 1000, 0, 1000, 1000,
+                service_tier="priority") == 1000 * 3500 + 1000 * 500 + 1000 * 3500
+
+
 def test_unusual_entries_are_skipped_not_fatal() -> None:
     data = {
         "good": {"input_cost_per_token": Decimal("1e-6"), "output_cost_per_token": Decimal("2e-6")},
