@@ -140,14 +140,17 @@ class ModelPrice:
     above: tuple[Threshold, ...] = ()
     tiers: Mapping[str, Tier] = field(default_factory=dict)
     off_peak: tuple[OffPeakWindow, ...] = ()
+    # Derived once (rating reads them for every event).
+    base_rates: TokenRates = field(init=False, repr=False, compare=False)
+    has_rules: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def base_rates(self) -> TokenRates:
-        """The model's own rates: standard tier, below every threshold, outside off-peak."""
-        return TokenRates(
+    def __post_init__(self) -> None:
+        # The model's own rates: standard tier, below every threshold, outside off-peak.
+        object.__setattr__(self, "base_rates", TokenRates(
             self.input_uc, self.output_uc, self.cached_input_uc, self.cache_write_uc,
             self.cache_write_uc if self.cache_write_1h_uc is None else self.cache_write_1h_uc,
-            self.output_uc if self.reasoning_uc is None else self.reasoning_uc)
+            self.output_uc if self.reasoning_uc is None else self.reasoning_uc))
+        object.__setattr__(self, "has_rules", bool(self.above or self.tiers or self.off_peak))
 
     def to_dict(self) -> dict[str, Any]:
         """The model in its file form (credits as strings)."""

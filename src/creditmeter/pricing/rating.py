@@ -86,7 +86,8 @@ def rate(catalog: Catalog, model: str | None, input_tokens: int, output_tokens: 
     if model is not None:
         price = _model(catalog, model)
         prompt = input_tokens + cached_input_tokens + cache_write_tokens + cache_write_1h_tokens
-        r = rates_for(price, service_tier, prompt, open_window(price, at_us))
+        r = (rates_for(price, service_tier, prompt, open_window(price, at_us)) if price.has_rules
+             else price.base_rates)
         scaled = (input_tokens * r.input_uc + output_tokens * r.output_uc
                   + reasoning_tokens * r.reasoning_uc + cached_input_tokens * r.cached_input_uc
                   + cache_write_tokens * r.cache_write_uc + cache_write_1h_tokens * r.cache_write_1h_uc)
