@@ -22,6 +22,7 @@ import orjson
 from creditmeter.domain import Charge, Rejected, StoredEvent
 from creditmeter.engine import Engine
 from creditmeter.errors import InputError
+from creditmeter.events import STANDARD_TIER
 from creditmeter.money import format_credits
 from creditmeter.timeutil import format_instant
 
@@ -122,7 +123,8 @@ def _count(summary: ImportSummary, line: int, result: Charge | Rejected) -> None
 
 
 CSV_COLUMNS = ["timestamp", "event_id", "model", "input_tokens", "output_tokens",
-               "cached_input_tokens", "cache_write_tokens", "quantities", "cost_credits",
+               "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
+               "cache_write_1h_tokens", "service_tier", "quantities", "cost_credits",
                "overage_credits", "paid_by", "price_version", "hold_id"]
 
 
@@ -147,7 +149,8 @@ def csv_chunks(stream: Iterable[StoredEvent], rows_per_chunk: int = 500) -> Iter
         e, c = stored.event, stored.charge
         writer.writerow([
             format_instant(c.timestamp_us), _cell(e.id), _cell(e.model or ""), e.input_tokens,
-            e.output_tokens, e.cached_input_tokens, e.cache_write_tokens,
+            e.output_tokens, e.cached_input_tokens, e.cache_write_tokens, e.reasoning_tokens,
+            e.cache_write_1h_tokens, e.service_tier or STANDARD_TIER,
             _cell(";".join(f"{k}={v}" for k, v in e.quantities)), format_credits(c.cost_uc),
             format_credits(c.overage_uc),
             _cell(";".join(f"{p.grant_id}={format_credits(p.amount_uc)}" for p in c.allocations)),

@@ -13,13 +13,14 @@ from creditmeter.engine._unit import (
     _check_instant,
     _check_overage_room,
     _check_request_tokens,
+    _rate_event,
     _read_locked,
     _request_fp,
     _version_at,
 )
 from creditmeter.engine.usage import SETTLE_ID_PREFIX, _duplicate
 from creditmeter.errors import Conflict, InputError
-from creditmeter.events import MAX_TOKENS, fingerprint
+from creditmeter.events import MAX_TOKENS, fingerprint, parse_service_tier
 from creditmeter.ids import check_id, check_new_id
 from creditmeter.ledger import Book
 from creditmeter.pricing import estimate, rate
@@ -127,11 +128,11 @@ class HoldCommands(EngineBase):
                 raise Conflict(f"hold {hold_id!r} was already settled by event {hold.settled_event_id!r}")
             if hold.status is HoldStatus.RELEASED:
                 raise Conflict(f"hold {hold_id!r} was released; record the usage as an event instead")
-            # Priced as at the hold: the request began then, under the prices it was reserved
-            # at (a catalog loaded while it ran cannot change, or unprice, its charge).
+            # Priced with the catalog of the hold: the request began then, under the prices it
+            # was reserved at (a catalog loaded while it ran cannot change, or unprice, its
+            # charge). Its time, which decides an off-peak window, is when it ended: now.
             version = _version_at(self.price_book(tx), hold.created_at_us)
-            cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
-                        event.cached_input_tokens, event.cache_write_tokens, event.quantities)
+            cost = _rate_event(version.catalog, event, at_us)
             _check_overage_room(book, cost)
             open_hold = book.holds.get(hold.id)
             if open_hold is not None:
@@ -185,6 +186,11 @@ def _settle_event(event_id: str, hold: Hold, usage: Usage) -> UsageEvent:
                             "cache_write_tokens"), tokens, strict=True):
         if type(value) is not int or value < 0:
             raise InputError(name, f"must be a whole number ≥ 0, got {value!r}")
+    for name, value in (("reasoning_tokens", usage.reasoning_tokens),
+                        ("cache_write_1h_tokens", usage.cache_write_1h_tokens)):
+        if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+            raise InputError(name, f"must be a whole number from 0 to {MAX_TOKENS}, got {value!r}")
+    tier = parse_service_tier(usage.service_tier)
     for name, value in usage.quantities:
         if not isinstance(name, str) or not name or len(name) > 255:
             raise InputError("quantities", "feature names must be strings of 1-255 characters")
@@ -198,5 +204,8 @@ def _settle_event(event_id: str, hold: Hold, usage: Usage) -> UsageEvent:
         input_tokens=tokens[0], output_tokens=tokens[1], cached_input_tokens=tokens[2],
         cache_write_tokens=tokens[3], quantities=usage.quantities, metadata=metadata,
         fingerprint=fingerprint(hold.account_id, None, usage.model, tokens, usage.quantities,
-                                {**metadata, "hold_id": hold.id}),
+                                {**metadata, "hold_id": hold.id}, usage.reasoning_tokens,
+                                usage.cache_write_1h_tokens, tier),
+        reasoning_tokens=usage.reasoning_tokens, cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        service_tier=tier,
     )
