@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
+from creditmeter.domain import Hold
+from creditmeter.engine.holds import Usage
 from creditmeter.errors import InputError
 from creditmeter.pricing import Catalog, load_yaml, parse_catalog, rate, rates_for
 from creditmeter.timeutil import parse_instant
+from tests.conftest import EngineFactory
 
 CATALOG = parse_catalog(load_yaml("""
 models:
@@ -297,3 +300,28 @@ def test_example_catalog_shows_every_rule() -> None:
     assert any(p.above for p in prices) and any(p.tiers for p in prices) and any(p.off_peak for p in prices)
     assert any(p.reasoning_uc is not None for p in prices)
     assert any(p.cache_write_1h_uc is not None for p in prices)
+
+
+def test_recorded_events_are_priced_by_their_tier_and_time(make_engine: EngineFactory) -> None:
+    """Through the engine: an event's service tier and timestamp choose its rates, and a held
+    request settles at them."""
+    engine = make_engine()
+    t0 = parse_instant("2026-03-04T20:00:00Z", "at")  # Wednesday night: the night window is open
+    engine.load_prices(CATALOG, 0, t0)
+    engine.create_account("u", t0)
+    engine.add_grant("u", 10**9, "addon", t0, grant_id="g")
+    night = engine.record({"id": "e1", "account_id": "u", "model": "night", "input_tokens": 1000,
+                           "output_tokens": 100, "reasoning_tokens": 10,
+                           "timestamp": "2026-03-04T20:00:00Z"}, t0)
+    day = engine.record({"id": "e2", "account_id": "u", "model": "night", "input_tokens": 1000,
+                         "output_tokens": 100, "service_tier": "priority",
+                         "timestamp": "2026-03-04T12:00:00Z"}, t0)
+    # night: input 0.5, output 2; the window sets no reasoning rate, so reasoning stays the
+    # model's own (its output rate, 4); day on priority: input 1.5, output 4
+    assert (night.cost_uc, day.cost_uc) == (500 + 200 + 40, 1500 + 400)
+    hold, amount = engine.reserve_estimate("u", "tiered", 1001, 10, t0, service_tier="priority")
+    assert isinstance(hold, Hold) and amount == 1001 * 7 + 10 * 16
+    usage = Usage("tiered", input_tokens=1001, output_tokens=10, service_tier="priority")
+    charge = engine.settle(hold.id, usage, t0)
+    assert charge.cost_uc == amount
+    assert engine.check_invariants() == []

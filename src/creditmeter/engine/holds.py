@@ -23,7 +23,7 @@ from creditmeter.errors import Conflict, InputError
 from creditmeter.events import MAX_TOKENS, fingerprint, parse_service_tier
 from creditmeter.ids import check_id, check_new_id
 from creditmeter.ledger import Book
-from creditmeter.pricing import estimate, rate
+from creditmeter.pricing import estimate
 from creditmeter.store.base import Transaction
 from creditmeter.timeutil import DAY_S
 
