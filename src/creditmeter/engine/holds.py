@@ -20,7 +20,7 @@ from creditmeter.engine._unit import (
 )
 from creditmeter.engine.usage import SETTLE_ID_PREFIX, _duplicate
 from creditmeter.errors import Conflict, InputError
-from creditmeter.events import MAX_TOKENS, fingerprint, parse_service_tier
+from creditmeter.events import MAX_TOKENS, TOKEN_FIELDS, fingerprint, parse_service_tier
 from creditmeter.ids import check_id, check_new_id
 from creditmeter.ledger import Book
 from creditmeter.pricing import estimate
@@ -182,11 +182,8 @@ class HoldCommands(EngineBase):
 def _settle_event(event_id: str, hold: Hold, usage: Usage) -> UsageEvent:
     tokens = [usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
               usage.cache_write_tokens]
-    for name, value in zip(("input_tokens", "output_tokens", "cached_input_tokens",
-                            "cache_write_tokens"), tokens, strict=True):
-        if type(value) is not int or value < 0:
-            raise InputError(name, f"must be a whole number ≥ 0, got {value!r}")
-    for name, value in (("reasoning_tokens", usage.reasoning_tokens),
+    for name, value in (*zip(TOKEN_FIELDS[:4], tokens, strict=True),
+                        ("reasoning_tokens", usage.reasoning_tokens),
                         ("cache_write_1h_tokens", usage.cache_write_1h_tokens)):
         if type(value) is not int or not 0 <= value <= MAX_TOKENS:
             raise InputError(name, f"must be a whole number from 0 to {MAX_TOKENS}, got {value!r}")
