@@ -164,6 +164,17 @@ def parse_service_tier(value: object, field: str = "service_tier") -> str | None
                      f"standard), got {as_written(value)}")
 
 
+def checked(event: UsageEvent) -> UsageEvent:
+    """An event made in Python rather than read from JSON, with the checks ``parse_event`` makes
+    of its counts and its tier (the tier's other names read as standard)."""
+    for name in TOKEN_FIELDS:
+        value = getattr(event, name)
+        if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+            raise InputError(name, f"must be a whole number from 0 to {MAX_TOKENS}, got {value!r}")
+    tier = parse_service_tier(event.service_tier)
+    return event if tier == event.service_tier else event._replace(service_tier=tier)
+
+
 def check_something_used(event: UsageEvent) -> None:
     """Refuse an event that records no usage: no token, no feature unit (its cost would be 0
     unless its model is priced per request, which is then what it records)."""

@@ -122,10 +122,11 @@ def _count(summary: ImportSummary, line: int, result: Charge | Rejected) -> None
         summary.cost_uc += result.cost_uc
 
 
+# Columns added later go at the end, so a script that reads columns by position keeps working.
 CSV_COLUMNS = ["timestamp", "event_id", "model", "input_tokens", "output_tokens",
-               "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
-               "cache_write_1h_tokens", "service_tier", "quantities", "cost_credits",
-               "overage_credits", "paid_by", "price_version", "hold_id"]
+               "cached_input_tokens", "cache_write_tokens", "quantities", "cost_credits",
+               "overage_credits", "paid_by", "price_version", "hold_id", "reasoning_tokens",
+               "cache_write_1h_tokens", "service_tier"]
 
 
 def _cell(text: str) -> str:
@@ -149,12 +150,12 @@ def csv_chunks(stream: Iterable[StoredEvent], rows_per_chunk: int = 500) -> Iter
         e, c = stored.event, stored.charge
         writer.writerow([
             format_instant(c.timestamp_us), _cell(e.id), _cell(e.model or ""), e.input_tokens,
-            e.output_tokens, e.cached_input_tokens, e.cache_write_tokens, e.reasoning_tokens,
-            e.cache_write_1h_tokens, e.service_tier or STANDARD_TIER,
+            e.output_tokens, e.cached_input_tokens, e.cache_write_tokens,
             _cell(";".join(f"{k}={v}" for k, v in e.quantities)), format_credits(c.cost_uc),
             format_credits(c.overage_uc),
             _cell(";".join(f"{p.grant_id}={format_credits(p.amount_uc)}" for p in c.allocations)),
             c.price_version if c.price_version is not None else "", _cell(c.hold_id or ""),
+            e.reasoning_tokens, e.cache_write_1h_tokens, e.service_tier or STANDARD_TIER,
         ])
         pending += 1
         if pending == rows_per_chunk:

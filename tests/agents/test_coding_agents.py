@@ -52,7 +52,7 @@ AGENT_TIMEOUT_S = 90
 # Models an operator would configure, under names the agents know. The upstream reports part of
 # each prompt read from its cache (on Messages, part written to it too: 5-minute writes, what
 # Claude Code's ``cache_control`` asks for).
-CLAUDE_MODEL, CLAUDE_UPSTREAM = "claude-haiku-4-5", PREFIX + "fake-cache-nosplit"
+CLAUDE_MODEL, CLAUDE_UPSTREAM = "claude-haiku-4-5", PREFIX + "fake-cached"
 CODEX_MODEL, CODEX_UPSTREAM = "gpt-5.5", PREFIX + "fake-cached"
 CATALOG = f"""\
 models:
@@ -61,6 +61,7 @@ models:
     output: 5
     cached_input: 0.1
     cache_write: 1.25
+    cache_write_1h: 2
   {CODEX_MODEL}:
     input: 1.25
     output: 10
@@ -207,14 +208,18 @@ class Charge:
     output_tokens: int
     cached_input_tokens: int
     cache_write_tokens: int
+    cache_write_1h_tokens: int
     cost_uc: int
 
 
 def rates_uc(model: str) -> dict[str, int]:
     """µc per 1M tokens of each kind (a kind the catalog leaves out costs the input rate)."""
     prices = load_yaml(CATALOG)["models"][model]
-    return {kind: int(Decimal(str(prices.get(kind, prices["input"]))) * UC_PER_CREDIT)
-            for kind in ("input", "output", "cached_input", "cache_write")}
+    rates = {kind: int(Decimal(str(prices.get(kind, prices["input"]))) * UC_PER_CREDIT)
+             for kind in ("input", "output", "cached_input", "cache_write")}
+    rates["cache_write_1h"] = int(Decimal(str(prices.get("cache_write_1h", 0))) * UC_PER_CREDIT) \
+        or rates["cache_write"]
+    return rates
 
 
 def expected_charge(model: str, call: dict[str, Any]) -> Charge:
@@ -222,21 +227,22 @@ def expected_charge(model: str, call: dict[str, Any]) -> Charge:
     parts summed and rounded up once."""
     usage = call["usage"]
     if call["path"] == "/v1/messages":  # each kind of token stated once
+        hour = usage.get("cache_creation", {}).get("ephemeral_1h_input_tokens", 0)
         tokens = (usage["input_tokens"], usage["output_tokens"], usage["cache_read_input_tokens"],
-                  usage["cache_creation_input_tokens"])
+                  usage["cache_creation_input_tokens"] - hour, hour)
     else:  # Responses: the input count includes the cached part
         cached = usage["input_tokens_details"]["cached_tokens"]
-        tokens = (usage["input_tokens"] - cached, usage["output_tokens"], cached, 0)
+        tokens = (usage["input_tokens"] - cached, usage["output_tokens"], cached, 0, 0)
     rates = rates_uc(model)
-    scaled = sum(count * rates[kind] for count, kind in
-                 zip(tokens, ("input", "output", "cached_input", "cache_write"), strict=True))
+    kinds = ("input", "output", "cached_input", "cache_write", "cache_write_1h")
+    scaled = sum(count * rates[kind] for count, kind in zip(tokens, kinds, strict=True))
     return Charge(model, *tokens, -(-scaled // UC_PER_CREDIT))
 
 
 def charged(event: dict[str, Any]) -> Charge:
     cost = Decimal(event["cost_credits"]) * UC_PER_CREDIT
     return Charge(event["model"], event["input_tokens"], event["output_tokens"], event["cached_input_tokens"],
-                  event["cache_write_tokens"] + event.get("cache_write_1h_tokens", 0), int(cost))
+                  event["cache_write_tokens"], event["cache_write_1h_tokens"], int(cost))
 
 
 def assert_charged_exactly(gw: GatewayServer, account_id: str, model: str,

@@ -218,3 +218,21 @@ def test_a_database_of_the_previous_revision_is_upgraded(empty_url: str) -> None
         assert engine.check_invariants() == []
     finally:
         store.close()
+
+
+def test_an_event_made_in_python_gets_the_same_checks_as_one_read_from_json(engine: Engine) -> None:
+    """``Engine.record`` of a ``UsageEvent``: the tier's other names read as standard, and a
+    count out of range is refused naming its field (not an assertion deep in the ledger)."""
+    now = at("2026-11-10T12:00:00Z")
+    engine.create_account("lib", now - 10)
+    engine.add_grant("lib", 10**9, "addon", now - 10)
+    auto = UsageEvent("e1", "lib", now, "gpt-4o", 10, service_tier="auto")
+    assert engine.record(auto, now).status == "charged"
+    assert [s.event.service_tier for s in engine.usage("lib")] == [None]
+    for field, event in (("reasoning_tokens", UsageEvent("e2", "lib", now, "gpt-4o", 1, reasoning_tokens=-5)),
+                         ("input_tokens", UsageEvent("e3", "lib", now, "gpt-4o", MAX_TOKENS + 1)),
+                         ("service_tier", UsageEvent("e4", "lib", now, "gpt-4o", 1, service_tier="scale"))):
+        with pytest.raises(InputError) as caught:
+            engine.record(event, now)
+        assert caught.value.field == field
+    assert len(list(engine.usage("lib"))) == 1

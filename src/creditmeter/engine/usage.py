@@ -24,7 +24,7 @@ from creditmeter.engine._unit import (
 )
 from creditmeter.enterprise import enterprise_share, share_summary
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
-from creditmeter.events import check_id, check_something_used, parse_event
+from creditmeter.events import check_id, check_something_used, checked, parse_event
 from creditmeter.ids import check_text
 from creditmeter.ledger import Book
 from creditmeter.pricing import PriceBook, PriceVersion
@@ -57,7 +57,7 @@ class UsageCommands(EngineBase):
         parsed: list[tuple[int, UsageEvent]] = []
         for index, item in enumerate(items):
             try:
-                event = item if isinstance(item, UsageEvent) else parse_event(item)
+                event = checked(item) if isinstance(item, UsageEvent) else parse_event(item)
                 if event.id.startswith(SETTLE_ID_PREFIX):
                     raise InputError("id", f"ids starting with {SETTLE_ID_PREFIX!r} are kept for "
                                      "the settlements of holds")
