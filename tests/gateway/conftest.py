@@ -139,6 +139,7 @@ class Price:
     cached_input: str | None = None
     request: str | None = None
     cache_write: str | None = None
+    priority: Price | None = None  # the priority service tier's rates (``tiers.priority``)
 
     def uc(self, name: str) -> int:
         value = getattr(self, name)
@@ -179,6 +180,9 @@ def catalog_yaml(prices: Mapping[str, Price]) -> str:
             value = getattr(price, name)
             if value is not None:
                 lines.append(f"    {name}: {value}")
+        if price.priority is not None:
+            lines.append(f"    tiers: {{priority: {{input: {price.priority.input}, "
+                         f"output: {price.priority.output}}}}}")
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,6 @@ import orjson
 import pytest
 
 from tests.api.conftest import ADMIN_KEY, bearer
-from tests.gateway.upstream_common import CHUNK_WORDS, reply
 from tests.gateway.conftest import (
     UPSTREAM_KEY,
     UPSTREAM_REPLY_WORDS,
@@ -36,6 +35,7 @@ from tests.gateway.conftest import (
     upstream_model,
     words,
 )
+from tests.gateway.upstream_common import CHUNK_WORDS, reply
 
 PRICES = {
     "claude-plain": Price(input="3", output="15", cached_input="0.3", cache_write="3.75"),

@@ -41,6 +41,7 @@ PRICES = {
     "resp-break": Price(input="0.9", output="4.1"),
     "resp-errorevent": Price(input="1.7", output="6.1"),
     "resp-noend": Price(input="1.3", output="4.7"),
+    "resp-tiered": Price(input="1.25", output="10", priority=Price(input="2.5", output="20")),
     "resp-500": Price(input="1", output="2"),
     "resp-400": Price(input="1", output="2"),
     "resp-429": Price(input="1", output="2"),
@@ -58,7 +59,7 @@ def gw(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     names = {"resp-plain": "fake-model", "resp-cached": "fake-cached", "resp-reasoning": "fake-reasoning",
              "resp-priority": "fake-priority", "resp-slow": "fake-slow", "resp-break": "fake-break",
              "resp-errorevent": "fake-errorevent", "resp-noend": "fake-noend", "resp-500": "fake-500",
-             "resp-400": "fake-400",
+             "resp-400": "fake-400", "resp-tiered": "fake-model",
              "resp-429": "fake-429", "embed": "fake-model", "embed-500": "fake-500"}
     models: dict[str, Any] = {alias: upstream_model(upstream.v1, upstream_model=name)
                               for alias, name in names.items()}
@@ -329,12 +330,36 @@ def test_each_url_key_however_escaped_reserves_the_url_allowance(gw: GatewayServ
     body = {"model": "resp-slow", "max_output_tokens": 32, "input": [{"role": "user", "content": content}]}
     raw = orjson.dumps(body)
     if escaped:
-        raw = raw.replace(b'"image_url":', b'"\\u0069mage_url":').replace(b'"file_url":', b'"file\\u005furl":')
+        raw = raw.replace(b'"image_url":', b'"\\u0069mage_url":')
+        raw = raw.replace(b'"file_url":', b'"file\\u005furl":')
         assert orjson.loads(raw) == body and b'"image_url"' not in raw and b'"file_url"' not in raw
     answer = httpx2.post(gw.v1 + "/responses", content=raw, timeout=10,
                          headers={**bearer(account.key), "content-type": "application/json"})
     assert answer.status_code == 402, answer.text
     expected = PRICES["resp-slow"].cost_uc(len(raw) + 2 * 1600, 32)
+    assert f"may cost up to {credits(expected)} credits" in answer.json()["error"]["message"]
+    assert upstream.requests_with(mark) == []
+
+
+@pytest.mark.parametrize("path", ["/responses", "/chat/completions"])
+@pytest.mark.parametrize("tier", ["auto", "priority"])
+def test_a_priority_request_holds_at_priority_rates(gw: GatewayServer, upstream: Upstream, path: str,
+                                                    tier: str) -> None:
+    account = gw.new_account(100)
+    mark = marker()
+    body: dict[str, Any] = {"model": "resp-tiered", "service_tier": tier}
+    if path == "/responses":
+        body |= {"input": mark, "max_output_tokens": 32}
+    else:
+        body |= {"messages": [{"role": "user", "content": mark}], "max_tokens": 32}
+    raw = orjson.dumps(body)
+    answer = httpx2.post(gw.v1 + path, content=raw, timeout=10,
+                         headers={**bearer(account.key), "content-type": "application/json"})
+    assert answer.status_code == 402, answer.text
+    price = PRICES["resp-tiered"]
+    rates = price.priority if tier == "priority" else price
+    assert rates is not None
+    expected = rates.cost_uc(len(raw), 32)
     assert f"may cost up to {credits(expected)} credits" in answer.json()["error"]["message"]
     assert upstream.requests_with(mark) == []
 

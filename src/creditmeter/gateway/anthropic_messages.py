@@ -11,7 +11,8 @@ ones), ``output_tokens`` (of which ``output_tokens_details.thinking_tokens`` are
 priority service tier. A stream states the prompt's usage in ``message_start`` and the output's,
 cumulative, in ``message_delta``: the last ``message_delta`` is held back until the charge is
 settled, then sent with ``credits_charged`` and ``credits_remaining`` in its ``usage``, before
-``message_stop``. Errors are in Anthropic's shape; a stream that fails ends with an ``error`` event.
+``message_stop``. Errors are in Anthropic's shape; a stream that fails ends with an ``error``
+event (of the upstream's own error type, when it sent one of Anthropic's).
 """
 
 from __future__ import annotations
@@ -156,7 +157,9 @@ class Messages(_AnthropicCall):
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise bad("stream", "must be true or false")
         self.route, self.body, self.stream = route, body, body.get("stream") is True
-        await self.reserve(self.input_bound(body, "url"), cap)  # an image or document by URL
+        # An image or document by URL holds more. The request's service_tier ("auto" or
+        # "standard_only") asks for no priority: the hold is at the standard rates.
+        await self.reserve(self.input_bound(body, "url"), cap)
         payload = self.forwarded(body)
         if self.stream:
             source, close = await self.post_stream(payload)

@@ -117,15 +117,17 @@ class Call:
         route = self.route
         return math.ceil(len(self.raw) / route.prompt_bytes_per_token) + urls * route.image_url_tokens
 
-    async def reserve(self, input_bound: int, output_bound: int) -> None:
+    async def reserve(self, input_bound: int, output_bound: int, service_tier: str | None = None) -> None:
         """Hold the most the request may cost (at most ``input_bound`` tokens read and
-        ``output_bound`` written), or answer why it cannot run."""
+        ``output_bound`` written, at the rates of the ``service_tier`` it asks for), or answer why
+        it cannot run."""
         route = self.route
         try:
             hold, estimate = await self.call(
                 lambda: self.engine.reserve_estimate(self.account_id, route.alias, input_bound,
                                                      output_bound, self.clock(), hold_id=self.id,
-                                                     ttl_s=self.gateway.hold_ttl_s))
+                                                     ttl_s=self.gateway.hold_ttl_s,
+                                                     service_tier=service_tier))
         except InputError as exc:
             if exc.field == "model":
                 raise self.unpriced() from None

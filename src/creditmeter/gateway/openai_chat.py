@@ -67,8 +67,8 @@ def detail(reported: Mapping[str, Any], group: str, name: str) -> int:
 
 
 def service_tier(value: object) -> str | None:
-    """The service tier an answer states, as the catalog prices it: ``priority``, ``flex``, or
-    None for the standard one (``default``, ``auto``, absent)."""
+    """The service tier an answer states (or a request asks for), as the catalog prices it:
+    ``priority``, ``flex``, or None for the standard one (``default``, ``auto``, absent)."""
     return value if value in ("priority", "flex") else None
 
 
@@ -105,7 +105,8 @@ class ChatCompletion(Call):
         n = whole(body, "n", 1, MAX_N) or 1
         stream = body.get("stream") is True
         self.route, self.body, self.stream = route, body, stream
-        await self.reserve(self.input_bound(body, "image_url"), cap * n)
+        tier = service_tier(body.get("service_tier"))  # a priority request holds at priority rates
+        await self.reserve(self.input_bound(body, "image_url"), cap * n, tier)
         payload = dict(body)
         payload["model"] = route.upstream_model
         payload[route.max_tokens_param] = cap

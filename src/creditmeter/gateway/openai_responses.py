@@ -8,7 +8,9 @@ cache-written ones (``input_tokens_details``), ``output_tokens`` less the reason
 (``output_tokens_details``), and the answer's ``service_tier``. A stream's typed events are passed
 on as they come; its last (``response.completed``, ``.incomplete`` or ``.failed``) holds the usage,
 and is sent once the charge is settled with ``credits_charged`` and ``credits_remaining`` in its
-``response.usage``. A stream that fails ends with a ``response.failed`` event saying so.
+``response.usage``. A stream that fails, or that the upstream ends without its final event, ends
+with a ``response.failed`` event saying which. A ``background`` request is refused: the upstream
+would queue it and answer at once, with no usage to charge.
 
 A request that names an earlier response (``previous_response_id``) or a conversation brings
 the upstream's stored context along, which its own bytes do not bound: it is charged in full, and
@@ -75,7 +77,8 @@ class Responses(Call):
                                     "so ask without background (stream it for a long one)")
         cap = whole(body, "max_output_tokens", 1, MAX_OUTPUT_TOKENS) or route.max_output_tokens
         self.route, self.body, self.stream = route, body, body.get("stream") is True
-        await self.reserve(self.input_bound(body, "image_url", "file_url"), cap)
+        await self.reserve(self.input_bound(body, "image_url", "file_url"), cap,
+                           service_tier(body.get("service_tier")))
         payload = {**body, "model": route.upstream_model, "max_output_tokens": cap}
         if self.stream:
             source, close = await self.post_stream(payload)
