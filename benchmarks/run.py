@@ -333,7 +333,9 @@ class _Load:
         finally:
             writer.close()
 
-    def run(self, make: Any, concurrency: int, seconds: float) -> dict[str, Any]:
+    def run(self, make: Any, concurrency: int, seconds: float,
+            keep: list[float] | None = None) -> dict[str, Any]:
+        """Requests from ``make`` for ``seconds``; ``keep`` collects their latencies too."""
         import asyncio
 
         latencies: list[float] = []
@@ -347,17 +349,28 @@ class _Load:
             return time.perf_counter() - start
 
         elapsed = asyncio.run(main())
-        latencies.sort()
-        return {
-            "requests": len(latencies), "requests_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
-            "errors": len(errors), "first_error": errors[0] if errors else None,
-        }
+        if keep is not None:
+            keep.extend(latencies)
+            if errors:
+                raise SystemExit(f"errors during a latency round: {errors[0]}")
+        return _summary(latencies, elapsed, errors)
 
 
-def _request(method: str, path: str, key: str, body: bytes = b"") -> bytes:
-    head = (f"{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n"
+def _summary(latencies: list[float], elapsed: float, errors: list[str]) -> dict[str, Any]:
+    latencies.sort()
+    return {
+        "requests": len(latencies), "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+        "errors": len(errors), "first_error": errors[0] if errors else None,
+    }
+
+
+def _request(method: str, path: str, key: str, body: bytes = b"", *, anthropic: bool = False) -> bytes:
+    """One request; with ``anthropic``, the key and version headers Anthropic's clients send."""
+    auth = (f"x-api-key: {key}\r\nanthropic-version: 2023-06-01" if anthropic
+            else f"Authorization: Bearer {key}")
+    head = (f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
 
@@ -458,13 +471,15 @@ def api(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- gateway ---------------------------------------------------------------------------------------
 
-GATEWAY_PRICES = "models:\n  fake-model:\n    input: 50\n    output: 200\n"
+ROUNDS = 10  # the latency phases take turns in this many rounds
+GATEWAY_PRICES = ("models:\n  fake-model:\n    input: 50\n    output: 200\n"
+                  "  claude-bench:\n    input: 50\n    output: 200\n    cached_input: 5\n")
 
 
 def gateway(args: argparse.Namespace) -> dict[str, Any]:
     """The same chat request straight to the local upstream and through the gateway (credits
-    enforced: reserve, forward, settle), on one machine: requests/s at concurrency 16 and
-    latency at concurrency 1."""
+    enforced: reserve, forward, settle), on one machine, and the same for an Anthropic Messages
+    request: requests/s at concurrency 16, and latency at concurrency 1 (the phases taking turns)."""
     WORK.mkdir(parents=True, exist_ok=True)
     url = fresh_database(args.db, "gateway")
     engine = Engine(SqlStore(url))
@@ -481,13 +496,20 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
                                      "/_requests")
     config = WORK / "gateway.yaml"
     config.write_text(f"gateway:\n  models:\n    fake-model:\n"
-                      f"      base_url: http://127.0.0.1:{upstream_port}/v1\n")
+                      f"      base_url: http://127.0.0.1:{upstream_port}/v1\n"
+                      f"    claude-bench:\n      api: anthropic\n      upstream_model: fake-model\n"
+                      f"      base_url: http://127.0.0.1:{upstream_port}\n")
     server, port = _start_server(url, 1, "--config", str(config))
     bare, bare_port = _start([sys.executable, str(ROOT / "passthrough.py"), "--upstream",
                               f"http://127.0.0.1:{upstream_port}"], "passthrough.log", "/")
     body = orjson.dumps({"model": "fake-model", "max_tokens": 64,
                          "messages": [{"role": "system", "content": "You are a helpful assistant."},
                                       {"role": "user", "content": "Say hello in twenty words."}]})
+    message = {"model": "", "max_tokens": 64, "system": "You are a helpful assistant.",
+               "messages": [{"role": "user", "content": "Say hello in twenty words."}]}
+    message_upstream = orjson.dumps({**message, "model": "fake-model"})
+    message_gateway = orjson.dumps({**message, "model": "claude-bench"})
+
     rng = random.Random(5)
     try:
         direct, through, passthrough = _Load(upstream_port), _Load(port), _Load(bare_port)
@@ -500,14 +522,31 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
             next(key_cycle)
             return _request("POST", "/v1/chat/completions", rng.choice(keys), body)
 
+        def messages_to_upstream() -> bytes:
+            return _request("POST", "/v1/messages", "upstream-key", message_upstream, anthropic=True)
+
+        def messages_to_gateway() -> bytes:
+            return _request("POST", "/v1/messages", rng.choice(keys), message_gateway, anthropic=True)
+
         direct.run(to_upstream, args.concurrency, 1.0)  # warm-up
         passthrough.run(to_upstream, args.concurrency, 1.0)
         through.run(to_gateway, args.concurrency, 1.0)
         results = {}
-        for name, load, make in (("direct", direct, to_upstream), ("passthrough", passthrough, to_upstream),
-                                 ("gateway", through, to_gateway)):
-            results[name] = {"rps": load.run(make, args.concurrency, args.seconds),
-                             "single": load.run(make, 1, args.seconds)}
+        direct.run(messages_to_upstream, args.concurrency, 1.0)
+        through.run(messages_to_gateway, args.concurrency, 1.0)
+        phases = (("direct", direct, to_upstream), ("passthrough", passthrough, to_upstream),
+                  ("gateway", through, to_gateway), ("messages_direct", direct, messages_to_upstream),
+                  ("messages_gateway", through, messages_to_gateway))
+        for name, load, make in phases:
+            results[name] = {"rps": load.run(make, args.concurrency, args.seconds)}
+        # Latency at concurrency 1 in rounds that take turns (each phase a slice of every round),
+        # so a machine whose load changes during the run weighs on every phase alike.
+        latencies: dict[str, list[float]] = {name: [] for name, _, _ in phases}
+        for _ in range(ROUNDS):
+            for name, load, make in phases:
+                load.run(make, 1, args.seconds / ROUNDS, keep=latencies[name])
+        for name, _, _ in phases:
+            results[name]["single"] = _summary(latencies[name], args.seconds, [])
     finally:
         for proc in (server, bare, upstream):
             proc.terminate()
@@ -516,7 +555,8 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
     violations = check.check_invariants()
     charged = sum(sum(1 for _ in check.usage(a, limit=10**6)) for a in accounts)
     d, g, b = results["direct"], results["gateway"], results["passthrough"]
-    served = g["rps"]["requests"] + g["single"]["requests"]
+    md, mg = results["messages_direct"], results["messages_gateway"]
+    served = sum(r[k]["requests"] for r in (g, mg) for k in ("rps", "single"))
     result = {
         "benchmark": "gateway", "db": "sqlite" if url.startswith("sqlite") else "postgresql",
         "concurrency": args.concurrency, "accounts": args.accounts,
@@ -533,6 +573,12 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
         "passthrough_added_p50_ms": round(b["single"]["p50_ms"] - d["single"]["p50_ms"], 2),
         "passthrough_added_p99_ms": round(b["single"]["p99_ms"] - d["single"]["p99_ms"], 2),
         "gateway_vs_passthrough_rps": round(g["rps"]["requests_per_s"] / b["rps"]["requests_per_s"], 3),
+        # The same, for an Anthropic Messages request (``/v1/messages``, the key as ``x-api-key``).
+        "messages_direct_rps": md["rps"]["requests_per_s"],
+        "messages_gateway_rps": mg["rps"]["requests_per_s"],
+        "messages_direct_p50_ms": md["single"]["p50_ms"], "messages_gateway_p50_ms": mg["single"]["p50_ms"],
+        "messages_added_p50_ms": round(mg["single"]["p50_ms"] - md["single"]["p50_ms"], 2),
+        "messages_added_p99_ms": round(mg["single"]["p99_ms"] - md["single"]["p99_ms"], 2),
         "errors": sum(r[k]["errors"] for r in results.values() for k in r),
         "first_error": next((r[k]["first_error"] for r in results.values() for k in r
                              if r[k]["first_error"]), None),
@@ -542,6 +588,7 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
     # Warm-up requests were charged too; every answered request is a usage event.
     result["targets"] = {"rps_ratio >= 0.5": result["rps_ratio"] >= 0.5,
                          "added_p50_ms <= 3": result["added_p50_ms"] <= 3,
+                         "messages_added_p50_ms <= 3": result["messages_added_p50_ms"] <= 3,
                          "no errors": not result["errors"]}
     result["machine"] = {"python": platform.python_version(), "cpus": mp.cpu_count()}
     return result

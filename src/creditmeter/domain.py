@@ -130,7 +130,13 @@ class Allocation(NamedTuple):
 class UsageEvent(NamedTuple):
     """A metered piece of usage, as validated. ``fingerprint`` identifies the body for idempotency.
 
-    ``timestamp_us`` is ``None`` when the producer did not state it (it then defaults to now).
+    Each kind of token is counted once: ``cached_input_tokens`` are not also in ``input_tokens``,
+    ``reasoning_tokens`` not also in ``output_tokens``, ``cache_write_1h_tokens`` (cache writes
+    kept for an hour) not also in ``cache_write_tokens``.
+
+    Attributes:
+      timestamp_us: ``None`` when the producer did not state it (it then defaults to now).
+      service_tier: the tier the request ran on, ``priority`` or ``flex``; ``None``: standard.
     """
 
     id: EventId
@@ -144,6 +150,9 @@ class UsageEvent(NamedTuple):
     quantities: tuple[tuple[str, int], ...] = ()
     metadata: Mapping[str, Any] = EMPTY
     fingerprint: str = ""
+    reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    service_tier: str | None = None
 
 
 class Charge(NamedTuple):
@@ -293,6 +302,8 @@ class SummaryRow(NamedTuple):
     output_tokens: int
     cached_input_tokens: int
     cache_write_tokens: int
+    reasoning_tokens: int
+    cache_write_1h_tokens: int
     cost_uc: int
 
 

@@ -84,8 +84,9 @@ def share_summary(shares: Iterable[StoredEvent], group_by: str) -> list[SummaryR
         e = stored.event
         ts = stored.charge.timestamp_us
         key: int | str = ts - ts % DAY_US if group_by == "day" else e.model or ""
-        row = groups.setdefault(key, [0, 0, 0, 0, 0, 0])
+        row = groups.setdefault(key, [0] * 8)
         for i, value in enumerate((1, e.input_tokens, e.output_tokens, e.cached_input_tokens,
-                                   e.cache_write_tokens, stored.charge.cost_uc)):
+                                   e.cache_write_tokens, e.reasoning_tokens, e.cache_write_1h_tokens,
+                                   stored.charge.cost_uc)):
             row[i] += value
     return [SummaryRow(key, *groups[key]) for key in sorted(groups)]

@@ -1,8 +1,13 @@
 """Usage events in their JSON form: validation and the idempotency fingerprint.
 
 ``{"id", "account_id", "timestamp", "model", "input_tokens", "output_tokens",
-"cached_input_tokens", "cache_write_tokens", "quantities": {NAME: N}, "metadata": {...}}``;
-absent counts are 0. This is on the hot path of batch ingestion, so it is written plainly.
+"cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "cache_write_1h_tokens",
+"service_tier", "quantities": {NAME: N}, "metadata": {...}}``; absent counts are 0. Each kind of
+token is stated once: cache reads are not also input, reasoning tokens not also output, 1-hour
+cache writes not also cache writes. ``service_tier`` is ``priority`` or ``flex``; absent, null,
+``default``, ``standard`` and ``auto`` all mean the standard tier (``None``).
+
+This is on the hot path of batch ingestion, so it is written plainly.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ from creditmeter.timeutil import parse_instant
 
 MAX_TOKENS = 10**12
 MAX_METADATA_BYTES = 16_384
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
-EVENT_FIELDS = frozenset(("id", "account_id", "timestamp", "model", *TOKEN_FIELDS,
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
+                "reasoning_tokens", "cache_write_1h_tokens")
+EVENT_FIELDS = frozenset(("id", "account_id", "timestamp", "model", *TOKEN_FIELDS, "service_tier",
                           "quantities", "metadata"))
+SERVICE_TIERS = ("priority", "flex")  # priced at their own rates; anything else is refused
+STANDARD_TIER = "standard"  # how the standard tier (None) is shown
+STANDARD_TIER_NAMES = ("default", STANDARD_TIER, "auto")  # what producers call the standard tier
 
 
 def integral(value: object) -> object:
@@ -96,7 +105,7 @@ def parse_event(data: object) -> UsageEvent:
     model = get("model")
     if model is not None and (type(model) is not str or not check_text(model, "model")):
         raise InputError("model", "must be a model id string of 1-255 characters")
-    # The four counts are checked one by one rather than in a loop: this runs once per event.
+    # The counts are checked one by one rather than in a loop: this runs once per event.
     i_tok = get("input_tokens", 0)
     if type(i_tok) is not int or not 0 <= i_tok <= MAX_TOKENS:
         i_tok = _count(i_tok, "input_tokens")
@@ -109,6 +118,20 @@ def parse_event(data: object) -> UsageEvent:
     w_tok = get("cache_write_tokens", 0)
     if type(w_tok) is not int or not 0 <= w_tok <= MAX_TOKENS:
         w_tok = _count(w_tok, "cache_write_tokens")
+    # Most events state neither of the later kinds: absent is the first thing looked for.
+    r_tok = get("reasoning_tokens")
+    if r_tok is None:
+        r_tok = 0
+    elif type(r_tok) is not int or not 0 <= r_tok <= MAX_TOKENS:
+        r_tok = _count(r_tok, "reasoning_tokens")
+    h_tok = get("cache_write_1h_tokens")
+    if h_tok is None:
+        h_tok = 0
+    elif type(h_tok) is not int or not 0 <= h_tok <= MAX_TOKENS:
+        h_tok = _count(h_tok, "cache_write_1h_tokens")
+    tier = get("service_tier")
+    if tier is not None:
+        tier = parse_service_tier(tier)
     quantities: tuple[tuple[str, int], ...] = ()
     raw_q = get("quantities")
     if raw_q is not None:
@@ -125,17 +148,42 @@ def parse_event(data: object) -> UsageEvent:
     tokens = [i_tok, o_tok, c_tok, w_tok]
     return UsageEvent(event_id, account_id, timestamp_us, model, i_tok, o_tok, c_tok, w_tok,  # type: ignore[arg-type]
                       quantities, metadata,
-                      fingerprint(account_id, timestamp_us, model, tokens, quantities, metadata))  # type: ignore[arg-type]
+                      fingerprint(account_id, timestamp_us, model, tokens, quantities, metadata,  # type: ignore[arg-type]
+                                  r_tok, h_tok, tier),
+                      r_tok, h_tok, tier)
+
+
+def parse_service_tier(value: object, field: str = "service_tier") -> str | None:
+    """The service tier a request ran on: ``priority``, ``flex``, or None for the standard tier
+    (stated as null, ``default``, ``standard`` or ``auto``); anything else names ``field``."""
+    if value is None or (type(value) is str and value in STANDARD_TIER_NAMES):
+        return None
+    if type(value) is str and value in SERVICE_TIERS:
+        return value
+    raise InputError(field, "must be priority, flex or standard (default, auto and null mean "
+                     f"standard), got {as_written(value)}")
+
+
+def checked(event: UsageEvent) -> UsageEvent:
+    """An event made in Python rather than read from JSON, with the checks ``parse_event`` makes
+    of its counts and its tier (the tier's other names read as standard)."""
+    for name in TOKEN_FIELDS:
+        value = getattr(event, name)
+        if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+            raise InputError(name, f"must be a whole number from 0 to {MAX_TOKENS}, got {value!r}")
+    tier = parse_service_tier(event.service_tier)
+    return event if tier == event.service_tier else event._replace(service_tier=tier)
 
 
 def check_something_used(event: UsageEvent) -> None:
     """Refuse an event that records no usage: no token, no feature unit (its cost would be 0
     unless its model is priced per request, which is then what it records)."""
     if not (event.input_tokens or event.output_tokens or event.cached_input_tokens
-            or event.cache_write_tokens or any(count for _, count in event.quantities)):
+            or event.cache_write_tokens or event.reasoning_tokens or event.cache_write_1h_tokens
+            or any(count for _, count in event.quantities)):
         raise InputError("event", "records no usage: give at least one of input_tokens, output_tokens, "
-                         "cached_input_tokens, cache_write_tokens or quantities (or a model priced "
-                         "per request)")
+                         "cached_input_tokens, cache_write_tokens, reasoning_tokens, "
+                         "cache_write_1h_tokens or quantities (or a model priced per request)")
 
 
 def _name(value: object) -> str:
@@ -145,12 +193,21 @@ def _name(value: object) -> str:
 
 
 def fingerprint(account_id: str, timestamp_us: int | None, model: str | None, tokens: list[int],
-                quantities: tuple[tuple[str, int], ...], metadata: Mapping[str, Any]) -> str:
-    """A digest of the event's body as sent (a defaulted timestamp is not part of it)."""
+                quantities: tuple[tuple[str, int], ...], metadata: Mapping[str, Any],
+                reasoning_tokens: int = 0, cache_write_1h_tokens: int = 0,
+                service_tier: str | None = None) -> str:
+    """A digest of the event's body as sent (a defaulted timestamp is not part of it).
+
+    ``tokens`` are the first four counts (input, output, cached input, cache write). The later
+    fields join the digest only when they say something, so an event without them has the
+    digest it had before they existed (and is still known when it is sent again).
+    """
+    parts: tuple[Any, ...] = (account_id, timestamp_us, model, tokens, quantities,
+                              metadata if type(metadata) is dict else dict(metadata))
+    if reasoning_tokens or cache_write_1h_tokens or service_tier is not None:
+        parts += ((reasoning_tokens, cache_write_1h_tokens, service_tier),)
     try:
-        body = orjson.dumps((account_id, timestamp_us, model, tokens, quantities,
-                             metadata if type(metadata) is dict else dict(metadata)),
-                            option=orjson.OPT_SORT_KEYS)
+        body = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
         raise InputError("metadata", f"must be plain JSON: {exc}") from None
     if len(body) > MAX_METADATA_BYTES:

@@ -22,6 +22,7 @@ import orjson
 from creditmeter.domain import Charge, Rejected, StoredEvent
 from creditmeter.engine import Engine
 from creditmeter.errors import InputError
+from creditmeter.events import STANDARD_TIER
 from creditmeter.money import format_credits
 from creditmeter.timeutil import format_instant
 
@@ -121,9 +122,11 @@ def _count(summary: ImportSummary, line: int, result: Charge | Rejected) -> None
         summary.cost_uc += result.cost_uc
 
 
+# Columns added later go at the end, so a script that reads columns by position keeps working.
 CSV_COLUMNS = ["timestamp", "event_id", "model", "input_tokens", "output_tokens",
                "cached_input_tokens", "cache_write_tokens", "quantities", "cost_credits",
-               "overage_credits", "paid_by", "price_version", "hold_id"]
+               "overage_credits", "paid_by", "price_version", "hold_id", "reasoning_tokens",
+               "cache_write_1h_tokens", "service_tier"]
 
 
 def _cell(text: str) -> str:
@@ -152,6 +155,7 @@ def csv_chunks(stream: Iterable[StoredEvent], rows_per_chunk: int = 500) -> Iter
             format_credits(c.overage_uc),
             _cell(";".join(f"{p.grant_id}={format_credits(p.amount_uc)}" for p in c.allocations)),
             c.price_version if c.price_version is not None else "", _cell(c.hold_id or ""),
+            e.reasoning_tokens, e.cache_write_1h_tokens, e.service_tier or STANDARD_TIER,
         ])
         pending += 1
         if pending == rows_per_chunk:

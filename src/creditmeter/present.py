@@ -23,6 +23,7 @@ from creditmeter.domain import (
 from creditmeter.engine import EnterpriseView, TickReport
 from creditmeter.enterprise import Member, QuotaAllocation
 from creditmeter.errors import InputError
+from creditmeter.events import STANDARD_TIER
 from creditmeter.keys import ApiKey
 from creditmeter.money import format_credits as fc
 from creditmeter.pricing import PriceBook
@@ -107,6 +108,7 @@ def summary_row(row: SummaryRow, group_by: str) -> dict[str, Any]:
         group_by: format_instant(row.key)[:10] if group_by == "day" else row.key,  # type: ignore[index]
         "requests": row.requests, "input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
         "cached_input_tokens": row.cached_input_tokens, "cache_write_tokens": row.cache_write_tokens,
+        "reasoning_tokens": row.reasoning_tokens, "cache_write_1h_tokens": row.cache_write_1h_tokens,
         "used_credits": fc(row.cost_uc),
     }
 
@@ -117,7 +119,9 @@ def event(stored: StoredEvent) -> dict[str, Any]:
         "event_id": e.id, "account_id": e.account_id, "timestamp": format_instant(c.timestamp_us),
         "model": e.model, "input_tokens": e.input_tokens, "output_tokens": e.output_tokens,
         "cached_input_tokens": e.cached_input_tokens, "cache_write_tokens": e.cache_write_tokens,
-        "quantities": dict(e.quantities), "metadata": e.metadata,
+        "reasoning_tokens": e.reasoning_tokens, "cache_write_1h_tokens": e.cache_write_1h_tokens,
+        "service_tier": e.service_tier or STANDARD_TIER, "quantities": dict(e.quantities),
+        "metadata": e.metadata,
         "cost_credits": fc(c.cost_uc), "overage_credits": fc(c.overage_uc),
         "allocations": [{"grant_id": p.grant_id, "amount_credits": fc(p.amount_uc)}
                         for p in c.allocations],

@@ -43,7 +43,7 @@ from creditmeter.web.bodylimit import BodyLimit
 from creditmeter.web.methods import allowed_methods
 
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
-GATEWAY_PATHS = "/v1/"  # the gateway's callers expect OpenAI's error shape there
+GATEWAY_PATHS = "/v1/"  # the gateway's callers expect its protocols' error shapes there
 Clock = Callable[[], int]
 log = logging.getLogger("creditmeter.api")
 
@@ -63,7 +63,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     CLI) within that time. 0 checks every request against the database.
     ``tick_interval_s``: run ``Engine.tick`` this often in the background (0: never; ``serve``
     runs it every 60 s by default). Ticks are idempotent, so every worker may run its own.
-    ``gateway``: the models the OpenAI-compatible ``/v1`` gateway serves (none: no gateway).
+    ``gateway``: the models the ``/v1`` gateway serves (none: no gateway).
     """
     access = Access(engine, admin_key, key_cache_s)
     app = FastAPI(title="creditmeter", version=_version(),
@@ -92,13 +92,13 @@ async def _on_http(request: Request, exc: Exception) -> Response:
         exc.headers = {**(exc.headers or {}), "Allow": allow}
     if request.url.path.startswith(GATEWAY_PATHS):
         return GatewayError(exc.status_code, str(exc.detail), code=api_errors.http_kind(exc.status_code),
-                            headers=exc.headers).response()
+                            headers=exc.headers).response_for(request.url.path)
     return await api_errors.on_http(request, exc)
 
 
 def _too_large(path: str, message: str) -> Response:
     if path.startswith(GATEWAY_PATHS):
-        return GatewayError(413, message, code="too_large").response()
+        return GatewayError(413, message, code="too_large").response_for(path)
     return api_errors.too_large(message)
 
 

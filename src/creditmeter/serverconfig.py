@@ -13,7 +13,7 @@ and hands them to each worker process as values (``creditmeter.server.Serving``)
     engine:
       lateness_window_s: 604800    # CREDITMETER_LATENESS_WINDOW_S
       hold_ttl_s: 600              # CREDITMETER_HOLD_TTL_S
-    gateway:                       # the OpenAI-compatible /v1 gateway (see docs/gateway.md)
+    gateway:                       # the /v1 gateway: OpenAI's and Anthropic's APIs (see docs/gateway.md)
       timeout_s: 600               # longest wait for an upstream's next byte
       connect_timeout_s: 10
       max_request_s: 3600          # longest a request may take in all (its hold lasts this + 60 s)
@@ -21,6 +21,7 @@ and hands them to each worker process as values (``creditmeter.server.Serving``)
                                    # (default ~/.local/state/creditmeter/pending)
       models:
         gpt-4o-mini:                        # the model id users ask for (and the price catalog's)
+          api: openai                       # its upstream's API: openai (default) or anthropic
           base_url: https://api.openai.com/v1   # any OpenAI-compatible server; "demo": built in
           api_key_env: OPENAI_API_KEY       # optional: the upstream's key, read from this variable
           upstream_model: gpt-4o-mini       # optional, defaults to the id
@@ -73,6 +74,7 @@ DEMO_UPSTREAM = "demo"
 
 
 class UpstreamModel(_Section):
+    api: Literal["openai", "anthropic"] = "openai"
     base_url: Annotated[str, Field(min_length=1, max_length=2000,
                                    pattern=r"^(demo|https?://[^\s]+)$")]
     api_key_env: Annotated[str, Field(min_length=1, max_length=200,

@@ -303,6 +303,8 @@ REJECTED: dict[str, tuple[dict[str, Any], str, str]] = {
     "string cached tokens": ({"cached_input_tokens": "12"}, "cached_input_tokens", "invalid_input"),
     "boolean cache-write tokens": ({"cache_write_tokens": True}, "cache_write_tokens", "invalid_input"),
     "tokens over 10^12": ({"input_tokens": 10**12 + 1}, "input_tokens", "invalid_input"),
+    "negative reasoning tokens": ({"reasoning_tokens": -1}, "reasoning_tokens", "invalid_input"),
+    "unknown service tier": ({"service_tier": "premium"}, "service_tier", "invalid_input"),
     "negative feature quantity": ({"quantities": {"web_search": -1}}, "quantities.web_search",
                                   "invalid_input"),
     "metadata a string": ({"metadata": "conversation 7"}, "metadata", "invalid_input"),

@@ -50,7 +50,8 @@ ACCEPTING = ["2xx", "400", "401", "402", "403", "404", "409"]
 INSTANTS = ["2026-01-01T00:00:00Z", "2026-11-10T12:00:00Z", "2030-01-01T00:00:00+02:00",
             "2026-11-10", "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]
 MODELS = ["gpt-4o", "gpt-4o-mini", "demo-large", "no-such-model"]
-TOKENS = ["input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens"]
+TOKENS = ["input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
+          "cache_write_1h_tokens"]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx2
 import openai
 import pytest
@@ -42,7 +43,7 @@ UC_PER_CREDIT = 1_000_000
 
 @dataclass
 class Upstream:
-    """The local OpenAI-compatible server, running as a process of its own."""
+    """The local model API server (``tests.gateway.upstream``), running as a process of its own."""
 
     base_url: str  # http://127.0.0.1:PORT
     process: subprocess.Popen[bytes]
@@ -57,8 +58,8 @@ class Upstream:
         return list(answer.json())
 
     def requests_with(self, marker: str) -> list[dict[str, Any]]:
-        """The requests (body and Authorization) whose messages mention ``marker``."""
-        return [r for r in self.received() if marker in json.dumps(r["body"].get("messages"))]
+        """The requests (path, body, headers and the usage reported) whose body mentions ``marker``."""
+        return [r for r in self.received() if marker in json.dumps(r["body"])]
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10) -> None:
@@ -70,10 +71,11 @@ def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10) -> None:
         process.wait()
 
 
-def start_upstream(log: Path) -> Upstream:
+def start_upstream(log: Path, module: str = "tests.gateway.upstream") -> Upstream:
+    """The local upstream (or ``module``, another server taking ``--port``) in a process of its own."""
     port = free_port()
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "tests.gateway.upstream", "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "-m", module, "--port", str(port)],
                                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     upstream = Upstream(f"http://127.0.0.1:{port}", process)
     deadline = time.monotonic() + 30
@@ -122,6 +124,12 @@ def approx_prompt_tokens(messages: list[dict[str, str]]) -> int:
     return 3 + sum(3 + math.ceil(len(m["content"].encode()) / 4) for m in messages)
 
 
+def text_tokens(pieces: list[str]) -> int:
+    """The gateway's count of streamed text when no upstream count came (Messages, Responses): each
+    piece (a delta) at 4 bytes a token, rounded up, at least one."""
+    return sum(max(1, math.ceil(len(piece.encode()) / 4)) for piece in pieces)
+
+
 @dataclass(frozen=True)
 class Price:
     """Credits per 1M tokens (and per request), as the catalog file writes them."""
@@ -130,19 +138,25 @@ class Price:
     output: str
     cached_input: str | None = None
     request: str | None = None
+    cache_write: str | None = None
+    priority: Price | None = None  # the priority service tier's rates (``tiers.priority``)
 
     def uc(self, name: str) -> int:
         value = getattr(self, name)
         if value is None:
-            value = self.input if name == "cached_input" else "0"
+            value = self.input if name in ("cached_input", "cache_write") else "0"
         scaled = Decimal(value) * UC_PER_CREDIT
         assert scaled == scaled.to_integral_value()
         return int(scaled)
 
-    def cost_uc(self, input_tokens: int = 0, output_tokens: int = 0, cached_tokens: int = 0) -> int:
-        """µc: the token parts summed, rounded up once, plus the request fee."""
-        scaled = (input_tokens * self.uc("input") + output_tokens * self.uc("output")
-                  + cached_tokens * self.uc("cached_input"))
+    def cost_uc(self, input_tokens: int = 0, output_tokens: int = 0, cached_tokens: int = 0,
+                cache_write_tokens: int = 0, *, reasoning_tokens: int = 0,
+                cache_write_1h_tokens: int = 0) -> int:
+        """µc: the token parts summed, rounded up once, plus the request fee. Reasoning tokens are
+        priced as output, 1-hour cache writes as cache writes (the catalog's defaults for them)."""
+        scaled = ((input_tokens * self.uc("input")) + (output_tokens + reasoning_tokens) * self.uc("output")
+                  + cached_tokens * self.uc("cached_input")
+                  + (cache_write_tokens + cache_write_1h_tokens) * self.uc("cache_write"))
         return -(-scaled // UC_PER_CREDIT) + self.uc("request")
 
 
@@ -162,10 +176,13 @@ def catalog_yaml(prices: Mapping[str, Price]) -> str:
     lines = ["models:"]
     for model, price in prices.items():
         lines.append(f"  {model}:")
-        for name in ("input", "output", "cached_input", "request"):
+        for name in ("input", "output", "cached_input", "cache_write", "request"):
             value = getattr(price, name)
             if value is not None:
                 lines.append(f"    {name}: {value}")
+        if price.priority is not None:
+            lines.append(f"    tiers: {{priority: {{input: {price.priority.input}, "
+                         f"output: {price.priority.output}}}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -213,6 +230,14 @@ class GatewayServer:
     def async_openai(self, key: str) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=self.v1, api_key=key, max_retries=0, timeout=60)
 
+    def anthropic(self, key: str, **kwargs: Any) -> anthropic.Anthropic:
+        """The Anthropic client, unchanged, with the gateway as its base URL (no ``/v1``)."""
+        return anthropic.Anthropic(base_url=self.server.base_url, api_key=key, max_retries=0, timeout=30,
+                                   **kwargs)
+
+    def async_anthropic(self, key: str) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(base_url=self.server.base_url, api_key=key, max_retries=0, timeout=60)
+
     def operator(self) -> httpx2.Client:
         return self.server.client()
 
@@ -258,6 +283,11 @@ class GatewayServer:
 
 def upstream_model(base_url: str, **extra: Any) -> dict[str, Any]:
     return {"base_url": base_url, "api_key_env": UPSTREAM_KEY_ENV, **extra}
+
+
+def anthropic_model(upstream: Upstream, **extra: Any) -> dict[str, Any]:
+    """A model whose upstream (the local one) speaks Anthropic's Messages API."""
+    return {"api": "anthropic", "base_url": upstream.base_url, "api_key_env": UPSTREAM_KEY_ENV, **extra}
 
 
 def start_gateway(db_url: str, directory: Path, prices: dict[str, Price], gateway: dict[str, Any], *,

@@ -27,8 +27,10 @@ GOOD = {"base_url": "http://127.0.0.1:9/v1"}
     ({"models": {"m1": {**GOOD, "upstream": "x"}}}, "gateway.models.m1.upstream"),
     ({"timeout_s": 0, "models": {"m1": GOOD}}, "gateway.timeout_s"),
     ({"models": {"m1": {}}}, "gateway.models.m1.base_url"),
+    ({"models": {"m1": {**GOOD, "api": "grpc"}}}, "gateway.models.m1.api"),
+    ({"models": {"m1": {"base_url": "demo", "api": "anthropic"}}}, "gateway.models.m1.api"),
 ], ids=["unset-key-variable", "not-http", "zero-max-output", "bytes-per-token", "unknown-setting",
-        "zero-timeout", "no-base-url"])
+        "zero-timeout", "no-base-url", "unknown-api", "demo-speaks-openai-only"])
 def test_a_bad_gateway_section_stops_serve(tmp_path: Path, gateway: dict[str, Any], field: str) -> None:
     config = tmp_path / "creditmeter.yaml"
     config.write_text(json.dumps({"gateway": gateway}))

@@ -586,6 +586,27 @@ def test_bad_input_answers_400_naming_the_param(gw: GatewayServer, upstream: Ups
     assert upstream.requests_with(mark) == []
 
 
+@pytest.mark.parametrize("escaped", [False, True], ids=["plain", "escaped"])
+def test_each_image_url_however_escaped_reserves_the_url_allowance(gw: GatewayServer, upstream: Upstream,
+                                                                   escaped: bool) -> None:
+    """An image given by URL holds ``image_url_tokens`` (1,600) more, once (its ``"type":
+    "image_url"`` is no key), whether the client wrote the key plainly or with ``\\u`` escapes."""
+    account = gw.new_account(100)
+    mark = marker()
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    body = {"model": "fake-slow", "max_tokens": 32,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": mark}, image]}]}
+    raw = json.dumps(body).encode()
+    if escaped:
+        raw = raw.replace(b'"image_url"', b'"image\\u005furl"')  # the key, and the type's value
+        assert json.loads(raw) == body and b'"image_url"' not in raw
+    answer = gw.raw_post(account.key, raw)
+    assert answer.status_code == 402, answer.text
+    expected = PRICES["fake-slow"].cost_uc(len(raw) + 1600, 32)
+    assert f"may cost up to {credits(expected)} credits" in answer.json()["error"]["message"]
+    assert upstream.requests_with(mark) == []
+
+
 def test_bad_input_through_the_openai_client(gw: GatewayServer) -> None:
     account = gw.new_account()
     with gw.openai(account.key) as client, pytest.raises(openai.BadRequestError) as caught:

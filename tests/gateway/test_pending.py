@@ -6,9 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import orjson
+
 from creditmeter.domain import Hold
 from creditmeter.engine import Engine, Usage
 from creditmeter.gateway.pending import PendingSettles
+from creditmeter.pricing import Catalog, rate
 from creditmeter.store.sql import SqlStore
 from tests.conftest import at
 
@@ -68,3 +71,35 @@ def test_a_refused_settle_is_not_retried_for_ever(engine: Engine, tmp_path: Path
     assert pending.drain() == 0
     assert list((tmp_path / "pending").iterdir()) == []
     assert list(engine.usage("alice")) == []
+
+
+NEW_FIELDS = ("reasoning_tokens", "cache_write_1h_tokens", "service_tier")
+
+
+def test_kept_settles_keep_every_kind_of_token_and_the_tier_and_older_files_still_load(
+        engine: Engine, example_catalog: Catalog, tmp_path: Path) -> None:
+    """A file kept now records reasoning tokens, 1-hour cache writes and the tier; one kept before
+    they were recorded (no such keys) settles as it always did: none of them, the standard tier."""
+    _held(engine, "gw-new")
+    assert isinstance(engine.reserve("alice", 10_000_000, T, hold_id="gw-old"), Hold)
+    directory = tmp_path / "pending"
+    usage = Usage("gpt-4o-mini", 1_000, 200, 0, 30, (), {"gateway_request": "gw-new"},
+                  reasoning_tokens=700, cache_write_1h_tokens=40, service_tier="flex")
+    PendingSettles(directory, engine, lambda: T + 5, pause_s=3600).add("gw-new", usage)
+    kept = orjson.loads((directory / "gw-new.json").read_bytes())
+    assert [kept[k] for k in NEW_FIELDS] == [700, 40, "flex"]
+    (directory / "gw-old.json").write_bytes(orjson.dumps({  # as the previous version wrote it
+        "request_id": "gw-old", "model": "gpt-4o-mini", "input_tokens": 1_000, "output_tokens": 200,
+        "cached_input_tokens": 0, "cache_write_tokens": 0, "quantities": [],
+        "metadata": {"gateway_request": "gw-old"}}))
+    assert PendingSettles(directory, engine, lambda: T + 10).drain() == 0
+    assert list(directory.iterdir()) == []
+    events = {e.event.id: e for e in engine.usage("alice")}
+    new, old = events["gw-new"], events["gw-old"]
+    assert [getattr(new.event, k) for k in NEW_FIELDS] == [700, 40, "flex"]
+    assert new.charge.cost_uc == rate(example_catalog, "gpt-4o-mini", 1_000, 200, 0, 30,
+                                      reasoning_tokens=700, cache_write_1h_tokens=40,
+                                      service_tier="flex", at_us=T + 10)
+    assert [getattr(old.event, k) for k in NEW_FIELDS] == [0, 0, None]
+    assert old.charge.cost_uc == 1_000 * 15 + 200 * 60
+    assert engine.check_invariants() == []

@@ -1,24 +1,27 @@
-"""A local OpenAI-compatible chat server for the gateway's tests and benchmark (a real HTTP server:
-``python -m tests.gateway.upstream --port N``).
+"""A local model API server for the gateway's tests and benchmark (a real HTTP server:
+``python -m tests.gateway.upstream --port N``), speaking OpenAI chat completions (here), OpenAI
+Responses and embeddings (``upstream_responses``) and Anthropic Messages (``upstream_anthropic``),
+each on its own path. Its token count, its reply and the behaviours picked by the upstream model
+name are common to all of them (``upstream_common``).
 
-Its token count is its own and exact: a prompt is one token per word of each message's text, plus
-3 a message and 3 for the reply; the reply is ``REPLY_WORDS`` words (fewer if ``max_tokens`` says
-so), one token each, streamed one word a chunk. The upstream model name picks a behaviour:
+Chat completions: a prompt is one token per word of each message's text, plus 3 a message and 3 for
+the reply; the reply is ``REPLY_WORDS`` words (fewer if ``max_tokens`` says so), one token each,
+streamed one word a chunk. Besides the common behaviours:
 
-- ``fake-model`` (or any other name): answers as above.
-- ``fake-cached``: as above, and reports half the prompt (rounded down) as cached.
-- ``fake-slow``: streams a chunk every 50 ms (for clients that leave mid-stream).
+- ``fake-cached``: reports half the prompt (rounded down) as cached.
+- ``fake-reasoning``: reports reasoning tokens (``completion_tokens_details``), inside
+  ``completion_tokens``.
 - ``fake-nousage``: never reports usage.
-- ``fake-500``: answers 500; ``fake-400``: answers 400 with an OpenAI error; ``fake-429``: 429.
-- ``fake-hang``: waits 30 s before answering (for the gateway's timeout).
 - ``fake-break``: streams 3 chunks, then drops the connection.
 - ``fake-errorbody``: answers 200 with an error body (as some providers do under load); its
   stream sends an error event after 2 chunks.
 - ``fake-crlf``: streams with ``\r\n`` line endings, mixed with ``\n`` ones, in odd-sized pieces.
 - ``fake-inline-usage``: reports usage on the finish chunk, beside its choices.
 
-``GET /_requests`` answers the bodies and Authorization headers it received (newest last);
-``POST /_reset`` forgets them.
+``GET /_requests`` answers what it received, newest last: each request's ``path``, ``query``,
+``body``, the ``authorization``, ``x_api_key``, ``anthropic_version`` and ``anthropic_beta``
+headers, and the ``usage`` it reported (its final count, for a stream); ``POST /_reset`` forgets
+them.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
-REPLY_WORDS = 20
-WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa")
+from tests.gateway import upstream_anthropic, upstream_responses
+from tests.gateway.upstream_common import REPLY_WORDS, WORDS, Answer, read_body, reasoning, tier
+
+__all__ = ["REPLY_WORDS", "Upstream", "app", "prompt_tokens"]
+RECORDED = {"authorization": "authorization", "x-api-key": "x_api_key",
+            "anthropic-version": "anthropic_version", "anthropic-beta": "anthropic_beta"}
 
 
 def prompt_tokens(messages: list[dict[str, Any]]) -> int:
@@ -38,16 +46,24 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
 
 
 def reply(body: dict[str, Any]) -> list[str]:
-    limit = body.get("max_completion_tokens") or body.get("max_tokens") or REPLY_WORDS
-    return [WORDS[i % len(WORDS)] for i in range(min(REPLY_WORDS, int(limit)))]
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    count = min(REPLY_WORDS, int(limit) - thought(body)) if limit else REPLY_WORDS
+    return [WORDS[i % len(WORDS)] for i in range(count)]
+
+
+def thought(body: dict[str, Any]) -> int:
+    return reasoning(body.get("model"), body.get("max_completion_tokens") or body.get("max_tokens"))
 
 
 def usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
     prompt = prompt_tokens(body["messages"])
-    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion}
+    reasoned = thought(body)
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion + reasoned,
+                           "total_tokens": prompt + completion + reasoned}
     if body.get("model") == "fake-cached":
         out["prompt_tokens_details"] = {"cached_tokens": prompt // 2}
+    if reasoned:
+        out["completion_tokens_details"] = {"reasoning_tokens": reasoned}
     return out
 
 
@@ -66,26 +82,38 @@ class Upstream:
                     return
         path = scope["path"]
         if path == "/_requests":
-            await self.json(send, 200, self.received)
+            await Answer(send, None).json(200, self.received)
             return
         if path == "/_reset":
             self.received.clear()
-            await self.json(send, 200, {"ok": True})
+            await Answer(send, None).json(200, {"ok": True})
             return
-        raw = b""
-        more = True
-        while more:
-            message = await receive()
-            raw += message.get("body", b"")
-            more = message.get("more_body", False)
-        if path != "/v1/chat/completions":
-            await self.json(send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+        raw = await read_body(receive)
+        handlers = {"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/messages",
+                    "/v1/messages/count_tokens"}
+        if path not in handlers:
+            await Answer(send, None).json(404, {"error": {"message": "not found",
+                                                          "type": "invalid_request_error"}})
             return
         body = orjson.loads(raw)
-        headers = dict(scope["headers"])
-        self.received.append({"body": body, "authorization": headers.get(b"authorization", b"").decode()})
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        record: dict[str, Any] = {"path": path, "query": unquote(scope["query_string"].decode()),
+                                  "body": body, "usage": None}
+        record.update({name: headers.get(header, "") for header, name in RECORDED.items()})
+        self.received.append(record)
         if len(self.received) > 10_000:
             del self.received[:5_000]
+        answer = Answer(send, body.get("model"))
+        if path.startswith("/v1/messages"):
+            await upstream_anthropic.handle(path, body, headers, answer, record)
+        elif path == "/v1/responses":
+            await upstream_responses.handle_responses(body, answer, record)
+        elif path == "/v1/embeddings":
+            await upstream_responses.handle_embeddings(body, answer, record)
+        else:
+            await self.chat(body, send, record)
+
+    async def chat(self, body: dict[str, Any], send: Any, record: dict[str, Any]) -> None:
         model = body.get("model")
         if model == "fake-500":
             await self.json(send, 500, {"error": {"message": "boom", "type": "server_error"}})
@@ -104,12 +132,14 @@ class Upstream:
             return
         words = reply(body)
         base = {"id": "chatcmpl-fake", "created": 1_700_000_000, "model": model}
+        if tier(model, None):
+            base["service_tier"] = tier(model, None)
         if not body.get("stream"):
             answer = {**base, "object": "chat.completion",
                       "choices": [{"index": 0, "finish_reason": "stop",
                                    "message": {"role": "assistant", "content": " ".join(words)}}]}
             if model != "fake-nousage":
-                answer["usage"] = usage(body, len(words))
+                answer["usage"] = record["usage"] = usage(body, len(words))
             await self.json(send, 200, answer)
             return
         await send({"type": "http.response.start", "status": 200,
@@ -129,10 +159,11 @@ class Upstream:
             finish: dict[str, Any] = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             options = body.get("stream_options") or {}
             if model == "fake-inline-usage":
-                finish["usage"] = usage(body, len(words))
+                finish["usage"] = record["usage"] = usage(body, len(words))
             events.append(finish)
             if options.get("include_usage") and model not in ("fake-nousage", "fake-inline-usage"):
-                events.append({**base, "choices": [], "usage": usage(body, len(words))})
+                record["usage"] = usage(body, len(words))
+                events.append({**base, "choices": [], "usage": record["usage"]})
         await self.send_events(send, model, events)
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 

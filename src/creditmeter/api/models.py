@@ -43,6 +43,12 @@ NewId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_
 # ``creditmeter.events`` reads a usage event's counts.
 Whole = BeforeValidator(integral)
 Tokens = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS), Whole]
+ReasoningTokens = Annotated[Tokens, Field(description="Reasoning tokens, not also counted as output.")]
+CacheWrite1hTokens = Annotated[Tokens, Field(description="Cache-write tokens kept for an hour, not "
+                                                         "also counted in cache_write_tokens.")]
+ServiceTierIn = Annotated[Literal["priority", "flex", "standard", "default", "auto"] | None, Field(
+    description="The tier the request ran on; default, auto and null mean standard.")]
+ServiceTierOut = Literal["standard", "priority", "flex"]
 
 
 class Body(BaseModel):
@@ -167,6 +173,9 @@ class UsageEventIn(Body):
     output_tokens: Tokens = 0
     cached_input_tokens: Tokens = 0
     cache_write_tokens: Tokens = 0
+    reasoning_tokens: ReasoningTokens = 0
+    cache_write_1h_tokens: CacheWrite1hTokens = 0
+    service_tier: ServiceTierIn = None
     quantities: dict[Annotated[str, Field(min_length=1, max_length=255)], Tokens] = {}
     metadata: dict[str, Any] = {}
 
@@ -221,6 +230,9 @@ class EventOut(Out):
     output_tokens: int
     cached_input_tokens: int
     cache_write_tokens: int
+    reasoning_tokens: int
+    cache_write_1h_tokens: int
+    service_tier: ServiceTierOut
     quantities: dict[str, int]
     metadata: dict[str, Any]
     cost_credits: Credits
@@ -243,6 +255,8 @@ class SummaryGroupOut(Out):
     output_tokens: int
     cached_input_tokens: int
     cache_write_tokens: int
+    reasoning_tokens: int
+    cache_write_1h_tokens: int
     used_credits: Credits
 
 
@@ -270,6 +284,9 @@ class SettleIn(Body):
     output_tokens: Tokens = 0
     cached_input_tokens: Tokens = 0
     cache_write_tokens: Tokens = 0
+    reasoning_tokens: ReasoningTokens = 0
+    cache_write_1h_tokens: CacheWrite1hTokens = 0
+    service_tier: ServiceTierIn = None
     quantities: dict[Annotated[str, Field(min_length=1, max_length=255)], Tokens] = {}
     metadata: dict[str, Any] = {}
     id: Id | None = Field(None, description="The usage event's id (default: hold:HOLD_ID).")

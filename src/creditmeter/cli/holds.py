@@ -51,14 +51,17 @@ def holds_reserve(engine: Engine, account_id: str, amount: str, ttl_s: int | Non
 @click.option("--id", "event_id", metavar="ID", help="The usage event's id (default: hold:HOLD_ID).")
 def holds_settle(engine: Engine, hold_id: str, model: str | None, input_tokens: int,
                  output_tokens: int, cached_input_tokens: int, cache_write_tokens: int,
+                 reasoning_tokens: int, cache_write_1h_tokens: int, service_tier: str | None,
                  quantity: tuple[str, ...], event_id: str | None, at_us: int, as_json: bool) -> None:
     """Charge the actual usage of a held request; the rest of the hold is released."""
     quantities = tuple(sorted(parse_quantities(quantity).items()))
     for name, value in quantities:
         if value < 0:
             raise InputError(f"quantities.{name}", "must not be negative")
-    result = engine.settle(hold_id, Usage(model, input_tokens, output_tokens, cached_input_tokens,
-                                          cache_write_tokens, quantities), at_us, event_id=event_id)
+    usage = Usage(model, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
+                  quantities, reasoning_tokens=reasoning_tokens,
+                  cache_write_1h_tokens=cache_write_1h_tokens, service_tier=service_tier)
+    result = engine.settle(hold_id, usage, at_us, event_id=event_id)
     print_charge(result, as_json)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,11 @@ def prices_load(engine: Engine, file: Path, effective: str | None, at_us: int, a
 @click.option("--effective", metavar="TIME", help=EFFECTIVE_HELP)
 def prices_import_litellm(engine: Engine, file: Path, rate_text: str, effective: str | None,
                           at_us: int, as_json: bool) -> None:
-    """Import a LiteLLM-style price map (USD per token) as a new price version."""
+    """Import a LiteLLM-style price map (USD per token) as a new price version.
+
+    Prints how many models were imported, which entries were skipped and why, which prices were
+    rounded up, and which price fields (audio, images, batches …) were not converted.
+    """
     rate = to_decimal(rate_text, "credits-per-usd")
     if rate <= 0:
         raise InputError("credits-per-usd", "must be greater than zero")
@@ -65,20 +70,22 @@ def prices_import_litellm(engine: Engine, file: Path, rate_text: str, effective:
     out = {"version": version.version, "effective_at": format_instant(version.effective_at_us),
            "imported": report.imported,
            "skipped": [{"model": m, "reason": r} for m, r in report.skipped],
-           "rounded": [{"model": m, "price": f} for m, f in report.rounded]}
+           "rounded": [{"model": m, "price": f} for m, f in report.rounded],
+           "unconverted": [{"model": m, "fields": list(fields)} for m, fields in report.unconverted]}
     emit(out, as_json, lambda o: _print_import(report, o))
 
 
 def _print_import(report: ImportReport, out: dict[str, Any]) -> None:
     click.echo(f"price version {out['version']} effective {out['effective_at']}: "
                f"imported {report.imported} models, skipped {len(report.skipped)}, "
-               f"rounded up {len(report.rounded)} prices to 6 places")
-    reasons: dict[str, int] = {}
-    for _, reason in report.skipped:
-        key = reason.split(" (")[0]
-        reasons[key] = reasons.get(key, 0) + 1
-    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+               f"rounded up {len(report.rounded)} prices to 6 places, "
+               f"{len(report.unconverted)} models with prices not converted")
+    reasons = Counter(reason.split(" (")[0] for _, reason in report.skipped)
+    for reason, count in reasons.most_common():
         click.echo(f"  skipped {count:5d}: {reason}")
+    fields = Counter(field for _, names in report.unconverted for field in names)
+    for field, count in fields.most_common():
+        click.echo(f"  not converted in {count:5d} models: {field}")
 
 
 def _read_text(file: Path) -> str:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from creditmeter.events import STANDARD_TIER
 from creditmeter.money import format_credits, parse_credits
 
 if TYPE_CHECKING:
@@ -170,8 +171,9 @@ def packages_table(balance: dict[str, Any], used: str = "used") -> None:
 
 
 USAGE_COLUMNS = (Column("time"), Column("model"), Column("in", right=True, drop=3),
-                 Column("out", right=True, drop=2), Column("cached", right=True, drop=1),
-                 Column("credits", right=True), Column("paid by"))
+                 Column("out", right=True, drop=2), Column("reasoning", right=True, drop=4),
+                 Column("cached", right=True, drop=1), Column("credits", right=True),
+                 Column("paid by"))
 
 
 def usage_table(rows: list[dict[str, Any]], title: str = "Usage, newest first") -> None:
@@ -180,9 +182,13 @@ def usage_table(rows: list[dict[str, Any]], title: str = "Usage, newest first") 
         paid = [f"{a['grant_id']} {a['amount_credits']}" for a in row["allocations"]]
         if parse_credits(row["overage_credits"], "overage_credits"):
             paid.append(f"overage {row['overage_credits']}")
-        table_rows.append([row["timestamp"][:19].replace("T", " "), row["model"] or "-",
+        model = row["model"] or "-"
+        if row["service_tier"] != STANDARD_TIER:
+            model += f" ({row['service_tier']})"
+        table_rows.append([row["timestamp"][:19].replace("T", " "), model,
                            f"{row['input_tokens']:,}", f"{row['output_tokens']:,}",
-                           f"{row['cached_input_tokens']:,}", row["cost_credits"], "\n".join(paid)])
+                           f"{row['reasoning_tokens']:,}", f"{row['cached_input_tokens']:,}",
+                           row["cost_credits"], "\n".join(paid)])
     show_table(title, USAGE_COLUMNS, table_rows)
 
 

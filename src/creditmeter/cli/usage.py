@@ -52,6 +52,12 @@ def usage_options(fn: F) -> F:
                      help="Cache-read input tokens (not also counted as input)."),
         click.option("--cache-write", "cache_write_tokens", type=int, default=0,
                      help="Cache-write tokens."),
+        click.option("--reasoning", "reasoning_tokens", type=int, default=0,
+                     help="Reasoning tokens (not also counted as output)."),
+        click.option("--cache-write-1h", "cache_write_1h_tokens", type=int, default=0,
+                     help="Cache-write tokens kept for an hour (not also counted in --cache-write)."),
+        click.option("--service-tier", metavar="TIER",
+                     help="The tier the request ran on: priority, flex or standard (the default)."),
         click.option("--quantity", "quantity", multiple=True, metavar="NAME=N",
                      help="Units of a priced feature (repeatable)."),
     ]):
@@ -78,6 +84,7 @@ def _charge_line(result: Charge, data: dict[str, Any]) -> str:
 @click.option("--timestamp", metavar="TIME", help="When the usage happened (default: now / --at).")
 def usage_record(engine: Engine, account_id: str, model: str | None, input_tokens: int,
                  output_tokens: int, cached_input_tokens: int, cache_write_tokens: int,
+                 reasoning_tokens: int, cache_write_1h_tokens: int, service_tier: str | None,
                  quantity: tuple[str, ...], event_id: str | None, timestamp: str | None,
                  at_us: int, as_json: bool) -> None:
     """Charge one usage event."""
@@ -85,7 +92,9 @@ def usage_record(engine: Engine, account_id: str, model: str | None, input_token
         "id": event_id if event_id is not None else f"evt_{uuid.uuid4().hex}",
         "account_id": account_id, "model": model, "input_tokens": input_tokens,
         "output_tokens": output_tokens, "cached_input_tokens": cached_input_tokens,
-        "cache_write_tokens": cache_write_tokens, "quantities": parse_quantities(quantity),
+        "cache_write_tokens": cache_write_tokens, "reasoning_tokens": reasoning_tokens,
+        "cache_write_1h_tokens": cache_write_1h_tokens, "service_tier": service_tier,
+        "quantities": parse_quantities(quantity),
     }
     if timestamp is not None:
         event["timestamp"] = timestamp

@@ -20,13 +20,13 @@ from typing import TypeVar
 
 import orjson
 
-from creditmeter.domain import AccountId, Balance, GrantId, Package, Period
+from creditmeter.domain import AccountId, Balance, GrantId, Package, Period, UsageEvent
 from creditmeter.errors import InputError, NotFound, Unavailable
 from creditmeter.events import MAX_TOKENS
 from creditmeter.ids import check_id
 from creditmeter.ledger import Book
 from creditmeter.money import MAX_UC
-from creditmeter.pricing import PriceBook, PriceVersion
+from creditmeter.pricing import Catalog, PriceBook, PriceVersion, rate
 from creditmeter.store.base import LostConnection, Store, Transaction, Transient
 from creditmeter.subscriptions import current_subscription
 from creditmeter.timeutil import DAY_S, MAX_US, MIN_US, format_instant, month_bounds
@@ -180,6 +180,16 @@ def _version_at(prices: PriceBook, at_us: int) -> PriceVersion:
     if version is None:
         raise InputError("timestamp", f"no price catalog is effective at {format_instant(at_us)}")
     return version
+
+
+def _rate_event(catalog: Catalog, event: UsageEvent, at_us: int) -> int:
+    """What ``event`` costs with ``catalog``: every kind of token it states, its service tier,
+    and ``at_us``, its time (which decides any off-peak window)."""
+    return rate(catalog, event.model, event.input_tokens, event.output_tokens,
+                event.cached_input_tokens, event.cache_write_tokens, event.quantities,
+                reasoning_tokens=event.reasoning_tokens,
+                cache_write_1h_tokens=event.cache_write_1h_tokens,
+                service_tier=event.service_tier, at_us=at_us)
 
 
 def _one_of(kind: type[E], value: str, field: str) -> E:

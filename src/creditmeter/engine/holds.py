@@ -13,16 +13,17 @@ from creditmeter.engine._unit import (
     _check_instant,
     _check_overage_room,
     _check_request_tokens,
+    _rate_event,
     _read_locked,
     _request_fp,
     _version_at,
 )
 from creditmeter.engine.usage import SETTLE_ID_PREFIX, _duplicate
 from creditmeter.errors import Conflict, InputError
-from creditmeter.events import MAX_TOKENS, fingerprint
+from creditmeter.events import MAX_TOKENS, TOKEN_FIELDS, fingerprint, parse_service_tier
 from creditmeter.ids import check_id, check_new_id
 from creditmeter.ledger import Book
-from creditmeter.pricing import rate
+from creditmeter.pricing import estimate
 from creditmeter.store.base import Transaction
 from creditmeter.timeutil import DAY_S
 
@@ -55,21 +56,22 @@ class HoldCommands(EngineBase):
         return self._reserve(account_id, lambda tx: amount_uc, at_us, ttl_s, hold_id)
 
     def reserve_estimate(self, account_id: str, model: str, input_tokens: int, max_output_tokens: int,
-                         at_us: int, *, ttl_s: int | None = None,
-                         hold_id: str | None = None) -> tuple[Hold | Refused, int]:
-        """Hold what a chat request may cost at most (:meth:`estimate`), priced in the same
-        transaction; answers the hold (or the refusal) and the estimate."""
+                         at_us: int, *, ttl_s: int | None = None, hold_id: str | None = None,
+                         service_tier: str | None = None) -> tuple[Hold | Refused, int]:
+        """Hold what a chat request may cost at most (:meth:`estimate`) on ``service_tier``,
+        priced in the same transaction; answers the hold (or the refusal) and the estimate."""
         _check_request_tokens(input_tokens, max_output_tokens)
-        estimate = 0
+        most = 0
 
         def amount(tx: Transaction) -> int:
-            nonlocal estimate
+            nonlocal most
             version = _version_at(self.price_book(tx), at_us)
-            estimate = rate(version.catalog, model, input_tokens, max_output_tokens, 0, 0)
-            return estimate
+            most = estimate(version.catalog, model, input_tokens, max_output_tokens,
+                            service_tier=service_tier)
+            return most
 
         result = self._reserve(account_id, amount, at_us, ttl_s, hold_id)
-        return result, estimate
+        return result, most
 
     def _reserve(self, account_id: str, amount: Callable[[Transaction], int], at_us: int,
                  ttl_s: int | None, hold_id: str | None) -> Hold | Refused:
@@ -126,11 +128,11 @@ class HoldCommands(EngineBase):
                 raise Conflict(f"hold {hold_id!r} was already settled by event {hold.settled_event_id!r}")
             if hold.status is HoldStatus.RELEASED:
                 raise Conflict(f"hold {hold_id!r} was released; record the usage as an event instead")
-            # Priced as at the hold: the request began then, under the prices it was reserved
-            # at (a catalog loaded while it ran cannot change, or unprice, its charge).
+            # Priced with the catalog of the hold: the request began then, under the prices it
+            # was reserved at (a catalog loaded while it ran cannot change, or unprice, its
+            # charge). Its time, which decides an off-peak window, is when it ended: now.
             version = _version_at(self.price_book(tx), hold.created_at_us)
-            cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
-                        event.cached_input_tokens, event.cache_write_tokens, event.quantities)
+            cost = _rate_event(version.catalog, event, at_us)
             _check_overage_room(book, cost)
             open_hold = book.holds.get(hold.id)
             if open_hold is not None:
@@ -180,10 +182,12 @@ class HoldCommands(EngineBase):
 def _settle_event(event_id: str, hold: Hold, usage: Usage) -> UsageEvent:
     tokens = [usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
               usage.cache_write_tokens]
-    for name, value in zip(("input_tokens", "output_tokens", "cached_input_tokens",
-                            "cache_write_tokens"), tokens, strict=True):
-        if type(value) is not int or value < 0:
-            raise InputError(name, f"must be a whole number ≥ 0, got {value!r}")
+    for name, value in (*zip(TOKEN_FIELDS[:4], tokens, strict=True),
+                        ("reasoning_tokens", usage.reasoning_tokens),
+                        ("cache_write_1h_tokens", usage.cache_write_1h_tokens)):
+        if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+            raise InputError(name, f"must be a whole number from 0 to {MAX_TOKENS}, got {value!r}")
+    tier = parse_service_tier(usage.service_tier)
     for name, value in usage.quantities:
         if not isinstance(name, str) or not name or len(name) > 255:
             raise InputError("quantities", "feature names must be strings of 1-255 characters")
@@ -197,5 +201,8 @@ def _settle_event(event_id: str, hold: Hold, usage: Usage) -> UsageEvent:
         input_tokens=tokens[0], output_tokens=tokens[1], cached_input_tokens=tokens[2],
         cache_write_tokens=tokens[3], quantities=usage.quantities, metadata=metadata,
         fingerprint=fingerprint(hold.account_id, None, usage.model, tokens, usage.quantities,
-                                {**metadata, "hold_id": hold.id}),
+                                {**metadata, "hold_id": hold.id}, usage.reasoning_tokens,
+                                usage.cache_write_1h_tokens, tier),
+        reasoning_tokens=usage.reasoning_tokens, cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        service_tier=tier,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from creditmeter.engine._unit import EngineBase, _check_instant, _check_request_tokens, _version_at
-from creditmeter.pricing import Catalog, PriceVersion, rate
+from creditmeter.pricing import Catalog, PriceVersion, estimate
 from creditmeter.store.base import Transaction
 from creditmeter.timeutil import MIN_US
 
@@ -30,10 +30,12 @@ class PriceCommands(EngineBase):
 
         return self._write(work)
 
-    def estimate(self, model: str, input_tokens: int, max_output_tokens: int, at_us: int) -> int:
-        """What a chat request may cost at most: its input tokens at the input price
-        plus its max output tokens at the output price, with the prices effective at ``at_us``."""
+    def estimate(self, model: str, input_tokens: int, max_output_tokens: int, at_us: int, *,
+                 service_tier: str | None = None) -> int:
+        """What a chat request may cost at most, with the prices effective at ``at_us``: its input
+        tokens and its max output tokens each at the dearest rate they may be charged at on
+        ``service_tier`` (see :func:`creditmeter.pricing.estimate`)."""
         _check_instant(at_us, "at")
         version = _version_at(self.price_book(), at_us)
         _check_request_tokens(input_tokens, max_output_tokens)
-        return rate(version.catalog, model, input_tokens, max_output_tokens, 0, 0)
+        return estimate(version.catalog, model, input_tokens, max_output_tokens, service_tier=service_tier)

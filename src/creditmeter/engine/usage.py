@@ -15,13 +15,19 @@ from creditmeter.domain import (
     SummaryRow,
     UsageEvent,
 )
-from creditmeter.engine._unit import EngineBase, _check_instant, _check_overage_room, _version_at
+from creditmeter.engine._unit import (
+    EngineBase,
+    _check_instant,
+    _check_overage_room,
+    _rate_event,
+    _version_at,
+)
 from creditmeter.enterprise import enterprise_share, share_summary
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
-from creditmeter.events import check_id, check_something_used, parse_event
+from creditmeter.events import check_id, check_something_used, checked, parse_event
 from creditmeter.ids import check_text
 from creditmeter.ledger import Book
-from creditmeter.pricing import PriceBook, PriceVersion, rate
+from creditmeter.pricing import PriceBook, PriceVersion
 from creditmeter.store.base import EventTaken, Transaction
 from creditmeter.timeutil import DAY_S, US_PER_S, format_instant
 
@@ -51,7 +57,7 @@ class UsageCommands(EngineBase):
         parsed: list[tuple[int, UsageEvent]] = []
         for index, item in enumerate(items):
             try:
-                event = item if isinstance(item, UsageEvent) else parse_event(item)
+                event = checked(item) if isinstance(item, UsageEvent) else parse_event(item)
                 if event.id.startswith(SETTLE_ID_PREFIX):
                     raise InputError("id", f"ids starting with {SETTLE_ID_PREFIX!r} are kept for "
                                      "the settlements of holds")
@@ -121,8 +127,7 @@ class UsageCommands(EngineBase):
             ts = at_us if event.timestamp_us is None else event.timestamp_us
             try:
                 version = self._check_time_and_price(prices, ts, oldest, newest)
-                cost = rate(version.catalog, event.model, event.input_tokens, event.output_tokens,
-                            event.cached_input_tokens, event.cache_write_tokens, event.quantities)
+                cost = _rate_event(version.catalog, event, ts)
                 if cost == 0:
                     check_something_used(event)
                 _check_overage_room(book, cost)

@@ -1,8 +1,11 @@
-"""The OpenAI-compatible gateway: ``POST /v1/chat/completions`` and ``GET /v1/models``,
-credits enforced in front of any OpenAI-compatible upstream.
+"""The gateway: credits enforced in front of model APIs, each configured model on the API its
+upstream speaks (``api: openai`` or ``api: anthropic``), with no translation between them.
+OpenAI's chat completions, Responses and embeddings (``POST /v1/chat/completions``,
+``/v1/responses``, ``/v1/embeddings``), Anthropic's Messages (``POST /v1/messages``, and
+``/v1/messages/count_tokens``, free) and ``GET /v1/models`` for both families of clients.
 
-Every request: estimate what it may cost (prompt bytes as an upper bound of its tokens, plus its
-max output tokens, at the model's prices) → reserve that → forward → settle the upstream's
+Every request: estimate what it may cost (its bytes as an upper bound of its prompt's tokens, plus
+its max output tokens, at the model's prices) → reserve that → forward → settle the upstream's
 reported usage (the rest of the hold goes back) → answer with the credits charged. The request's
 id is the usage event's id, so a settle that is retried charges once. Upstream failure: the hold
 is released and nothing is charged (502). A client that leaves mid-stream is charged for what it
@@ -10,7 +13,9 @@ was sent (or the upstream's own count, if it came before the client left), no mo
 
 ``upstream`` holds the configured models and their connection pools; ``call`` is one request's
 reserve → forward → settle, whatever its protocol; ``relay`` passes a stream on event by event;
-``openai_chat`` is what belongs to chat completions; ``routes`` mounts them; ``pending`` keeps
+one module per protocol says what its requests mean and how its usage is read (``openai_chat``,
+``openai_responses``, ``embeddings``, ``anthropic_messages``); ``errors`` has each protocol's
+error shape; ``models`` lists what a key may call; ``routes`` mounts them; ``pending`` keeps
 settles the database could not take; ``demo`` is the built-in offline upstream.
 """
 

@@ -1,7 +1,8 @@
 """One request through the gateway, whatever its protocol: hold the most it may cost, forward it
 to the upstream (its answer whole, or its stream), then settle the usage (the rest of the hold goes
 back) or release the hold when the upstream failed. A protocol's module subclasses ``Call`` with
-``run``: what its body means, what to reserve, and how its answer is read.
+``run``: what its body means, what to reserve, and how its answer is read; and says which API it
+belongs to, where its upstream takes it, and the shape of its errors.
 
 The request's id is the usage event's id and the hold's id, so a settle that is retried charges
 once.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -22,8 +24,8 @@ from starlette.responses import Response
 from creditmeter.domain import Charge, Refused
 from creditmeter.engine import Engine, Usage
 from creditmeter.errors import CreditmeterError, InputError, NotFound, Unavailable
-from creditmeter.gateway.errors import GatewayError, bad, unavailable
-from creditmeter.gateway.upstream import Gateway, ModelRoute, UpstreamFailure
+from creditmeter.gateway.errors import JSON, GatewayError, bad, unavailable
+from creditmeter.gateway.upstream import ANTHROPIC, OPENAI, Gateway, ModelRoute, UpstreamFailure
 from creditmeter.money import format_credits
 
 log = logging.getLogger("creditmeter.gateway")
@@ -41,26 +43,41 @@ class EngineCall(Protocol):
 
 _PROCESS = uuid.uuid4().hex
 _COUNT = itertools.count(1)
+_APIS = {OPENAI: "the OpenAI API (/v1/chat/completions, /v1/responses, /v1/embeddings)",
+         ANTHROPIC: "the Anthropic Messages API (/v1/messages)"}
+APPROX_BYTES_PER_TOKEN = 4  # when an upstream's count never came: 4 bytes a token
+Settled = tuple[Charge, int]  # the charge, and the credits (µc) the account has left
 
 
 class Call:
     """One request through the gateway; ``run`` answers it."""
 
     path: ClassVar[str]  # the route the protocol's requests come to
+    api: ClassVar[str] = OPENAI  # the API whose models it serves
+    upstream_path: ClassVar[str]  # where the upstream takes it, after the model's base URL
     route: ModelRoute  # both set by ``run`` once the body is read
     stream: bool
 
     def __init__(self, engine: Engine, gateway: Gateway, clock: Clock, call: EngineCall,
-                 account_id: str, raw: bytes) -> None:
+                 account_id: str, raw: bytes, headers: Mapping[str, str] | None = None,
+                 query: str = "") -> None:
         self.engine, self.gateway, self.clock, self.call = engine, gateway, clock, call
         self.account_id = account_id
         self.raw = raw
+        self.headers = headers or {}  # the client's request headers
+        self.query = query  # the client's query string
         # Unique without a random draw per request: this process's random prefix and a count.
         self.id = f"gw-{_PROCESS}-{next(_COUNT):x}"
+        self.held = False  # a hold was made (so a failure releases it)
         self.refused = False  # the engine refused the settle (logged; no retry can help)
 
     async def run(self) -> Response:
         raise NotImplementedError
+
+    @classmethod
+    def render(cls, error: GatewayError) -> Response:
+        """``error`` in the protocol's own shape."""
+        return error.response()
 
     # -- the start of a call --------------------------------------------------------------------
 
@@ -81,21 +98,39 @@ class Call:
         if route is None:
             raise GatewayError(404, f"The model '{model[:255]}' does not exist or is not served here",
                                param="model", code="model_not_found")
+        if route.api != self.api:  # no translation between protocols
+            raise GatewayError(400, f"The model '{model}' is served through {_APIS[route.api]}, not "
+                                    f"{self.path}: call it there", param="model", code="wrong_api")
+        if route.is_demo and self.upstream_path != "/chat/completions":
+            raise GatewayError(400, f"The model '{model}' is the built-in demo upstream, which answers "
+                                    "chat completions only", param="model", code="wrong_api")
         return route
 
-    async def reserve(self, input_bound: int, output_bound: int) -> None:
+    def input_bound(self, body: Mapping[str, Any], *url_keys: str) -> int:
+        """The most tokens the request's prompt may be: its bytes (a token is at least one byte),
+        and ``image_url_tokens`` for each key in ``body`` named one of ``url_keys`` (an image or a
+        file given by URL: a few bytes here, many tokens upstream). Keys are counted in the body
+        as orjson writes it: spelt plainly however the client escaped them (``"\\u0075rl"``), each
+        followed by its colon (so a string that reads the same is not a key)."""
+        written = orjson.dumps(body)
+        urls = sum(written.count(b'"' + key.encode() + b'":') for key in url_keys)
+        route = self.route
+        return math.ceil(len(self.raw) / route.prompt_bytes_per_token) + urls * route.image_url_tokens
+
+    async def reserve(self, input_bound: int, output_bound: int, service_tier: str | None = None) -> None:
         """Hold the most the request may cost (at most ``input_bound`` tokens read and
-        ``output_bound`` written), or answer why it cannot run."""
+        ``output_bound`` written, at the rates of the ``service_tier`` it asks for), or answer why
+        it cannot run."""
         route = self.route
         try:
             hold, estimate = await self.call(
                 lambda: self.engine.reserve_estimate(self.account_id, route.alias, input_bound,
                                                      output_bound, self.clock(), hold_id=self.id,
-                                                     ttl_s=self.gateway.hold_ttl_s))
+                                                     ttl_s=self.gateway.hold_ttl_s,
+                                                     service_tier=service_tier))
         except InputError as exc:
             if exc.field == "model":
-                raise GatewayError(404, f"The model '{route.alias}' has no price in the catalog",
-                                   param="model", code="model_not_found") from None
+                raise self.unpriced() from None
             raise bad(exc.field, exc.reason) from None
         except NotFound:
             raise GatewayError(404, "this key's account does not exist", code="account_not_found") from None
@@ -107,16 +142,38 @@ class Call:
                                     f"{format_credits(estimate)} credits and "
                                     f"{format_credits(hold.available_uc)} are available{owed}",
                                "insufficient_quota", code="insufficient_credits")
+        self.held = True
+
+    async def check_priced(self) -> None:
+        """Answer 404 unless the catalog prices the model now (for a request that holds nothing)."""
+        try:
+            book = await self.call(self.engine.price_book)
+        except Unavailable:
+            raise unavailable() from None
+        version = book.at(self.clock())
+        if version is None or self.route.alias not in version.catalog.models:
+            raise self.unpriced()
+
+    def unpriced(self) -> GatewayError:
+        return GatewayError(404, f"The model '{self.route.alias}' has no price in the catalog",
+                            param="model", code="model_not_found")
 
     # -- the upstream ---------------------------------------------------------------------------
+
+    def upstream_url(self) -> str:
+        return self.route.base + self.upstream_path
+
+    def upstream_headers(self) -> Mapping[str, str]:
+        """The headers sent upstream: the model's (its key), and what the protocol passes on."""
+        return self.route.headers
 
     async def post(self, payload: Mapping[str, Any]) -> bytes:
         """The upstream's whole answer to ``payload``; if it failed, the hold is released."""
         route = self.route
         assert route.pool is not None
         try:
-            async with route.pool.session().post(route.url, data=orjson.dumps(payload),
-                                                 headers=route.headers) as answer:
+            async with route.pool.session().post(self.upstream_url(), data=orjson.dumps(payload),
+                                                 headers=self.upstream_headers()) as answer:
                 status, content = answer.status, await answer.read()
         except UpstreamFailure as exc:
             await self.release("an upstream failure")
@@ -132,8 +189,8 @@ class Call:
         route = self.route
         assert route.pool is not None
         try:
-            answer = await route.pool.session().post(route.url, data=orjson.dumps(payload),
-                                                     headers=route.headers)
+            answer = await route.pool.session().post(self.upstream_url(), data=orjson.dumps(payload),
+                                                     headers=self.upstream_headers())
         except UpstreamFailure as exc:
             await self.release("an upstream failure")
             raise self.upstream_failed(None, type(exc).__name__) from None
@@ -171,24 +228,61 @@ class Call:
             return GatewayError(429, f"the upstream for '{self.route.alias}' is rate limited; retry later",
                                 "rate_limit_error", code="upstream_rate_limited",
                                 headers={"Retry-After": "1"})
+        if status == 529:  # Anthropic's "overloaded": its clients wait and retry
+            return GatewayError(529, f"the upstream for '{self.route.alias}' is overloaded; retry later; "
+                                     "nothing was charged", "server_error", code="upstream_overloaded",
+                                headers={"Retry-After": "1"})
         return GatewayError(502, f"the upstream for '{self.route.alias}' {what}; nothing was charged",
                             "upstream_error", code="upstream_error")
 
     # -- the end of a call ----------------------------------------------------------------------
 
     async def release(self, why: str) -> None:
+        if not self.held:
+            return
         try:
             await self.call(lambda: self.engine.release(self.id, self.clock()))
         except CreditmeterError as exc:  # the hold's ttl frees it anyway
             log.warning("request %s: release after %s failed (%s); the hold lapses at its ttl",
                         self.id, why, exc)
 
+    async def answered(self, content: bytes, data: dict[str, Any], usage: Usage | None,
+                       counted: Callable[[], Usage]) -> Response:
+        """A whole answer: settle its ``usage`` (or, when the upstream gave none, what ``counted``
+        makes of it), and pass it on with the credits charged in its headers."""
+        source = "upstream"
+        if usage is None:
+            usage, source = counted(), "counted"
+        settled = await self.settle(usage, source, "complete")
+        if self.rename(data):
+            content = orjson.dumps(data)
+        headers = {"x-request-id": self.id}
+        headers.update({f"x-credits-{k}": str(v).lower() for k, v in self.credits(settled).items()})
+        return Response(content, 200, headers, media_type=JSON)
+
+    def rename(self, data: dict[str, Any]) -> bool:
+        """Name the model as the client did (its alias) where the upstream named its own; True if
+        ``data`` changed."""
+        if data.get("model") == self.route.upstream_model != self.route.alias:
+            data["model"] = self.route.alias
+            return True
+        return False
+
+    def credits(self, settled: Settled | None) -> dict[str, str | bool]:
+        """What the client is told of the charge: ``charged`` and ``remaining`` credits, or
+        ``pending`` when the database could not take it yet (nothing, when it was refused)."""
+        if settled is not None:
+            return {"charged": format_credits(settled[0].cost_uc), "remaining": format_credits(settled[1])}
+        return {} if self.refused else {"pending": True}
+
     async def settle(self, usage: Usage, source: str, finish: str) -> tuple[Charge, int] | None:
         """Charge ``usage``; None when the database cannot take it now (retried in the background)."""
         usage = Usage(usage.model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
                       usage.cache_write_tokens, (), {"gateway_request": self.id, "usage": source,
                                                      "finish": finish, "stream": self.stream,
-                                                     "upstream_model": self.route.upstream_model})
+                                                     "upstream_model": self.route.upstream_model},
+                      reasoning_tokens=usage.reasoning_tokens,
+                      cache_write_1h_tokens=usage.cache_write_1h_tokens, service_tier=usage.service_tier)
         try:
             return await self.call(
                 lambda: self.engine.settle_with_available(self.id, usage, self.clock(), event_id=self.id))
@@ -213,6 +307,18 @@ def local_stream(chunks: AsyncGenerator[bytes, None]) -> tuple[AsyncIterator[byt
         await chunks.aclose()
 
     return chunks, close
+
+
+def approx_tokens(value: object) -> int:
+    """Tokens of ``value`` (some of a request or an answer) when the upstream gave no count: its
+    JSON at 4 bytes a token."""
+    return math.ceil(len(orjson.dumps(value)) / APPROX_BYTES_PER_TOKEN)
+
+
+def delta_tokens(text: str) -> int:
+    """Tokens of a piece of streamed text (a delta of many tokens) when the upstream's count never
+    came: 4 bytes a token, at least one."""
+    return max(1, math.ceil(len(text.encode()) / APPROX_BYTES_PER_TOKEN))
 
 
 def _upstream_message(content: bytes) -> str:

@@ -1,5 +1,5 @@
-"""The gateway's error answers, in OpenAI's error shape, and the checks of a request body's fields
-that answer with them."""
+"""The gateway's error answers, in each protocol's own shape (OpenAI's, or Anthropic's for the
+Messages API), and the checks of a request body's fields that answer with them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,17 @@ import orjson
 from starlette.responses import Response
 
 JSON = "application/json"
+ANTHROPIC_PATHS = "/v1/messages"  # the routes whose callers expect Anthropic's error shape
+# Anthropic's error type for each status (its SDKs pick the exception class by status).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_credits",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "overloaded_error",
+                    504: "timeout_error", 529: "overloaded_error"}
+
+# The error types Anthropic's API answers (an upstream's error event of one of them is relayed as is).
+ANTHROPIC_ERROR_TYPES = frozenset({
+    "invalid_request_error", "authentication_error", "billing_error", "permission_error", "not_found_error",
+    "request_too_large", "rate_limit_error", "api_error", "timeout_error", "overloaded_error"})
 
 
 class GatewayError(Exception):
@@ -28,6 +39,19 @@ class GatewayError(Exception):
 
     def response(self) -> Response:
         return Response(orjson.dumps(self.body()), self.status, self.headers, media_type=JSON)
+
+    def anthropic_body(self) -> dict[str, Any]:
+        """Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``."""
+        fallback = "api_error" if self.status >= 500 else "invalid_request_error"
+        kind = _ANTHROPIC_TYPES.get(self.status, fallback)
+        return {"type": "error", "error": {"type": kind, "message": self.message}}
+
+    def anthropic_response(self) -> Response:
+        return Response(orjson.dumps(self.anthropic_body()), self.status, self.headers, media_type=JSON)
+
+    def response_for(self, path: str) -> Response:
+        """The answer in the shape the callers of ``path`` expect."""
+        return self.anthropic_response() if path.startswith(ANTHROPIC_PATHS) else self.response()
 
 
 def unavailable() -> GatewayError:

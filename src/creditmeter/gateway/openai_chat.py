@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -15,13 +16,11 @@ from starlette.types import Send
 
 from creditmeter.engine import Usage
 from creditmeter.gateway import demo
-from creditmeter.gateway.call import Call, Close, local_stream
-from creditmeter.gateway.errors import JSON, GatewayError, bad, whole
+from creditmeter.gateway.call import APPROX_BYTES_PER_TOKEN, Call, Close, local_stream
+from creditmeter.gateway.errors import GatewayError, bad, whole
 from creditmeter.gateway.relay import Relay, sse
 from creditmeter.gateway.upstream import ModelRoute
-from creditmeter.money import format_credits
 
-APPROX_BYTES_PER_TOKEN = 4  # when an upstream's count never came: a prompt's text, 4 bytes a token
 MAX_N = 128
 _DONE = b"data: [DONE]\n\n"
 _BROKE_OFF = sse(GatewayError(502, "the upstream stream broke off; what was sent was charged",
@@ -41,27 +40,43 @@ def approx_prompt_tokens(messages: list[Any]) -> int:
     return total
 
 
-def usage_of(reported: object, alias: str) -> Usage | None:
-    """The upstream's usage object as the engine's Usage; None if it is not a usable one."""
+def usage_of(reported: object, alias: str, tier: object = None) -> Usage | None:
+    """The upstream's usage object as the engine's Usage (``tier``: the answer's service tier);
+    None if it is not a usable one. Cache reads and writes, and reasoning, are counted once each:
+    taken out of the prompt's and the completion's counts that include them."""
     if not isinstance(reported, Mapping):
         return None
     prompt, completion = reported.get("prompt_tokens"), reported.get("completion_tokens")
     if type(prompt) is not int or type(completion) is not int or prompt < 0 or completion < 0:
         return None
-    cached = 0
-    details = reported.get("prompt_tokens_details")
-    if isinstance(details, Mapping) and type(details.get("cached_tokens")) is int:
-        cached = details["cached_tokens"]
-    elif type(reported.get("prompt_cache_hit_tokens")) is int:  # DeepSeek's name for it
+    cached = detail(reported, "prompt_tokens_details", "cached_tokens")
+    if not cached and type(reported.get("prompt_cache_hit_tokens")) is int:  # DeepSeek's name for it
         cached = reported["prompt_cache_hit_tokens"]
     cached = max(0, min(cached, prompt))
-    return Usage(alias, prompt - cached, completion, cached)
+    written = min(detail(reported, "prompt_tokens_details", "cache_write_tokens"), prompt - cached)
+    reasoning = min(detail(reported, "completion_tokens_details", "reasoning_tokens"), completion)
+    return Usage(alias, prompt - cached - written, completion - reasoning, cached, written,
+                 reasoning_tokens=reasoning, service_tier=service_tier(tier))
+
+
+def detail(reported: Mapping[str, Any], group: str, name: str) -> int:
+    """A count in one of a usage object's detail groups; 0 when absent or not a count."""
+    details = reported.get(group)
+    value = details.get(name) if isinstance(details, Mapping) else None
+    return value if type(value) is int and value > 0 else 0
+
+
+def service_tier(value: object) -> str | None:
+    """The service tier an answer states (or a request asks for), as the catalog prices it:
+    ``priority``, ``flex``, or None for the standard one (``default``, ``auto``, absent)."""
+    return value if value in ("priority", "flex") else None
 
 
 class ChatCompletion(Call):
     """One chat completion request through the gateway."""
 
     path = "/v1/chat/completions"
+    upstream_path = "/chat/completions"
     body: dict[str, Any]
 
     def _parse(self) -> tuple[dict[str, Any], ModelRoute]:
@@ -90,11 +105,8 @@ class ChatCompletion(Call):
         n = whole(body, "n", 1, MAX_N) or 1
         stream = body.get("stream") is True
         self.route, self.body, self.stream = route, body, stream
-        # The prompt's bytes bound its tokens from above (a token is at least one byte); an image
-        # given by URL is a few bytes here and many tokens upstream.
-        input_bound = (math.ceil(len(self.raw) / route.prompt_bytes_per_token)
-                       + self.raw.count(b'"image_url"') * route.image_url_tokens)
-        await self.reserve(input_bound, cap * n)
+        tier = service_tier(body.get("service_tier"))  # a priority request holds at priority rates
+        await self.reserve(self.input_bound(body, "image_url"), cap * n, tier)
         payload = dict(body)
         payload["model"] = route.upstream_model
         payload[route.max_tokens_param] = cap
@@ -113,28 +125,14 @@ class ChatCompletion(Call):
         if not isinstance(data, dict) or ("error" in data and not data.get("choices")):
             await self.release("an unreadable upstream answer")
             raise self.upstream_failed(None, "its answer was an error or not a chat completion")
-        usage = usage_of(data.get("usage"), self.route.alias)
-        source = "upstream"
-        if usage is None:
-            usage, source = self.counted(_whole_answer_pieces(data)), "counted"
-        settled = await self.settle(usage, source, "complete")
-        if data.get("model") == self.route.upstream_model and self.route.upstream_model != self.route.alias:
-            data["model"] = self.route.alias
-            content = orjson.dumps(data)
-        headers = {"x-request-id": self.id}
-        if settled is not None:
-            headers["x-credits-charged"] = format_credits(settled[0].cost_uc)
-            headers["x-credits-remaining"] = format_credits(settled[1])
-        elif not self.refused:
-            headers["x-credits-pending"] = "true"
-        return Response(content, 200, headers, media_type=JSON)
+        usage = usage_of(data.get("usage"), self.route.alias, data.get("service_tier"))
+        return await self.answered(content, data, usage, lambda: self.counted(_whole_answer_pieces(data)))
 
     def counted(self, pieces: int, seen: Usage | None = None) -> Usage:
         """What was generated when the upstream's count is missing: the pieces of output relayed
         (one token each), and the prompt approximated from its text."""
         if seen is not None:
-            return Usage(seen.model, seen.input_tokens, max(seen.output_tokens, pieces),
-                         seen.cached_input_tokens)
+            return replace(seen, output_tokens=max(seen.output_tokens, pieces - seen.reasoning_tokens))
         return Usage(self.route.alias, approx_prompt_tokens(self.body["messages"]), pieces)
 
 
@@ -185,7 +183,7 @@ class _ChatRelay(Relay):
         choices = chunk.get("choices")
         if not isinstance(choices, list):
             choices = []
-        usage = usage_of(chunk.get("usage"), self.call.route.alias)
+        usage = usage_of(chunk.get("usage"), self.call.route.alias, chunk.get("service_tier"))
         changed = False
         if usage is not None:
             self.seen = usage
@@ -220,15 +218,11 @@ class _ChatRelay(Relay):
             chunk["model"] = self.call.route.alias
         usage = self.usage(finish)
         if chunk.get("usage") is None:
-            chunk["usage"] = {"prompt_tokens": usage.input_tokens + usage.cached_input_tokens,
-                              "completion_tokens": usage.output_tokens,
-                              "total_tokens": usage.input_tokens + usage.cached_input_tokens
-                              + usage.output_tokens}
-        if settled is not None:
-            chunk["credits_charged"] = format_credits(settled[0].cost_uc)
-            chunk["credits_remaining"] = format_credits(settled[1])
-        elif not self.call.refused:
-            chunk["credits_pending"] = True
+            prompt = usage.input_tokens + usage.cached_input_tokens + usage.cache_write_tokens
+            completion = usage.output_tokens + usage.reasoning_tokens
+            chunk["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                              "total_tokens": prompt + completion}
+        chunk.update({f"credits_{k}": v for k, v in self.call.credits(settled).items()})
         await self._send(send, sse(chunk))
 
     def usage(self, finish: str) -> Usage:

@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -54,7 +55,9 @@ class PendingSettles:
         record = {"request_id": request_id, "model": usage.model, "input_tokens": usage.input_tokens,
                   "output_tokens": usage.output_tokens, "cached_input_tokens": usage.cached_input_tokens,
                   "cache_write_tokens": usage.cache_write_tokens, "quantities": list(usage.quantities),
-                  "metadata": dict(usage.metadata or {})}
+                  "metadata": dict(usage.metadata or {}), "reasoning_tokens": usage.reasoning_tokens,
+                  "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+                  "service_tier": usage.service_tier}
         final = self.directory / f"{request_id}.json"
         partial = final.with_suffix(".part")
         with partial.open("wb") as out:
@@ -90,9 +93,7 @@ class PendingSettles:
                 path.rename(path.with_suffix(".bad"))
                 continue
             request_id = record["request_id"]
-            usage = Usage(record["model"], record["input_tokens"], record["output_tokens"],
-                          record["cached_input_tokens"], record["cache_write_tokens"],
-                          tuple((name, count) for name, count in record["quantities"]), record["metadata"])
+            usage = _usage(record)
             try:
                 self.engine.settle(request_id, usage, self.clock(), event_id=request_id)
                 log.info("request %s: settled on a later attempt", request_id)
@@ -114,3 +115,14 @@ class PendingSettles:
         with self._lock:
             self._thread = None
         self.start()  # a settle added while this pass was ending
+
+
+def _usage(record: dict[str, Any]) -> Usage:
+    """The usage a pending file keeps (files kept before reasoning tokens, 1-hour cache writes
+    and the service tier were recorded have none of them: 0, 0 and the standard tier)."""
+    return Usage(record["model"], record["input_tokens"], record["output_tokens"],
+                 record["cached_input_tokens"], record["cache_write_tokens"],
+                 tuple((name, count) for name, count in record["quantities"]), record["metadata"],
+                 reasoning_tokens=record.get("reasoning_tokens", 0),
+                 cache_write_1h_tokens=record.get("cache_write_1h_tokens", 0),
+                 service_tier=record.get("service_tier"))

@@ -40,7 +40,7 @@ class Relay(Response):
         self.source = source
         self.close = close
         self.seen: Usage | None = None  # the latest usage the upstream reported
-        self.pieces = 0  # pieces of output the client was sent
+        self.pieces = 0  # the output the client was sent, in tokens as the protocol counts them
         self.settled = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,6 +124,19 @@ class Relay(Response):
         await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-def sse(data: Any) -> bytes:
-    """``data`` as one server-sent event."""
-    return b"data: " + orjson.dumps(data) + b"\n\n"
+def sse(data: Any, name: str | None = None) -> bytes:
+    """``data`` as one server-sent event (named ``name``, if given)."""
+    head = b"event: " + name.encode() + b"\n" if name else b""
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def parse_event(event: bytes) -> tuple[str | None, bytes]:
+    """A server-sent event's name (its ``event:`` line, if any) and its data (its ``data:`` lines)."""
+    name = None
+    data = []
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" "))
+        elif line.startswith(b"event:"):
+            name = line[6:].strip().decode(errors="replace")
+    return name, b"".join(data)

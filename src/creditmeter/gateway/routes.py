@@ -1,5 +1,8 @@
-"""The gateway's routes for the app to mount: ``GET /v1/models`` and one route per protocol
-(``POST /v1/chat/completions``), each behind the caller's account key."""
+"""The gateway's routes for the app to mount: one per protocol's request (``POST
+/v1/chat/completions``, ``/v1/responses``, ``/v1/embeddings``, ``/v1/messages`` and
+``/v1/messages/count_tokens``) and ``GET /v1/models`` (in OpenAI's shape, or Anthropic's for its
+clients), each behind the caller's account key: ``Authorization: Bearer KEY``, or ``x-api-key:
+KEY`` as Anthropic's clients send it."""
 
 from __future__ import annotations
 
@@ -8,17 +11,19 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from creditmeter.engine import Engine
 from creditmeter.errors import Unavailable
-from creditmeter.gateway import demo
+from creditmeter.gateway.anthropic_messages import CountTokens, Messages
 from creditmeter.gateway.call import Call, Clock, EngineCall
-from creditmeter.gateway.errors import JSON, GatewayError, unavailable
+from creditmeter.gateway.embeddings import Embeddings
+from creditmeter.gateway.errors import GatewayError, unavailable
+from creditmeter.gateway.models import model_routes
 from creditmeter.gateway.openai_chat import ChatCompletion
+from creditmeter.gateway.openai_responses import Responses
 from creditmeter.gateway.pending import PendingSettles, database_key, default_directory
 from creditmeter.gateway.upstream import Gateway
 from creditmeter.keys import Principal
@@ -48,11 +53,11 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
 
     async def caller(request: Request) -> Principal:
         """The account whose key the request presents; 401 without a valid key, 403 for the
-        operator's (both routes answer an account)."""
-        secret = bearer_secret(request.headers.get("authorization"))
-        if secret is None:
-            raise GatewayError(401, "missing API key: send 'Authorization: Bearer KEY' (an account key)",
-                               code="invalid_api_key")
+        operator's (every route answers an account)."""
+        secret = bearer_secret(request.headers.get("authorization")) or request.headers.get("x-api-key")
+        if not secret:
+            raise GatewayError(401, "missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY' "
+                                    "(an account key)", code="invalid_api_key")
         try:
             who = await call(lambda: authenticate(secret))
         except Unavailable:
@@ -64,26 +69,12 @@ def gateway_routes(engine: Engine, gateway: Gateway, *, clock: Clock,
                                "permission_error", code="account_key_required")
         return who
 
-    async def models(request: Request) -> Response:
-        try:
-            await caller(request)
-            book = await call(engine.price_book)
-        except GatewayError as exc:
-            return exc.response()
-        except Unavailable:
-            return unavailable().response()
-        version = book.at(clock())
-        priced = version.catalog.models if version is not None else {}
-        data = [{"id": alias, "object": "model", "created": 0,
-                 "owned_by": demo.OWNER if route.is_demo else "creditmeter"}
-                for alias, route in sorted(gateway.routes.items()) if alias in priced]
-        return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
-
     def post(kind: type[Call]) -> Route:
         return Route(kind.path, _endpoint(kind, engine, gateway, clock, call, caller), methods=["POST"],
                      include_in_schema=False)
 
-    return [post(ChatCompletion), Route("/v1/models", models, methods=["GET"], include_in_schema=False)]
+    kinds: list[type[Call]] = [ChatCompletion, Responses, Embeddings, Messages, CountTokens]
+    return [*(post(kind) for kind in kinds), *model_routes(engine, gateway, clock, call, caller)]
 
 
 def _endpoint(kind: type[Call], engine: Engine, gateway: Gateway, clock: Clock, call: EngineCall,
@@ -95,13 +86,14 @@ def _endpoint(kind: type[Call], engine: Engine, gateway: Gateway, clock: Clock, 
             who = await caller(request)
             assert who.account_id is not None  # ``caller`` lets account keys in only
             raw = await request.body()
-            this = kind(engine, gateway, clock, call, who.account_id, raw)
+            this = kind(engine, gateway, clock, call, who.account_id, raw, request.headers,
+                        request.url.query)
         except GatewayError as exc:
-            return exc.response()
+            return kind.render(exc)
         try:
             return await this.run()
         except GatewayError as exc:
-            answer = exc.response()
+            answer = kind.render(exc)
             answer.headers["x-request-id"] = this.id
             return answer
 

@@ -1,5 +1,6 @@
-"""Where the gateway's requests go: the configured models (``ModelRoute``), one connection pool per
-upstream, and the ``Gateway`` that holds them for the life of the process."""
+"""Where the gateway's requests go: the configured models (``ModelRoute``, each with the API its
+upstream speaks), one connection pool per upstream, and the ``Gateway`` that holds them for the
+life of the process."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from creditmeter.gateway.pending import PendingSettles
 from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, UpstreamModel
 
 UpstreamFailure = (aiohttp.ClientError, TimeoutError)
+OPENAI, ANTHROPIC = "openai", "anthropic"
+ANTHROPIC_VERSION = "2023-06-01"  # sent when the client names none
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,9 @@ class ModelRoute:
     max_tokens_param: str
     prompt_bytes_per_token: int
     image_url_tokens: int
-    url: str  # the upstream's chat completions URL; "demo" for the built-in one
-    headers: Mapping[str, str]
+    api: str  # the API the upstream speaks: ``OPENAI`` or ``ANTHROPIC``
+    base: str  # its base URL, without a trailing slash; "demo" for the built-in one
+    headers: Mapping[str, str]  # with its key
     pool: _Pool | None
 
     @property
@@ -78,16 +82,21 @@ class Gateway:
             if not key:
                 raise InputError(f"gateway.models.{alias}.api_key_env",
                                  f"the environment variable {model.api_key_env} is not set")
-            headers["authorization"] = f"Bearer {key}"
+            if model.api == ANTHROPIC:
+                headers["x-api-key"] = key
+            else:
+                headers["authorization"] = f"Bearer {key}"
         pool = None
-        url = DEMO_UPSTREAM
+        base = DEMO_UPSTREAM
         if model.base_url != DEMO_UPSTREAM:
             base = model.base_url.rstrip("/")
-            url = base + "/chat/completions"
             pool = self._pools.setdefault(base, _Pool(self.section))
+        elif model.api != OPENAI:
+            raise InputError(f"gateway.models.{alias}.api",
+                             "the built-in demo upstream answers OpenAI chat completions only")
         return ModelRoute(alias, model.upstream_model or alias, model.max_output_tokens,
                           model.max_tokens_param, model.prompt_bytes_per_token, model.image_url_tokens,
-                          url, headers, pool)
+                          model.api, base, headers, pool)
 
     async def aclose(self) -> None:
         for pool in self._pools.values():

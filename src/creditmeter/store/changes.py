@@ -99,7 +99,8 @@ def _collect_book(changes: Changes, days: dict[tuple[str, int], list[int]], book
             orjson.dumps(event.metadata).decode() if event.metadata else None,
             charge.cost_uc, charge.overage_uc,
             orjson.dumps([[p.grant_id, p.amount_uc] for p in charge.allocations]).decode(),
-            charge.price_version, charge.hold_id, event.fingerprint, recorded_at_us))
+            charge.price_version, charge.hold_id, event.fingerprint, recorded_at_us,
+            event.reasoning_tokens, event.cache_write_1h_tokens, event.service_tier))
         key = (event.account_id, charge.timestamp_us - charge.timestamp_us % DAY_US)
         day = days.get(key)
         if day is None:

@@ -238,7 +238,8 @@ class Reads(DriverTransaction):
                else sa.func.coalesce(events.c.model, ""))
         query = (sa.select(key.label("key"), sa.func.count(), sa.func.sum(events.c.input_tokens),
                            sa.func.sum(events.c.output_tokens), sa.func.sum(events.c.cached_input_tokens),
-                           sa.func.sum(events.c.cache_write_tokens), sa.func.sum(events.c.cost_uc))
+                           sa.func.sum(events.c.cache_write_tokens), sa.func.sum(events.c.reasoning_tokens),
+                           sa.func.sum(events.c.cache_write_1h_tokens), sa.func.sum(events.c.cost_uc))
                  .where(*self._event_filter(account_ids, from_us, to_us, model))
                  .group_by(key).order_by(key))
         return [SummaryRow(r[0], *(int(v) for v in r[1:])) for r in self.conn.execute(query)]

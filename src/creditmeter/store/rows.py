@@ -40,7 +40,8 @@ CHUNK = 500  # ids per IN (...) list
 EVENT_COLUMNS = ("id", "account_id", "ts_us", "model", "input_tokens", "output_tokens",
                  "cached_input_tokens", "cache_write_tokens", "quantities", "metadata",
                  "cost_uc", "overage_uc", "allocations", "price_version", "hold_id",
-                 "fingerprint", "recorded_at_us")
+                 "fingerprint", "recorded_at_us", "reasoning_tokens", "cache_write_1h_tokens",
+                 "service_tier")
 HOLD_INSERT_COLUMNS = ("id", "account_id", "amount_uc", "parts", "created_at_us", "expires_at_us",
                        "status", "request_fp")
 ENTRY_COLUMNS = ("account_id", "grant_id", "kind", "amount_uc", "at_us", "hold_id", "note",
@@ -129,7 +130,8 @@ def stored_event(row: Any) -> StoredEvent:
         cached_input_tokens=row.cached_input_tokens, cache_write_tokens=row.cache_write_tokens,
         quantities=quantities,
         metadata=orjson.loads(row.metadata) if row.metadata else {},
-        fingerprint=row.fingerprint,
+        fingerprint=row.fingerprint, reasoning_tokens=row.reasoning_tokens,
+        cache_write_1h_tokens=row.cache_write_1h_tokens, service_tier=row.service_tier,
     )
     charge = Charge(
         event_id=EventId(row.id), account_id=AccountId(row.account_id), status="charged",

@@ -82,6 +82,10 @@ events = sa.Table(
     sa.Column("hold_id", sa.String(255), nullable=True),
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("recorded_at_us", sa.BigInteger, nullable=False),
+    # Later token kinds (each not also counted above) and the tier (null: standard).
+    sa.Column("reasoning_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cache_write_1h_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("service_tier", sa.String(16), nullable=True),
     # Newest-first pages, time ranges, and period sums read from the index alone (cost_uc).
     sa.Index("ix_events_account_ts", "account_id", "ts_us", "seq", "cost_uc"),
 )

@@ -41,7 +41,8 @@ def reserve(ctx: Ctx, account_id: str, body: HoldIn, who: Operator) -> Response:
 @threaded
 def settle(ctx: Ctx, hold_id: str, body: SettleIn, who: Operator) -> Response:
     usage = Usage(body.model, body.input_tokens, body.output_tokens, body.cached_input_tokens,
-                  body.cache_write_tokens, tuple(sorted(body.quantities.items())), body.metadata)
+                  body.cache_write_tokens, tuple(sorted(body.quantities.items())), body.metadata,
+                  body.reasoning_tokens, body.cache_write_1h_tokens, body.service_tier)
     charge = ctx.engine.settle(hold_id, usage, ctx.clock(), event_id=body.id)
     metrics.count_results([charge])
     return json_response(present.charge(charge))
