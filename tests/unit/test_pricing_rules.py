@@ -316,12 +316,38 @@ def test_recorded_events_are_priced_by_their_tier_and_time(make_engine: EngineFa
     day = engine.record({"id": "e2", "account_id": "u", "model": "night", "input_tokens": 1000,
                          "output_tokens": 100, "service_tier": "priority",
                          "timestamp": "2026-03-04T12:00:00Z"}, t0)
-    # night: input 0.5, output 2; the window sets no reasoning rate, so reasoning stays the
-    # model's own (its output rate, 4); day on priority: input 1.5, output 4
-    assert (night.cost_uc, day.cost_uc) == (500 + 200 + 40, 1500 + 400)
+    # night: input 0.5, output 2; the model sets no reasoning rate, so reasoning is the output
+    # rate in force (2); day on priority: input 1.5, output 4
+    assert (night.cost_uc, day.cost_uc) == (500 + 200 + 20, 1500 + 400)
     hold, amount = engine.reserve_estimate("u", "tiered", 1001, 10, t0, service_tier="priority")
     assert isinstance(hold, Hold) and amount == 1001 * 7 + 10 * 16
     usage = Usage("tiered", input_tokens=1001, output_tokens=10, service_tier="priority")
     charge = engine.settle(hold.id, usage, t0)
     assert charge.cost_uc == amount
     assert engine.check_invariants() == []
+
+
+def test_a_rule_that_raises_output_or_cache_writes_raises_the_rates_that_follow_them() -> None:
+    """A model that sets no reasoning or 1-hour rate of its own prices them at the output and
+    cache-write rates in force, above a threshold, on a tier and off-peak alike."""
+    from creditmeter.pricing import parse_catalog, rate
+    catalog = parse_catalog({"models": {"m": {
+        "input": 300, "output": 1500, "cache_write": 375,
+        "above": [{"prompt_tokens": 200000, "input": 600, "output": 2250, "cache_write": 750}],
+        "tiers": {"priority": {"input": 510, "output": 2550}}}}})
+    long_prompt = 200_001
+    assert rate(catalog, "m", long_prompt, 0, 0, 0, reasoning_tokens=1_000_000) == \
+        rate(catalog, "m", long_prompt, 1_000_000, 0, 0)
+    assert rate(catalog, "m", 0, 0, 0, 0, cache_write_1h_tokens=long_prompt) == \
+        rate(catalog, "m", 0, 0, 0, long_prompt)
+    assert rate(catalog, "m", 10, 0, 0, 0, reasoning_tokens=1_000_000, service_tier="priority") == \
+        rate(catalog, "m", 10, 1_000_000, 0, 0, service_tier="priority")
+
+
+def test_a_time_zone_that_names_a_folder_is_refused_naming_the_field() -> None:
+    from creditmeter.errors import InputError
+    from creditmeter.pricing import parse_catalog
+    with pytest.raises(InputError) as caught:
+        parse_catalog({"models": {"m": {"input": 1, "output": 1, "off_peak": [
+            {"timezone": "Europe", "hours": "00:00-08:00", "input": 0.5}]}}})
+    assert "timezone" in caught.value.field

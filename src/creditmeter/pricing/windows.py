@@ -26,7 +26,7 @@ def zone(name: str) -> ZoneInfo:
     """The time zone called ``name``; unknown names raise ``KeyError``."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory, a name too long
         raise KeyError(name) from None
 
 
