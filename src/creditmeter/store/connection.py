@@ -164,6 +164,8 @@ class SqlStore:
                     yield SqlTransaction(conn, self._mark, lock=write and not self.is_sqlite)
             except sa.exc.DBAPIError as exc:
                 if _connection_lost(exc):
+                    if not exc.connection_invalidated:
+                        conn.invalidate()  # broken under us (a pipeline cut short): never reused
                     raise LostConnection(_describe(exc)) from exc
                 if write and _lost_race(exc):
                     raise StaleWrite(_describe(exc)) from exc
@@ -213,11 +215,20 @@ def _describe(exc: Exception) -> str:
 
 
 def _connection_lost(exc: Exception) -> bool:
-    """The server went away or refuses connections now (restart, shutdown, network)."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    state = getattr(_orig(exc), "sqlstate", None) or ""
-    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+    """The server went away or refuses connections now (restart, shutdown, network). The cause
+    may lie under the error raised: a shutdown met inside a pipeline surfaces as "cannot exit
+    pipeline mode", and then as the failed rollback after it."""
+    seen: Exception | BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, sa.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        state = getattr(_orig(seen), "sqlstate", None) or "" if isinstance(seen, Exception) else ""
+        if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _lost_race(exc: Exception) -> bool:
