@@ -27,7 +27,15 @@ from starlette.types import Send
 
 from creditmeter.engine import Usage
 from creditmeter.gateway.call import Call, Close, approx_tokens, delta_tokens
-from creditmeter.gateway.errors import ANTHROPIC_ERROR_TYPES, JSON, GatewayError, bad, whole
+from creditmeter.gateway.errors import (
+    ANTHROPIC_ERROR_TYPES,
+    JSON,
+    GatewayError,
+    bad,
+    check_messages,
+    streamed,
+    whole,
+)
 from creditmeter.gateway.relay import Relay, parse_event, sse
 from creditmeter.gateway.upstream import ANTHROPIC, ANTHROPIC_VERSION, ModelRoute
 
@@ -115,12 +123,7 @@ class _AnthropicCall(Call):
     def parse(self) -> tuple[dict[str, Any], ModelRoute]:
         body = self.json_body()
         route = self.route_of(body.get("model"))
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise bad("messages", "must be a non-empty list of messages")
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise bad(f"messages[{i}]", "must be an object with a role")
+        check_messages(body)
         return body, route
 
     def forwarded(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,8 +157,7 @@ class Messages(_AnthropicCall):
         cap = whole(body, "max_tokens", 1, MAX_TOKENS)
         if cap is None:
             raise bad("max_tokens", f"is required: a whole number from 1 to {MAX_TOKENS}")
-        if body.get("stream") is not None and not isinstance(body["stream"], bool):
-            raise bad("stream", "must be true or false")
+        streamed(body)
         self.route, self.body, self.stream = route, body, body.get("stream") is True
         # An image or document by URL holds more. The request's service_tier ("auto" or
         # "standard_only") asks for no priority: the hold is at the standard rates.
@@ -165,11 +167,8 @@ class Messages(_AnthropicCall):
             source, close = await self.post_stream(payload)
             return _MessagesRelay(self, source, close)
         content = await self.post(payload)
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict) or data.get("type") == "error":
+        data = self.answer_of(content)
+        if data is None or data.get("type") == "error":
             await self.release("an unreadable upstream answer")
             raise self.upstream_failed(None, "its answer was an error or not a message")
         usage = messages_usage(data.get("usage"), route.alias)

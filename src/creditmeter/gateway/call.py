@@ -90,6 +90,15 @@ class Call:
             raise bad("body", "must be a JSON object")
         return body
 
+    @staticmethod
+    def answer_of(content: bytes) -> dict[str, Any] | None:
+        """An upstream's whole answer as a JSON object; None when it is not one."""
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            return None
+        return data if isinstance(data, dict) else None
+
     def route_of(self, model: object) -> ModelRoute:
         """The configured route of the body's ``model``."""
         if not isinstance(model, str) or not model:

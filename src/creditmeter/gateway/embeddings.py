@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import orjson
 from starlette.responses import Response
 
 from creditmeter.engine import Usage
@@ -59,11 +58,8 @@ class Embeddings(Call):
         self.route, self.stream = route, False
         await self.reserve(_tokens(inputs, route.prompt_bytes_per_token), 0)
         content = await self.post({**body, "model": route.upstream_model})
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        data = self.answer_of(content)
+        if data is None or not isinstance(data.get("data"), list):
             await self.release("an unreadable upstream answer")
             raise self.upstream_failed(None, "its answer was an error or not a list of embeddings")
         usage = embeddings_usage(data.get("usage"), route.alias)

@@ -71,3 +71,21 @@ def whole(body: Mapping[str, Any], name: str, low: int, high: int) -> int | None
     if type(value) is not int or not low <= value <= high:
         raise bad(name, f"must be a whole number from {low} to {high}")
     return value
+
+
+def streamed(body: Mapping[str, Any]) -> bool:
+    """The body's ``stream`` flag (absent: not streamed)."""
+    value = body.get("stream")
+    if value is not None and not isinstance(value, bool):
+        raise bad("stream", "must be true or false")
+    return value is True
+
+
+def check_messages(body: Mapping[str, Any]) -> None:
+    """The body's ``messages``: a non-empty list of objects, each with a role."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad("messages", "must be a non-empty list of messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise bad(f"messages[{i}]", "must be an object with a role")

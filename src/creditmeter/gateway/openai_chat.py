@@ -17,7 +17,7 @@ from starlette.types import Send
 from creditmeter.engine import Usage
 from creditmeter.gateway import demo
 from creditmeter.gateway.call import APPROX_BYTES_PER_TOKEN, Call, Close, local_stream
-from creditmeter.gateway.errors import GatewayError, bad, whole
+from creditmeter.gateway.errors import GatewayError, bad, check_messages, streamed, whole
 from creditmeter.gateway.relay import Relay, sse
 from creditmeter.gateway.upstream import ModelRoute
 
@@ -82,14 +82,8 @@ class ChatCompletion(Call):
     def _parse(self) -> tuple[dict[str, Any], ModelRoute]:
         body = self.json_body()
         route = self.route_of(body.get("model"))
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise bad("messages", "must be a non-empty list of messages")
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise bad(f"messages[{i}]", "must be an object with a role")
-        if body.get("stream") is not None and not isinstance(body["stream"], bool):
-            raise bad("stream", "must be true or false")
+        check_messages(body)
+        streamed(body)
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
             raise bad("stream_options", "must be an object")
@@ -118,11 +112,8 @@ class ChatCompletion(Call):
         return await self._answer(demo.complete(payload) if route.is_demo else await self.post(payload))
 
     async def _answer(self, content: bytes) -> Response:
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict) or ("error" in data and not data.get("choices")):
+        data = self.answer_of(content)
+        if data is None or ("error" in data and not data.get("choices")):
             await self.release("an unreadable upstream answer")
             raise self.upstream_failed(None, "its answer was an error or not a chat completion")
         usage = usage_of(data.get("usage"), self.route.alias, data.get("service_tier"))

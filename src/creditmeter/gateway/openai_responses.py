@@ -29,7 +29,7 @@ from starlette.types import Send
 
 from creditmeter.engine import Usage
 from creditmeter.gateway.call import Call, Close, approx_tokens, delta_tokens
-from creditmeter.gateway.errors import bad, whole
+from creditmeter.gateway.errors import bad, streamed, whole
 from creditmeter.gateway.openai_chat import detail, service_tier
 from creditmeter.gateway.relay import Relay, parse_event, sse
 
@@ -69,8 +69,7 @@ class Responses(Call):
             raise bad("input", "must be a string or a list of input items")
         if body.get("instructions") is not None and not isinstance(body["instructions"], str):
             raise bad("instructions", "must be a string")
-        if body.get("stream") is not None and not isinstance(body["stream"], bool):
-            raise bad("stream", "must be true or false")
+        streamed(body)
         if body.get("background") not in (None, False):
             # The upstream would queue the work and answer at once, with no usage to charge.
             raise bad("background", "is not served here: a response is charged as it is answered, "
@@ -84,11 +83,8 @@ class Responses(Call):
             source, close = await self.post_stream(payload)
             return _ResponsesRelay(self, source, close)
         content = await self.post(payload)
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
+        data = self.answer_of(content)
+        if data is None:
             data = {"error": "not JSON"}
         usage = responses_usage(data.get("usage"), route.alias, data.get("service_tier"))
         if usage is None and (data.get("error") or data.get("object") != "response"):

@@ -64,28 +64,19 @@ def open_window(price: ModelPrice, at_us: int | None) -> OffPeakWindow | None:
 def rates_for(price: ModelPrice, service_tier: str | None, prompt_tokens: int,
               window: OffPeakWindow | None) -> TokenRates:
     """The rates a request is priced at (see the module's docstring)."""
-    rates = price.base_rates
-    for layer in layers(price, service_tier, prompt_tokens):
-        rates = rates.overlay(layer)
+    in_force = list(layers(price, service_tier, prompt_tokens))
     if window is not None:
-        rates = rates.overlay(window.rates)
+        in_force.append(window.rates)
+    rates = price.base_rates
+    for layer in in_force:
+        rates = rates.overlay(layer)
     # A reasoning or 1-hour cache-write rate no rule sets is the output or cache-write rate in
     # force, as it is for the model's own rates (a rule that raises output raises reasoning too).
-    if price.reasoning_uc is None and not _sets(price, service_tier, prompt_tokens, window, "reasoning_uc"):
+    if price.reasoning_uc is None and all(layer.reasoning_uc is None for layer in in_force):
         rates = replace(rates, reasoning_uc=rates.output_uc)
-    if price.cache_write_1h_uc is None and not _sets(price, service_tier, prompt_tokens, window,
-                                                     "cache_write_1h_uc"):
+    if price.cache_write_1h_uc is None and all(layer.cache_write_1h_uc is None for layer in in_force):
         rates = replace(rates, cache_write_1h_uc=rates.cache_write_uc)
     return rates
-
-
-def _sets(price: ModelPrice, service_tier: str | None, prompt_tokens: int,
-          window: OffPeakWindow | None, name: str) -> bool:
-    """Whether a rule in force sets the rate ``name``."""
-    found = [layer for layer in layers(price, service_tier, prompt_tokens)]
-    if window is not None:
-        found.append(window.rates)
-    return any(getattr(layer, name) is not None for layer in found)
 
 
 def rate(catalog: Catalog, model: str | None, input_tokens: int, output_tokens: int,
