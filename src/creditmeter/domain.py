@@ -41,6 +41,7 @@ class GrantKind(enum.StrEnum):
     ENTERPRISE = "enterprise"
     PROMO = "promo"
     ADJUSTMENT = "adjustment"
+    ROLLOVER = "rollover"  # what a period's allowance left unused, carried over
 
     @property
     def default_priority(self) -> int:
@@ -214,6 +215,8 @@ class Hold(NamedTuple):
     expires_at_us: int
     status: HoldStatus
     settled_event_id: EventId | None = None
+    key_id: str | None = None  # the key it was made with (a limit per key counts it)
+    fallback: bool = False  # made for a fallback model once credits ran out
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +229,13 @@ class Refused:
     overage_uc: int
     reason: str
     status: str = "refused"
+    limit: Any = None  # the creditmeter.limits.LimitStatus a limit_reached refusal names
+    fallback_model: str | None = None  # credits ran out and the plan falls back to this model
+
+    @property
+    def code(self) -> str:
+        """``limit_reached`` or ``insufficient_credits``."""
+        return "limit_reached" if self.limit is not None else "insufficient_credits"
 
 
 @dataclass(frozen=True, slots=True)

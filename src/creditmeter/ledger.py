@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 from creditmeter.burndown import allocate, order_key
 from creditmeter.domain import (
@@ -35,6 +36,7 @@ from creditmeter.domain import (
     EventId,
     Grant,
     GrantId,
+    GrantKind,
     GrantStatus,
     Hold,
     HoldId,
@@ -43,6 +45,14 @@ from creditmeter.domain import (
     Refused,
     UsageEvent,
 )
+
+PERIOD_PREFIX = "sub:"  # a subscription period's package (creditmeter.terms)
+ROLLOVER_PREFIX = "rol:"  # what that package left unused, carried over: the same id after it
+
+
+def rollover_source(grant_id: str) -> GrantId:
+    """The period package a rollover package came from."""
+    return GrantId(PERIOD_PREFIX + grant_id[len(ROLLOVER_PREFIX):])
 
 
 @dataclasses.dataclass(slots=True)
@@ -59,8 +69,10 @@ class Book:
 
     def __init__(self, account: Account, overage_uc: int,
                  grants: Iterable[tuple[Grant, Counters]], holds: Iterable[Hold],
-                 version: int = 0, overage_since_us: int | None = None) -> None:
+                 version: int = 0, overage_since_us: int | None = None, terms: Any = None) -> None:
         self.account = account
+        self.terms = terms  # what recurs on the account (a creditmeter.terms.Terms; None: nothing)
+        self.provided: dict[int, tuple[int, int]] = {}  # per schedule, the period last provided
         self.overage_uc = overage_uc
         self.overage_since_us = overage_since_us  # when the current overage arose
         self.version = version  # the stored account's version this book was loaded at
@@ -68,6 +80,10 @@ class Book:
         self.grants: list[Grant] = [g for g, _ in pairs]
         self.counters: dict[GrantId, Counters] = {g.id: c for g, c in pairs}
         self.holds: dict[HoldId, Hold] = {h.id: h for h in holds if h.status is HoldStatus.OPEN}
+        # A period's package → its rollover: a late event in the period draws on both.
+        self.rolled: dict[GrantId, GrantId] = {}
+        for g in self.grants:
+            self._note_rollover(g)
         self.reset_changes()
 
     def reset_changes(self) -> None:
@@ -99,14 +115,21 @@ class Book:
         return grant.amount_uc - c.used_uc - c.held_uc
 
     def drawable(self, at_us: int) -> list[tuple[GrantId, int]]:
-        """(grant, residual) for each grant usable at ``at_us``, in burn-down order."""
+        """(grant, residual) for each grant usable at ``at_us``, in burn-down order; a period's
+        package is followed by its rollover when there is one (made once the period was over:
+        what a late event takes from it corrects the rollover)."""
         counters = self.counters
+        rolled = self.rolled
         out = []
         for g in self.grants:
             if (g.voided_at_us is None and g.effective_at_us <= at_us
                     and (g.expires_at_us is None or at_us < g.expires_at_us)):
                 c = counters[g.id]
                 out.append((g.id, g.amount_uc - c.used_uc - c.held_uc))
+                if rolled and g.id in rolled:
+                    later = self.grant(rolled[g.id])
+                    if later is not None and later.voided_at_us is None and at_us < later.effective_at_us:
+                        out.append((later.id, self.residual(later)))
         return out
 
     def available_uc(self, at_us: int) -> int:
@@ -180,6 +203,7 @@ class Book:
 
     def add_grant(self, grant: Grant, at_us: int) -> None:
         assert grant.id not in self.counters, grant.id
+        self._note_rollover(grant)
         self.grants.append(grant)
         self.grants.sort(key=order_key)
         self.counters[grant.id] = Counters()
@@ -226,8 +250,32 @@ class Book:
             self.pay_overage(at_us)
         return charge
 
-    def reserve(self, hold_id: HoldId, amount_uc: int, ttl_s: int, at_us: int) -> Hold | Refused:
-        """Hold credits for a request in flight; refused unless available covers all of it."""
+    def reserve(self, hold_id: HoldId, amount_uc: int, ttl_s: int, at_us: int, *,
+                short_ok: bool = False, key_id: str | None = None, fallback: bool = False) -> Hold | Refused:
+        """Hold credits for a request in flight; refused unless available covers all of it.
+        With ``short_ok`` (the account's policy lets it run into overage, or fall back), the
+        hold takes what is available and holds the rest uncovered: its settle's shortfall is
+        overage."""
+        available = self.available_uc(at_us)
+        if not short_ok:
+            refused = self.refusal(amount_uc, at_us)
+            if refused is not None:
+                return refused
+        parts, short = allocate(self.drawable(at_us), amount_uc)
+        assert short == 0 or short_ok, (amount_uc, available)
+        for part in parts:
+            self.counters[part.grant_id].held_uc += part.amount_uc
+            self.changed.add(part.grant_id)
+            self.entries.append(Entry(EntryKind.HOLD, self.account.id, part.grant_id,
+                                      part.amount_uc, at_us, hold_id=hold_id))
+        hold = Hold(hold_id, self.account.id, amount_uc, tuple(parts), at_us,
+                    at_us + ttl_s * 1_000_000, HoldStatus.OPEN, None, key_id, fallback)
+        self.holds[hold_id] = hold
+        self.new_holds.append(hold)
+        return hold
+
+    def refusal(self, amount_uc: int, at_us: int) -> Refused | None:
+        """Why a hold of ``amount_uc`` cannot be made from credits alone; None when it can."""
         available = self.available_uc(at_us)
         if self.overage_uc > 0:
             return Refused(self.account.id, amount_uc, available, self.overage_uc,
@@ -235,18 +283,11 @@ class Book:
         if available <= 0 or available < amount_uc:
             return Refused(self.account.id, amount_uc, available, self.overage_uc,
                            "not enough credits available")
-        parts, short = allocate(self.drawable(at_us), amount_uc)
-        assert short == 0, (amount_uc, available)
-        for part in parts:
-            self.counters[part.grant_id].held_uc += part.amount_uc
-            self.changed.add(part.grant_id)
-            self.entries.append(Entry(EntryKind.HOLD, self.account.id, part.grant_id,
-                                      part.amount_uc, at_us, hold_id=hold_id))
-        hold = Hold(hold_id, self.account.id, amount_uc, tuple(parts), at_us,
-                    at_us + ttl_s * 1_000_000, HoldStatus.OPEN)
-        self.holds[hold_id] = hold
-        self.new_holds.append(hold)
-        return hold
+        return None
+
+    def uncovered_uc(self) -> int:
+        """What open holds hold beyond the credits they took (their overage to be)."""
+        return sum(h.amount_uc - sum(p.amount_uc for p in h.parts) for h in self.holds.values())
 
     def end_hold(self, hold: Hold, at_us: int, status: HoldStatus,
                  settled_event_id: EventId | None = None) -> Hold:
@@ -311,7 +352,19 @@ class Book:
         assert left == 0, (amount_uc, left)
         return returned
 
+    def move_out(self, grant_id: GrantId, amount_uc: int, at_us: int, note: str) -> None:
+        """Take ``amount_uc`` of a grant's residual into another package (a rollover)."""
+        grant = self.grant(grant_id)
+        assert grant is not None and 0 < amount_uc <= self.residual(grant), (grant_id, amount_uc)
+        self._use(grant_id, amount_uc, at_us)
+        self.entries.append(Entry(EntryKind.ALLOCATE, self.account.id, grant_id, amount_uc, at_us,
+                                  note=note))
+
     # -- internals -------------------------------------------------------------------------
+
+    def _note_rollover(self, grant: Grant) -> None:
+        if grant.kind is GrantKind.ROLLOVER:
+            self.rolled[rollover_source(grant.id)] = grant.id
 
     def _lifetime(self, part: Allocation) -> tuple[bool, int, int]:
         grant = self.grant(part.grant_id)

@@ -23,7 +23,6 @@ started on Jan 31 renews on Feb 28 (29), then Mar 31, Apr 30, May 31.
 
 from __future__ import annotations
 
-import calendar
 import enum
 import functools
 from collections.abc import Mapping
@@ -34,11 +33,23 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from creditmeter.allowances import (
+    BLOCK,
+    Allowance,
+    LimitRule,
+    OutOfCredits,
+    Rollover,
+    parse_allowances,
+    parse_limits,
+    parse_out_of_credits,
+    parse_rollover,
+)
 from creditmeter.domain import GrantKind
 from creditmeter.errors import InputError, NotFound
 from creditmeter.ids import check_id
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.pricing import load_yaml
+from creditmeter.recurrence import add_months
 from creditmeter.timeutil import DAY_US, MAX_US, MIN_US
 
 MAX_VALID_DAYS = 36_500
@@ -46,7 +57,7 @@ MAX_SEATS = 1_000_000
 MAX_NAME_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 2_000
 PLAN_FIELDS = ("id", "kind", "name", "credits", "period", "valid_days", "priority", "description",
-               "seats_default")
+               "seats_default", "allowances", "rollover", "limits", "when_out_of_credits")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
@@ -99,6 +110,10 @@ class Plan:
     valid_days: int | None = None
     description: str | None = None
     seats_default: int | None = None
+    allowances: tuple[Allowance, ...] = ()
+    rollover: Rollover | None = None  # of the plan's own credits, each period
+    limits: tuple[LimitRule, ...] = ()
+    when_out: OutOfCredits = BLOCK
 
     def __post_init__(self) -> None:
         if self.kind.recurring and (self.period is None or self.valid_days is not None):
@@ -124,7 +139,22 @@ class Plan:
         out["description"] = self.description
         if self.kind is PlanKind.ENTERPRISE:
             out["seats_default"] = self.seats_default
+        # Written only when set, so a plan without them keeps the form it always had.
+        if self.allowances:
+            out["allowances"] = [a.to_dict() for a in self.allowances]
+        if self.rollover is not None:
+            out["rollover"] = self.rollover.to_dict()
+        if self.limits:
+            out["limits"] = [{k: v for k, v in rule.to_dict().items()
+                              if k in ("window", "credits", "calendar")} for rule in self.limits]
+        if self.when_out != BLOCK:
+            out["when_out_of_credits"] = self.when_out.to_dict()
         return out
+
+    @property
+    def recurs(self) -> bool:
+        """Whether subscribing to it sets up anything that recurs or bounds use beyond its credits."""
+        return bool(self.allowances or self.rollover or self.limits or self.when_out != BLOCK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +261,29 @@ def parse_plan(data: object, prefix: str = "plan") -> Plan:
     return Plan(id=plan_id, kind=kind, name=name, credits_uc=credits_uc,
                 priority=kind.grant_kind.default_priority if priority is None else priority,
                 period=period, valid_days=valid_days, description=description,
-                seats_default=seats_default)
+                seats_default=seats_default, **_extras(data, prefix, kind, name))
+
+
+def _extras(data: Mapping[str, Any], prefix: str, kind: PlanKind, name: str) -> dict[str, Any]:
+    """Allowances, rollover, limits and the policy when credits run out (subscribed plans only)."""
+    extras: dict[str, Any] = {}
+    present = [key for key in ("allowances", "rollover", "limits", "when_out_of_credits")
+               if data.get(key) is not None]
+    if present and kind not in (PlanKind.SUBSCRIPTION, PlanKind.ENTERPRISE, PlanKind.TRIAL):
+        raise InputError(f"{prefix}.{present[0]}", f"a {kind} pack has none: only plans one "
+                         "subscribes to (subscription, enterprise, trial) do")
+    if data.get("allowances") is not None:
+        extras["allowances"] = parse_allowances(data["allowances"], f"{prefix}.allowances", name)
+    if data.get("rollover") is not None:
+        if kind is PlanKind.TRIAL:
+            raise InputError(f"{prefix}.rollover", "a trial has a single period: nothing rolls over")
+        extras["rollover"] = parse_rollover(data["rollover"], f"{prefix}.rollover")
+    if data.get("limits") is not None:
+        extras["limits"] = parse_limits(data["limits"], f"{prefix}.limits")
+    if data.get("when_out_of_credits") is not None:
+        extras["when_out"] = parse_out_of_credits(data["when_out_of_credits"],
+                                                  f"{prefix}.when_out_of_credits")
+    return extras
 
 
 def _kind(value: object, field: str) -> PlanKind:
@@ -297,21 +349,6 @@ def default_plans() -> PlanCatalog:
 def _check_instant(us: int, field: str) -> None:
     if not MIN_US <= us <= MAX_US:
         raise InputError(field, f"{us} µs is outside 1970-01-01..9999-12-31")
-
-
-def add_months(instant_us: int, n: int) -> int:
-    """``n`` calendar months after ``instant_us``: the same time of day, the day clamped to the month."""
-    _check_instant(instant_us, "instant")
-    moment = _EPOCH + timedelta(microseconds=instant_us)
-    month0 = moment.year * 12 + moment.month - 1 + n
-    year, month = divmod(month0, 12)
-    month += 1
-    if not 1970 <= year <= 9999:
-        raise InputError("months", f"{n} months from {moment:%Y-%m-%d} is outside 1970..9999")
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    result = (moment.replace(year=year, month=month, day=day) - _EPOCH) // _ONE_US
-    _check_instant(result, "months")
-    return result
 
 
 def _as_period(period: Interval | str) -> Interval:

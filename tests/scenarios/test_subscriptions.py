@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from creditmeter.domain import GrantKind, GrantStatus, Package
+from creditmeter.domain import Allocation, GrantId, GrantKind, GrantStatus, Package
 from creditmeter.engine import Engine
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
 from creditmeter.plans import DAY_US, parse_plans
@@ -110,11 +110,13 @@ def test_a_leap_year_of_monthly_periods_grants_one_package_per_period_on_its_dat
         before = engine.balance("yael", start - US)
         assert before.available_uc == PRO_CREDITS, _iso(start)
         assert packages(engine, "yael", start - US)[-1].status is GrantStatus.ACTIVE
-        # ... and not at its end, whether or not a tick has run yet.
+        # ... and not at its end; the next period's package is usable at its first µs, whether
+        # or not a tick has run yet (derived on read, made by the first write that needs it).
         at_end = engine.balance("yael", start)
-        assert at_end.available_uc == 0, _iso(start)
-        ended = packages(engine, "yael", start)[-1]
+        assert at_end.available_uc == PRO_CREDITS, _iso(start)
+        ended = packages(engine, "yael", start)[-2]
         assert (ended.status, ended.expired_uc, ended.remaining_uc) == (GrantStatus.EXPIRED, PRO_CREDITS, 0)
+        assert packages(engine, "yael", start)[-1].grant.effective_at_us == start
         # The tick at the period's start grants exactly the new period's package.
         report = engine.tick(start)
         assert report.renewed == 1, _iso(start)
@@ -600,10 +602,12 @@ def test_usage_before_the_renewal_tick_is_paid_by_that_periods_allowance(engine:
     anchor = YEAR_STARTS[0]
     engine.create_account("otto", anchor)
     engine.subscribe("otto", PRO, anchor, subscription_id="otto-pro")
-    # An hour into period 1, before any tick granted it: nothing covers it yet.
+    # An hour into period 1, before any tick granted it: period 1's package is made by the charge
+    # that needs it, and pays it.
     charge = use(engine, "o1", "otto", 100, YEAR_STARTS[1] + HOUR_US)
-    assert (charge.allocations, charge.overage_uc) == ((), 100 * CREDIT)
-    # The renewal pays it from period 1's allowance.
+    assert (charge.allocations, charge.overage_uc) == (
+        (Allocation(GrantId(f"sub:otto-pro@{_iso(YEAR_STARTS[1])}"), 100 * CREDIT),), 0)
+    # The renewal tick finds it there and grants nothing twice.
     engine.tick(YEAR_STARTS[1] + 2 * HOUR_US)
     balance = engine.balance("otto", YEAR_STARTS[1] + 2 * HOUR_US)
     assert (balance.overage_uc, balance.available_uc) == (0, PRO_CREDITS - 100 * CREDIT)

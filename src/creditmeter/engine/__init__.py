@@ -17,6 +17,7 @@ from creditmeter.engine.accounts import AccountCommands
 from creditmeter.engine.billing import SubscriptionCommands
 from creditmeter.engine.grants import RESERVED_GRANT_PREFIXES, GrantCommands
 from creditmeter.engine.holds import MAX_HOLD_TTL_S, HoldCommands, Usage
+from creditmeter.engine.limits import LimitCommands
 from creditmeter.engine.maintenance import Maintenance, TickReport
 from creditmeter.engine.prices import PriceCommands
 from creditmeter.engine.quota import EnterpriseCommands, EnterpriseView
@@ -39,7 +40,7 @@ __all__ = [
 
 
 class Engine(AccountCommands, KeyCommands, PriceCommands, GrantCommands, UsageCommands, HoldCommands,
-             Maintenance, SubscriptionCommands, EnterpriseCommands):
+             Maintenance, SubscriptionCommands, EnterpriseCommands, LimitCommands):
     """Credits operations over a :class:`~creditmeter.store.base.Store`."""
 
 

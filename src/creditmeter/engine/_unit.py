@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import random
 import time
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from creditmeter.money import MAX_UC
 from creditmeter.pricing import Catalog, PriceBook, PriceVersion, rate
 from creditmeter.store.base import LostConnection, Store, Transaction, Transient
 from creditmeter.subscriptions import current_subscription
+from creditmeter.terms import Running, Terms, provide, roll_over
 from creditmeter.timeutil import DAY_S, MAX_US, MIN_US, format_instant, month_bounds
 
 T = TypeVar("T")
@@ -125,17 +127,42 @@ class EngineBase:
             self._prices_version = latest
         return self._prices
 
-    def _book(self, tx: Transaction, account_id: str, at_us: int) -> Book:
+    def _book(self, tx: Transaction, account_id: str, at_us: int, *, write: bool = True) -> Book:
+        """The account's book (locked in a write) brought to ``at_us``: holds past their ttl
+        ended, the packages its terms make at ``at_us`` there (see :meth:`_provide`)."""
         book = tx.load_books([account_id]).get(AccountId(account_id))
         if book is None:
             raise NotFound("account", account_id, "account_id")
         book.advance(at_us)
+        self._provide(tx, book, at_us, write=write)
         return book
+
+    @staticmethod
+    def _provide(tx: Transaction, book: Book, at_us: int, *, write: bool = True) -> None:
+        """Make what the account's terms owe it at ``at_us`` (the rollovers of periods over, the
+        packages of the periods running), written with the command's other changes; a read
+        derives them the same way and writes nothing."""
+        if book.terms is None:
+            return
+        seq = tx.next_grant_seq if write else itertools.count(1 << 62).__next__
+        roll_over(book, at_us, seq)
+        provide(book, at_us, at_us, seq)
+
+    @staticmethod
+    def _refresh_terms(tx: Transaction, book: Book, **own: object) -> None:
+        """Rewrite the account's terms from its subscriptions (and its own ``own_limits`` or
+        ``own_policy`` when given), in the same transaction as the change they come from."""
+        old: Terms = book.terms or Terms()
+        subs = tuple(Running(s.id, s.plan, s.seats or 1, s.anchor_us, s.ends_at_us)
+                     for s in tx.list_subscriptions(book.account.id) if s.recurring or s.plan.recurs)
+        terms = replace(old, subscriptions=subs, **own)  # type: ignore[arg-type]
+        if terms.to_json() != old.to_json():
+            tx.set_terms(book, terms)
 
     def _balance(self, tx: Transaction, account_id: str, at_us: int) -> Balance:
         """The account's balance at ``at_us`` with its running subscription and the period the
         figures of consumption cover (the subscription's, else the calendar month)."""
-        balance = self._book(tx, account_id, at_us).balance(at_us)
+        balance = self._book(tx, account_id, at_us, write=False).balance(at_us)
         sub = current_subscription(tx.list_subscriptions(account_id), at_us)
         index = sub.index_at(at_us) if sub is not None and sub.recurring else None
         if sub is not None and index is not None:

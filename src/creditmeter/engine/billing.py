@@ -85,6 +85,8 @@ class SubscriptionCommands(EngineBase):
                         raise Conflict(f"account {account_id!r} already has subscription {other.id!r} "
                                        f"({other.status(at_us).value}); cancel it first")
             tx.insert_subscription(sub, request_fp)
+            self._refresh_terms(tx, book)
+            self._provide(tx, book, at_us)  # its allowances' first periods
             return self._grant_due(tx, book, sub, at_us)
 
         return self._write(work)
@@ -93,6 +95,8 @@ class SubscriptionCommands(EngineBase):
         """Grant every period of ``sub`` due by ``at_us`` and record how far it got."""
         due = sub.due(at_us)
         if not due:
+            if book.has_changes:
+                tx.persist([book], at_us)
             return sub
         for index in due:
             grant = sub.grant(index, tx.next_grant_seq(), at_us)
@@ -111,9 +115,9 @@ class SubscriptionCommands(EngineBase):
         _check_instant(at_us, "at")
 
         def work(tx: Transaction) -> Subscription:
-            sub, _ = _read_locked(tx, lambda: tx.get_subscription(subscription_id),
-                                  lambda found: [found.account_id],
-                                  ("subscription", subscription_id, "subscription_id"))
+            sub, books = _read_locked(tx, lambda: tx.get_subscription(subscription_id),
+                                      lambda found: [found.account_id],
+                                      ("subscription", subscription_id, "subscription_id"))
             if not sub.recurring:
                 raise Conflict(f"subscription {subscription_id!r} is a trial: it ends by itself")
             if sub.status(at_us) is SubscriptionStatus.EXPIRED:
@@ -124,6 +128,7 @@ class SubscriptionCommands(EngineBase):
             end = sub.period(0 if index is None else index)[1]
             sub = replace(sub, cancel_at_us=end, cancelled_at_us=at_us)
             tx.update_subscription(sub)
+            self._refresh_terms(tx, books[sub.account_id])  # its allowances end with it
             return sub
 
         return self._write(work)

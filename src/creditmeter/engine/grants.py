@@ -12,7 +12,7 @@ from creditmeter.store.base import Transaction
 from creditmeter.timeutil import format_instant
 
 # Package ids the engine derives itself (each unique by construction); nobody else may use them.
-RESERVED_GRANT_PREFIXES = ("trial:", "sub:", "order:", "alloc:")
+RESERVED_GRANT_PREFIXES = ("trial:", "sub:", "order:", "alloc:", "rol:")
 
 
 class GrantCommands(EngineBase):

@@ -18,6 +18,7 @@ from creditmeter.engine._unit import (
     _request_fp,
     _version_at,
 )
+from creditmeter.engine.limits import admit
 from creditmeter.engine.usage import SETTLE_ID_PREFIX, _duplicate
 from creditmeter.errors import Conflict, InputError
 from creditmeter.events import MAX_TOKENS, TOKEN_FIELDS, fingerprint, parse_service_tier
@@ -50,16 +51,24 @@ class HoldCommands(EngineBase):
     """Reserve, settle (exactly once) and release holds."""
 
     def reserve(self, account_id: str, amount_uc: int, at_us: int, *, ttl_s: int | None = None,
-                hold_id: str | None = None) -> Hold | Refused:
-        """Hold credits for a request in flight; refused (a value) when they are not there."""
+                hold_id: str | None = None, key_id: str | None = None) -> Hold | Refused:
+        """Hold credits for a request in flight; refused (a value) when they are not there (or
+        past what the account's policy lets it run into overage), or when the hold would pass
+        one of the account's limits (``Refused.limit`` names it). ``key_id``: the key the
+        request came with (its limits count the hold)."""
         _check_amount(amount_uc)
-        return self._reserve(account_id, lambda tx: amount_uc, at_us, ttl_s, hold_id)
+        return self._reserve(account_id, lambda tx: amount_uc, at_us, ttl_s, hold_id, key_id)
 
     def reserve_estimate(self, account_id: str, model: str, input_tokens: int, max_output_tokens: int,
                          at_us: int, *, ttl_s: int | None = None, hold_id: str | None = None,
-                         service_tier: str | None = None) -> tuple[Hold | Refused, int]:
+                         service_tier: str | None = None, key_id: str | None = None,
+                         fallback: bool = False) -> tuple[Hold | Refused, int]:
         """Hold what a chat request may cost at most (:meth:`estimate`) on ``service_tier``,
-        priced in the same transaction; answers the hold (or the refusal) and the estimate."""
+        priced in the same transaction; answers the hold (or the refusal) and the estimate.
+
+        ``fallback``: ``model`` is the model the account's policy falls back to once its credits
+        ran out (a refusal names it in ``Refused.fallback_model``); the hold is made whatever the
+        credits, up to the policy's daily cap, and what they do not cover becomes overage."""
         _check_request_tokens(input_tokens, max_output_tokens)
         most = 0
 
@@ -70,11 +79,13 @@ class HoldCommands(EngineBase):
                             service_tier=service_tier)
             return most
 
-        result = self._reserve(account_id, amount, at_us, ttl_s, hold_id)
+        result = self._reserve(account_id, amount, at_us, ttl_s, hold_id, key_id,
+                               model if fallback else None)
         return result, most
 
     def _reserve(self, account_id: str, amount: Callable[[Transaction], int], at_us: int,
-                 ttl_s: int | None, hold_id: str | None) -> Hold | Refused:
+                 ttl_s: int | None, hold_id: str | None, key_id: str | None = None,
+                 fallback_model: str | None = None) -> Hold | Refused:
         check_id(account_id, "account_id")
         _check_instant(at_us, "at")
         ttl = self.settings.default_hold_ttl_s if ttl_s is None else ttl_s
@@ -91,7 +102,9 @@ class HoldCommands(EngineBase):
                 if existing[1] != request_fp:
                     raise Conflict(f"hold id {hid!r} was already used for another reservation")
                 return existing[0]
-            result = book.reserve(HoldId(hid), amount_uc, ttl, at_us)
+            refused, short_ok = admit(tx, book, amount_uc, at_us, key_id, fallback_model)
+            result = refused or book.reserve(HoldId(hid), amount_uc, ttl, at_us, short_ok=short_ok,
+                                             key_id=key_id, fallback=fallback_model is not None)
             tx.persist([book], at_us, hold_fps={HoldId(hid): request_fp})
             return result
 

@@ -40,6 +40,7 @@ class Maintenance(SubscriptionCommands):
             entries = 0
             for book in books.values():
                 book.advance(at_us)
+                self._provide(tx, book, at_us)  # rollovers of periods over, packages of the new ones
                 book.sweep(at_us)
                 expired += sum(1 for h in book.ended_holds if h.status is HoldStatus.EXPIRED)
                 entries += len(book.entries)

@@ -29,6 +29,7 @@ from creditmeter.ids import check_text
 from creditmeter.ledger import Book
 from creditmeter.pricing import PriceBook, PriceVersion
 from creditmeter.store.base import EventTaken, Transaction
+from creditmeter.terms import provide
 from creditmeter.timeutil import DAY_S, US_PER_S, format_instant
 
 SETTLE_ID_PREFIX = "hold:"  # default event id of a settle; producers' event ids may not use it
@@ -136,7 +137,10 @@ class UsageCommands(EngineBase):
                 continue
             if event.account_id not in advanced:
                 book.advance(at_us)
+                self._provide(tx, book, at_us)
                 advanced.add(event.account_id)
+            if book.terms is not None:  # the packages of the periods the event falls in
+                provide(book, ts, at_us, tx.next_grant_seq)
             charge = book.charge(event, cost, version.version, ts, at_us)
             results[index] = charge
             seen[event.id] = (event.fingerprint, charge)

@@ -86,7 +86,8 @@ def _collect_book(changes: Changes, days: dict[tuple[str, int], list[int]], book
     changes.voids += [(grant.voided_at_us, grant.id) for grant in book.voided]
     changes.new_holds += [(hold.id, hold.account_id, hold.amount_uc, parts_json(hold.parts),
                            hold.created_at_us, hold.expires_at_us, hold.status.value,
-                           hold_fps.get(hold.id, "")) for hold in book.new_holds]
+                           hold_fps.get(hold.id, ""), hold.key_id, hold.fallback)
+                          for hold in book.new_holds]
     changes.ended_holds += [(hold.status.value, hold.settled_event_id, recorded_at_us, hold.id)
                             for hold in book.ended_holds]
     event_rows = changes.events

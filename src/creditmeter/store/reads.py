@@ -50,6 +50,7 @@ from creditmeter.store.rows import (
 )
 from creditmeter.store.schema import accounts, events, grants, holds, members, price_versions, subscriptions
 from creditmeter.subscriptions import Subscription
+from creditmeter.terms import terms_from_json
 from creditmeter.timeutil import DAY_US
 
 
@@ -87,7 +88,7 @@ class Reads(DriverTransaction):
             params = tuple(chunk)
             # The account rows first (locking them in a write), then their grants and holds.
             account_rows, grant_list, hold_list = self._fetch_all([
-                (f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us "
+                (f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us, terms "
                  f"FROM accounts WHERE id IN ({marks}){self._lock}", params),
                 (f"SELECT {GRANT_SELECT} FROM grants WHERE account_id IN ({marks})", params),
                 (f"SELECT {HOLD_SELECT} FROM holds WHERE account_id IN ({marks}) AND status = {self._mark}",
@@ -102,9 +103,10 @@ class Reads(DriverTransaction):
                     Counters(r[12], r[13], r[14])))
             for row in hold_list:
                 hold_rows[row[1]].append(hold_from_row(row))
-        for aid, (_, name, kind, created, overage, version, since) in found.items():
+        for aid, (_, name, kind, created, overage, version, since, terms) in found.items():
             book = Book(Account(AccountId(aid), name, AccountKind(kind), created), overage,
-                        grant_rows[aid], hold_rows[aid], version, since)
+                        grant_rows[aid], hold_rows[aid], version, since,
+                        terms_from_json(terms) if terms else None)
             books[AccountId(aid)] = book
             if cache is not None:
                 cache[AccountId(aid)] = book
@@ -127,7 +129,7 @@ class Reads(DriverTransaction):
         return stale
 
     def accounts_to_tick(self, at_us: int) -> list[str]:
-        """Accounts with a hold past its ttl, an unrecorded expiry/void, or unpaid overage."""
+        """Accounts with a hold past its ttl, an unrecorded expiry/void, unpaid overage, or terms."""
         q_holds = sa.select(holds.c.account_id).where(
             holds.c.status == HoldStatus.OPEN.value, holds.c.expires_at_us <= at_us)
         terminal = sa.or_(grants.c.expires_at_us <= at_us, grants.c.voided_at_us <= at_us)
@@ -135,7 +137,8 @@ class Reads(DriverTransaction):
             terminal,
             grants.c.amount_uc - grants.c.used_uc - grants.c.held_uc - grants.c.closed_uc != 0)
         q_overage = sa.select(accounts.c.id).where(accounts.c.overage_uc > 0)
-        union = sa.union(q_holds, q_grants, q_overage).subquery()
+        q_terms = sa.select(accounts.c.id).where(accounts.c.terms.is_not(None))  # rollovers to make
+        union = sa.union(q_holds, q_grants, q_overage, q_terms).subquery()
         return sorted(self.conn.execute(sa.select(union.c[0])).scalars())
 
     # -- lookups -----------------------------------------------------------------------------
@@ -147,7 +150,7 @@ class Reads(DriverTransaction):
     def get_hold(self, hold_id: str) -> tuple[Hold, str] | None:
         rows = self._fetch(f"SELECT {HOLD_SELECT}, request_fp FROM holds WHERE id = {self._mark}",
                            (hold_id,))
-        return (hold_from_row(rows[0]), rows[0][8]) if rows else None
+        return (hold_from_row(rows[0]), rows[0][10]) if rows else None
 
     # -- events and usage --------------------------------------------------------------------
 
@@ -230,6 +233,30 @@ class Reads(DriverTransaction):
              f"AND day_us < {m}", (account_id, first_day, last_day)),
             (events_sql, (account_id, last_day, to_us))])
         return sum(int(rows[0][0] or 0) for rows in (head, days, tail))
+
+    def window_usage(self, account_id: str, from_us: int, to_us: int | None, *,
+                     key_id: str | None = None) -> list[tuple[int, int, str]]:
+        """(time, credits, packages that paid as JSON) of each event with ``from_us <= ts < to_us``
+        (no end: all from ``from_us``), oldest first; with ``key_id``, only the settlements of
+        holds made with that key. Read through the (account, time) index: bounded by the window."""
+        m = self._mark
+        end = "" if to_us is None else f" AND e.ts_us < {m}"
+        params: tuple[Any, ...] = (account_id, from_us) + (() if to_us is None else (to_us,))
+        if key_id is None:
+            sql = (f"SELECT e.ts_us, e.cost_uc, e.allocations FROM events e WHERE e.account_id = {m} "
+                   f"AND e.ts_us >= {m}{end} ORDER BY e.ts_us")
+        else:
+            sql = (f"SELECT e.ts_us, e.cost_uc, e.allocations FROM events e JOIN holds h ON h.id = e.hold_id "
+                   f"WHERE e.account_id = {m} AND e.ts_us >= {m}{end} AND h.key_id = {m} ORDER BY e.ts_us")
+            params = (*params, key_id)
+        return [(int(r[0]), int(r[1]), r[2]) for r in self._fetch(sql, params)]
+
+    def fallback_holds_since(self, account_id: str, from_us: int) -> int:
+        """How many holds for a fallback model the account made from ``from_us`` on."""
+        m = self._mark
+        rows = self._fetch(f"SELECT count(*) FROM holds WHERE account_id = {m} AND created_at_us >= {m} "
+                           f"AND fallback = {m}", (account_id, from_us, True))
+        return int(rows[0][0] or 0)
 
     def usage_summary(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
                       model: str | None, group_by: str) -> list[SummaryRow]:

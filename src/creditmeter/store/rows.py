@@ -43,7 +43,7 @@ EVENT_COLUMNS = ("id", "account_id", "ts_us", "model", "input_tokens", "output_t
                  "fingerprint", "recorded_at_us", "reasoning_tokens", "cache_write_1h_tokens",
                  "service_tier")
 HOLD_INSERT_COLUMNS = ("id", "account_id", "amount_uc", "parts", "created_at_us", "expires_at_us",
-                       "status", "request_fp")
+                       "status", "request_fp", "key_id", "fallback")
 ENTRY_COLUMNS = ("account_id", "grant_id", "kind", "amount_uc", "at_us", "hold_id", "note",
                  "recorded_at_us")
 
@@ -51,7 +51,8 @@ GRANT_KINDS = {k.value: k for k in GrantKind}
 # Grant's fields in order, then the cached counters.
 GRANT_SELECT = ("id, account_id, kind, amount_uc, priority, effective_at_us, expires_at_us, name, "
                 "source, seq, created_at_us, voided_at_us, used_uc, held_uc, closed_uc")
-HOLD_SELECT = "id, account_id, amount_uc, parts, created_at_us, expires_at_us, status, settled_event_id"
+HOLD_SELECT = ("id, account_id, amount_uc, parts, created_at_us, expires_at_us, status, settled_event_id, "
+               "key_id, fallback")
 KEY_SELECT = "id, hash, prefix, role, account_id, name, created_at_us, revoked_at_us"
 ACCOUNT_SELECT = "id, name, kind, created_at_us, overage_uc"
 SUBSCRIPTION_SELECT = ("id, account_id, plan, seats, anchor_us, created_at_us, next_period, cancel_at_us, "
@@ -97,7 +98,7 @@ def hold_from_row(r: Sequence[Any]) -> Hold:
     """A hold from a row of ``HOLD_SELECT``."""
     return Hold(id=HoldId(r[0]), account_id=AccountId(r[1]), amount_uc=r[2], parts=parts_from_json(r[3]),
                 created_at_us=r[4], expires_at_us=r[5], status=HoldStatus(r[6]),
-                settled_event_id=EventId(r[7]) if r[7] else None)
+                settled_event_id=EventId(r[7]) if r[7] else None, key_id=r[8], fallback=bool(r[9]))
 
 
 def account_from_row(r: Sequence[Any]) -> Account:

@@ -26,6 +26,8 @@ accounts = sa.Table(
     sa.Column("overage_since_us", sa.BigInteger, nullable=True),
     # Bumped by every write to the account's book: lets a process reuse a book it loaded before.
     sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
+    # What recurs on the account (creditmeter.terms), as JSON; null: nothing.
+    sa.Column("terms", sa.Text, nullable=True),
 )
 
 grants = sa.Table(
@@ -102,8 +104,11 @@ holds = sa.Table(
     sa.Column("settled_event_id", sa.String(255), nullable=True),
     sa.Column("ended_at_us", sa.BigInteger, nullable=True),
     sa.Column("request_fp", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=True),
+    sa.Column("fallback", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_holds_account_status", "account_id", "status"),
     sa.Index("ix_holds_status_expires", "status", "expires_at_us"),
+    sa.Index("ix_holds_account_created", "account_id", "created_at_us"),
 )
 
 price_versions = sa.Table(

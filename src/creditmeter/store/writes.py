@@ -37,6 +37,7 @@ from creditmeter.store.schema import (
     subscriptions,
 )
 from creditmeter.subscriptions import Subscription
+from creditmeter.terms import Terms
 
 
 class Writes(DriverTransaction):
@@ -147,6 +148,18 @@ class Writes(DriverTransaction):
             created_at_us=sub.created_at_us, next_period=sub.next_period,
             next_start_us=sub.next_start_us(), cancel_at_us=sub.cancel_at_us,
             cancelled_at_us=sub.cancelled_at_us, request_fp=request_fp))
+
+    def set_terms(self, book: Book, terms: Terms) -> None:
+        """Keep ``terms`` on the book's account (and on the book), as a write to the book: the
+        account moves to its next version, so no process reuses a book loaded before."""
+        result = self.conn.execute(accounts.update().where(
+            accounts.c.id == book.account.id, accounts.c.version == book.version).values(
+            terms=terms.to_json(), version=book.version + 1))
+        if result.rowcount != 1:
+            raise StaleWrite("the account changed meanwhile")
+        book.version += 1
+        book.terms = terms
+        book.provided.clear()
 
     def update_subscription(self, sub: Subscription) -> None:
         self.conn.execute(subscriptions.update().where(subscriptions.c.id == sub.id).values(

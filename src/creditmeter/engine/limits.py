@@ -1,0 +1,253 @@
+"""Limits on consumption and what a request meets when credits run out: setting them, reading
+them, and admitting a hold under them (in the account's lock, with the credits check).
+
+A limit counts, over its window, the credits charged for usage in its scope (whatever paid:
+packages or overage) plus what open holds in its scope hold. A hold that would take it past the
+limit is refused (``limit_reached``), naming the limit and when enough frees up; usage that
+already happened is always recorded, past a limit too, and counts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import replace
+
+import orjson
+
+from creditmeter.allowances import (
+    LimitRule,
+    LimitStatus,
+    OutOfCredits,
+    Scope,
+    WhenOut,
+    parse_limit,
+    parse_out_of_credits,
+)
+from creditmeter.burndown import allocate
+from creditmeter.domain import Refused
+from creditmeter.engine._unit import EngineBase, _check_instant, _one_of
+from creditmeter.enterprise import source_of
+from creditmeter.errors import Conflict, InputError, NotFound
+from creditmeter.ids import check_id, check_new_id
+from creditmeter.ledger import Book
+from creditmeter.store.base import Transaction
+from creditmeter.terms import Terms
+from creditmeter.timeutil import DAY_US, MAX_US
+
+SOURCES = ("operator", "owner", "admin")
+
+
+class LimitCommands(EngineBase):
+    """Limits per account, key and enterprise member; the account's policy when credits run out."""
+
+    def set_limit(self, account_id: str, window: str, credits: object, at_us: int, *,
+                  scope: str = "account", key_id: str | None = None, enterprise_id: str | None = None,
+                  limit_id: str | None = None, calendar: str | None = None,
+                  source: str = "operator") -> LimitRule:
+        """Set (or replace, by id) a limit on the account's consumption: all of it (``account``),
+        what one of its keys spends (``key``), or what an enterprise's quota pays of a member's
+        usage (``member``). Credits are a decimal string or number."""
+        check_id(account_id, "account_id")
+        _check_instant(at_us, "at")
+        kind = _one_of(Scope, scope, "scope")
+        lid = check_new_id(limit_id, "id", 64) if limit_id is not None else f"lim_{uuid.uuid4().hex[:12]}"
+        if lid.startswith("plan-"):
+            raise InputError("id", "ids starting with 'plan-' are the plan's limits")
+        if source not in SOURCES:
+            raise InputError("source", f"must be one of {', '.join(SOURCES)}")
+        if (key_id is not None) != (kind is Scope.KEY):
+            raise InputError("key_id", "is given for a limit of scope key, and only then")
+        if (enterprise_id is not None) != (kind is Scope.MEMBER):
+            raise InputError("enterprise_id", "is given for a limit of scope member, and only then")
+        body: dict[str, object] = {"window": window, "credits": credits}
+        if calendar is not None:
+            body["calendar"] = calendar
+        rule = parse_limit(body, "limit", lid, source=source, scope=kind, key_id=key_id,
+                           enterprise_id=enterprise_id)
+
+        def work(tx: Transaction) -> LimitRule:
+            book = self._book(tx, account_id, at_us)
+            if kind is Scope.KEY:
+                key = tx.get_key(key_id or "")
+                if key is None or key.account_id != account_id:
+                    raise NotFound("key", key_id or "", "key_id")
+            if kind is Scope.MEMBER:
+                if tx.member_role(enterprise_id or "", account_id) is None:
+                    raise InputError("enterprise_id", f"{account_id!r} is not a member of {enterprise_id!r}")
+            terms: Terms = book.terms or Terms()
+            own = tuple(r for r in terms.own_limits if r.id != lid) + (rule,)
+            if len(own) > 50:
+                raise Conflict("an account has at most 50 limits of its own")
+            self._refresh_terms(tx, book, own_limits=own)
+            tx.persist([book], at_us)
+            return rule
+
+        return self._write(work)
+
+    def remove_limit(self, account_id: str, limit_id: str, at_us: int) -> LimitRule:
+        """Remove one of the account's own limits (a plan's limits go with the plan)."""
+        check_id(account_id, "account_id")
+        check_id(limit_id, "limit_id")
+        _check_instant(at_us, "at")
+
+        def work(tx: Transaction) -> LimitRule:
+            book = self._book(tx, account_id, at_us)
+            terms: Terms = book.terms or Terms()
+            found = [r for r in terms.own_limits if r.id == limit_id]
+            if not found:
+                raise NotFound("limit", limit_id, "limit_id")
+            self._refresh_terms(tx, book, own_limits=tuple(r for r in terms.own_limits if r.id != limit_id))
+            tx.persist([book], at_us)
+            return found[0]
+
+        return self._write(work)
+
+    def limits(self, account_id: str, at_us: int) -> list[LimitStatus]:
+        """Every limit in force on the account at ``at_us`` with its used, held and reset time."""
+        check_id(account_id, "account_id")
+        _check_instant(at_us, "at")
+        with self._read() as tx:
+            book = self._book(tx, account_id, at_us, write=False)
+            return [limit_status(tx, book, rule, at_us) for rule in _rules(book, at_us)]
+
+    def set_out_of_credits(self, account_id: str, policy: object, at_us: int) -> OutOfCredits:
+        """Override the plan's policy when credits run out (``block``, ``{overage: CAP}``,
+        ``{fallback: MODEL, daily_cap: N}``); None goes back to the plan's."""
+        check_id(account_id, "account_id")
+        _check_instant(at_us, "at")
+        parsed = None if policy is None else parse_out_of_credits(policy, "when_out_of_credits")
+
+        def work(tx: Transaction) -> OutOfCredits:
+            book = self._book(tx, account_id, at_us)
+            self._refresh_terms(tx, book, own_policy=parsed)
+            tx.persist([book], at_us)
+            return (book.terms or Terms()).policy(at_us)
+
+        return self._write(work)
+
+    def out_of_credits(self, account_id: str, at_us: int) -> OutOfCredits:
+        """The policy in force on the account at ``at_us``."""
+        check_id(account_id, "account_id")
+        with self._read() as tx:
+            book = self._book(tx, account_id, at_us, write=False)
+        return (book.terms or Terms()).policy(at_us)
+
+
+def _rules(book: Book, at_us: int) -> tuple[LimitRule, ...]:
+    terms: Terms | None = book.terms
+    return () if terms is None else terms.limits(at_us)
+
+
+def _quota_grants(book: Book, enterprise_id: str | None) -> frozenset[str]:
+    source = source_of(enterprise_id or "")
+    return frozenset(g.id for g in book.grants if g.source == source)
+
+
+def _counted(tx: Transaction, book: Book, rule: LimitRule, start: int,
+             end: int | None) -> list[tuple[int, int]]:
+    """(time, credits that count) of each usage in the window, oldest first."""
+    aid = book.account.id
+    if rule.scope is Scope.KEY:
+        return [(ts, cost) for ts, cost, _ in tx.window_usage(aid, start, end, key_id=rule.key_id)]
+    rows = tx.window_usage(aid, start, end)
+    if rule.scope is Scope.ACCOUNT:
+        return [(ts, cost) for ts, cost, _ in rows]
+    quota = _quota_grants(book, rule.enterprise_id)
+    return [(ts, sum(a for g, a in orjson.loads(parts) if g in quota)) for ts, _, parts in rows]
+
+
+def _held(book: Book, rule: LimitRule) -> int:
+    if rule.scope is Scope.ACCOUNT:
+        return sum(h.amount_uc for h in book.holds.values())
+    if rule.scope is Scope.KEY:
+        return sum(h.amount_uc for h in book.holds.values() if h.key_id == rule.key_id)
+    quota = _quota_grants(book, rule.enterprise_id)
+    return sum(p.amount_uc for h in book.holds.values() for p in h.parts if p.grant_id in quota)
+
+
+def limit_status(tx: Transaction, book: Book, rule: LimitRule, at_us: int,
+                 adding_uc: int = 0) -> LimitStatus:
+    """``rule`` at ``at_us``; with ``adding_uc``, also when enough frees up to add that much."""
+    start, end = rule.window.bounds(at_us)
+    step = None if rule.window.every is None or not rule.window.rolling else rule.window.every.fixed_us
+    if rule.scope is Scope.ACCOUNT and step is None:
+        used = tx.used_between(book.account.id, start, MAX_US + 1 if end is None else end)
+        rows: list[tuple[int, int]] = []
+    else:
+        rows = _counted(tx, book, rule, start, end)
+        used = sum(cost for _, cost in rows)
+    held = _held(book, rule)
+    resets = end
+    if step is not None:
+        resets = next((ts + step for ts, cost in rows if cost > 0), None)
+    frees = None
+    if adding_uc:
+        need = used + held + adding_uc - rule.credits_uc
+        frees = resets if step is None else _frees_at(rows, need, step)
+        if held + adding_uc > rule.credits_uc:
+            frees = None
+    return LimitStatus(rule, used, held, start, resets, frees)
+
+
+def _frees_at(rows: Iterable[tuple[int, int]], need: int, step: int) -> int | None:
+    """When usage leaving a rolling window has freed ``need``: the oldest first."""
+    freed = 0
+    for ts, cost in rows:
+        freed += cost
+        if freed >= need:
+            return ts + step
+    return None
+
+
+def admit(tx: Transaction, book: Book, amount_uc: int, at_us: int, key_id: str | None,
+          fallback_model: str | None) -> tuple[Refused | None, bool]:
+    """Whether a hold of ``amount_uc`` may be made now: (the refusal, else None; whether it may
+    hold more than the credits available). Limits first (they bound consumption whatever pays),
+    then credits under the account's policy."""
+    for rule in _rules(book, at_us):
+        adding = _adding(book, rule, amount_uc, at_us, key_id)
+        if adding <= 0:
+            continue
+        status = limit_status(tx, book, rule, at_us, adding)
+        if status.used_uc + status.held_uc + adding > rule.credits_uc:
+            return Refused(book.account.id, amount_uc, book.available_uc(at_us), book.overage_uc,
+                           f"limit reached: {rule.describe()}", limit=status), False
+    refused = book.refusal(amount_uc, at_us)
+    if refused is None:
+        return None, False
+    terms: Terms = book.terms or Terms()
+    policy = terms.policy(at_us)
+    if fallback_model is not None:
+        return _fallback(tx, book, policy, fallback_model, refused, at_us)
+    if policy.mode is WhenOut.OVERAGE:
+        uncovered = amount_uc - max(0, min(amount_uc, book.available_uc(at_us)))
+        if book.overage_uc + book.uncovered_uc() + uncovered <= policy.overage_cap_uc:
+            return None, True
+        return replace(refused, reason=f"overage cap of the plan reached ({refused.reason})"), False
+    if policy.mode is WhenOut.FALLBACK:
+        return replace(refused, fallback_model=policy.fallback_model), False
+    return refused, False
+
+
+def _fallback(tx: Transaction, book: Book, policy: OutOfCredits, model: str, refused: Refused,
+              at_us: int) -> tuple[Refused | None, bool]:
+    if policy.mode is not WhenOut.FALLBACK or policy.fallback_model != model:
+        return refused, False
+    if policy.daily_cap is not None:
+        day = at_us // DAY_US * DAY_US
+        if tx.fallback_holds_since(book.account.id, day) >= policy.daily_cap:
+            return replace(refused, reason=f"the fallback to {model} is used up for today "
+                                           f"({policy.daily_cap} requests a day)"), False
+    return None, True
+
+
+def _adding(book: Book, rule: LimitRule, amount_uc: int, at_us: int, key_id: str | None) -> int:
+    """What a hold of ``amount_uc`` adds to ``rule``'s count."""
+    if rule.scope is Scope.ACCOUNT:
+        return amount_uc
+    if rule.scope is Scope.KEY:
+        return amount_uc if key_id is not None and key_id == rule.key_id else 0
+    quota = _quota_grants(book, rule.enterprise_id)
+    parts, _ = allocate(book.drawable(at_us), amount_uc)
+    return sum(p.amount_uc for p in parts if p.grant_id in quota)

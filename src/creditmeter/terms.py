@@ -1,0 +1,258 @@
+"""What recurs on an account, and the packages it makes: each period's allowance, made when
+first needed, and each period's rollover, made once the period is over. Pure: no I/O, no clock.
+
+An account's :class:`Terms` are its subscriptions' recurring packages (the plan's own credits
+and its allowances), its limits (the plan's and its own) and what happens when its credits run
+out. They are kept on the account (as JSON, rewritten in the same transaction as any change to
+what they are made from) so a command that loads the account's book has them at no extra cost.
+
+Exact at the boundary without a sweep: the package of the period that contains ``t`` is made by
+:func:`provide` in the same transaction as the first write that needs it (a charge at ``t``, a
+hold, a grant, ``tick``), and derived the same way, without writing, on read. Its id is derived
+from (subscription, allowance, period start), so it is made at most once however many writers
+race for it.
+
+Rollover: once a period is over, what its package left unused (capped) moves into a package of
+kind ``rollover`` (an ``allocate`` entry out of the period's package, a grant in), lasting the
+plan's number of periods; at most once per period (its id is the period package's with ``rol:``
+for ``sub:``). A late event whose time falls in the period draws on the period's package first
+and then on its rollover (see ``Book.drawable``): the rollover is corrected to what it would have
+been had the event come in time, as far as it was not used since.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from creditmeter.allowances import (
+    BLOCK,
+    Allowance,
+    LimitRule,
+    OutOfCredits,
+    parse_limit,
+    parse_out_of_credits,
+)
+from creditmeter.allowances import Scope as LimitScope
+from creditmeter.domain import AccountId, Grant, GrantId, GrantKind
+from creditmeter.ledger import PERIOD_PREFIX, ROLLOVER_PREFIX, Book, rollover_source
+from creditmeter.plans import Plan, parse_plan
+from creditmeter.recurrence import Every, period_at
+from creditmeter.timeutil import format_instant
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """One recurring package of a subscription: the plan's own credits (``main``) or one allowance,
+    valid from ``anchor_us`` until ``ends_at_us`` (None: until cancelled)."""
+
+    subscription_id: str
+    allowance: Allowance
+    anchor_us: int
+    ends_at_us: int | None
+    main: bool
+
+    def period(self, at_us: int) -> tuple[int, int] | None:
+        """The period containing ``at_us``, cut to the subscription's life; None outside it."""
+        if at_us < self.anchor_us or (self.ends_at_us is not None and at_us >= self.ends_at_us):
+            return None
+        a = self.allowance
+        start, end = period_at(a.every, self.anchor_us, a.calendar, at_us)
+        start = max(start, self.anchor_us)
+        if self.ends_at_us is not None:
+            end = min(end, self.ends_at_us)
+        return start, end
+
+    def grant_id(self, start_us: int) -> GrantId:
+        """``sub:{subscription}@{start}`` for the plan's credits (as renewals name them),
+        ``sub:{subscription}/{allowance}@{start}`` for an allowance."""
+        tag = "" if self.main else f"/{self.allowance.id}"
+        return GrantId(f"{PERIOD_PREFIX}{self.subscription_id}{tag}@{format_instant(start_us)}")
+
+    def grant(self, period: tuple[int, int], account_id: str, seq: int, at_us: int) -> Grant:
+        start, end = period
+        a = self.allowance
+        show = (lambda us: (format_instant(us) or "")[:10]) if self.main else _when
+        label = f"{a.name} — {show(start)} to {show(end)}"
+        return Grant(self.grant_id(start), AccountId(account_id), a.kind, a.credits_uc, a.priority, start,
+                     end, label[:255], f"subscription:{self.subscription_id}"[:255], seq, at_us)
+
+
+def _when(us: int) -> str:
+    text = format_instant(us) or ""
+    return text[:10] if text.endswith("T00:00:00Z") else text[:16].replace("T", " ")
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A subscription as the terms keep it: its plan's terms and when it runs."""
+
+    id: str
+    plan: Plan
+    seats: int
+    anchor_us: int
+    ends_at_us: int | None  # a trial's end, or a cancelled subscription's
+
+    def runs_at(self, at_us: int) -> bool:
+        return self.anchor_us <= at_us and (self.ends_at_us is None or at_us < self.ends_at_us)
+
+
+@dataclass(frozen=True)  # not slots: its schedules are cached on it
+class Terms:
+    """What recurs on an account (see the module docstring).
+
+    Attributes:
+      own_limits: limits set on the account (by the operator, a key's owner, an enterprise admin).
+      own_policy: the operator's override of the plan's policy when credits run out.
+    """
+
+    subscriptions: tuple[Running, ...] = ()
+    own_limits: tuple[LimitRule, ...] = ()
+    own_policy: OutOfCredits | None = None
+
+    @functools.cached_property
+    def schedules(self) -> tuple[Schedule, ...]:
+        out = []
+        for sub in self.subscriptions:
+            plan = sub.plan
+            if plan.period is not None:  # the plan's own credits, each period (not a trial's)
+                main = Allowance("", Every(plan.period.months, "mo"), plan.credits_uc * sub.seats, None,
+                                 plan.name, plan.grant_kind, plan.priority, plan.rollover)
+                out.append(Schedule(sub.id, main, sub.anchor_us, sub.ends_at_us, True))
+            out += [Schedule(sub.id, a, sub.anchor_us, sub.ends_at_us, False) for a in plan.allowances]
+        return tuple(out)
+
+    def running(self, at_us: int) -> Running | None:
+        """The subscription running at ``at_us`` (a recurring one before a trial)."""
+        found = [s for s in self.subscriptions if s.runs_at(at_us)]
+        found.sort(key=lambda s: s.plan.period is None)
+        return found[0] if found else None
+
+    def limits(self, at_us: int) -> tuple[LimitRule, ...]:
+        """The limits in force at ``at_us``: the running plan's, then the account's own."""
+        sub = self.running(at_us)
+        return (sub.plan.limits if sub is not None else ()) + self.own_limits
+
+    def policy(self, at_us: int) -> OutOfCredits:
+        """What happens when credits run out: the account's override, else the running plan's."""
+        if self.own_policy is not None:
+            return self.own_policy
+        sub = self.running(at_us)
+        return sub.plan.when_out if sub is not None else BLOCK
+
+    def to_json(self) -> str | None:
+        if not (self.subscriptions or self.own_limits or self.own_policy is not None):
+            return None
+        data: dict[str, Any] = {
+            "subscriptions": [{"id": s.id, "plan": s.plan.to_dict(), "seats": s.seats,
+                               "anchor_us": s.anchor_us, "ends_at_us": s.ends_at_us}
+                              for s in self.subscriptions],
+            "limits": [rule.to_dict() for rule in self.own_limits]}
+        if self.own_policy is not None:
+            data["policy"] = self.own_policy.to_dict()
+        return orjson.dumps(data).decode()
+
+
+NO_TERMS = Terms()
+
+
+@functools.lru_cache(maxsize=4_096)
+def terms_from_json(text: str | None) -> Terms:
+    """The terms kept on an account (cached: many accounts share a plan's)."""
+    if not text:
+        return NO_TERMS
+    data = orjson.loads(text)
+    subs = tuple(Running(s["id"], parse_plan(s["plan"]), s["seats"], s["anchor_us"], s["ends_at_us"])
+                 for s in data.get("subscriptions", ()))
+    limits = tuple(_limit_from(item) for item in data.get("limits", ()))
+    policy = parse_out_of_credits(data["policy"], "policy") if "policy" in data else None
+    return Terms(subs, limits, policy)
+
+
+def _limit_from(item: dict[str, Any]) -> LimitRule:
+    body = {k: item[k] for k in ("window", "credits", "calendar") if k in item}
+    return parse_limit(body, "limit", item["id"], source=item["source"], scope=LimitScope(item["scope"]),
+                       key_id=item.get("key_id"), enterprise_id=item.get("enterprise_id"))
+
+
+# -- the packages terms make -----------------------------------------------------------------------
+
+Seq = Callable[[], int]
+
+
+def provide(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
+    """Make the package of each schedule's period containing ``at_us`` if it is not there yet
+    (recorded at ``now_us``)."""
+    terms: Terms | None = book.terms
+    if terms is None or not terms.subscriptions:
+        return
+    seen = book.provided
+    for index, schedule in enumerate(terms.schedules):
+        known = seen.get(index)
+        if known is not None and known[0] <= at_us < known[1]:
+            continue
+        period = schedule.period(at_us)
+        if period is None:
+            continue
+        gid = schedule.grant_id(period[0])
+        if gid not in book.counters:
+            book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
+        seen[index] = period
+
+
+def roll_over(book: Book, now_us: int, next_seq: Seq) -> None:
+    """Make the rollover of every period that ended by ``now_us`` and whose rollover would still
+    be usable now, unless it was made before: what the period's package left unused, capped."""
+    terms: Terms | None = book.terms
+    if terms is None:
+        return
+    for schedule in terms.schedules:
+        rule = schedule.allowance.rollover
+        if rule is None or now_us <= schedule.anchor_us:
+            continue
+        cursor = min(now_us, schedule.ends_at_us or now_us)
+        current = schedule.period(cursor - 1)
+        if current is not None and current[1] > now_us:
+            cursor = current[0]  # the period running now: nothing to roll over yet
+        for _ in range(rule.lasts):
+            previous = schedule.period(cursor - 1)
+            if previous is None:
+                break
+            cursor = previous[0]
+            _roll(book, schedule, previous, now_us, next_seq)
+
+
+def _roll(book: Book, schedule: Schedule, period: tuple[int, int], now_us: int, next_seq: Seq) -> None:
+    source_id = schedule.grant_id(period[0])
+    rid = GrantId(ROLLOVER_PREFIX + source_id[len(PERIOD_PREFIX):])
+    if rid in book.counters:
+        return
+    rule = schedule.allowance.rollover
+    assert rule is not None
+    expires = period[1]
+    for _ in range(rule.lasts):
+        expires = period_at(schedule.allowance.every, schedule.anchor_us, schedule.allowance.calendar,
+                            expires)[1]
+    if expires <= now_us:
+        return  # it would be over already
+    if source_id not in book.counters:
+        book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
+    source = book.grant(source_id)
+    assert source is not None
+    if source.voided_at_us is not None:
+        return
+    amount = min(book.residual(source), rule.cap_uc(source.amount_uc))
+    if amount <= 0:
+        return
+    book.move_out(source_id, amount, now_us, "rollover")
+    name = f"Rollover — {source.name}"
+    book.add_grant(Grant(rid, book.account.id, GrantKind.ROLLOVER, amount, source.priority, period[1],
+                         expires, name[:255], "rollover", next_seq(), now_us), now_us)
+
+
+__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "provide", "roll_over",
+           "rollover_source", "terms_from_json"]
