@@ -164,6 +164,22 @@ class LimitStatus:
         return max(0, self.rule.credits_uc - self.used_uc - self.held_uc)
 
 
+@dataclass(frozen=True, slots=True)
+class AllowanceStatus:
+    """A recurring allowance at an instant: its running period and that period's package.
+
+    Attributes:
+      package: the period's package figures (a ``creditmeter.domain.Package``).
+      resets_at_us: when the period ends and the next one's package starts.
+    """
+
+    allowance: Allowance
+    main: bool  # the plan's own credits, each period
+    period_start_us: int
+    resets_at_us: int
+    package: Any
+
+
 class WhenOut(enum.StrEnum):
     BLOCK = "block"
     OVERAGE = "overage"

@@ -280,6 +280,10 @@ class Balance:
     packages: tuple[Package, ...]
     period: Period | None = None
     subscription: Any = None  # the running creditmeter.subscriptions.Subscription, if any
+    # What recurs (creditmeter.allowances): AllowanceStatus and LimitStatus each, OutOfCredits.
+    allowances: tuple[Any, ...] = ()
+    limits: tuple[Any, ...] = ()
+    when_out: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from creditmeter.allowances import BLOCK, AllowanceStatus, LimitStatus, OutOfCredits, WhenOut
 from creditmeter.domain import (
     Account,
     Balance,
@@ -75,6 +76,48 @@ def balance(b: Balance) -> dict[str, Any]:
                          "basis": b.period.basis}
     out["subscription"] = subscription(b.subscription, b.at_us) if b.subscription is not None else None
     out["packages"] = [package(p) for p in b.packages]
+    out["allowances"] = [allowance(a) for a in b.allowances]
+    out["limits"] = [limit(s) for s in b.limits]
+    out["when_out_of_credits"] = when_out(b.when_out or BLOCK)
+    return out
+
+
+def allowance(a: AllowanceStatus) -> dict[str, Any]:
+    """A recurring allowance: its period, when it resets, and this period's package."""
+    p: Package = a.package
+    return {"id": a.allowance.id or "plan", "name": a.allowance.name, "every": a.allowance.every.text,
+            "calendar": a.allowance.calendar, "plan_credits": a.main, "grant_id": p.grant.id,
+            "period_start": format_instant(a.period_start_us), "resets_at": format_instant(a.resets_at_us),
+            "granted_credits": fc(p.grant.amount_uc), "used_credits": fc(p.used_uc),
+            "held_credits": fc(p.held_uc), "remaining_credits": fc(p.remaining_uc)}
+
+
+def limit(s: LimitStatus) -> dict[str, Any]:
+    """A limit with what counts against it now and when it resets."""
+    rule = s.rule
+    out: dict[str, Any] = {"id": rule.id, "scope": rule.scope.value, "window": rule.window.text,
+                           "calendar": rule.window.timezone, "source": rule.source,
+                           "limit_credits": fc(rule.credits_uc), "used_credits": fc(s.used_uc),
+                           "held_credits": fc(s.held_uc), "remaining_credits": fc(s.remaining_uc),
+                           "window_start": format_instant(s.window_start_us),
+                           "resets_at": format_instant(s.resets_at_us), "description": rule.describe()}
+    if rule.key_id is not None:
+        out["key_id"] = rule.key_id
+    if rule.enterprise_id is not None:
+        out["enterprise_id"] = rule.enterprise_id
+    if s.frees_at_us is not None:
+        out["frees_at"] = format_instant(s.frees_at_us)
+    return out
+
+
+def when_out(policy: OutOfCredits) -> dict[str, Any]:
+    """What happens when credits run out, in fields and in words."""
+    out: dict[str, Any] = {"mode": policy.mode.value, "description": policy.describe()}
+    if policy.mode is WhenOut.OVERAGE:
+        out["overage_cap_credits"] = fc(policy.overage_cap_uc)
+    if policy.mode is WhenOut.FALLBACK:
+        out["fallback_model"] = policy.fallback_model
+        out["daily_cap"] = policy.daily_cap
     return out
 
 
@@ -87,9 +130,15 @@ def hold(h: Hold) -> dict[str, Any]:
 
 
 def refused(r: Refused) -> dict[str, Any]:
-    return {"status": "refused", "account_id": r.account_id, "reason": r.reason,
-            "requested_credits": fc(r.requested_uc), "available_credits": fc(r.available_uc),
-            "overage_credits": fc(r.overage_uc)}
+    out: dict[str, Any] = {
+        "status": "refused", "code": r.code, "account_id": r.account_id, "reason": r.reason,
+        "requested_credits": fc(r.requested_uc), "available_credits": fc(r.available_uc),
+        "overage_credits": fc(r.overage_uc)}
+    if r.limit is not None:
+        out["limit"] = limit(r.limit)
+    if r.fallback_model is not None:
+        out["fallback_model"] = r.fallback_model
+    return out
 
 
 def account(a: Account, overage_uc: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -162,7 +162,8 @@ class EngineBase:
     def _balance(self, tx: Transaction, account_id: str, at_us: int) -> Balance:
         """The account's balance at ``at_us`` with its running subscription and the period the
         figures of consumption cover (the subscription's, else the calendar month)."""
-        balance = self._book(tx, account_id, at_us, write=False).balance(at_us)
+        book = self._book(tx, account_id, at_us, write=False)
+        balance = book.balance(at_us)
         sub = current_subscription(tx.list_subscriptions(account_id), at_us)
         index = sub.index_at(at_us) if sub is not None and sub.recurring else None
         if sub is not None and index is not None:
@@ -170,7 +171,11 @@ class EngineBase:
         else:
             (start, end), basis = month_bounds(at_us), "calendar_month"
         period = Period(start, end, tx.used_between(account_id, start, end), basis)
-        return replace(balance, period=period, subscription=sub)
+        return replace(balance, period=period, subscription=sub, **self._terms_figures(tx, book, at_us))
+
+    def _terms_figures(self, tx: Transaction, book: Book, at_us: int) -> dict[str, Any]:
+        """The balance's allowances, limits and policy (see ``engine.limits``)."""
+        return {}
     def _package(self, tx: Transaction, account_id: str, grant_id: GrantId, at_us: int) -> Package:
         book = self._book(tx, account_id, at_us)
         grant = book.grant(grant_id)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 import orjson
 
 from creditmeter.allowances import (
+    AllowanceStatus,
     LimitRule,
     LimitStatus,
     OutOfCredits,
@@ -126,12 +128,32 @@ class LimitCommands(EngineBase):
 
         return self._write(work)
 
+    def _terms_figures(self, tx: Transaction, book: Book, at_us: int) -> dict[str, Any]:
+        terms: Terms = book.terms or Terms()
+        return {"allowances": tuple(allowance_statuses(book, at_us)),
+                "limits": tuple(limit_status(tx, book, rule, at_us) for rule in terms.limits(at_us)),
+                "when_out": terms.policy(at_us)}
+
     def out_of_credits(self, account_id: str, at_us: int) -> OutOfCredits:
         """The policy in force on the account at ``at_us``."""
         check_id(account_id, "account_id")
         with self._read() as tx:
             book = self._book(tx, account_id, at_us, write=False)
         return (book.terms or Terms()).policy(at_us)
+
+
+def allowance_statuses(book: Book, at_us: int) -> Iterable[AllowanceStatus]:
+    """Each recurring allowance running at ``at_us`` with its period's package (the book has
+    them: ``_book`` provides them)."""
+    terms: Terms | None = book.terms
+    if terms is None:
+        return
+    for schedule in terms.schedules:
+        period = schedule.period(at_us)
+        grant = None if period is None else book.grant(schedule.grant_id(period[0]))
+        if period is not None and grant is not None:
+            yield AllowanceStatus(schedule.allowance, schedule.main, period[0], period[1],
+                                  book.package(grant, at_us))
 
 
 def _rules(book: Book, at_us: int) -> tuple[LimitRule, ...]:
