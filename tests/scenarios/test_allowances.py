@@ -185,3 +185,23 @@ def test_plan_terms_survive_their_file_form() -> None:
     assert again == catalog
     assert again.plans[0].when_out.describe() == (
         "when your credits run out, requests use basic-model, up to 50 a day")
+
+
+def test_a_member_limit_counts_what_the_enterprises_quota_paid(engine: Engine) -> None:
+    t0 = at("2026-03-02T00:00:00Z")
+    engine.create_account("acme", t0, kind="enterprise")
+    engine.add_grant("acme", 500 * CREDIT, "adjustment", t0, grant_id="pool")
+    engine.create_account("mia", t0)
+    engine.add_member("acme", "mia", t0)
+    engine.allocate("acme", "mia", 100 * CREDIT, t0)
+    engine.set_limit("mia", "1d", 30, t0, scope="member", enterprise_id="acme", source="admin")
+    use(engine, "m1", "mia", 20, t0 + HOUR)
+    refused = engine.reserve("mia", 12 * CREDIT, t0 + 2 * HOUR, hold_id="m2")
+    assert isinstance(refused, Refused) and refused.code == "limit_reached"
+    assert (refused.limit.used_uc, refused.limit.frees_at_us) == (20 * CREDIT, at("2026-03-03T00:00:00Z"))
+    assert isinstance(engine.reserve("mia", 10 * CREDIT, t0 + 2 * HOUR, hold_id="m3"), Hold)
+    # The next UTC day the window is new.
+    assert isinstance(engine.reserve("mia", 20 * CREDIT, at("2026-03-03T00:00:00Z"), hold_id="m4"), Hold)
+    with pytest.raises(InputError) as caught:
+        engine.set_limit("mia", "1d", 30, t0, scope="member", enterprise_id="other", source="admin")
+    assert caught.value.field == "enterprise_id"
