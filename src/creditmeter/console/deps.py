@@ -59,8 +59,9 @@ def templates(static_url: Callable[[str], str]) -> Environment:
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.globals.update(credits=display.credits, exact=format_credits, rounded=display.rounded_credits,
-                       when=display.when, day=display.day, span=display.span,
-                       iso_day=display.iso_day, count=display.count, px=px, segment_title=segment_title,
+                       credits_text=display.credits_text, when=display.when, day=display.day,
+                       span=display.span, iso_day=display.iso_day, iso_when=display.iso_when,
+                       count=display.count, px=px, segment_title=segment_title,
                        quote=lambda text: quote(text, safe=""), static=static_url)
     return env
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from markupsafe import Markup, escape
 
-from creditmeter.money import format_credits, format_credits_rounded
-from creditmeter.timeutil import DAY_US, US_PER_S, format_instant, to_datetime
+from creditmeter.money import format_credits, format_credits_rounded, parse_credits
+from creditmeter.timeutil import DAY_US, US_PER_S, format_instant, parse_instant, to_datetime
 
 HOUR_US = 3_600 * US_PER_S
 
@@ -24,6 +24,11 @@ def credits(uc: int) -> Markup:
     exact = format_credits(uc)
     return Markup('<data class="cr" value="{0}" title="{0} credits">{1}</data>').format(
         exact, rounded_credits(uc))
+
+
+def credits_text(text: str) -> Markup:
+    """An amount given as a credits string (as the API gives it), shown as :func:`credits` shows it."""
+    return credits(parse_credits(text, "credits", allow_negative=True))
 
 
 def count(n: int) -> str:
@@ -60,6 +65,14 @@ def iso_day(text: str | None, *, empty: str = "—") -> Markup:
     if not text:
         return Markup(escape(empty))
     return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(text, text[:10])
+
+
+def iso_when(text: str | None, *, empty: str = "—") -> Markup:
+    """An ISO 8601 instant string (as the API gives it) shown in UTC to the minute, or to the
+    second when it is not on a whole minute: ``2026-11-10 16:00``."""
+    if not text:
+        return Markup(escape(empty))
+    return _moment(parse_instant(text, "instant"), whole_days=False)
 
 
 def time_left(expires_at_us: int, now_us: int) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from creditmeter import present
+from creditmeter.allowances import BLOCK, Allowance, AllowanceStatus, LimitStatus, WhenOut
 from creditmeter.console.chart import SERIES, Chart, daily_chart
 from creditmeter.console.display import time_left
 from creditmeter.domain import AccountKind, Balance, GrantStatus, Package, Period, StoredEvent, SummaryRow
@@ -25,6 +26,7 @@ SOON_US = 7 * DAY_US          # packages expiring within this are highlighted
 PAGE_SIZE, MAX_PAGE_SIZE = 50, 200
 CHART_DAYS, MAX_CHART_DAYS = 30, 366
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+Bar = tuple[tuple[str, int, int], ...]  # a bar's parts drawn: (part, x‰, width‰)
 
 
 def parse_day(text: str, field_name: str) -> int:
@@ -43,7 +45,7 @@ class PackageRow:
 
     package: Package
     soon: str | None  # "in 3 days" when its remaining credits expire within 7 days
-    bar: tuple[tuple[str, int, int], ...]  # (part, x‰, width‰)
+    bar: Bar
 
 
 def package_rows(balance: Balance) -> list[PackageRow]:
@@ -57,17 +59,24 @@ def package_rows(balance: Balance) -> list[PackageRow]:
     return rows
 
 
-def _bar(p: Package) -> tuple[tuple[str, int, int], ...]:
-    granted = p.grant.amount_uc
-    if granted <= 0:
+def _package_parts(p: Package) -> list[tuple[str, int]]:
+    return [("used", p.used_uc), ("held", p.held_uc), ("gone", p.expired_uc + p.voided_uc),
+            ("remaining", p.remaining_uc)]
+
+
+def _bar(p: Package) -> Bar:
+    return _parts_bar(p.grant.amount_uc, _package_parts(p))
+
+
+def _parts_bar(whole_uc: int, parts: list[tuple[str, int]]) -> Bar:
+    """Each part's place on a bar of 1000 (per mille of ``whole_uc``, cumulative: no gaps)."""
+    if whole_uc <= 0:
         return ()
-    parts = [("used", p.used_uc), ("held", p.held_uc), ("gone", p.expired_uc + p.voided_uc),
-             ("remaining", p.remaining_uc)]
     out, below = [], 0
     for name, uc in parts:
-        start = below * 1000 // granted
+        start = below * 1000 // whole_uc
         below += uc
-        width = below * 1000 // granted - start
+        width = below * 1000 // whole_uc - start
         if width > 0:
             out.append((name, start, width))
     return tuple(out)
@@ -80,7 +89,88 @@ def overview(engine: Engine, account_id: str, now_us: int) -> dict[str, Any]:
     sub = (present.subscription(balance.subscription, now_us)
            if balance.subscription is not None else None)
     return {"account": found[0], "balance": balance, "subscription": sub, "period": balance.period,
-            "rows": package_rows(balance), "soon_days": SOON_US // DAY_US}
+            "rows": package_rows(balance), "soon_days": SOON_US // DAY_US, "terms": terms(balance)}
+
+
+# -- allowances, limits and the policy when credits run out -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AllowanceRow:
+    """A recurring allowance: the API's figures (``present.allowance``), how often it recurs in
+    words, and its period's package as a bar."""
+
+    figures: Mapping[str, Any]
+    often: str  # "every day (Asia/Shanghai)", "every 5 hours", "every month"
+    bar: Bar
+    bar_label: str
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRow:
+    """A limit: the API's figures (``present.limit``), what its ``resets_at`` means, and a bar of
+    used, held and remaining against the limit."""
+
+    figures: Mapping[str, Any]
+    resets: str  # "resets" (a calendar window ends), "frees" (rolling: the oldest usage leaves it), "never"
+    bar: Bar
+    bar_label: str
+
+
+@dataclass(frozen=True, slots=True)
+class TermsView:
+    """The account's allowances and limits, and what happens when its credits run out (the API's
+    ``when_out_of_credits``)."""
+
+    allowances: list[AllowanceRow]
+    limits: list[LimitRow]
+    when_out: Mapping[str, Any]
+
+    @property
+    def gone(self) -> bool:
+        """Whether a bar has an expired or voided part (the legend names it then)."""
+        return any(part == "gone" for row in self.allowances for part, _, _ in row.bar)
+
+
+def often(allowance: Allowance) -> str:
+    zone = f" ({allowance.calendar})" if allowance.calendar else ""
+    return f"every {allowance.every.words()}{zone}"
+
+
+def _label(whole_uc: int, parts: list[tuple[str, int]]) -> str:
+    """A bar in words, for those who do not see it, in percent of ``whole_uc`` (past 100 when
+    usage went past a limit): ``"40% used, 60% remaining"``."""
+    if whole_uc <= 0:
+        return ""
+    return ", ".join(f"{uc * 100 // whole_uc}% {'expired or voided' if name == 'gone' else name}"
+                     for name, uc in parts if uc > 0)
+
+
+def allowance_row(status: AllowanceStatus) -> AllowanceRow:
+    p: Package = status.package
+    label = _label(p.grant.amount_uc, _package_parts(p))
+    return AllowanceRow(present.allowance(status), often(status.allowance), _bar(p), label)
+
+
+def limit_row(status: LimitStatus) -> LimitRow:
+    window = status.rule.window
+    resets = "never" if window.every is None else "frees" if window.rolling else "resets"
+    parts = [("used", status.used_uc), ("held", status.held_uc), ("remaining", status.remaining_uc)]
+    # Usage already made counts even past the limit: then the bar is all used and held.
+    bar = _parts_bar(max(status.rule.credits_uc, status.used_uc + status.held_uc), parts)
+    return LimitRow(present.limit(status), resets, bar, _label(status.rule.credits_uc, parts))
+
+
+def terms(balance: Balance) -> TermsView | None:
+    """What the overview's "Allowances and limits" shows; None when the account has neither
+    an allowance beyond its plan's own credits, nor a limit, nor a policy other than ``block``
+    (then the plan's credits are the packages and the subscription already shown)."""
+    policy = balance.when_out or BLOCK
+    allowances = any(not a.main for a in balance.allowances)
+    if not (allowances or balance.limits or policy.mode is not WhenOut.BLOCK):
+        return None
+    return TermsView([allowance_row(a) for a in balance.allowances], [limit_row(s) for s in balance.limits],
+                     present.when_out(policy))
 
 
 # -- usage ------------------------------------------------------------------------------------
