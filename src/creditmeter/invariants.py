@@ -73,7 +73,7 @@ class _Ledger:
       payoffs: account_id -> Σ payoff entries.
       first_expiry: grant_id -> instant of its first expire entry.
       bad_events: ids of events whose parts + overage differ from their cost, or with a part ≤ 0.
-      bad_holds: ids of holds whose parts differ from their amount, or settled more than once.
+      bad_holds: ids of holds whose parts pass their amount, or settled more than once.
       strays: parts, holds or entries on a grant of another account (or of no account).
       bad_days: "account day" of each rollup that differs from the events it sums.
     """
@@ -131,11 +131,12 @@ def _add_up(totals: LedgerTotals) -> _Ledger:
 
 def _add_holds(ledger: _Ledger, holds: Iterable[HoldParts], settles: dict[str, int],
                owned: Callable[[str, str, str], None]) -> None:
-    """Sum the open holds' parts; a hold is bad if its parts miss its amount or it was settled
-    by more than one event."""
+    """Sum the open holds' parts; a hold is bad if its parts pass its amount (they may fall short
+    of it: a policy that lets the account run into overage, or fall back, holds the rest
+    uncovered) or it was settled by more than one event."""
     bad = ledger.bad_holds
     for hid, aid, amount, parts, status in holds:
-        if sum(a for _, a in parts) != amount or settles.get(hid, 0) > 1:
+        if sum(a for _, a in parts) > amount or settles.get(hid, 0) > 1:
             bad.append(hid)
         for gid, a in parts:
             owned(f"hold {hid!r}", gid, aid)
@@ -171,7 +172,7 @@ def check(grant_rows: Iterable[GrantRow], accounts: Iterable[tuple[str, int]],
     for event_id in ledger.bad_events:
         problems.append(f"event {event_id}: its parts and overage do not add up to its cost")
     for hold_id in ledger.bad_holds:
-        problems.append(f"hold {hold_id}: its parts do not add up to its amount, or it was settled twice")
+        problems.append(f"hold {hold_id}: its parts add up to more than its amount, or it was settled twice")
     problems.extend(ledger.strays)
     for day in ledger.bad_days:
         problems.append(f"usage rollup {day}: its credits or event count differ from the events")

@@ -102,9 +102,9 @@ class HoldCommands(EngineBase):
                 if existing[1] != request_fp:
                     raise Conflict(f"hold id {hid!r} was already used for another reservation")
                 return existing[0]
-            refused, short_ok = admit(tx, book, amount_uc, at_us, key_id, fallback_model)
+            refused, short_ok, fallback = admit(tx, book, amount_uc, at_us, key_id, fallback_model)
             result = refused or book.reserve(HoldId(hid), amount_uc, ttl, at_us, short_ok=short_ok,
-                                             key_id=key_id, fallback=fallback_model is not None)
+                                             key_id=key_id, fallback=fallback)
             tx.persist([book], at_us, hold_fps={HoldId(hid): request_fp})
             return result
 

@@ -223,10 +223,10 @@ def _frees_at(rows: Iterable[tuple[int, int]], need: int, step: int) -> int | No
 
 
 def admit(tx: Transaction, book: Book, amount_uc: int, at_us: int, key_id: str | None,
-          fallback_model: str | None) -> tuple[Refused | None, bool]:
+          fallback_model: str | None) -> tuple[Refused | None, bool, bool]:
     """Whether a hold of ``amount_uc`` may be made now: (the refusal, else None; whether it may
-    hold more than the credits available). Limits first (they bound consumption whatever pays),
-    then credits under the account's policy."""
+    hold more than the credits available; whether it is a hold for the fallback model). Limits
+    first (they bound consumption whatever pays), then credits under the account's policy."""
     for rule in _rules(book, at_us):
         adding = _adding(book, rule, amount_uc, at_us, key_id)
         if adding <= 0:
@@ -234,34 +234,36 @@ def admit(tx: Transaction, book: Book, amount_uc: int, at_us: int, key_id: str |
         status = limit_status(tx, book, rule, at_us, adding)
         if status.used_uc + status.held_uc + adding > rule.credits_uc:
             return Refused(book.account.id, amount_uc, book.available_uc(at_us), book.overage_uc,
-                           f"limit reached: {rule.describe()}", limit=status), False
-    refused = book.refusal(amount_uc, at_us)
-    if refused is None:
-        return None, False
+                           f"limit reached: {rule.describe()}", limit=status), False, False
     terms: Terms = book.terms or Terms()
     policy = terms.policy(at_us)
-    if fallback_model is not None:
-        return _fallback(tx, book, policy, fallback_model, refused, at_us)
+    if (fallback_model is not None and policy.mode is WhenOut.FALLBACK
+            and policy.fallback_model == fallback_model):
+        return _fallback(tx, book, policy, amount_uc, at_us), True, True
+    refused = book.refusal(amount_uc, at_us)
+    if refused is None:
+        return None, False, False
     if policy.mode is WhenOut.OVERAGE:
         uncovered = amount_uc - max(0, min(amount_uc, book.available_uc(at_us)))
         if book.overage_uc + book.uncovered_uc() + uncovered <= policy.overage_cap_uc:
-            return None, True
-        return replace(refused, reason=f"overage cap of the plan reached ({refused.reason})"), False
-    if policy.mode is WhenOut.FALLBACK:
-        return replace(refused, fallback_model=policy.fallback_model), False
-    return refused, False
+            return None, True, False
+        return replace(refused, reason=f"overage cap of the plan reached ({refused.reason})"), False, False
+    if policy.mode is WhenOut.FALLBACK and policy.fallback_model != fallback_model:
+        return replace(refused, fallback_model=policy.fallback_model), False, False
+    return refused, False, False
 
 
-def _fallback(tx: Transaction, book: Book, policy: OutOfCredits, model: str, refused: Refused,
-              at_us: int) -> tuple[Refused | None, bool]:
-    if policy.mode is not WhenOut.FALLBACK or policy.fallback_model != model:
-        return refused, False
+def _fallback(tx: Transaction, book: Book, policy: OutOfCredits, amount_uc: int,
+              at_us: int) -> Refused | None:
+    """A hold for the fallback model: whatever the credits, up to the policy's daily cap of
+    fallback holds a UTC day (counted under the account's lock)."""
     if policy.daily_cap is not None:
         day = at_us // DAY_US * DAY_US
         if tx.fallback_holds_since(book.account.id, day) >= policy.daily_cap:
-            return replace(refused, reason=f"the fallback to {model} is used up for today "
-                                           f"({policy.daily_cap} requests a day)"), False
-    return None, True
+            return Refused(book.account.id, amount_uc, book.available_uc(at_us), book.overage_uc,
+                           f"the fallback to {policy.fallback_model} is used up for today "
+                           f"({policy.daily_cap} requests a day)")
+    return None
 
 
 def _adding(book: Book, rule: LimitRule, amount_uc: int, at_us: int, key_id: str | None) -> int:

@@ -137,7 +137,9 @@ class Reads(DriverTransaction):
             terminal,
             grants.c.amount_uc - grants.c.used_uc - grants.c.held_uc - grants.c.closed_uc != 0)
         q_overage = sa.select(accounts.c.id).where(accounts.c.overage_uc > 0)
-        q_terms = sa.select(accounts.c.id).where(accounts.c.terms.is_not(None))  # rollovers to make
+        # Accounts whose terms roll credits over: rollovers are made for history (a write or a read
+        # already makes or derives them). Packages of new periods need no tick.
+        q_terms = sa.select(accounts.c.id).where(accounts.c.terms.like('%"rollover"%'))
         union = sa.union(q_holds, q_grants, q_overage, q_terms).subquery()
         return sorted(self.conn.execute(sa.select(union.c[0])).scalars())
 
