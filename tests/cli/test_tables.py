@@ -24,6 +24,8 @@ TEAM = "team_4d8e0f1a-research-division"
 PROMO = "promo:spring-campaign-2026-for-loyal-customers"
 MODEL = "anthropic-claude-sonnet-4-20250514-extended"
 PLAN = "professional-monthly-with-priority-support"
+DAILY_PLAN = "professional-plus-with-daily-credits"
+SUBSCRIBER = "user_9d0c4b7a2e1f4c3b8a6d5e4f3a2b1c0d"
 
 PRICES = f"""
 models:
@@ -43,6 +45,16 @@ plans:
     period: month
   - {{id: addon-pack-of-four-hundred-and-ninety-nine, kind: addon, name: Add-on, credits: 499.55,
      valid_days: 365}}
+  - id: {DAILY_PLAN}
+    kind: subscription
+    name: Professional Plus with daily credits and a name long enough to wrap
+    credits: 1649.091427
+    period: month
+    allowances:
+      - {{id: daily-credits-2026, every: 1d, credits: 0.000001, calendar: Asia/Kolkata,
+         name: "Daily credits on the Kolkata calendar, with a long name"}}
+    limits:
+      - {{window: rolling 5h, credits: 499.55}}
 """
 
 WORD = r"(?<![\w.:@-]){}(?![\w.:@-])"
@@ -79,6 +91,11 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     run(url, "grants", "add", TEAM, "1649.091427", "--kind", "enterprise", *at)
     run(url, "enterprise", "add-member", TEAM, MEMBER, *at)
     run(url, "enterprise", "allocate", TEAM, MEMBER, "499.55", "--id", "q2-research-quota", *at)
+    run(url, "limits", "set", ACCOUNT, "--window", "7d", "--calendar", "America/Argentina/Buenos_Aires",
+        "--credits", "1649.091427", "--id", "weekly-limit-of-the-enterprise-customer", *at)
+    run(url, "accounts", "create", SUBSCRIBER, "--at", "2026-01-01")
+    run(url, "subscriptions", "create", SUBSCRIBER, DAILY_PLAN, "--at", "2026-03-01T09:00:00.250001Z")
+    run(url, "usage", "record", SUBSCRIBER, "--model", "small", "--input", "1", *at)
     yield url
 
 
@@ -105,6 +122,9 @@ def _always_shown(key: str) -> bool:
 LISTINGS = [
     ("plans", "list"), ("accounts", "list"), ("keys", "list"), ("keys", "list", ACCOUNT),
     ("balance", ACCOUNT, "--at", "2026-03-03"), ("grants", "list", ACCOUNT, "--at", "2026-03-03"),
+    ("balance", SUBSCRIBER, "--at", "2026-03-01T11:00:00Z"),
+    ("limits", "list", ACCOUNT, "--at", "2026-03-03"),
+    ("limits", "list", SUBSCRIBER, "--at", "2026-03-01T11:00:00Z"),
     ("usage", "list", ACCOUNT), ("enterprise", "show", TEAM, "--at", "2026-03-01T11:00:00Z"),
     ("prices", "list", "--at", "2026-03-01"),
 ]

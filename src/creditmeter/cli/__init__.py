@@ -15,6 +15,7 @@ from creditmeter.cli import (  # noqa: F401
     grants,
     holds,
     keys,
+    limits,
     maintenance,
     plans,
     prices,

@@ -7,7 +7,7 @@ import click
 from creditmeter import present
 from creditmeter.cli.common import command, main
 from creditmeter.cli.output import emit
-from creditmeter.cli.tables import accounts_table, packages_table
+from creditmeter.cli.tables import accounts_table, balance_table
 from creditmeter.engine import Engine
 
 
@@ -38,5 +38,6 @@ def accounts_list(engine: Engine, as_json: bool) -> None:
 @command(main, "balance", at=True, as_json=True)
 @click.argument("account_id", metavar="ACCOUNT")
 def balance(engine: Engine, account_id: str, at_us: int, as_json: bool) -> None:
-    """Available, held and overage credits, and every package in burn-down order."""
-    emit(present.balance(engine.balance(account_id, at_us)), as_json, packages_table)
+    """Available, held and overage credits, every package in burn-down order, the recurring
+    allowances, the limits, and what requests meet once the credits run out."""
+    emit(present.balance(engine.balance(account_id, at_us)), as_json, balance_table)

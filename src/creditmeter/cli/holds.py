@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -30,7 +31,7 @@ def holds() -> None:
 @click.option("--id", "hold_id", metavar="ID", help="Idempotency key (default: a new id).")
 def holds_reserve(engine: Engine, account_id: str, amount: str, ttl_s: int | None,
                   hold_id: str | None, at_us: int, as_json: bool) -> None:
-    """Reserve AMOUNT credits; exit 6 if the account cannot cover it."""
+    """Reserve AMOUNT credits; exit 6 if the account cannot cover it or a limit would be passed."""
     result = engine.reserve(account_id, parse_credits(amount, "amount", allow_zero=False), at_us,
                             ttl_s=ttl_s, hold_id=hold_id)
     if isinstance(result, Refused):
@@ -38,11 +39,26 @@ def holds_reserve(engine: Engine, account_id: str, amount: str, ttl_s: int | Non
         if as_json:
             print_json(refused)
         # Said on stderr with --json too: a script sees why, and stdout stays the JSON.
-        click.echo(f"refused: {result.reason} (available {refused['available_credits']}, "
-                   f"requested {refused['requested_credits']})", err=True)
+        click.echo(f"refused: {refusal_words(refused)}", err=True)
         sys.exit(EXIT_REFUSED)
     emit(present.hold(result), as_json, lambda data: click.echo(
         f"hold {data['hold_id']}: {data['amount_credits']} credits until {data['expires_at']}"))
+
+
+def refusal_words(refused: dict[str, Any]) -> str:
+    """Why a reservation was refused: the limit it would pass (what counts against it, and when
+    enough frees up), or the credits it lacks (and the model the account falls back to)."""
+    limit = refused.get("limit")
+    if limit is None:
+        words = (f"{refused['reason']} (available {refused['available_credits']}, "
+                 f"requested {refused['requested_credits']})")
+        if "fallback_model" in refused:
+            words += f"; the account's policy falls back to {refused['fallback_model']}"
+        return words
+    frees = (f"enough frees up at {limit['frees_at']}" if "frees_at" in limit
+             else "waiting alone will not free enough")
+    return (f"limit {limit['id']} reached: {limit['description']}: used {limit['used_credits']}, "
+            f"held {limit['held_credits']}, requested {refused['requested_credits']}; {frees}")
 
 
 @command(holds, "settle", at=True, as_json=True)

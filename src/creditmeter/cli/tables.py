@@ -110,8 +110,31 @@ PLAN_COLUMNS = (Column("id"), Column("kind", drop=2), Column("name", whole=False
 
 
 def plans_table(rows: list[dict[str, Any]]) -> None:
-    show_table("Plans", PLAN_COLUMNS, [[r["id"], r["kind"], r["name"], r["credits"], r.get("period"),
-                                        r.get("valid_days"), r["priority"]] for r in rows])
+    """The plans; what some add to their credits (allowances, rollover, limits, the policy when
+    credits run out) in a column of its own, a line each."""
+    extras = ["\n".join(_plan_extras(r)) for r in rows]
+    columns = PLAN_COLUMNS + ((Column("also"),) if any(extras) else ())
+    show_table("Plans", columns, [[r["id"], r["kind"], r["name"], r["credits"], r.get("period"),
+                                   r.get("valid_days"), r["priority"], extra][:len(columns)]
+                                  for r, extra in zip(rows, extras, strict=True)])
+
+
+def _plan_extras(plan: dict[str, Any]) -> list[str]:
+    lines = [f"{a['credits']} every {a['every']} ({a['id']}"
+             + (f", {a['calendar']})" if "calendar" in a else ")") for a in plan.get("allowances", ())]
+    if "rollover" in plan:
+        caps = [f"{plan['rollover']['max_percent']}%"] if "max_percent" in plan["rollover"] else []
+        caps += [f"{plan['rollover']['max_credits']} credits"] if "max_credits" in plan["rollover"] else []
+        lasts = plan["rollover"]["lasts"]
+        lines.append(f"rollover: at most {' and '.join(caps)}, for {lasts} period{'s' * (lasts > 1)}")
+    lines += [f"limit: {r['credits']} credits, {r['window']}"
+              + (f" ({r['calendar']})" if "calendar" in r else "") for r in plan.get("limits", ())]
+    policy = plan.get("when_out_of_credits")
+    if isinstance(policy, dict):
+        lines.append(f"out of credits: overage up to {policy['overage']}" if "overage" in policy
+                     else f"out of credits: falls back to {policy['fallback']}"
+                     + (f", {policy['daily_cap']} a day" if "daily_cap" in policy else ""))
+    return lines
 
 
 def accounts_table(rows: list[dict[str, Any]]) -> None:
@@ -168,6 +191,71 @@ def packages_table(balance: dict[str, Any], used: str = "used") -> None:
     if parse_credits(balance["overage_credits"], "overage_credits"):
         line += f", [red]overage {balance['overage_credits']}[/red] (a debt; paid by the next credits)"
     console().print(line, highlight=False)
+
+
+def balance_table(balance: dict[str, Any]) -> None:
+    """An account's packages, then its recurring allowances, its limits and what its requests
+    meet once its credits run out."""
+    packages_table(balance)
+    if balance["allowances"]:
+        allowances_table(balance["allowances"])
+    if balance["limits"]:
+        limits_table(balance["account_id"], balance["limits"])
+    description = balance["when_out_of_credits"]["description"]
+    console().print(f"{description[:1].upper()}{description[1:]}.", highlight=False)
+
+
+def _instant(text: str | None) -> str:
+    """An instant for a table: exact (a rolling window resets at any microsecond), in UTC,
+    without the seconds when they are zero."""
+    if text is None:
+        return ""
+    shown = text.removesuffix("Z").replace("T", " ")
+    return shown.removesuffix(":00") if len(shown) == 19 else shown
+
+
+ALLOWANCE_COLUMNS = (Column("id"), Column("name", whole=False, drop=2), Column("every", drop=1),
+                     Column("period (UTC)"), Column("used / granted", right=True),
+                     Column("held", right=True, drop=3), Column("remaining", right=True))
+
+
+def allowances_table(rows: list[dict[str, Any]]) -> None:
+    """Each recurring allowance with its running period and that period's package."""
+    show_table("Recurring allowances", ALLOWANCE_COLUMNS,
+               [[r["id"], r["name"], r["every"] + (f" ({r['calendar']})" if r["calendar"] else ""),
+                 f"{_instant(r['period_start'])} → {_instant(r['resets_at'])}",
+                 f"{r['used_credits']} / {r['granted_credits']}", r["held_credits"],
+                 r["remaining_credits"]] for r in rows])
+
+
+LIMIT_COLUMNS = (Column("id"), Column("scope"), Column("window", drop=2),
+                 Column("used / limit", right=True), Column("held", right=True, drop=3),
+                 Column("remaining", right=True), Column("resets at (UTC)", drop=1),
+                 Column("description", whole=False, drop=4))
+
+
+def _scope(row: dict[str, Any]) -> str:
+    if row["scope"] == "key":
+        return f"key {row['key_id']}"
+    if row["scope"] == "member":
+        return f"member of {row['enterprise_id']}"
+    return str(row["scope"])
+
+
+def _window(row: dict[str, Any]) -> str:
+    calendar = row["calendar"]
+    if calendar == "UTC" or row["window"] == "total" or row["window"].startswith("rolling"):
+        return str(row["window"])
+    return f"{row['window']} ({calendar})"
+
+
+def limits_table(account_id: str, rows: list[dict[str, Any]]) -> None:
+    """Limits with what counts against them now, and when the window resets (a rolling window:
+    when its oldest usage stops counting)."""
+    show_table(f"{account_id}: limits", LIMIT_COLUMNS,
+               [[r["id"], _scope(r), _window(r),
+                 f"{r['used_credits']} / {r['limit_credits']}", r["held_credits"], r["remaining_credits"],
+                 _instant(r["resets_at"]) or "-", r["description"]] for r in rows])
 
 
 USAGE_COLUMNS = (Column("time"), Column("model"), Column("in", right=True, drop=3),
