@@ -33,6 +33,7 @@ from creditmeter.enterprise import source_of
 from creditmeter.errors import Conflict, InputError, NotFound
 from creditmeter.ids import check_id, check_new_id
 from creditmeter.ledger import Book
+from creditmeter.money import format_credits
 from creditmeter.store.base import Transaction
 from creditmeter.terms import Terms
 from creditmeter.timeutil import DAY_US, MAX_US
@@ -97,6 +98,8 @@ class LimitCommands(EngineBase):
             book = self._book(tx, account_id, at_us)
             terms: Terms = book.terms or Terms()
             found = [r for r in terms.own_limits if r.id == limit_id]
+            if not found and any(r.id == limit_id for r in terms.limits(at_us)):
+                raise Conflict(f"limit {limit_id!r} is the plan's: it goes with the plan")
             if not found:
                 raise NotFound("limit", limit_id, "limit_id")
             self._refresh_terms(tx, book, own_limits=tuple(r for r in terms.own_limits if r.id != limit_id))
@@ -247,7 +250,8 @@ def admit(tx: Transaction, book: Book, amount_uc: int, at_us: int, key_id: str |
         uncovered = amount_uc - max(0, min(amount_uc, book.available_uc(at_us)))
         if book.overage_uc + book.uncovered_uc() + uncovered <= policy.overage_cap_uc:
             return None, True, False
-        return replace(refused, reason=f"overage cap of the plan reached ({refused.reason})"), False, False
+        return replace(refused, reason=f"the overage cap of {format_credits(policy.overage_cap_uc)} credits is reached "
+                                          f"({refused.reason})"), False, False
     if policy.mode is WhenOut.FALLBACK and policy.fallback_model != fallback_model:
         return replace(refused, fallback_model=policy.fallback_model), False, False
     return refused, False, False
