@@ -250,8 +250,9 @@ def admit(tx: Transaction, book: Book, amount_uc: int, at_us: int, key_id: str |
         uncovered = amount_uc - max(0, min(amount_uc, book.available_uc(at_us)))
         if book.overage_uc + book.uncovered_uc() + uncovered <= policy.overage_cap_uc:
             return None, True, False
-        return replace(refused, reason=f"the overage cap of {format_credits(policy.overage_cap_uc)} credits is reached "
-                                          f"({refused.reason})"), False, False
+        cap = format_credits(policy.overage_cap_uc)
+        return replace(refused, reason=f"the overage cap of {cap} credits is reached "
+                                       f"({refused.reason})"), False, False
     if policy.mode is WhenOut.FALLBACK and policy.fallback_model != fallback_model:
         return replace(refused, fallback_model=policy.fallback_model), False, False
     return refused, False, False
