@@ -28,7 +28,7 @@ from creditmeter.errors import InputError
 from creditmeter.ids import check_id
 from creditmeter.money import format_credits, parse_credits
 from creditmeter.pricing.windows import parse_timezone
-from creditmeter.recurrence import Every, Window, parse_every, parse_window
+from creditmeter.recurrence import Every, Window, check_calendar_hours, parse_every, parse_window
 
 MAX_ALLOWANCE_ID = 20  # leaves room in the derived grant ids (255)
 MAX_ALLOWANCES = 10
@@ -279,11 +279,11 @@ def parse_allowances(data: object, field: str, plan_name: str) -> tuple[Allowanc
             raise InputError(f"{prefix}.kind", "must be one of "
                              f"{', '.join(k.value for k in _ALLOWANCE_KINDS)}, got {kind_text!r}")
         kind = GrantKind(kind_text)
-        name = item.get("name", f"{plan_name} — {allowance_id}")
+        name = item.get("name", f"{plan_name[:90]} — {allowance_id}")
         if not isinstance(name, str) or not name.strip() or len(name) > 120 or not name.isprintable():
             raise InputError(f"{prefix}.name", "must be 1-120 printable characters")
         out.append(Allowance(
-            id=allowance_id, every=parse_every(item.get("every"), f"{prefix}.every"),
+            id=allowance_id, every=_every(item, prefix),
             credits_uc=parse_credits(item["credits"], f"{prefix}.credits", allow_zero=False),
             calendar=(None if item.get("calendar") is None
                       else parse_timezone(item["calendar"], f"{prefix}.calendar")),
@@ -295,6 +295,11 @@ def parse_allowances(data: object, field: str, plan_name: str) -> tuple[Allowanc
     return tuple(out)
 
 
+def _every(item: Mapping[str, Any], prefix: str) -> Every:
+    every = parse_every(item.get("every"), f"{prefix}.every")
+    return every if item.get("calendar") is None else check_calendar_hours(every, f"{prefix}.every")
+
+
 def parse_limit(data: object, field: str, limit_id: str, *, source: str = "plan",
                 scope: Scope = Scope.ACCOUNT, key_id: str | None = None,
                 enterprise_id: str | None = None) -> LimitRule:
@@ -304,7 +309,8 @@ def parse_limit(data: object, field: str, limit_id: str, *, source: str = "plan"
         raise InputError(f"{field}.credits", "is required")
     if data.get("window") is None:
         raise InputError(f"{field}.window", "is required: total, rolling 5h, 1d, 7d, 1mo, ...")
-    return LimitRule(limit_id, parse_window(data["window"], f"{field}.window", data.get("calendar")),
+    return LimitRule(limit_id, parse_window(data["window"], f"{field}.window", data.get("calendar"),
+                                            f"{field}.calendar"),
                      parse_credits(data["credits"], f"{field}.credits", allow_zero=False),
                      scope, key_id, enterprise_id, source)
 

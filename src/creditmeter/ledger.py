@@ -164,9 +164,13 @@ class Book:
 
     def advance(self, at_us: int) -> None:
         """Bring the book to ``at_us``: holds past their ttl end, new credits pay off overage."""
+        self.end_lapsed(at_us)
+        self.pay_overage(at_us)
+
+    def end_lapsed(self, at_us: int) -> None:
+        """End the holds whose ttl passed by ``at_us``, each at its expiry."""
         for hold in [h for h in self.holds.values() if h.expires_at_us <= at_us]:
             self._end_hold(hold, hold.expires_at_us, HoldStatus.EXPIRED, "ttl passed")
-        self.pay_overage(at_us)
 
     def pay_overage(self, at_us: int) -> None:
         """Pay the account's overage with the first credits usable since it arose.

@@ -206,11 +206,23 @@ class Window:
         return f"per {self.every.words()}" + ("" if self.timezone == "UTC" else f" ({self.timezone})")
 
 
-def parse_window(value: object, field: str, timezone: object = None) -> Window:
+def check_calendar_hours(every: Every, field: str) -> Every:
+    """On a calendar, hours are slots of the local day: their count divides 24."""
+    if every.unit == "h" and 24 % every.count:
+        raise InputError(field, f"on a calendar, hours are slots of the day: {every.count}h does not "
+                         "divide 24 (use 1h, 2h, 3h, 4h, 6h, 8h, 12h or 24h, or days)")
+    return every
+
+
+def parse_window(value: object, field: str, timezone: object = None,
+                 timezone_field: str | None = None) -> Window:
     """``total``, ``rolling 5h`` (hours, days or weeks), or a calendar length such as ``1d``,
-    ``7d`` or ``1mo`` (in ``timezone``, default UTC)."""
-    tz = "UTC" if timezone is None else parse_timezone(timezone, f"{field}.calendar")
+    ``7d`` or ``1mo`` (in ``timezone``, default UTC; only a calendar window has one)."""
+    tz_field = timezone_field or f"{field}.calendar"
+    tz = "UTC" if timezone is None else parse_timezone(timezone, tz_field)
     if isinstance(value, str) and value.strip() == "total":
+        if timezone is not None:
+            raise InputError(tz_field, "a total has no calendar")
         return Window(None, False, tz)
     if not isinstance(value, str):
         raise InputError(field, f"must be 'total', 'rolling 5h' or a length such as 1d, got {value!r}")
@@ -220,4 +232,6 @@ def parse_window(value: object, field: str, timezone: object = None) -> Window:
     if rolling and every.fixed_us is None:
         raise InputError(field, "a rolling window is counted in hours, days or weeks (a month is "
                          "not a fixed length); use 1mo for the calendar month")
-    return Window(every, rolling, tz)
+    if rolling and timezone is not None:
+        raise InputError(tz_field, "a rolling window has no calendar: it counts back from each instant")
+    return Window(every, rolling, tz) if rolling else Window(check_calendar_hours(every, field), False, tz)

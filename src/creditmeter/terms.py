@@ -69,9 +69,10 @@ class Schedule:
 
     def grant_id(self, start_us: int) -> GrantId:
         """``sub:{subscription}@{start}`` for the plan's credits (as renewals name them),
-        ``sub:{subscription}/{allowance}@{start}`` for an allowance."""
-        tag = "" if self.main else f"/{self.allowance.id}"
-        return GrantId(f"{PERIOD_PREFIX}{self.subscription_id}{tag}@{format_instant(start_us)}")
+        ``sub:{subscription}@{start}:{allowance}`` for an allowance (an allowance id has no ``@``,
+        and a start always ends in ``Z``: no two of them can be the same)."""
+        tag = "" if self.main else f":{self.allowance.id}"
+        return GrantId(f"{PERIOD_PREFIX}{self.subscription_id}@{format_instant(start_us)}{tag}")
 
     def grant(self, period: tuple[int, int], account_id: str, seq: int, at_us: int) -> Grant:
         start, end = period
@@ -204,40 +205,53 @@ def provide(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
         seen[index] = period
 
 
-def roll_over(book: Book, now_us: int, next_seq: Seq) -> None:
-    """Make the rollover of every period that ended by ``now_us`` and whose rollover would still
-    be usable now, unless it was made before: what the period's package left unused, capped."""
+def roll_over(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
+    """Make the rollover of every period over by ``at_us`` whose rollover is usable at ``at_us``,
+    unless it was made before: what the period's package left unused at its end, capped.
+    ``at_us`` is now, or a late event's time (its rollovers must be there to draw on); what is
+    made is recorded at ``now_us``."""
     terms: Terms | None = book.terms
-    if terms is None:
+    if terms is None or not terms.subscriptions:
         return
-    for schedule in terms.schedules:
+    seen = book.provided
+    for index, schedule in enumerate(terms.schedules):
         rule = schedule.allowance.rollover
-        if rule is None or now_us <= schedule.anchor_us:
+        if rule is None or at_us <= schedule.anchor_us:
             continue
-        cursor = min(now_us, schedule.ends_at_us or now_us)
+        key = -1 - index  # the period whose rollovers were last made (``provided`` keeps both)
+        known = seen.get(key)
+        if known is not None and known[0] <= at_us < known[1]:
+            continue
+        cursor = min(at_us, schedule.ends_at_us or at_us)
         current = schedule.period(cursor - 1)
-        if current is not None and current[1] > now_us:
-            cursor = current[0]  # the period running now: nothing to roll over yet
+        if current is not None and current[1] > at_us:
+            cursor = current[0]  # the period running at ``at_us``: nothing to roll over yet
+            seen[key] = current
         for _ in range(rule.lasts):
             previous = schedule.period(cursor - 1)
             if previous is None:
                 break
             cursor = previous[0]
-            _roll(book, schedule, previous, now_us, next_seq)
+            _roll(book, schedule, previous, at_us, now_us, next_seq)
 
 
-def _roll(book: Book, schedule: Schedule, period: tuple[int, int], now_us: int, next_seq: Seq) -> None:
+def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, now_us: int,
+          next_seq: Seq) -> None:
     source_id = schedule.grant_id(period[0])
     rid = GrantId(ROLLOVER_PREFIX + source_id[len(PERIOD_PREFIX):])
     if rid in book.counters:
         return
+    if schedule.ends_at_us is not None and period[1] >= schedule.ends_at_us:
+        return  # the subscription's last period: nothing follows it to carry credits into
     rule = schedule.allowance.rollover
     assert rule is not None
     expires = period[1]
     for _ in range(rule.lasts):
         expires = period_at(schedule.allowance.every, schedule.anchor_us, schedule.allowance.calendar,
                             expires)[1]
-    if expires <= now_us:
+    if schedule.ends_at_us is not None:
+        expires = min(expires, schedule.ends_at_us)
+    if expires <= at_us:
         return  # it would be over already
     if source_id not in book.counters:
         book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
@@ -245,6 +259,9 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], now_us: int, 
     assert source is not None
     if source.voided_at_us is not None:
         return
+    # Unused at the period's end: holds open then keep what they hold (settled from it, or given
+    # back to expire with the period); a hold whose ttl passed before the end gave it back.
+    book.end_lapsed(period[1])
     amount = min(book.residual(source), rule.cap_uc(source.amount_uc))
     if amount <= 0:
         return

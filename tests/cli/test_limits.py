@@ -78,7 +78,7 @@ def test_a_limit_on_a_key_and_on_an_enterprise_member(run: Cli) -> None:
     (["--window", "1d", "--credits", "1.0000001"], 2, "limit.credits"),
     (["--window", "1d", "--credits", "-5"], 2, "limit.credits"),
     (["--window", "1d", "--credits", "0"], 2, "limit.credits"),
-    (["--window", "1d", "--credits", "5", "--calendar", "Mars/Olympus"], 2, "limit.window.calendar"),
+    (["--window", "1d", "--credits", "5", "--calendar", "Mars/Olympus"], 2, "limit.calendar"),
     (["--window", "1d", "--credits", "5", "--id", "plan-9"], 2, "id"),
     (["--window", "1d", "--credits", "5", "--scope", "key"], 2, "key_id"),
     (["--window", "1d", "--credits", "5", "--key-id", "key_x"], 2, "key_id"),

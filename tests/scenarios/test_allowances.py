@@ -48,11 +48,11 @@ def test_a_late_event_in_a_period_draws_on_its_rollover_as_if_it_had_come_in_tim
     subscribe(engine, "ann", t0, allowances=[
         {"id": "day", "every": "1d", "credits": 50, "calendar": "UTC",
          "rollover": {"max_credits": 20, "lasts": 1}}])
-    day1, day2 = "sub:ann-sub/day@2026-03-02T00:00:00Z", "sub:ann-sub/day@2026-03-03T00:00:00Z"
+    day1, day2 = "sub:ann-sub@2026-03-02T00:00:00Z:day", "sub:ann-sub@2026-03-03T00:00:00Z:day"
     assert parts(use(engine, "e1", "ann", 10, t0 + HOUR)) == {day1: 10}
     # The first write of day 2 makes day 1's rollover: 40 unused, capped at 20. It expires with
     # day 2's package and was there first: it is used first.
-    rol1 = "rol:ann-sub/day@2026-03-02T00:00:00Z"
+    rol1 = "rol:ann-sub@2026-03-02T00:00:00Z:day"
     assert parts(use(engine, "e2", "ann", 2, t0 + DAY + HOUR)) == {rol1: 2}
     rollover = [p for p in engine.balance("ann", t0 + DAY + HOUR).packages
                 if p.grant.kind is GrantKind.ROLLOVER]

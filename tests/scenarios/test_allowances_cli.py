@@ -62,7 +62,7 @@ def daily(local_day: str) -> str:
     """The id of the daily allowance's package for a Shanghai calendar day: it starts at that
     day's local midnight."""
     start = shanghai(f"{local_day} 00:00").replace(".000000", "")
-    return f"sub:mei-plus/daily@{start}"
+    return f"sub:mei-plus@{start}:daily"
 
 
 class Mei:

@@ -128,14 +128,18 @@ class EngineBase:
         return self._prices
 
     def _book(self, tx: Transaction, account_id: str, at_us: int, *, write: bool = True) -> Book:
-        """The account's book (locked in a write) brought to ``at_us``: holds past their ttl
-        ended, the packages its terms make at ``at_us`` there (see :meth:`_provide`)."""
+        """The account's book (locked in a write) brought to ``at_us`` (see :meth:`_bring`)."""
         book = tx.load_books([account_id]).get(AccountId(account_id))
         if book is None:
             raise NotFound("account", account_id, "account_id")
-        book.advance(at_us)
-        self._provide(tx, book, at_us, write=write)
+        self._bring(tx, book, at_us, write=write)
         return book
+
+    def _bring(self, tx: Transaction, book: Book, at_us: int, *, write: bool = True) -> None:
+        """Bring a loaded book to ``at_us``: what its terms owe first (a rollover counts what
+        holds held at its period's end), then holds past their ttl end and overage is paid."""
+        self._provide(tx, book, at_us, write=write)
+        book.advance(at_us)
 
     @staticmethod
     def _provide(tx: Transaction, book: Book, at_us: int, *, write: bool = True) -> None:
@@ -145,7 +149,7 @@ class EngineBase:
         if book.terms is None:
             return
         seq = tx.next_grant_seq if write else itertools.count(1 << 62).__next__
-        roll_over(book, at_us, seq)
+        roll_over(book, at_us, at_us, seq)
         provide(book, at_us, at_us, seq)
 
     @staticmethod

@@ -27,6 +27,8 @@ class GrantCommands(EngineBase):
         check_id(account_id, "account_id")
         _check_instant(at_us, "at")
         grant_kind = _one_of(GrantKind, kind, "kind")
+        if grant_kind is GrantKind.ROLLOVER:
+            raise InputError("kind", "rollover packages are made by a plan's rollover, not added")
         _check_amount(amount_uc)
         for field, value in (("expires", expires_at_us), ("effective", effective_at_us)):
             if value is not None:

@@ -29,6 +29,7 @@ from creditmeter.store.base import Transaction
 from creditmeter.timeutil import DAY_S
 
 MAX_HOLD_TTL_S = 7 * DAY_S
+MAX_KEY_ID = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,8 @@ class HoldCommands(EngineBase):
         if type(ttl) is not int or not 0 < ttl <= MAX_HOLD_TTL_S:
             raise InputError("ttl", f"must be a whole number of seconds from 1 to {MAX_HOLD_TTL_S}")
         hid = check_new_id(hold_id, "id") if hold_id is not None else f"hld_{uuid.uuid4().hex}"
+        if key_id is not None and len(check_id(key_id, "key_id")) > MAX_KEY_ID:
+            raise InputError("key_id", f"must be at most {MAX_KEY_ID} characters")
 
         def work(tx: Transaction) -> Hold | Refused:
             book = self._book(tx, account_id, at_us)  # locked first: then nothing changes under us
@@ -188,7 +191,7 @@ class HoldCommands(EngineBase):
         hold, books = _read_locked(tx, lambda: tx.get_hold(hold_id), lambda found: [found.account_id],
                                    ("hold", hold_id, "hold_id"))
         book = books[hold.account_id]
-        book.advance(at_us)
+        self._bring(tx, book, at_us)
         return hold, book
 
 

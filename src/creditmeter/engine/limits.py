@@ -54,6 +54,10 @@ class LimitCommands(EngineBase):
         check_id(account_id, "account_id")
         _check_instant(at_us, "at")
         kind = _one_of(Scope, scope, "scope")
+        if key_id is not None:
+            check_id(key_id, "key_id")
+        if enterprise_id is not None:
+            check_id(enterprise_id, "enterprise_id")
         lid = check_new_id(limit_id, "id", 64) if limit_id is not None else f"lim_{uuid.uuid4().hex[:12]}"
         if lid.startswith("plan-"):
             raise InputError("id", "ids starting with 'plan-' are the plan's limits")
@@ -140,6 +144,7 @@ class LimitCommands(EngineBase):
     def out_of_credits(self, account_id: str, at_us: int) -> OutOfCredits:
         """The policy in force on the account at ``at_us``."""
         check_id(account_id, "account_id")
+        _check_instant(at_us, "at")
         with self._read() as tx:
             book = self._book(tx, account_id, at_us, write=False)
         return (book.terms or Terms()).policy(at_us)
@@ -264,7 +269,7 @@ def _fallback(tx: Transaction, book: Book, policy: OutOfCredits, amount_uc: int,
     fallback holds a UTC day (counted under the account's lock)."""
     if policy.daily_cap is not None:
         day = at_us // DAY_US * DAY_US
-        if tx.fallback_holds_since(book.account.id, day) >= policy.daily_cap:
+        if tx.fallback_holds_since(book.account.id, day, day + DAY_US) >= policy.daily_cap:
             return Refused(book.account.id, amount_uc, book.available_uc(at_us), book.overage_uc,
                            f"the fallback to {policy.fallback_model} is used up for today "
                            f"({policy.daily_cap} requests a day)")

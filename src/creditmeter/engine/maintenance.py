@@ -39,8 +39,7 @@ class Maintenance(SubscriptionCommands):
             expired = 0
             entries = 0
             for book in books.values():
-                book.advance(at_us)
-                self._provide(tx, book, at_us)  # rollovers of periods over, packages of the new ones
+                self._bring(tx, book, at_us)  # rollovers of periods over, packages of new ones
                 book.sweep(at_us)
                 expired += sum(1 for h in book.ended_holds if h.status is HoldStatus.EXPIRED)
                 entries += len(book.entries)

@@ -144,8 +144,8 @@ class EnterpriseCommands(EngineBase):
                 return done
             if tx.member_role(enterprise_id, member_id) is None:  # again, under the lock
                 raise InputError("account_id", f"{member_id!r} is not a member of {enterprise_id!r}")
-            pool.advance(at_us)
-            member.advance(at_us)
+            self._bring(tx, pool, at_us)
+            self._bring(tx, member, at_us)
             until = expires_at_us
             if until is None:  # as long as the pool credits last: the earliest drawn grant's expiry
                 parts = pool.allocate_out(amount_uc, 0, at_us, aid)  # from any usable pool grant
@@ -188,8 +188,8 @@ class EnterpriseCommands(EngineBase):
             if allocation.revoked_at_us is not None:
                 return allocation
             pool, member = books[AccountId(allocation.enterprise_id)], books[AccountId(allocation.member_id)]
-            pool.advance(at_us)
-            member.advance(at_us)
+            self._bring(tx, pool, at_us)
+            self._bring(tx, member, at_us)
             grant = member.grant(GrantId(allocation.id))
             assert grant is not None
             unused = 0
@@ -226,7 +226,7 @@ class EnterpriseCommands(EngineBase):
         source = source_of(enterprise_id)
         quota: dict[str, list[Package]] = {}
         for member_id, book in books.items():
-            book.advance(at_us)
+            self._bring(tx, book, at_us, write=False)
             quota[member_id] = [book.package(g, at_us) for g in book.grants if g.source == source]
         return EnterpriseView(account, pool, members, allocations, quota)
 

@@ -253,11 +253,13 @@ class Reads(DriverTransaction):
             params = (*params, key_id)
         return [(int(r[0]), int(r[1]), r[2]) for r in self._fetch(sql, params)]
 
-    def fallback_holds_since(self, account_id: str, from_us: int) -> int:
-        """How many holds for a fallback model the account made from ``from_us`` on."""
+    def fallback_holds_since(self, account_id: str, from_us: int, to_us: int) -> int:
+        """How many holds for a fallback model the account made in ``[from_us, to_us)``, but
+        those released (the upstream failed: nothing was served)."""
         m = self._mark
         rows = self._fetch(f"SELECT count(*) FROM holds WHERE account_id = {m} AND created_at_us >= {m} "
-                           f"AND fallback = {m}", (account_id, from_us, True))
+                           f"AND created_at_us < {m} AND fallback = {m} AND status <> {m}",
+                           (account_id, from_us, to_us, True, HoldStatus.RELEASED.value))
         return int(rows[0][0] or 0)
 
     def usage_summary(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
