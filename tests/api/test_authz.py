@@ -145,8 +145,8 @@ def _rows() -> list[Row]:
         return lambda seed, t: Call("GET", url(t), params=params)
 
     def post(url: Callable[[Target], str], body: Callable[[Seed, Target], Any] = lambda s, t: None,
-             ) -> Callable[[Seed, Target], Call]:
-        return lambda seed, t: Call("POST", url(t), body(seed, t))
+             method: str = "POST") -> Callable[[Seed, Target], Call]:
+        return lambda seed, t: Call(method, url(t), body(seed, t))
 
     def account(suffix: str = "") -> Callable[[Target], str]:
         return lambda t: f"/api/accounts/{t.account_id}{suffix}"
@@ -187,6 +187,16 @@ def _rows() -> list[Row]:
                  lambda s, t: {"model": "gpt-4o", "input_tokens": 2000})),
         Row("POST", "/api/holds/{hold_id}/release", Access.OPERATOR, 200,
             post(lambda t: f"/api/holds/{t.release_hold_id}/release")),
+        Row("GET", a + "/limits", Access.SCOPED, 200, get(account("/limits"))),
+        # A limit on one of the account's keys: the owner's to set and remove, as the operator's.
+        Row("PUT", a + "/limits/{limit_id}", Access.SCOPED, 200,
+            post(account("/limits/lim-matrix"), lambda s, t: {"window": "1d", "credits": "5",
+                                                             "scope": "key", "key_id": t.key_id},
+                 method="PUT")),
+        Row("DELETE", a + "/limits/{limit_id}", Access.SCOPED, 204,
+            post(account("/limits/lim-matrix"), method="DELETE")),
+        Row("PUT", a + "/when-out-of-credits", Access.OPERATOR, 200,
+            post(account("/when-out-of-credits"), lambda s, t: {"policy": {"overage": "5"}}, method="PUT")),
         Row("GET", "/api/plans", Access.ANY_KEY, 200, get(fixed("/api/plans"))),
         Row("POST", "/api/plans", Access.OPERATOR, 201,
             post(fixed("/api/plans"), lambda s, t: {"plans": default_plans().to_dict()["plans"]})),
@@ -523,7 +533,7 @@ def test_a_user_can_never_grant_void_price_or_post_usage(api: TestClient, seed: 
     assert [e["event_id"] for e in after["alice"]["usage"]["events"]] == ["e-alice"]
 
 
-BODIES = [row for row in MATRIX if row.method == "POST" and row.call(
+BODIES = [row for row in MATRIX if row.method in ("POST", "PUT") and row.call(
     Seed({}, {}, {}, itertools.count()), MISSING).json is not None]
 
 

@@ -9,8 +9,8 @@ holds and keys, not only 404s. Every check schemathesis has runs on every respon
 schema; a request that breaks the document refused with a 4xx; one that keeps it not refused as
 malformed; ``Allow`` on a 405; ... A request that keeps the document may still be refused for what
 its values mean (an expiry in the past, an id with a control character): that is the documented
-400 ``invalid_input``, so 400 and 402 (credits the account lacks) count as accepting it; 422, the
-answer for a body of the wrong shape, does not.
+400 ``invalid_input``, so 400, 402 (credits the account lacks) and 429 (a hold past a limit an
+earlier request set) count as accepting it; 422, the answer for a body of the wrong shape, does not.
 
 The run is bounded (a fixed number of examples per operation and mode, no deadline) and runs
 with a fixed seed, so the same requests are sent on every run. Each operation runs as its own Hypothesis
@@ -44,7 +44,7 @@ MAX_EXAMPLES = {schemathesis.GenerationMode.POSITIVE: 20, schemathesis.Generatio
 CHECKS = [check for check in REGISTERED.get_all() if not is_check_class(check)]
 SEED = 20261201
 # What a request that keeps the document may be answered (see above).
-ACCEPTING = ["2xx", "400", "401", "402", "403", "404", "409"]
+ACCEPTING = ["2xx", "400", "401", "402", "403", "404", "409", "429"]
 
 # Valid instants (and a few edge ones) mixed into `at`, `from`, `to`, `effective_at`, ...
 INSTANTS = ["2026-01-01T00:00:00Z", "2026-11-10T12:00:00Z", "2030-01-01T00:00:00+02:00",
@@ -136,6 +136,8 @@ def load_schema(seeded: Seeded, mode: schemathesis.GenerationMode) -> schemathes
     real = {**ids, "at": INSTANTS, "from": INSTANTS, "to": INSTANTS, "model": MODELS, "member": ["alice"],
             "expires_at": INSTANTS, "effective_at": INSTANTS,
             "amount_credits": ["1", "0.000001", 2.5, "1000000000000"],
+            "limit_id": ["lim-a", "lim-b"], "window": ["rolling 5h", "1d", "total"],
+            "credits": ["300", 2.5], "policy": ["block", {"overage": "10"}, None],
             **dict.fromkeys(TOKENS, [0, 1, 1000, 4000])}
 
     @schema.hook("flatmap_path_parameters")
@@ -191,12 +193,14 @@ def fuzz(operation: schemathesis.APIOperation, mode: schemathesis.GenerationMode
 READS = ["GET /api/me", "GET /api/prices", "GET /api/accounts/{account_id}",
          "GET /api/accounts/{account_id}/balance", "GET /api/accounts/{account_id}/grants",
          "GET /api/accounts/{account_id}/keys", "GET /api/accounts/{account_id}/usage",
-         "GET /api/accounts/{account_id}/usage/summary", "GET /api/accounts/{account_id}/usage.csv"]
+         "GET /api/accounts/{account_id}/usage/summary", "GET /api/accounts/{account_id}/usage.csv",
+         "GET /api/accounts/{account_id}/limits"]
 REACHED = {
     "operator": [*READS, "GET /api/accounts", "GET /api/reconcile", "GET /metrics", "POST /api/tick",
                  "POST /api/accounts", "POST /api/accounts/{account_id}/keys",
                  "POST /api/keys/{key_id}/revoke", "POST /api/grants/{grant_id}/void", "POST /api/usage",
-                 "POST /api/prices"],
+                 "POST /api/prices", "PUT /api/accounts/{account_id}/limits/{limit_id}",
+                 "PUT /api/accounts/{account_id}/when-out-of-credits"],
     "account": [*READS, "POST /api/keys/{key_id}/revoke"],
 }
 

@@ -1,9 +1,10 @@
-"""The API's errors: the kinds only the HTTP edge has (401, 403, 413, 402), the status of every
-kind, the error body, and the handlers the app installs.
+"""The API's errors: the kinds only the HTTP edge has (401, 403, 413, 402, 429), the status of
+every kind, the error body, and the handlers the app installs.
 
-Every error answer is ``{"error": {"type", "message", "field"?}}``. What callers are told when the
-database fails is fixed text; the details (host, port, the server's own words, the URL) go to the
-server log only.
+Every error answer is ``{"error": {"type", "message", "field"?}}``; a refused hold adds what it
+was refused for (402: the credits; 429: the limit, and ``Retry-After``). What callers are told
+when the database fails is fixed text; the details (host, port, the server's own words, the URL)
+go to the server log only.
 """
 
 import logging
@@ -14,12 +15,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from creditmeter import present
+from creditmeter.api.balance_models import RefusalBody
 from creditmeter.api.jsonbody import BadJSON
 from creditmeter.api.models import ErrorBody
 from creditmeter.api.responses import json_response
 from creditmeter.domain import Refused
 from creditmeter.errors import CreditmeterError
 from creditmeter.money import format_credits
+from creditmeter.timeutil import format_instant
 
 STATUS = {"invalid_input": 400, "not_found": 404, "conflict": 409, "schema": 503, "unavailable": 503}
 log = logging.getLogger("creditmeter.api")
@@ -42,14 +46,43 @@ class InsufficientCredits(CreditmeterError):
                          f"{format_credits(refused.available_uc)})")
         self.refused = refused
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**super().to_dict(), "field": "amount_credits",
+                               "requested_credits": format_credits(self.refused.requested_uc),
+                               "available_credits": format_credits(self.refused.available_uc)}
+        if self.refused.fallback_model is not None:
+            out["fallback_model"] = self.refused.fallback_model
+        return out
+
+
+class LimitReached(CreditmeterError):
+    """A hold that would pass one of the account's limits (``refused.limit``), refused at
+    ``at_us``: ``retry_after_s`` is how long until enough frees up, in whole seconds rounded up
+    (None when waiting alone will not free enough)."""
+
+    kind = "limit_reached"
+
+    def __init__(self, refused: Refused, at_us: int) -> None:
+        status = refused.limit
+        assert status is not None
+        frees = status.frees_at_us
+        when = (f"enough frees up at {format_instant(frees)}" if frees is not None
+                else "waiting alone will not free enough")
+        super().__init__(f"{refused.reason}: {format_credits(status.used_uc)} used and "
+                         f"{format_credits(status.held_uc)} held, {format_credits(refused.requested_uc)} "
+                         f"requested; {when}")
+        self.refused = refused
+        self.retry_after_s = None if frees is None else max(1, -(-(frees - at_us) // 1_000_000))
+
+    def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "field": "amount_credits",
                 "requested_credits": format_credits(self.refused.requested_uc),
-                "available_credits": format_credits(self.refused.available_uc)}
+                "available_credits": format_credits(self.refused.available_uc),
+                "limit": present.limit(self.refused.limit)}
 
 
 HTTP_STATUS = {**STATUS, "forbidden": 403, "unauthorized": 401, "too_large": 413,
-               "insufficient_credits": 402}
+               "insufficient_credits": 402, "limit_reached": 429}
 SERVER_SIDE = {"unavailable": "the database could not complete the request now; retrying it with the same "
                               "ids is safe",
                "schema": "the database schema is not the one this server needs; the operator must run "
@@ -67,17 +100,26 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _MORE = {409: {"model": ErrorBody, "description": "An id reused for something else, or a state "
                                                  "that forbids it."},
-         402: {"model": ErrorBody, "description": "Not enough credits for the reservation."}}
+         402: {"model": RefusalBody, "description": "Not enough credits for the reservation "
+                                                    "(`fallback_model`: the model the policy falls "
+                                                    "back to)."},
+         429: {"model": RefusalBody, "description": "The hold would pass one of the account's "
+                                                    "limits (`limit`, with `frees_at`).",
+               "headers": {"Retry-After": {
+                   "description": "Whole seconds until enough frees up (absent when waiting alone "
+                                  "will not free enough).", "schema": {"type": "integer"}}}}}
 
 
 def errors_with(*extra: int) -> dict[int | str, dict[str, Any]]:
-    """The documented error answers of a route: the common ones and ``extra`` (409, 402)."""
+    """The documented error answers of a route: the common ones and ``extra`` (409, 402, 429)."""
     return {**ERRORS, **{code: _MORE[code] for code in extra}}
 
 
 def error_response(error: CreditmeterError) -> Response:
     status = HTTP_STATUS.get(error.kind, 400)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(error, LimitReached) and error.retry_after_s is not None:
+        headers = {"Retry-After": str(error.retry_after_s)}
     body = error.to_dict()
     if error.kind in SERVER_SIDE:
         log.warning("%s: %s", error.kind, error)

@@ -150,18 +150,6 @@ class PeriodOut(Out):
     basis: Literal["subscription", "calendar_month"]
 
 
-class BalanceOut(Out):
-    account_id: str
-    at: Instant
-    available_credits: Credits
-    held_credits: Credits
-    overage_credits: Credits
-    period_used_credits: Credits = Field(description="Credits charged for usage in the current period.")
-    period: PeriodOut
-    subscription: SubscriptionOut | None = Field(description="The running subscription (or trial).")
-    packages: list[PackageOut]
-
-
 # -- usage ---------------------------------------------------------------------------------------
 
 class UsageEventIn(Body):
@@ -355,6 +343,12 @@ class PlanOut(Out):
     priority: int
     description: str | None
     seats_default: int | None = None
+    # In their plan-file form, present only when the plan sets them.
+    rollover: dict[str, Any] | None = Field(None, description="What each period's unused credits carry over.")
+    allowances: list[dict[str, Any]] | None = Field(None, description="Further recurring packages.")
+    limits: list[dict[str, Any]] | None = Field(None, description="Limits on consumption (`plan-1`, ...).")
+    when_out_of_credits: str | dict[str, Any] | None = Field(
+        None, description="`block` (when absent), `{overage: CAP}` or `{fallback: MODEL, daily_cap: N}`.")
 
 
 class PlansIn(Body):

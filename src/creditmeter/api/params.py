@@ -19,13 +19,25 @@ Model = Annotated[str | None, Query(max_length=255, description="Only this model
 
 @contextmanager
 def fields(**names: str) -> Iterator[None]:
-    """Report an engine error under the field name the API uses (``expires`` → ``expires_at``)."""
+    """Report an engine error under the field name the API uses (``expires`` → ``expires_at``;
+    a field inside one is renamed with it: ``when_out_of_credits.overage`` → ``policy.overage``)."""
     try:
         yield
     except InputError as exc:
-        if exc.field in names:
-            raise InputError(names[exc.field], exc.reason) from None
+        renamed = renamed_field(exc.field, names)
+        if renamed is not None:
+            raise InputError(renamed, exc.reason) from None
         raise
+
+
+def renamed_field(field: str, names: dict[str, str]) -> str | None:
+    """``field`` as the API names it under ``names`` (exact names first), or None."""
+    if field in names:
+        return names[field]
+    for old, new in names.items():
+        if field.startswith((old + ".", old + "[")):
+            return new + field[len(old):]
+    return None
 
 
 def instant(value: str | None, field: str) -> int | None:

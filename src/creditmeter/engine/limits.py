@@ -77,12 +77,16 @@ class LimitCommands(EngineBase):
             book = self._book(tx, account_id, at_us)
             if kind is Scope.KEY:
                 key = tx.get_key(key_id or "")
-                if key is None or key.account_id != account_id:
+                if key is None or key.account_id != account_id or key.revoked_at_us is not None:
                     raise NotFound("key", key_id or "", "key_id")
             if kind is Scope.MEMBER:
                 if tx.member_role(enterprise_id or "", account_id) is None:
                     raise InputError("enterprise_id", f"{account_id!r} is not a member of {enterprise_id!r}")
             terms: Terms = book.terms or Terms()
+            previous = next((r for r in terms.own_limits if r.id == lid), None)
+            if previous is not None and source != "operator" and _setter(previous) != _setter(rule):
+                raise Conflict(f"limit {lid!r} was set by the {previous.source}: only they or the "
+                               "operator may change it (choose another id)")
             own = tuple(r for r in terms.own_limits if r.id != lid) + (rule,)
             if len(own) > 50:
                 raise Conflict("an account has at most 50 limits of its own")
@@ -92,20 +96,28 @@ class LimitCommands(EngineBase):
 
         return self._write(work)
 
-    def remove_limit(self, account_id: str, limit_id: str, at_us: int) -> LimitRule:
-        """Remove one of the account's own limits (a plan's limits go with the plan)."""
+    def remove_limit(self, account_id: str, limit_id: str, at_us: int, *, source: str = "operator",
+                     enterprise_id: str | None = None) -> LimitRule:
+        """Remove one of the account's own limits (a plan's limits go with the plan: a conflict).
+        ``source`` ``owner`` or ``admin`` (of ``enterprise_id``) removes only a limit it set."""
         check_id(account_id, "account_id")
         check_id(limit_id, "limit_id")
         _check_instant(at_us, "at")
+        if source not in SOURCES:
+            raise InputError("source", f"must be one of {', '.join(SOURCES)}")
 
         def work(tx: Transaction) -> LimitRule:
             book = self._book(tx, account_id, at_us)
             terms: Terms = book.terms or Terms()
             found = [r for r in terms.own_limits if r.id == limit_id]
             if not found and any(r.id == limit_id for r in terms.limits(at_us)):
-                raise Conflict(f"limit {limit_id!r} is the plan's: it goes with the plan")
+                raise Conflict(f"limit {limit_id!r} is the plan's: it goes with the plan and cannot be "
+                               "removed on its own")
             if not found:
                 raise NotFound("limit", limit_id, "limit_id")
+            if source != "operator" and _setter(found[0]) != (source, enterprise_id):
+                raise Conflict(f"limit {limit_id!r} was set by the {found[0].source}: only they or the "
+                               "operator may remove it")
             self._refresh_terms(tx, book, own_limits=tuple(r for r in terms.own_limits if r.id != limit_id))
             tx.persist([book], at_us)
             return found[0]
@@ -162,6 +174,11 @@ def allowance_statuses(book: Book, at_us: int) -> Iterable[AllowanceStatus]:
         if period is not None and grant is not None:
             yield AllowanceStatus(schedule.allowance, schedule.main, period[0], period[1],
                                   book.package(grant, at_us))
+
+
+def _setter(rule: LimitRule) -> tuple[str, str | None]:
+    """Who set ``rule``: its source, and for an enterprise admin the enterprise."""
+    return rule.source, rule.enterprise_id if rule.source == "admin" else None
 
 
 def _rules(book: Book, at_us: int) -> tuple[LimitRule, ...]:

@@ -209,6 +209,13 @@ class EnterpriseCommands(EngineBase):
 
         return self._write(work)
 
+    def member_role(self, enterprise_id: str, account_id: str) -> MemberRole | None:
+        """The account's role in the enterprise; None when it is not a member."""
+        check_id(enterprise_id, "enterprise_id")
+        check_id(account_id, "account_id")
+        with self._read() as tx:
+            return tx.member_role(enterprise_id, account_id)
+
     def allocation(self, allocation_id: str) -> QuotaAllocation:
         return self._lookup(lambda tx: _first(tx.get_allocation(allocation_id)), "allocation",
                             allocation_id, "allocation_id")

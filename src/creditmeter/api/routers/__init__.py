@@ -7,13 +7,14 @@ from creditmeter.api.routers import (
     enterprises,
     grants,
     holds,
+    limits,
     operations,
     plans,
     service,
     usage,
 )
 
-AREAS = (accounts, grants, usage, plans, enterprises, holds, operations)
+AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, operations)
 
 
 def mount(app: FastAPI) -> None:

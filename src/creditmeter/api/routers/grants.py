@@ -5,10 +5,10 @@ from fastapi.responses import Response
 
 from creditmeter import present
 from creditmeter.api.auth import Caller, KeyedRoute, Operator, readable, short_read, threaded
+from creditmeter.api.balance_models import BalanceOut
 from creditmeter.api.context import PREFIX, Ctx
 from creditmeter.api.errors import ERRORS, errors_with
 from creditmeter.api.models import (
-    BalanceOut,
     GrantIn,
     PackageOut,
 )
@@ -50,7 +50,8 @@ def void_grant(ctx: Ctx, grant_id: str, who: Operator) -> Response:
 
 
 @router.get("/accounts/{account_id}/balance", response_model=BalanceOut,
-            summary="Available, held, overage and current-period credits, and every package")
+            summary="Available, held, overage and current-period credits, every package, the "
+                    "allowances, the limits and the policy when credits run out")
 @short_read
 def balance(ctx: Ctx, account_id: str, who: Caller,
             at: At = None) -> Response:

@@ -6,7 +6,7 @@ from fastapi.responses import Response
 from creditmeter import present
 from creditmeter.api.auth import KeyedRoute, Operator, threaded
 from creditmeter.api.context import PREFIX, Ctx
-from creditmeter.api.errors import ERRORS, InsufficientCredits, errors_with
+from creditmeter.api.errors import ERRORS, InsufficientCredits, LimitReached, errors_with
 from creditmeter.api.models import (
     ChargeOut,
     HoldIn,
@@ -24,15 +24,19 @@ router = APIRouter(prefix=PREFIX, route_class=KeyedRoute, responses=ERRORS)
 
 
 @router.post("/accounts/{account_id}/holds", response_model=HoldOut, status_code=201,
-             responses=errors_with(402, 409), summary="Reserve credits for a request in flight (operator)")
+             responses=errors_with(402, 409, 429),
+             summary="Reserve credits for a request in flight (operator); refused past the credits "
+                     "(402) or past a limit (429)")
 @threaded
 def reserve(ctx: Ctx, account_id: str, body: HoldIn, who: Operator) -> Response:
+    now = ctx.clock()
     with fields(amount="amount_credits", ttl="ttl_seconds"):
+        # The hold records the key it was made with: limits on a key count the holds made with it.
         result = ctx.engine.reserve(account_id, parse_credits(body.amount_credits, "amount_credits",
-                                                          allow_zero=False),
-                                ctx.clock(), ttl_s=body.ttl_seconds, hold_id=body.id)
+                                                              allow_zero=False),
+                                    now, ttl_s=body.ttl_seconds, hold_id=body.id, key_id=who.key_id)
     if isinstance(result, Refused):
-        raise InsufficientCredits(result)
+        raise LimitReached(result, now) if result.limit is not None else InsufficientCredits(result)
     return json_response(present.hold(result), 201)
 
 
