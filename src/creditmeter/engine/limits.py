@@ -77,7 +77,7 @@ class LimitCommands(EngineBase):
             book = self._book(tx, account_id, at_us)
             if kind is Scope.KEY:
                 key = tx.get_key(key_id or "")
-                if key is None or key.account_id != account_id or key.revoked_at_us is not None:
+                if key is None or key.account_id != account_id:
                     raise NotFound("key", key_id or "", "key_id")
             if kind is Scope.MEMBER:
                 if tx.member_role(enterprise_id or "", account_id) is None:

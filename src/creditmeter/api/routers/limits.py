@@ -31,7 +31,7 @@ NewLimitId = Annotated[str, Path(min_length=1, max_length=MAX_LIMIT_ID, pattern=
     f"The limit's id ({ID_CHARACTERS}, at most {MAX_LIMIT_ID}; not starting `plan-`, the plan's)."))]
 
 # The engine's names for a limit's fields, as the API's body and path name them.
-LIMIT_FIELDS = {"limit.window.calendar": "calendar", "limit.window": "window", "limit.credits": "credits",
+LIMIT_FIELDS = {"limit.calendar": "calendar", "limit.window": "window", "limit.credits": "credits",
                 "id": "limit_id"}
 
 
