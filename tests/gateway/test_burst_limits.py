@@ -128,8 +128,10 @@ def check_overage_burst(gw: GatewayServer, endpoint: Endpoint) -> None:
     overage = to_uc(balance["overage_credits"])
     assert balance["held_credits"] == "0"
     assert 0 < overage <= cap_uc
+    # Spent to the last credit, and the rest is overage (an event's overage may since have been
+    # paid off by what a hold gave back, so the events' sum may be larger).
     assert (balance["available_credits"], overage) == ("0", used - granted_uc)
-    assert sum(to_uc(e["overage_credits"]) for e in gw.events(account.id)) == overage
+    assert sum(to_uc(e["overage_credits"]) for e in gw.events(account.id)) >= overage
 
 
 def check_bursts(gw: GatewayServer, check: Callable[[GatewayServer, Endpoint], None]) -> None:

@@ -23,6 +23,7 @@ import anthropic
 import openai
 import pytest
 
+from creditmeter.plans import parse_plans
 from creditmeter.pricing import load_yaml, parse_catalog
 from creditmeter.timeutil import format_instant, parse_instant
 from tests.gateway.conftest import (
@@ -165,6 +166,37 @@ def test_a_spent_accounts_chat_falls_back_up_to_the_daily_cap(gw: GatewayServer,
     assert "the fallback to basic is used up for today (3 requests a day)" in message_of(caught.value)
     assert "x-credits-fallback" not in caught.value.response.headers
     assert_fell_back(gw, upstream, account, mark, "premium", "basic", request_ids)
+
+
+def test_a_plans_fallback_and_limit_reach_its_subscribers(gw: GatewayServer, upstream: Upstream) -> None:
+    """The plan says it (SPEC §12's catalog form): its subscriber's credits (less than a request to
+    the fallback model may cost) run out and its requests fall back, and its limit counts them."""
+    away_from_midnight()
+    now = now_us()
+    gw.engine.load_plans(parse_plans({"plans": [{
+        "id": "gateway-plus", "kind": "subscription", "name": "Gateway Plus", "credits": "0.01",
+        "period": "month", "limits": [{"window": "rolling 5h", "credits": 1}],
+        "when_out_of_credits": {"fallback": "basic", "daily_cap": 2}}]}), now)
+    account = gw.new_account(0)
+    gw.engine.subscribe(account.id, "gateway-plus", now)
+    mark = marker()
+    with gw.openai(account.key) as client:
+        raws = [client.chat.completions.with_raw_response.create(model="premium", messages=prompt(mark),
+                                                                 max_tokens=MAX_TOKENS) for _ in range(2)]
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="premium", messages=prompt(mark), max_tokens=MAX_TOKENS)
+    assert [(r.parse().model, r.headers["x-credits-fallback"]) for r in raws] == [("basic", "basic")] * 2
+    assert caught.value.status_code == 402
+    assert "the fallback to basic is used up for today (2 requests a day)" in message_of(caught.value)
+    received = upstream.requests_with(mark)
+    assert [r["body"]["model"] for r in received] == ["basic-upstream"] * 2
+    used = sum(upstream_cost(PRICES["basic"], r) for r in received)
+    balance = gw.wait_settled(account.id, 2)
+    [limit] = balance["limits"]
+    assert (limit["source"], limit["used_credits"], limit["held_credits"]) == ("plan", credits(used), "0")
+    assert balance["when_out_of_credits"] == {"mode": "fallback", "fallback_model": "basic", "daily_cap": 2,
+                                              "description": "when your credits run out, requests use "
+                                                             "basic, up to 2 a day"}
 
 
 def test_a_fallback_priced_zero_is_charged_nothing(gw: GatewayServer, upstream: Upstream) -> None:

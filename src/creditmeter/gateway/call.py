@@ -152,8 +152,8 @@ class Call:
         if isinstance(hold, Refused) and hold.limit is None and hold.fallback_model is not None:
             await self._fall_back(hold, estimate, bounds, service_tier, at)
         elif isinstance(hold, Refused):
-            if hold.limit is not None:
-                raise limit_reached(hold, estimate, at)
+            if hold.limit is not None:  # Retry-After counts from now: the hold may have waited for a lock
+                raise limit_reached(hold, estimate, self.clock())
             raise insufficient(hold, estimate, await self._policy(at))
         self.held = True
 
@@ -194,7 +194,7 @@ class Call:
                                                       "price in the catalog") from None
         if isinstance(hold, Refused):
             if hold.limit is not None:
-                raise limit_reached(hold, most, at)
+                raise limit_reached(hold, most, self.clock())
             raise insufficient(refused, estimate, why=hold.reason)
         self.fallback_from, self.route = self.route.alias, route
 

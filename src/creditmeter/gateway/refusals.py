@@ -19,7 +19,7 @@ LONGEST_RETRY_S = 60
 
 
 def limit_reached(refused: Refused, estimate_uc: int, at_us: int) -> GatewayError:
-    """A hold refused by a limit (``refused.limit``), asked at ``at_us`` for ``estimate_uc``:
+    """A hold of ``estimate_uc`` refused by a limit (``refused.limit``), answered at ``at_us``:
     429, with ``Retry-After`` (whole seconds, rounded up, at least 1) until enough frees up; none
     when waiting alone will not free enough. A wait over ``LONGEST_RETRY_S`` also says
     ``x-should-retry: false``, which the OpenAI and Anthropic clients obey."""
