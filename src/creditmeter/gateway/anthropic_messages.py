@@ -161,7 +161,8 @@ class Messages(_AnthropicCall):
         self.route, self.body, self.stream = route, body, body.get("stream") is True
         # An image or document by URL holds more. The request's service_tier ("auto" or
         # "standard_only") asks for no priority: the hold is at the standard rates.
-        await self.reserve(self.input_bound(body, "url"), cap)
+        await self.reserve(lambda on: (self.input_bound(body, on, "url"), cap))
+        route = self.route  # the account's fallback model's, when its credits ran out
         payload = self.forwarded(body)
         if self.stream:
             source, close = await self.post_stream(payload)

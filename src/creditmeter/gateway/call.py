@@ -1,8 +1,12 @@
 """One request through the gateway, whatever its protocol: hold the most it may cost, forward it
 to the upstream (its answer whole, or its stream), then settle the usage (the rest of the hold goes
-back) or release the hold when the upstream failed. A protocol's module subclasses ``Call`` with
-``run``: what its body means, what to reserve, and how its answer is read; and says which API it
-belongs to, where its upstream takes it, and the shape of its errors.
+back) or release the hold when the upstream failed. A hold the account's limits refuse is a 429,
+one its credits refuse a 402, unless its policy falls back to another model once they run out:
+then the request is held for, sent to and charged as that model, and the answer says so.
+
+A protocol's module subclasses ``Call`` with ``run``: what its body means, what to reserve, and
+how its answer is read; and says which API it belongs to, where its upstream takes it, and the
+shape of its errors.
 
 The request's id is the usage event's id and the hold's id, so a settle that is retried charges
 once.
@@ -21,10 +25,12 @@ import anyio
 import orjson
 from starlette.responses import Response
 
-from creditmeter.domain import Charge, Refused
+from creditmeter.allowances import OutOfCredits
+from creditmeter.domain import Charge, Hold, Refused
 from creditmeter.engine import Engine, Usage
 from creditmeter.errors import CreditmeterError, InputError, NotFound, Unavailable
 from creditmeter.gateway.errors import JSON, GatewayError, bad, unavailable
+from creditmeter.gateway.refusals import insufficient, limit_reached
 from creditmeter.gateway.upstream import ANTHROPIC, OPENAI, Gateway, ModelRoute, UpstreamFailure
 from creditmeter.money import format_credits
 
@@ -47,6 +53,7 @@ _APIS = {OPENAI: "the OpenAI API (/v1/chat/completions, /v1/responses, /v1/embed
          ANTHROPIC: "the Anthropic Messages API (/v1/messages)"}
 APPROX_BYTES_PER_TOKEN = 4  # when an upstream's count never came: 4 bytes a token
 Settled = tuple[Charge, int]  # the charge, and the credits (µc) the account has left
+Bounds = Callable[[ModelRoute], tuple[int, int]]  # a request's most tokens read and written on a route
 
 
 class Call:
@@ -60,9 +67,10 @@ class Call:
 
     def __init__(self, engine: Engine, gateway: Gateway, clock: Clock, call: EngineCall,
                  account_id: str, raw: bytes, headers: Mapping[str, str] | None = None,
-                 query: str = "") -> None:
+                 query: str = "", *, key_id: str | None = None) -> None:
         self.engine, self.gateway, self.clock, self.call = engine, gateway, clock, call
         self.account_id = account_id
+        self.key_id = key_id  # the calling key's id: the key's own limits count its holds
         self.raw = raw
         self.headers = headers or {}  # the client's request headers
         self.query = query  # the client's query string
@@ -70,6 +78,7 @@ class Call:
         self.id = f"gw-{_PROCESS}-{next(_COUNT):x}"
         self.held = False  # a hold was made (so a failure releases it)
         self.refused = False  # the engine refused the settle (logged; no retry can help)
+        self.fallback_from: str | None = None  # the model asked for, when its fallback answers
 
     async def run(self) -> Response:
         raise NotImplementedError
@@ -107,51 +116,95 @@ class Call:
         if route is None:
             raise GatewayError(404, f"The model '{model[:255]}' does not exist or is not served here",
                                param="model", code="model_not_found")
-        if route.api != self.api:  # no translation between protocols
-            raise GatewayError(400, f"The model '{model}' is served through {_APIS[route.api]}, not "
-                                    f"{self.path}: call it there", param="model", code="wrong_api")
-        if route.is_demo and self.upstream_path != "/chat/completions":
-            raise GatewayError(400, f"The model '{model}' is the built-in demo upstream, which answers "
-                                    "chat completions only", param="model", code="wrong_api")
+        why = self.unservable(route)
+        if why is not None:
+            there = ": call it there" if route.api != self.api else ""
+            raise GatewayError(400, f"The model '{model}' {why}{there}", param="model", code="wrong_api")
         return route
 
-    def input_bound(self, body: Mapping[str, Any], *url_keys: str) -> int:
-        """The most tokens the request's prompt may be: its bytes (a token is at least one byte),
-        and ``image_url_tokens`` for each key in ``body`` named one of ``url_keys`` (an image or a
-        file given by URL: a few bytes here, many tokens upstream). Keys are counted in the body
+    def unservable(self, route: ModelRoute) -> str | None:
+        """Why this call's route cannot serve ``route``'s model; None when it can."""
+        if route.api != self.api:  # no translation between protocols
+            return f"is served through {_APIS[route.api]}, not {self.path}"
+        if route.is_demo and self.upstream_path != "/chat/completions":
+            return "is the built-in demo upstream, which answers chat completions only"
+        return None
+
+    def input_bound(self, body: Mapping[str, Any], route: ModelRoute, *url_keys: str) -> int:
+        """The most tokens the request's prompt may be on ``route``: its bytes (a token is at least
+        one byte; ``prompt_bytes_per_token`` of them when the operator says so), and
+        ``image_url_tokens`` for each key in ``body`` named one of ``url_keys`` (an image or a file
+        given by URL: a few bytes here, many tokens upstream). Keys are counted in the body
         as orjson writes it: spelt plainly however the client escaped them (``"\\u0075rl"``), each
         followed by its colon (so a string that reads the same is not a key)."""
         written = orjson.dumps(body)
         urls = sum(written.count(b'"' + key.encode() + b'":') for key in url_keys)
-        route = self.route
         return math.ceil(len(self.raw) / route.prompt_bytes_per_token) + urls * route.image_url_tokens
 
-    async def reserve(self, input_bound: int, output_bound: int, service_tier: str | None = None) -> None:
-        """Hold the most the request may cost (at most ``input_bound`` tokens read and
-        ``output_bound`` written, at the rates of the ``service_tier`` it asks for), or answer why
-        it cannot run."""
-        route = self.route
+    async def reserve(self, bounds: Bounds, service_tier: str | None = None) -> None:
+        """Hold the most the request may cost: ``bounds`` on the model's route (the most tokens it
+        may read and write there) at the rates of the ``service_tier`` it asks for. When the
+        account's credits ran out and its policy falls back to another model, hold for that one
+        instead: the request goes to it (``route`` becomes its route). Else answer why the
+        request cannot run: 429 when it would pass a limit, 402 when the credits cannot cover it."""
+        at = self.clock()
+        hold, estimate = await self._hold(self.route, bounds, service_tier, at)
+        if isinstance(hold, Refused) and hold.limit is None and hold.fallback_model is not None:
+            await self._fall_back(hold, estimate, bounds, service_tier, at)
+        elif isinstance(hold, Refused):
+            if hold.limit is not None:  # Retry-After counts from now: the hold may have waited for a lock
+                raise limit_reached(hold, estimate, self.clock())
+            raise insufficient(hold, estimate, await self._policy(at))
+        self.held = True
+
+    async def _hold(self, route: ModelRoute, bounds: Bounds, service_tier: str | None, at: int,
+                    fallback: bool = False) -> tuple[Hold | Refused, int]:
+        read, written = bounds(route)
         try:
-            hold, estimate = await self.call(
-                lambda: self.engine.reserve_estimate(self.account_id, route.alias, input_bound,
-                                                     output_bound, self.clock(), hold_id=self.id,
-                                                     ttl_s=self.gateway.hold_ttl_s,
-                                                     service_tier=service_tier))
+            return await self.call(
+                lambda: self.engine.reserve_estimate(self.account_id, route.alias, read, written, at,
+                                                     hold_id=self.id, ttl_s=self.gateway.hold_ttl_s,
+                                                     service_tier=service_tier, key_id=self.key_id,
+                                                     fallback=fallback))
         except InputError as exc:
             if exc.field == "model":
-                raise self.unpriced() from None
+                raise self.unpriced(route) from None
             raise bad(exc.field, exc.reason) from None
         except NotFound:
             raise GatewayError(404, "this key's account does not exist", code="account_not_found") from None
         except Unavailable:
             raise unavailable() from None
+
+    async def _fall_back(self, refused: Refused, estimate: int, bounds: Bounds, service_tier: str | None,
+                         at: int) -> None:
+        """Hold for the model the account's policy falls back to (``refused`` names it), and send
+        the request there; else answer 402 saying why it cannot."""
+        model = refused.fallback_model
+        assert model is not None
+        route = self.gateway.routes.get(model)
+        why = "is not served here" if route is None else self.unservable(route)
+        if route is None or why is not None:
+            raise insufficient(refused, estimate, why=f"the account's fallback model '{model}' {why}")
+        try:
+            hold, most = await self._hold(route, bounds, service_tier, at, fallback=True)
+        except GatewayError as exc:
+            if exc.code != "model_not_found":
+                raise
+            raise insufficient(refused, estimate, why=f"the account's fallback model '{model}' has no "
+                                                      "price in the catalog") from None
         if isinstance(hold, Refused):
-            owed = f" (overage {format_credits(hold.overage_uc)} to pay first)" if hold.overage_uc else ""
-            raise GatewayError(402, f"insufficient credits: this request may cost up to "
-                                    f"{format_credits(estimate)} credits and "
-                                    f"{format_credits(hold.available_uc)} are available{owed}",
-                               "insufficient_quota", code="insufficient_credits")
-        self.held = True
+            if hold.limit is not None:
+                raise limit_reached(hold, most, self.clock())
+            raise insufficient(refused, estimate, why=hold.reason)
+        self.fallback_from, self.route = self.route.alias, route
+
+    async def _policy(self, at: int) -> OutOfCredits | None:
+        """The account's policy when credits run out (None when it cannot be read now): a 402
+        says what it allowed."""
+        try:
+            return await self.call(lambda: self.engine.out_of_credits(self.account_id, at))
+        except CreditmeterError:
+            return None
 
     async def check_priced(self) -> None:
         """Answer 404 unless the catalog prices the model now (for a request that holds nothing)."""
@@ -163,8 +216,8 @@ class Call:
         if version is None or self.route.alias not in version.catalog.models:
             raise self.unpriced()
 
-    def unpriced(self) -> GatewayError:
-        return GatewayError(404, f"The model '{self.route.alias}' has no price in the catalog",
+    def unpriced(self, route: ModelRoute | None = None) -> GatewayError:
+        return GatewayError(404, f"The model '{(route or self.route).alias}' has no price in the catalog",
                             param="model", code="model_not_found")
 
     # -- the upstream ---------------------------------------------------------------------------
@@ -258,16 +311,21 @@ class Call:
     async def answered(self, content: bytes, data: dict[str, Any], usage: Usage | None,
                        counted: Callable[[], Usage]) -> Response:
         """A whole answer: settle its ``usage`` (or, when the upstream gave none, what ``counted``
-        makes of it), and pass it on with the credits charged in its headers."""
+        makes of it), and pass it on with the credits charged in its headers (and the model that
+        answered, when the account's fallback did)."""
         source = "upstream"
         if usage is None:
             usage, source = counted(), "counted"
         settled = await self.settle(usage, source, "complete")
         if self.rename(data):
             content = orjson.dumps(data)
-        headers = {"x-request-id": self.id}
+        headers = {"x-request-id": self.id, **self.fallback_header()}
         headers.update({f"x-credits-{k}": str(v).lower() for k, v in self.credits(settled).items()})
         return Response(content, 200, headers, media_type=JSON)
+
+    def fallback_header(self) -> dict[str, str]:
+        """``x-credits-fallback``: the model that answered, when the account's fallback did."""
+        return {} if self.fallback_from is None else {"x-credits-fallback": self.route.alias}
 
     def rename(self, data: dict[str, Any]) -> bool:
         """Name the model as the client did (its alias) where the upstream named its own; True if
@@ -284,12 +342,16 @@ class Call:
             return {"charged": format_credits(settled[0].cost_uc), "remaining": format_credits(settled[1])}
         return {} if self.refused else {"pending": True}
 
+    def fallback_metadata(self) -> dict[str, str]:
+        return {} if self.fallback_from is None else {"fallback_from": self.fallback_from}
+
     async def settle(self, usage: Usage, source: str, finish: str) -> tuple[Charge, int] | None:
         """Charge ``usage``; None when the database cannot take it now (retried in the background)."""
         usage = Usage(usage.model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
                       usage.cache_write_tokens, (), {"gateway_request": self.id, "usage": source,
                                                      "finish": finish, "stream": self.stream,
-                                                     "upstream_model": self.route.upstream_model},
+                                                     "upstream_model": self.route.upstream_model,
+                                                     **self.fallback_metadata()},
                       reasoning_tokens=usage.reasoning_tokens,
                       cache_write_1h_tokens=usage.cache_write_1h_tokens, service_tier=usage.service_tier)
         try:

@@ -56,7 +56,8 @@ class Embeddings(Call):
         route = self.route_of(body.get("model"))
         inputs = inputs_of(body.get("input"))
         self.route, self.stream = route, False
-        await self.reserve(_tokens(inputs, route.prompt_bytes_per_token), 0)
+        await self.reserve(lambda on: (_tokens(inputs, on.prompt_bytes_per_token), 0))
+        route = self.route  # the account's fallback model's, when its credits ran out
         content = await self.post({**body, "model": route.upstream_model})
         data = self.answer_of(content)
         if data is None or not isinstance(data.get("data"), list):

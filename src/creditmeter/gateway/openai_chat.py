@@ -93,14 +93,19 @@ class ChatCompletion(Call):
         body, route = self._parse()
         asked = [value for value in (whole(body, "max_completion_tokens", 1, 10_000_000),
                                      whole(body, "max_tokens", 1, 10_000_000)) if value is not None]
-        # The larger of the two names the client used (an upstream may honour either), else the
-        # model's default; sent under the name the upstream honours, so it cannot write more.
-        cap = max(asked) if asked else route.max_output_tokens
+
+        def cap_on(route: ModelRoute) -> int:
+            # The larger of the two names the client used (an upstream may honour either), else
+            # the model's default; sent under the name the upstream honours, so it cannot write more.
+            return max(asked) if asked else route.max_output_tokens
+
         n = whole(body, "n", 1, MAX_N) or 1
         stream = body.get("stream") is True
         self.route, self.body, self.stream = route, body, stream
         tier = service_tier(body.get("service_tier"))  # a priority request holds at priority rates
-        await self.reserve(self.input_bound(body, "image_url"), cap * n, tier)
+        await self.reserve(lambda on: (self.input_bound(body, on, "image_url"), cap_on(on) * n), tier)
+        route = self.route  # the account's fallback model's, when its credits ran out
+        cap = cap_on(route)
         payload = dict(body)
         payload["model"] = route.upstream_model
         payload[route.max_tokens_param] = cap

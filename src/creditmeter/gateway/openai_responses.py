@@ -74,10 +74,12 @@ class Responses(Call):
             # The upstream would queue the work and answer at once, with no usage to charge.
             raise bad("background", "is not served here: a response is charged as it is answered, "
                                     "so ask without background (stream it for a long one)")
-        cap = whole(body, "max_output_tokens", 1, MAX_OUTPUT_TOKENS) or route.max_output_tokens
+        asked = whole(body, "max_output_tokens", 1, MAX_OUTPUT_TOKENS)
         self.route, self.body, self.stream = route, body, body.get("stream") is True
-        await self.reserve(self.input_bound(body, "image_url", "file_url"), cap,
-                           service_tier(body.get("service_tier")))
+        await self.reserve(lambda on: (self.input_bound(body, on, "image_url", "file_url"),
+                                       asked or on.max_output_tokens), service_tier(body.get("service_tier")))
+        route = self.route  # the account's fallback model's, when its credits ran out
+        cap = asked or route.max_output_tokens
         payload = {**body, "model": route.upstream_model, "max_output_tokens": cap}
         if self.stream:
             source, close = await self.post_stream(payload)

@@ -33,8 +33,8 @@ class Relay(Response):
     MAX_EVENT = 1 << 20  # an upstream that never ends an event is broken off here
 
     def __init__(self, call: Call, source: AsyncIterator[bytes], close: Close) -> None:
-        super().__init__(None, 200, {"x-request-id": call.id, "cache-control": "no-cache"},
-                         media_type="text/event-stream")
+        super().__init__(None, 200, {"x-request-id": call.id, "cache-control": "no-cache",
+                                     **call.fallback_header()}, media_type="text/event-stream")
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.call = call
         self.source = source

@@ -87,7 +87,7 @@ def _endpoint(kind: type[Call], engine: Engine, gateway: Gateway, clock: Clock, 
             assert who.account_id is not None  # ``caller`` lets account keys in only
             raw = await request.body()
             this = kind(engine, gateway, clock, call, who.account_id, raw, request.headers,
-                        request.url.query)
+                        request.url.query, key_id=who.key_id)
         except GatewayError as exc:
             return kind.render(exc)
         try:
