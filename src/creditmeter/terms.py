@@ -205,6 +205,29 @@ def provide(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
         seen[index] = period
 
 
+MAX_OWED_PERIODS = 1_000
+
+
+def provide_since(book: Book, since_us: int, at_us: int, now_us: int, next_seq: Seq) -> None:
+    """Make the packages of every period from the one containing ``since_us`` to the one
+    containing ``at_us`` (at most ``MAX_OWED_PERIODS`` a schedule): while the account owes
+    overage, each paid it at its first instant, whether or not anything wrote the account then."""
+    terms: Terms | None = book.terms
+    if terms is None or since_us >= at_us:
+        return
+    for schedule in terms.schedules:
+        cursor = max(since_us, schedule.anchor_us)
+        for _ in range(MAX_OWED_PERIODS):
+            if cursor > at_us:
+                break
+            period = schedule.period(cursor)
+            if period is None:
+                break
+            if schedule.grant_id(period[0]) not in book.counters:
+                book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
+            cursor = period[1]
+
+
 def roll_over(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
     """Make the rollover of every period over by ``at_us`` whose rollover is usable at ``at_us``,
     unless it was made before: what the period's package left unused at its end, capped.
@@ -271,5 +294,5 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
                          expires, name[:255], "rollover", next_seq(), now_us), now_us)
 
 
-__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "provide", "roll_over",
+__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "provide", "provide_since", "roll_over",
            "rollover_source", "terms_from_json"]
