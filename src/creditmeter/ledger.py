@@ -205,7 +205,7 @@ class Book:
         if not self.overage_uc:
             self.overage_since_us = None
 
-    def add_grant(self, grant: Grant, at_us: int) -> None:
+    def add_grant(self, grant: Grant, at_us: int, *, pay: bool = True) -> None:
         assert grant.id not in self.counters, grant.id
         self._note_rollover(grant)
         self.grants.append(grant)
@@ -214,7 +214,8 @@ class Book:
         self.new_grants.append(grant)
         self.entries.append(Entry(EntryKind.GRANT, self.account.id, grant.id, grant.amount_uc, at_us,
                                   note=grant.name))
-        self.pay_overage(at_us)
+        if pay:
+            self.pay_overage(at_us)
 
     def void(self, grant: Grant, at_us: int) -> Grant:
         """Void (refund) a grant: what remains is removed; what was used stays used."""

@@ -223,9 +223,11 @@ def provide_since(book: Book, since_us: int, at_us: int, now_us: int, next_seq: 
             period = schedule.period(cursor)
             if period is None:
                 break
-            if schedule.grant_id(period[0]) not in book.counters:
-                book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
+            if schedule.grant_id(period[0]) not in book.counters:  # all made first, then they pay
+                book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us,
+                               pay=False)
             cursor = period[1]
+    book.pay_overage(now_us)
 
 
 def roll_over(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
@@ -285,6 +287,7 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
     # Unused at the period's end: holds open then keep what they hold (settled from it, or given
     # back to expire with the period); a hold whose ttl passed before the end gave it back.
     book.end_lapsed(period[1])
+    book.pay_overage(now_us)  # a debt that stood while the period ran is paid from it first
     amount = min(book.residual(source), rule.cap_uc(source.amount_uc))
     if amount <= 0:
         return

@@ -234,7 +234,20 @@ def limit_status(tx: Transaction, book: Book, rule: LimitRule, at_us: int,
         frees = resets if step is None else _frees_at(rows, need, step)
         if held + adding_uc > rule.credits_uc:
             frees = None
+        elif step is None and end is not None:
+            frees = _next_window_frees(tx, book, rule, end, held + adding_uc)
     return LimitStatus(rule, used, held, start, resets, frees)
+
+
+def _next_window_frees(tx: Transaction, book: Book, rule: LimitRule, end: int, adding_uc: int) -> int | None:
+    """When a calendar window ending at ``end`` has room for ``adding_uc``: at ``end``, unless
+    usage already timestamped into the next window (an event may be a little ahead) fills it;
+    then at the next window's end (nothing is timestamped further ahead)."""
+    next_end = rule.window.bounds(end)[1]
+    assert next_end is not None
+    ahead = (tx.used_between(book.account.id, end, next_end) if rule.scope is Scope.ACCOUNT
+             else sum(cost for _, cost in _counted(tx, book, rule, end, next_end)))
+    return end if ahead + adding_uc <= rule.credits_uc else next_end
 
 
 def _frees_at(rows: Iterable[tuple[int, int]], need: int, step: int) -> int | None:
