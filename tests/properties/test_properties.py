@@ -244,7 +244,8 @@ class Driver:
 # -- strategies ------------------------------------------------------------------------------------
 
 accounts = st.sampled_from(ACCOUNTS)
-kinds = st.sampled_from([k.value for k in GrantKind if k is not GrantKind.ROLLOVER])  # rollovers are made, not added
+# Rollover packages are made by a plan's rollover, never added.
+kinds = st.sampled_from([k.value for k in GrantKind if k is not GrantKind.ROLLOVER])
 grant_args = st.fixed_dictionaries({
     "account": accounts,
     "amount": st.one_of(st.integers(1, 300), st.integers(300, 1500)),
