@@ -192,6 +192,7 @@ def provide(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
     if terms is None or not terms.subscriptions:
         return
     seen = book.provided
+    made = False
     for index, schedule in enumerate(terms.schedules):
         known = seen.get(index)
         if known is not None and known[0] <= at_us < known[1]:
@@ -200,64 +201,84 @@ def provide(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
         if period is None:
             continue
         gid = schedule.grant_id(period[0])
-        if gid not in book.counters:
-            book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
+        if gid not in book.counters:  # all made first, then they pay a debt in burn-down order
+            book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us, pay=False)
+            made = True
         seen[index] = period
+    if made:
+        book.pay_overage(now_us)
 
 
 MAX_OWED_PERIODS = 1_000
 
 
 def provide_since(book: Book, since_us: int, at_us: int, now_us: int, next_seq: Seq) -> None:
-    """Make the packages of every period from the one containing ``since_us`` to the one
-    containing ``at_us`` (at most ``MAX_OWED_PERIODS`` a schedule): while the account owes
-    overage, each paid it at its first instant, whether or not anything wrote the account then."""
+    """While the account owes overage, go through every period boundary from ``since_us`` to
+    ``at_us`` in time order, as if the account had been written at each: holds whose ttl passed
+    by then end, the periods over roll over, the new periods' packages are made, and the debt is
+    paid in burn-down order. So each package (and rollover) paid it at its first instant, whether
+    or not anything wrote the account then. Stops once the debt is paid (what is left is made as
+    usual); at most ``MAX_OWED_PERIODS`` periods a schedule."""
     terms: Terms | None = book.terms
     if terms is None or since_us >= at_us:
         return
+    starts: dict[int, list[tuple[Schedule, tuple[int, int]]]] = {}
     for schedule in terms.schedules:
         cursor = max(since_us, schedule.anchor_us)
         for _ in range(MAX_OWED_PERIODS):
-            if cursor > at_us:
-                break
-            period = schedule.period(cursor)
+            period = schedule.period(cursor) if cursor <= at_us else None
             if period is None:
                 break
-            if schedule.grant_id(period[0]) not in book.counters:  # all made first, then they pay
+            starts.setdefault(period[0], []).append((schedule, period))
+            cursor = period[1]
+    for start in sorted(starts):
+        if not book.overage_uc:
+            return
+        book.end_lapsed(start)
+        for schedule, period in starts[start]:
+            previous = schedule.period(period[0] - 1)
+            if schedule.allowance.rollover is not None and previous is not None and previous[1] == start:
+                _roll(book, schedule, previous, start, now_us, next_seq)
+        for schedule, period in starts[start]:  # all made first, then they pay
+            if schedule.grant_id(period[0]) not in book.counters:
                 book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us,
                                pay=False)
-            cursor = period[1]
-    book.pay_overage(now_us)
+        book.pay_overage(now_us)
 
 
 def roll_over(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
     """Make the rollover of every period over by ``at_us`` whose rollover is usable at ``at_us``,
     unless it was made before: what the period's package left unused at its end, capped.
-    ``at_us`` is now, or a late event's time (its rollovers must be there to draw on); what is
-    made is recorded at ``now_us``."""
+    ``at_us`` is now, or an event's time: a late one's rollovers must be there to draw on; one a
+    little ahead of now draws on none of a period not yet over (what it leaves is not known yet).
+    What is made is recorded at ``now_us``."""
     terms: Terms | None = book.terms
     if terms is None or not terms.subscriptions:
         return
     seen = book.provided
     for index, schedule in enumerate(terms.schedules):
         rule = schedule.allowance.rollover
-        if rule is None or at_us <= schedule.anchor_us:
+        upto = min(at_us, now_us)  # a period is over only once now is past its end
+        if rule is None or upto <= schedule.anchor_us:
             continue
         key = -1 - index  # the period whose rollovers were last made (``provided`` keeps both)
         known = seen.get(key)
-        if known is not None and known[0] <= at_us < known[1]:
+        if known is not None and known[0] <= upto < known[1]:
             continue
-        cursor = min(at_us, schedule.ends_at_us or at_us)
+        cursor = min(upto, schedule.ends_at_us or upto)
         current = schedule.period(cursor - 1)
-        if current is not None and current[1] > at_us:
+        if current is not None and current[1] > upto:
             cursor = current[0]  # the period running at ``at_us``: nothing to roll over yet
             seen[key] = current
+        ended: list[tuple[int, int]] = []
         for _ in range(rule.lasts):
             previous = schedule.period(cursor - 1)
             if previous is None:
                 break
             cursor = previous[0]
-            _roll(book, schedule, previous, at_us, now_us, next_seq)
+            ended.append(previous)
+        for period in reversed(ended):  # in time order: an older rollover may pay a later debt
+            _roll(book, schedule, period, at_us, now_us, next_seq)
 
 
 def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, now_us: int,
@@ -278,8 +299,8 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
         expires = min(expires, schedule.ends_at_us)
     if expires <= at_us:
         return  # it would be over already
-    if source_id not in book.counters:
-        book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
+    if source_id not in book.counters:  # it pays a debt below, after the holds that lapsed before
+        book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us, pay=False)
     source = book.grant(source_id)
     assert source is not None
     if source.voided_at_us is not None:
