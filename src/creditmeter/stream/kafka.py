@@ -1,0 +1,116 @@
+"""The consumer's source over Kafka: a consumer group, offsets committed after the charge.
+
+The source speaks to Kafka through :class:`KafkaLog`, the few calls it needs of a consumer and a
+producer (``aiokafka``'s, in :func:`open_kafka`, from the ``[kafka]`` extra). Kafka has no
+per-message acknowledgement: a partition's committed offset says "everything before this is
+done". A batch holds, per partition, a run of consecutive offsets from the consumer's position,
+and it is charged and acknowledged whole, so acknowledging it commits each partition's last offset
++ 1; handing it back moves each partition's position back to its first offset, so the next fetch
+reads it again. A consumer that dies before committing leaves its partitions to the others of the
+group, which read from the last commit: those events answer ``duplicate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from creditmeter.errors import InputError
+from creditmeter.stream.core import Message, SourceUnavailable, dead_letter_body
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+class Record(Protocol):
+    """A fetched record, as ``aiokafka.ConsumerRecord`` has it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+class KafkaLog(Protocol):
+    """What the Kafka source asks of a client: fetch, commit, seek, produce, and the offsets."""
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[Record]: ...
+
+    async def commit(self, offsets: dict[Partition, int]) -> None: ...
+
+    def seek(self, partition: Partition, offset: int) -> None: ...
+
+    async def produce(self, topic: str, value: bytes, key: bytes | None) -> None: ...
+
+    async def lag(self) -> int | None: ...
+
+
+class KafkaSource:
+    """A consumer of a group on one topic; dead letters go to another topic."""
+
+    def __init__(self, log: KafkaLog, topic: str, dead_letter: str) -> None:
+        if dead_letter == topic:
+            raise InputError("dead-letter", f"{dead_letter!r} is the topic this consumer reads: "
+                             "dead letters must go to a topic it does not read")
+        self.log = log
+        self.topic = topic
+        self.dead_topic = dead_letter
+        self._seen: dict[Partition, int] = {}  # the highest offset fetched, per partition
+
+    async def fetch(self, max_messages: int, timeout_s: float) -> list[Message]:
+        try:
+            records = await self.log.fetch(max_messages, int(timeout_s * 1000))
+        except (OSError, ConnectionError) as exc:
+            raise SourceUnavailable(f"fetch: {exc}") from exc
+        out = []
+        for r in records:
+            where = (r.topic, r.partition)
+            again = r.offset <= self._seen.get(where, -1)
+            self._seen[where] = max(r.offset, self._seen.get(where, -1))
+            out.append(Message(r.value or b"", 2 if again else 1,
+                               {"topic": r.topic, "partition": r.partition, "offset": r.offset},
+                               where + (r.offset,)))
+        return out
+
+    async def ack(self, messages: Sequence[Message]) -> None:
+        ends: dict[Partition, int] = {}
+        for m in messages:
+            topic, partition, offset = m.handle
+            ends[(topic, partition)] = max(offset + 1, ends.get((topic, partition), 0))
+        try:
+            await self.log.commit(ends)
+        except (OSError, ConnectionError) as exc:
+            raise SourceUnavailable(f"commit: {exc}") from exc
+
+    async def nak(self, messages: Sequence[Message], delay_s: float) -> None:
+        starts: dict[Partition, int] = {}
+        for m in messages:
+            topic, partition, offset = m.handle
+            starts[(topic, partition)] = min(offset, starts.get((topic, partition), offset))
+        for where, offset in starts.items():  # (the loop itself waits before fetching again)
+            self.log.seek(where, offset)
+
+    async def dead_letter(self, message: Message, reason: dict[str, Any]) -> None:
+        event_id = reason.get("event_id")
+        try:
+            await self.log.produce(self.dead_topic, dead_letter_body(message, reason),
+                                   event_id.encode() if isinstance(event_id, str) else None)
+        except (OSError, ConnectionError) as exc:
+            raise SourceUnavailable(f"dead letter: {exc}") from exc
+
+    async def lag(self) -> int | None:
+        return await self.log.lag()
+
+    async def close(self) -> None:
+        closer = getattr(self.log, "close", None)
+        if closer is not None:
+            await closer()
+
+
+async def open_kafka(bootstrap: str, *, topic: str, group: str, dead_letter: str) -> KafkaSource:
+    """A source on a real Kafka cluster (``aiokafka``; install ``creditmeter[kafka]``)."""
+    try:
+        from creditmeter.stream.kafka_client import AioKafkaLog
+    except ImportError as exc:
+        raise InputError("url", "kafka:// needs the Kafka client: pip install 'creditmeter[kafka]'") from exc
+    log = await AioKafkaLog.start(bootstrap, topic=topic, group=group)
+    return KafkaSource(log, topic, dead_letter)
