@@ -72,7 +72,11 @@ async def _run(engine: Engine, scheme: str, url: str, settings: dict[str, Any], 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    source = await _open(scheme, url, settings, stop, options.backoff)
+    def notice(line: str) -> None:
+        stats.broker_failed(line)
+        click.echo(f"consume: {line}", err=True)
+
+    source = await _open(scheme, url, {**settings, "notice": notice}, stop, options.backoff)
     if source is None:
         return
     reporter = asyncio.create_task(_report(stats, progress_s, stop)) if progress_s > 0 else None
@@ -115,7 +119,7 @@ async def _connect(scheme: str, url: str, settings: dict[str, Any]) -> Source:
     return await NatsSource.open(url, stream=settings["stream"], subject=settings["subject"] or "usage.>",
                                  durable=settings["durable"],
                                  dead_letter=settings["dead_letter"] or f"dead.{settings['stream']}",
-                                 ack_wait_s=settings["ack_wait_s"])
+                                 ack_wait_s=settings["ack_wait_s"], notice=settings["notice"])
 
 
 async def _report(stats: StreamStats, every_s: float, stop: asyncio.Event) -> None:

@@ -41,6 +41,9 @@ class StreamStats:
     _samples: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        self._samples.append((time.monotonic(), 0))  # the rate counts from the start
+
     @property
     def events(self) -> int:
         return self.charged + self.duplicate + self.dead_lettered

@@ -8,7 +8,7 @@ each fetch gets messages no other consumer holds, and a message that is not ackn
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nats
@@ -35,16 +35,33 @@ class NatsSource:
         self.stream, self.durable = names
         self._lag: int | None = None
         self._fresh = False  # whether ``_lag`` came from the last fetch
+        self._closing: list[bool] = []
 
     @classmethod
     async def open(cls, url: str, *, stream: str, subject: str, durable: str, dead_letter: str,
-                   ack_wait_s: float = 30.0, create: bool = True) -> NatsSource:
+                   ack_wait_s: float = 30.0, create: bool = True,
+                   notice: Callable[[str], None] | None = None) -> NatsSource:
         """Connect (reconnecting for ever after), make the stream and the durable consumer when
-        missing (``create``), and check the configuration; a bad one raises ``InputError``."""
+        missing (``create``), and check the configuration; a bad one raises ``InputError``.
+        ``notice`` hears a line when the connection is lost, comes back, or fails."""
         check_dead_letter(subject, dead_letter)
+        tell = notice or (lambda _: None)
+        closing: list[bool] = []  # set by close(): its disconnect is no news
+
+        async def on_error(exc: Exception) -> None:
+            tell(f"nats: {exc or type(exc).__name__}")
+
+        async def on_disconnect() -> None:
+            if not closing:
+                tell("nats: disconnected; reconnecting")
+
+        async def on_reconnect() -> None:
+            tell("nats: reconnected")
+
         try:
             nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                    connect_timeout=5, allow_reconnect=True)
+                                    connect_timeout=5, allow_reconnect=True, error_cb=on_error,
+                                    disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
         except _BROKER_ERRORS as exc:
             raise SourceUnavailable(f"cannot connect to {url}: {exc or type(exc).__name__}") from exc
         js = nc.jetstream()
@@ -60,7 +77,9 @@ class NatsSource:
         except BaseException:
             await nc.close()
             raise
-        return cls(nc, js, sub, dead_letter, (stream, durable))
+        source = cls(nc, js, sub, dead_letter, (stream, durable))
+        source._closing = closing
+        return source
 
     async def fetch(self, max_messages: int, timeout_s: float) -> list[Message]:
         try:
@@ -111,6 +130,7 @@ class NatsSource:
         return self._lag
 
     async def close(self) -> None:
+        self._closing.append(True)
         try:
             await self.nc.close()
         except _BROKER_ERRORS:
