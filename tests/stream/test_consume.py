@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests import forked
+from tests.concurrency.prices import expected_cost_uc
 from tests.stream.conftest import Ledger, start_consumer, stop
 from tests.stream.harness import (
     NatsServer,
@@ -27,7 +28,6 @@ from tests.stream.harness import (
     publish_raw,
     read_dead_letters,
 )
-from tests.concurrency.prices import expected_cost_uc
 
 COUNT = 6_000
 
