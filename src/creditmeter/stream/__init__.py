@@ -2,8 +2,8 @@
 Kafka) through the batch path, acknowledging each only after its charge committed.
 
 ``core`` is the loop, independent of the broker (a narrow :class:`~creditmeter.stream.core.Source`);
-``nats`` and ``kafka`` are the sources; ``publish`` is the producers' helper (it needs the
-``[stream]`` extra, and is imported on first use); ``metrics`` the consumer's counters, progress
+``nats`` and ``kafka`` are the sources; ``producer`` is the producers' helper,
+``creditmeter.stream.publish(...)`` (it needs the ``[stream]`` extra, and is imported on first use); ``metrics`` the consumer's counters, progress
 line and Prometheus port. See docs/stream.md.
 """
 
@@ -20,7 +20,7 @@ __all__ = ["ConsumeOptions", "Message", "Source", "SourceUnavailable", "StreamSt
 
 def __getattr__(name: str) -> Any:
     if name in ("encode_event", "publish", "publish_many"):
-        from creditmeter.stream import publish as module
+        from creditmeter.stream import producer as module
 
         return getattr(module, name)
     raise AttributeError(name)
