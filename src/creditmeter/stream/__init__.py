@@ -3,8 +3,8 @@ Kafka) through the batch path, acknowledging each only after its charge committe
 
 ``core`` is the loop, independent of the broker (a narrow :class:`~creditmeter.stream.core.Source`);
 ``nats`` and ``kafka`` are the sources; ``producer`` is the producers' helper,
-``creditmeter.stream.publish(...)`` (it needs the ``[stream]`` extra, and is imported on first use); ``metrics`` the consumer's counters, progress
-line and Prometheus port. See docs/stream.md.
+``creditmeter.stream.publish(...)`` (it needs the ``[stream]`` extra, and is imported on first
+use); ``metrics`` the consumer's counters, progress line and Prometheus port. See docs/stream.md.
 """
 
 from __future__ import annotations
