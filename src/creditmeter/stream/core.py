@@ -147,11 +147,14 @@ async def handle_batch(source: Source, engine: Engine, messages: Sequence[Messag
     ``SourceUnavailable`` when the broker failed after they did (nothing acknowledged either: the
     messages come again and answer duplicate).
     """
-    results = await charge_batch(engine, messages, at_us)
-    for message, result in zip(messages, results, strict=True):
-        if isinstance(result, Rejected):
-            await source.dead_letter(message, dead_letter_reason(result.error, result.event_id))
-    await source.ack(messages)
+    with stats.timed("charge"):
+        results = await charge_batch(engine, messages, at_us)
+    with stats.timed("dead_letter"):
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, Rejected):
+                await source.dead_letter(message, dead_letter_reason(result.error, result.event_id))
+    with stats.timed("ack"):
+        await source.ack(messages)
     stats.count_batch(results, sum(1 for m in messages if m.delivered > 1))
 
 
@@ -163,6 +166,7 @@ async def consume(source: Source, engine: Engine, clock: Callable[[], int], stat
     idle_since = loop.time()
     failures = 0
     while not stop.is_set():
+        started = loop.time()
         try:
             messages = await source.fetch(options.batch_size, options.fetch_timeout_s)
         except SourceUnavailable as exc:
@@ -170,6 +174,7 @@ async def consume(source: Source, engine: Engine, clock: Callable[[], int], stat
             stats.broker_failed(str(exc))
             await _pause(stop, options.backoff.after(failures))
             continue
+        stats.add_time("fetch" if messages else "idle", loop.time() - started)
         if not messages:
             failures = 0
             stats.lag = await _lag(source, stats.lag)

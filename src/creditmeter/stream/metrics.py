@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ class StreamStats:
     broker_failures: int = 0
     lag: int | None = None
     last_failure: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # fetch, idle, charge, dead_letter, ack
     _samples: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -60,6 +62,18 @@ class StreamStats:
         self.redelivered += redelivered
         self.batches += 1
         self._sample()
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the time the block takes to ``seconds[phase]`` (where a consumer's time goes)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add_time(phase, time.perf_counter() - started)
+
+    def add_time(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
 
     def database_failed(self, why: str) -> None:
         self.database_failures += 1
@@ -105,7 +119,7 @@ class StreamStats:
                 "dead_lettered": self.dead_lettered, "redelivered": self.redelivered,
                 "batches": self.batches, "charged_credits": format_credits(self.charged_uc),
                 "database_failures": self.database_failures, "broker_failures": self.broker_failures,
-                "lag": self.lag}
+                "lag": self.lag, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
 class _StatsCollector(Collector):
@@ -131,6 +145,11 @@ class _StatsCollector(Collector):
         failures.add_metric(["database"], s.database_failures)
         failures.add_metric(["broker"], s.broker_failures)
         yield failures
+        phases = CounterMetricFamily("creditmeter_stream_seconds",
+                                     "Seconds spent, by phase of the loop.", labels=["phase"])
+        for phase, seconds in sorted(s.seconds.items()):
+            phases.add_metric([phase], seconds)
+        yield phases
         yield GaugeMetricFamily("creditmeter_stream_rate", "Events per second over the last 10 s.",
                                 value=s.rate)
         if s.lag is not None:
