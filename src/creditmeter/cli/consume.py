@@ -107,8 +107,11 @@ async def _open(scheme: str, url: str, settings: dict[str, Any], stop: asyncio.E
 
 async def _connect(scheme: str, url: str, settings: dict[str, Any]) -> Source:
     if scheme == "kafka":
-        from creditmeter.stream.kafka import open_kafka
-
+        try:
+            from creditmeter.stream.kafka_client import open_kafka
+        except ImportError:
+            raise InputError("url", "kafka:// needs the Kafka client: pip install "
+                             "'creditmeter[kafka]'") from None
         topic = settings["subject"] or "usage"
         return await open_kafka(url.partition("://")[2], topic=topic, group=settings["durable"],
                                 dead_letter=settings["dead_letter"] or f"{topic}.dead")

@@ -44,13 +44,18 @@ class KafkaLog(Protocol):
     async def lag(self) -> int | None: ...
 
 
+def check_topics(topic: str, dead_letter: str) -> None:
+    """Refuse dead letters to the topic read: they would come back to the consumer for ever."""
+    if dead_letter == topic:
+        raise InputError("dead-letter", f"{dead_letter!r} is the topic this consumer reads: "
+                         "dead letters must go to a topic it does not read")
+
+
 class KafkaSource:
     """A consumer of a group on one topic; dead letters go to another topic."""
 
     def __init__(self, log: KafkaLog, topic: str, dead_letter: str) -> None:
-        if dead_letter == topic:
-            raise InputError("dead-letter", f"{dead_letter!r} is the topic this consumer reads: "
-                             "dead letters must go to a topic it does not read")
+        check_topics(topic, dead_letter)
         self.log = log
         self.topic = topic
         self.dead_topic = dead_letter
@@ -104,13 +109,3 @@ class KafkaSource:
         closer = getattr(self.log, "close", None)
         if closer is not None:
             await closer()
-
-
-async def open_kafka(bootstrap: str, *, topic: str, group: str, dead_letter: str) -> KafkaSource:
-    """A source on a real Kafka cluster (``aiokafka``; install ``creditmeter[kafka]``)."""
-    try:
-        from creditmeter.stream.kafka_client import AioKafkaLog
-    except ImportError as exc:
-        raise InputError("url", "kafka:// needs the Kafka client: pip install 'creditmeter[kafka]'") from exc
-    log = await AioKafkaLog.start(bootstrap, topic=topic, group=group)
-    return KafkaSource(log, topic, dead_letter)

@@ -7,7 +7,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from creditmeter.stream.core import SourceUnavailable
-from creditmeter.stream.kafka import Partition, Record
+from creditmeter.stream.kafka import KafkaSource, Partition, Record, check_topics
 
 
 class AioKafkaLog:
@@ -65,3 +65,9 @@ class AioKafkaLog:
     async def close(self) -> None:
         await self.consumer.stop()
         await self.producer.stop()
+
+
+async def open_kafka(bootstrap: str, *, topic: str, group: str, dead_letter: str) -> KafkaSource:
+    """A source on a real Kafka cluster (``aiokafka``; install ``creditmeter[kafka]``)."""
+    check_topics(topic, dead_letter)  # before connecting
+    return KafkaSource(await AioKafkaLog.start(bootstrap, topic=topic, group=group), topic, dead_letter)
