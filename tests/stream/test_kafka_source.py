@@ -134,7 +134,9 @@ def test_a_hand_back_reads_the_batch_again() -> None:
     kafka.append("usage", [b"%d" % i for i in range(9)])
     source = KafkaSource(FakeLog(kafka, "usage"), "usage", "usage.dead")
     first = asyncio.run(source.fetch(4, 0.01))
-    asyncio.run(source.nak(first, 1.0))
+    asyncio.run(source.nak(first, 0.3))
+    assert asyncio.run(source.fetch(4, 0.01)) == [], "a batch handed back waits its delay"
+    time.sleep(0.3)
     again = asyncio.run(source.fetch(4, 0.01))
     assert [m.handle for m in again] == [m.handle for m in first]
     assert [m.delivered for m in first] == [1] * 4 and [m.delivered for m in again] == [2] * 4

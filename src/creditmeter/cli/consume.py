@@ -17,9 +17,10 @@ import click
 from creditmeter.cli.common import command, main, now_us
 from creditmeter.cli.output import emit
 from creditmeter.engine import Engine
-from creditmeter.errors import InputError
+from creditmeter.errors import InputError, Unavailable
 from creditmeter.stream.core import Backoff, ConsumeOptions, Source, SourceUnavailable, consume
 from creditmeter.stream.metrics import StreamStats, serve_metrics
+from creditmeter.stream.subjects import check_durable
 
 
 @command(main, "consume", as_json=True)
@@ -42,20 +43,26 @@ from creditmeter.stream.metrics import StreamStats, serve_metrics
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 @click.option("--progress", "progress_s", type=click.FloatRange(0), default=10.0, show_default=True,
               help="Seconds between progress lines on stderr (0: none).")
+@click.option("--connect-attempts", type=click.IntRange(1), default=10, show_default=True,
+              help="How often to try the broker at start (0.2 s apart, doubling up to 5 s) before "
+                   "giving up (exit 7); once connected, a consumer reconnects for ever.")
 @click.option("--idle-exit", "idle_exit_s", type=click.FloatRange(0), default=None,
               help="Stop once no message came for this many seconds.")
 def consume_command(engine: Engine, url: str, stream: str, subject: str | None, durable: str,
                     dead_letter: str | None, batch_size: int, ack_wait_s: float,
                     metrics_port: int | None, metrics_host: str, progress_s: float,
-                    idle_exit_s: float | None, as_json: bool) -> None:
+                    connect_attempts: int, idle_exit_s: float | None, as_json: bool) -> None:
     """Charge usage events from a NATS JetStream stream or a Kafka topic, exactly once."""
     stats = StreamStats()
     options = ConsumeOptions(batch_size=batch_size, idle_exit_s=idle_exit_s, backoff=Backoff())
-    scheme = url.partition("://")[0].lower()
-    if scheme not in ("nats", "tls", "kafka"):
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("nats", "tls", "kafka"):
         raise InputError("url", f"{url!r}: use nats://HOST:PORT or kafka://HOST:PORT")
+    url = f"{scheme}://{rest}"  # the clients know their schemes in lower case only
+    check_durable(durable)
     settings = {"stream": stream, "subject": subject, "durable": durable, "dead_letter": dead_letter,
-                "ack_wait_s": ack_wait_s}
+                "ack_wait_s": ack_wait_s, "connect_attempts": connect_attempts}
     if metrics_port is not None:
         try:
             serve_metrics(stats, metrics_port, metrics_host)
@@ -77,8 +84,6 @@ async def _run(engine: Engine, scheme: str, url: str, settings: dict[str, Any], 
         click.echo(f"consume: {line}", err=True)
 
     source = await _open(scheme, url, {**settings, "notice": notice}, stop, options.backoff)
-    if source is None:
-        return
     reporter = asyncio.create_task(_report(stats, progress_s, stop)) if progress_s > 0 else None
     try:
         await consume(source, engine, now_us, stats, stop, options)
@@ -89,20 +94,32 @@ async def _run(engine: Engine, scheme: str, url: str, settings: dict[str, Any], 
 
 
 async def _open(scheme: str, url: str, settings: dict[str, Any], stop: asyncio.Event,
-                backoff: Backoff) -> Source | None:
-    """The source, once the broker answers (retried with backoff until then, or until stopped)."""
+                backoff: Backoff) -> Source:
+    """The source, once the broker answers: tried ``connect_attempts`` times with backoff, each
+    try given up when stopped. Raises ``Unavailable`` when the broker never answered, and when
+    stopped before it did."""
     attempts = 0
-    while not stop.is_set():
+    while True:
+        attempt = asyncio.ensure_future(_connect(scheme, url, settings))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            await asyncio.gather(attempt, return_exceptions=True)
+            raise Unavailable(f"stopped before the broker at {url} answered")
         try:
-            return await _connect(scheme, url, settings)
+            return attempt.result()
         except SourceUnavailable as exc:
             attempts += 1
+            if attempts >= settings["connect_attempts"]:
+                raise Unavailable(f"{exc} (tried {attempts} times)") from None
             click.echo(f"consume: {exc}; trying again", err=True)
-            try:
-                await asyncio.wait_for(stop.wait(), backoff.after(attempts))
-            except TimeoutError:
-                pass
-    return None
+        try:
+            await asyncio.wait_for(stop.wait(), backoff.after(attempts))
+        except TimeoutError:
+            continue
+        raise Unavailable(f"stopped before the broker at {url} answered")
 
 
 async def _connect(scheme: str, url: str, settings: dict[str, Any]) -> Source:

@@ -4,9 +4,9 @@ dead letters. Not run by the test suite (no Kafka broker there): see docs/stream
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
-from creditmeter.stream.core import SourceUnavailable
+from creditmeter.stream.core import DeadLetterRefused, SourceUnavailable
 from creditmeter.stream.kafka import KafkaSource, Partition, Record, check_topics
 
 
@@ -50,6 +50,8 @@ class AioKafkaLog:
     async def produce(self, topic: str, value: bytes, key: bytes | None) -> None:
         try:
             await self.producer.send_and_wait(topic, value, key=key)
+        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+            raise DeadLetterRefused(f"produce: {exc}") from exc
         except KafkaError as exc:
             raise SourceUnavailable(f"produce: {exc}") from exc
 

@@ -2,7 +2,9 @@
 
 The counters are plain numbers owned by the consumer's loop (one thread writes them); the
 metrics port reads them when scraped, through a collector of its own registry, so several
-consumers in one process (as in the tests) never share a metric.
+consumers in one process (as in the tests) never share a metric. What the loop changes in place
+(the seconds per phase, the rate's samples) is read by the port's thread as a copy taken under a
+lock.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class StreamStats:
     charged: int = 0
     duplicate: int = 0
     dead_lettered: int = 0
+    held: int = 0  # handed back to wait (a timestamp ahead of now): not done yet
+    refused: int = 0  # dead letters the broker refused for good: terminated, not stored
     redelivered: int = 0
     batches: int = 0
     charged_uc: int = 0
@@ -48,9 +52,15 @@ class StreamStats:
 
     @property
     def events(self) -> int:
-        return self.charged + self.duplicate + self.dead_lettered
+        return self.charged + self.duplicate + self.dead_lettered + self.refused
 
-    def count_batch(self, results: Sequence[Charge | Rejected], redelivered: int) -> None:
+    def count_batch(self, results: Sequence[Charge | Rejected], redelivered: int, *, held: int = 0,
+                    refused: int = 0) -> None:
+        """Count a batch's results; of its rejected ones, ``held`` were handed back to wait and
+        ``refused`` were terminated (their dead letters refused), the others dead-lettered."""
+        self.dead_lettered -= held + refused
+        self.held += held
+        self.refused += refused
         for result in results:
             if isinstance(result, Rejected):
                 self.dead_lettered += 1
@@ -73,7 +83,16 @@ class StreamStats:
             self.add_time(phase, time.perf_counter() - started)
 
     def add_time(self, phase: str, seconds: float) -> None:
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+        with self._lock:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    def phase_seconds(self) -> dict[str, float]:
+        """A copy of ``seconds`` (read from any thread)."""
+        with self._lock:
+            return dict(self.seconds)
+
+    def dead_letter_refused(self, why: str) -> None:
+        self.last_failure = f"dead letter refused: {why}"
 
     def database_failed(self, why: str) -> None:
         self.database_failures += 1
@@ -109,6 +128,8 @@ class StreamStats:
         text = (f"{self.events:,} events: {self.charged:,} charged ({format_credits(self.charged_uc)} "
                 f"credits), {self.duplicate:,} duplicate, {self.dead_lettered:,} dead-lettered, "
                 f"{self.redelivered:,} redelivered; {self.rate:,.0f}/s, lag {lag}")
+        if self.refused:
+            text += f"; {self.refused:,} dead letters refused (messages terminated)"
         if self.database_failures or self.broker_failures:
             text += (f"; {self.database_failures} database and {self.broker_failures} broker "
                      f"failures (last: {self.last_failure})")
@@ -116,10 +137,11 @@ class StreamStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {"events": self.events, "charged": self.charged, "duplicate": self.duplicate,
-                "dead_lettered": self.dead_lettered, "redelivered": self.redelivered,
+                "dead_lettered": self.dead_lettered, "held": self.held, "refused": self.refused,
+                "redelivered": self.redelivered,
                 "batches": self.batches, "charged_credits": format_credits(self.charged_uc),
                 "database_failures": self.database_failures, "broker_failures": self.broker_failures,
-                "lag": self.lag, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+                "lag": self.lag, "seconds": {k: round(v, 3) for k, v in self.phase_seconds().items()}}
 
 
 class _StatsCollector(Collector):
@@ -131,7 +153,8 @@ class _StatsCollector(Collector):
         messages = CounterMetricFamily("creditmeter_stream_messages", "Messages handled, by outcome.",
                                        labels=["outcome"])
         for outcome, count in (("charged", s.charged), ("duplicate", s.duplicate),
-                               ("dead_lettered", s.dead_lettered)):
+                               ("dead_lettered", s.dead_lettered), ("held", s.held),
+                               ("refused", s.refused)):
             messages.add_metric([outcome], count)
         yield messages
         yield CounterMetricFamily("creditmeter_stream_redelivered",
@@ -147,14 +170,14 @@ class _StatsCollector(Collector):
         yield failures
         phases = CounterMetricFamily("creditmeter_stream_seconds",
                                      "Seconds spent, by phase of the loop.", labels=["phase"])
-        for phase, seconds in sorted(s.seconds.items()):
+        for phase, seconds in sorted(s.phase_seconds().items()):
             phases.add_metric([phase], seconds)
         yield phases
         yield GaugeMetricFamily("creditmeter_stream_rate", "Events per second over the last 10 s.",
                                 value=s.rate)
         if s.lag is not None:
             yield GaugeMetricFamily("creditmeter_stream_lag",
-                                    "Messages in the stream not delivered to the consumer group yet.",
+                                    "Messages not done: not delivered yet, or not acknowledged yet.",
                                     value=s.lag)
 
 

@@ -36,3 +36,11 @@ def check_dead_letter(reads: str, dead_letter: str) -> None:
     if subject_matches(reads, dead_letter):
         raise InputError("dead-letter", f"{dead_letter!r} is read by this consumer (it reads "
                          f"{reads!r}): dead letters must go to a subject it does not read")
+
+
+def check_durable(durable: str) -> None:
+    """A durable consumer's (or Kafka group's) name: not empty, no ``.``, ``*``, ``>``, ``/``,
+    ``\\`` or whitespace (NATS uses it in subjects)."""
+    if not durable or any(c in ".*>/\\" or c.isspace() for c in durable):
+        raise InputError("durable", f"{durable!r} is not a durable name: not empty, and no '.', "
+                         "'*', '>', '/', '\\' or whitespace")
