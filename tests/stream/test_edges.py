@@ -5,14 +5,17 @@ consumers that already exist, and a broker that is not there at start."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
 import nats
 import orjson
 import pytest
+from click.testing import CliRunner
 
-from creditmeter.engine import Engine, open_engine
+from creditmeter.cli import main
+from creditmeter.engine import Engine, Settings, open_engine
 from creditmeter.errors import InputError
 from creditmeter.pricing import parse_catalog
 from creditmeter.stream.core import ConsumeOptions, consume
@@ -20,8 +23,9 @@ from creditmeter.stream.kafka import KafkaSource
 from creditmeter.stream.metrics import StreamStats
 from creditmeter.stream.nats import NatsSource
 from creditmeter.timeutil import format_instant
+from tests import forked
 from tests.concurrency.prices import PRICES
-from tests.stream.harness import ACCOUNTS, CREDIT, NatsServer, publish_raw
+from tests.stream.harness import ACCOUNTS, CREDIT, NatsServer, free_port, publish_raw
 from tests.stream.test_kafka_source import FakeKafka, FakeLog
 
 
@@ -209,3 +213,115 @@ def test_nats_crash_between_commit_and_ack_is_exactly_once(nats_server: NatsServ
     assert len(charged) == 200 and len({e.event.id for e in charged}) == 200
     assert (stats.charged, stats.duplicate) == (50, 150)
     assert stats.redelivered == 150
+
+
+# --- Waiting, refusing, counting ---------------------------------------------------------------
+
+def test_nats_an_event_ahead_of_now_is_charged_once_it_is_in_the_window(nats_server: NatsServer,
+                                                                        tmp_path: Path) -> None:
+    e = open_engine(f"sqlite:///{tmp_path / 'w.db'}", Settings(max_future_s=1))
+    start_us = (int(time.time()) - 86400) * 1_000_000
+    e.load_prices(parse_catalog({"models": PRICES}), start_us, start_us)
+    e.create_account(ACCOUNTS[0], start_us)
+    e.add_grant(ACCOUNTS[0], 1_000 * CREDIT, "addon", start_us, grant_id="g")
+    ahead = format_instant(now_us() + 3_000_000)
+    asyncio.run(publish_raw(nats_server.url, "usage.events", [event(1, timestamp=ahead)]))
+
+    async def scenario() -> StreamStats:
+        source = await NatsSource.open(nats_server.url, stream="USAGE", subject="usage.>",
+                                       durable="charger", dead_letter="dead.usage")
+        stats = StreamStats()
+        await consume(source, e, now_us, stats, asyncio.Event(),
+                      ConsumeOptions(fetch_timeout_s=0.2, idle_exit_s=5))
+        await source.close()
+        return stats
+
+    stats = asyncio.run(scenario())
+    assert (stats.charged, stats.dead_lettered) == (1, 0) and stats.held >= 1
+    assert [s.event.id for s in e.usage(ACCOUNTS[0])] == ["r-1"]
+
+
+def test_nats_a_dead_letter_the_broker_refuses_terminates_its_message(nats_server: NatsServer,
+                                                                      engine: Engine) -> None:
+    async def scenario() -> tuple[StreamStats, int, int]:
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().add_stream(name="TINY_DEAD", subjects=["dead.usage"], max_msg_size=200)
+        await nc.close()
+        await publish_raw(nats_server.url, "usage.events", [b"{not json" + b" " * 300, event(1)])
+        source = await NatsSource.open(nats_server.url, stream="USAGE", subject="usage.>",
+                                       durable="charger", dead_letter="dead.usage", ack_wait_s=1)
+        stats = StreamStats()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(2.5, stop.set)
+        await consume(source, engine, now_us, stats, stop, ConsumeOptions(fetch_timeout_s=0.2))
+        info = await source.sub.consumer_info()
+        await source.close()
+        return stats, info.num_ack_pending, info.num_redelivered
+
+    stats, ack_pending, redelivered = asyncio.run(scenario())
+    assert (stats.refused, stats.charged, stats.dead_lettered) == (1, 1, 0)
+    assert (ack_pending, redelivered) == (0, 0), "the refused message was delivered again"
+
+
+def test_nats_lag_counts_the_messages_delivered_and_not_acknowledged(nats_server: NatsServer) -> None:
+    asyncio.run(publish_raw(nats_server.url, "usage.events", [event(i) for i in range(10)]))
+
+    async def scenario() -> int | None:
+        source = await NatsSource.open(nats_server.url, stream="USAGE", subject="usage.>",
+                                       durable="charger", dead_letter="dead.usage")
+        assert len(await source.fetch(4, 1)) == 4
+        lag = await source.lag()
+        await source.close()
+        return lag
+
+    assert asyncio.run(scenario()) == 10
+
+
+def test_the_metrics_read_a_copy_of_the_phase_times() -> None:
+    stats = StreamStats()
+    stats.add_time("charge", 1.0)
+    copy = stats.phase_seconds()
+    stats.add_time("ack", 1.0)
+    assert copy == {"charge": 1.0} and stats.phase_seconds() == {"charge": 1.0, "ack": 1.0}
+
+
+# --- The command at start ----------------------------------------------------------------------
+
+def consume_args(url: str, tmp_path: Path, *extra: str) -> list[str]:
+    return ["consume", url, "--durable", "charger", "--dead-letter", "dead.usage",
+            "--db", f"sqlite:///{tmp_path / 'c.db'}", "--progress", "0", *extra]
+
+
+@pytest.mark.parametrize("durable", ["", "a.b", "a*", "a>", "a b", "a\tb"])
+def test_a_bad_durable_name_is_refused(tmp_path: Path, durable: str) -> None:
+    args = consume_args("nats://127.0.0.1:1", tmp_path)
+    args[args.index("charger")] = durable
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "durable" in result.output, result.output
+
+
+def test_an_unreachable_broker_is_tried_a_bounded_number_of_times(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = CliRunner().invoke(main, consume_args(f"nats://127.0.0.1:{free_port()}", tmp_path,
+                                                   "--connect-attempts", "3"))
+    assert result.exit_code == 7 and "tried 3 times" in result.output, result.output
+    assert time.monotonic() - started < 15
+
+
+def test_sigterm_stops_the_tries_of_an_unreachable_broker(tmp_path: Path) -> None:
+    process = forked.start(consume_args(f"nats://127.0.0.1:{free_port()}", tmp_path),
+                           stdout=tmp_path / "c.out", stderr=tmp_path / "c.err")
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(10)
+    err = (tmp_path / "c.err").read_text()
+    assert code == 7 and "stopped before the broker" in err, err
+
+
+def test_an_upper_case_scheme_and_a_refused_durable(nats_server: NatsServer, tmp_path: Path) -> None:
+    url = nats_server.url.replace("nats://", "NATS://")
+    ok = CliRunner().invoke(main, consume_args(url, tmp_path, "--idle-exit", "0.5"))
+    assert ok.exit_code == 0, ok.output
+    refused = CliRunner().invoke(main, consume_args(url, tmp_path, "--subject", "usage.events"))
+    assert refused.exit_code == 2 and "durable" in refused.output, refused.output
+    assert "disconnected" not in refused.output, refused.output

@@ -52,7 +52,7 @@ class NatsSource:
         closing: list[bool] = []  # set before a close of ours: its disconnect is no news
 
         async def on_error(exc: Exception) -> None:
-            if not closing:
+            if connected and not closing:  # a first connection's failure is raised, not told
                 tell(f"nats: {exc or type(exc).__name__}")
 
         async def on_disconnect() -> None:
@@ -62,13 +62,15 @@ class NatsSource:
         async def on_reconnect() -> None:
             tell("nats: reconnected")
 
-        try:  # the first connection is tried once: the caller decides how often to try again
-            nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                    connect_timeout=5, allow_reconnect=False, error_cb=on_error,
+        connected: list[bool] = []
+        try:  # the first connection gives up after two tries: the caller decides when to try again
+            nc = await nats.connect(url, max_reconnect_attempts=1, reconnect_time_wait=0.5,
+                                    connect_timeout=5, allow_reconnect=True, error_cb=on_error,
                                     disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
         except (*_BROKER_ERRORS, ValueError) as exc:
             raise SourceUnavailable(f"cannot connect to {url}: {exc or type(exc).__name__}") from exc
-        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1  # once connected, reconnect for ever
+        connected.append(True)
         try:
             sub = await _subscribe(nc.jetstream(), (stream, subject, durable, dead_letter),
                                    ack_wait_s, create)
