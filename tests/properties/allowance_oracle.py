@@ -453,6 +453,7 @@ class World:
             self.end_hold(h, "settled")
         charge = self.charge(cost, now, now, hold)
         h.settled = (usage, charge)
+        self.pay_overage(now)  # what the hold gave back pays a standing debt at once
         return charge
 
     def release(self, hid: str, now: int) -> str:
@@ -462,6 +463,7 @@ class World:
         self.advance(now)
         if h.status == "open":
             self.end_hold(h, "released")
+            self.pay_overage(now)
         return h.status
 
     # -- reads ---------------------------------------------------------------------------------
