@@ -196,6 +196,8 @@ def provide(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
         known = seen.get(index)
         if known is not None and known[0] <= at_us < known[1]:
             continue
+        if _recall(book, index, at_us):  # its package was made, or found, before
+            continue
         period = schedule.period(at_us)
         if period is None:
             continue
@@ -203,6 +205,31 @@ def provide(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
         if gid not in book.counters:
             book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
         seen[index] = period
+        _remember(book, index, period)
+
+
+MAX_REMEMBERED = 32
+
+
+def _recall(book: Book, key: int, at_us: int) -> bool:
+    """Whether ``at_us`` falls in a period remembered as having nothing more owed (its package
+    made; for rollovers, those of the periods before it made or never owed): then it becomes
+    the period last seen, as working it out again would make it, and nothing is done.
+
+    Late and out-of-order events (an import of several days) go back and forth between a few
+    periods; without this each switch worked the periods out again on the local calendar."""
+    for period in book.settled.get(key, ()):
+        if period[0] <= at_us < period[1]:
+            book.provided[key] = period
+            return True
+    return False
+
+
+def _remember(book: Book, key: int, period: tuple[int, int]) -> None:
+    periods = book.settled.setdefault(key, [])
+    if period not in periods:
+        periods.insert(0, period)
+        del periods[MAX_REMEMBERED:]
 
 
 MAX_OWED_PERIODS = 1_000
@@ -247,27 +274,35 @@ def roll_over(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
         known = seen.get(key)
         if known is not None and known[0] <= at_us < known[1]:
             continue
+        if _recall(book, key, at_us):
+            continue
         cursor = min(at_us, schedule.ends_at_us or at_us)
         current = schedule.period(cursor - 1)
-        if current is not None and current[1] > at_us:
+        running = current is not None and current[1] > at_us
+        if current is not None and running:
             cursor = current[0]  # the period running at ``at_us``: nothing to roll over yet
             seen[key] = current
+        settled = running
         for _ in range(rule.lasts):
             previous = schedule.period(cursor - 1)
             if previous is None:
                 break
             cursor = previous[0]
-            _roll(book, schedule, previous, at_us, now_us, next_seq)
+            settled = _roll(book, schedule, previous, at_us, now_us, next_seq) and settled
+        if settled and current is not None:
+            _remember(book, key, current)
 
 
 def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, now_us: int,
-          next_seq: Seq) -> None:
+          next_seq: Seq) -> bool:
+    """Make the rollover of ``period`` if it is owed; whether nothing more can be owed for it
+    (made now or before, or never owed whatever happens next)."""
     source_id = schedule.grant_id(period[0])
     rid = GrantId(ROLLOVER_PREFIX + source_id[len(PERIOD_PREFIX):])
     if rid in book.counters:
-        return
+        return True
     if schedule.ends_at_us is not None and period[1] >= schedule.ends_at_us:
-        return  # the subscription's last period: nothing follows it to carry credits into
+        return True  # the subscription's last period: nothing follows it to carry credits into
     rule = schedule.allowance.rollover
     assert rule is not None
     expires = period[1]
@@ -277,24 +312,25 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
     if schedule.ends_at_us is not None:
         expires = min(expires, schedule.ends_at_us)
     if expires <= at_us:
-        return  # it would be over already
+        return False  # it would be over already
     if source_id not in book.counters:
         book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
     source = book.grant(source_id)
     assert source is not None
     if source.voided_at_us is not None:
-        return
+        return True
     # Unused at the period's end: holds open then keep what they hold (settled from it, or given
     # back to expire with the period); a hold whose ttl passed before the end gave it back.
     book.end_lapsed(period[1])
     book.pay_overage(now_us)  # a debt that stood while the period ran is paid from it first
     amount = min(book.residual(source), rule.cap_uc(source.amount_uc))
     if amount <= 0:
-        return
+        return False  # asked again while its package has nothing left over
     book.move_out(source_id, amount, now_us, "rollover")
     name = f"Rollover — {source.name}"
     book.add_grant(Grant(rid, book.account.id, GrantKind.ROLLOVER, amount, source.priority, period[1],
                          expires, name[:255], "rollover", next_seq(), now_us), now_us)
+    return True
 
 
 __all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "provide", "provide_since", "roll_over",

@@ -160,6 +160,7 @@ class Writes(DriverTransaction):
         book.version += 1
         book.terms = terms
         book.provided.clear()
+        book.settled.clear()
 
     def update_subscription(self, sub: Subscription) -> None:
         self.conn.execute(subscriptions.update().where(subscriptions.c.id == sub.id).values(
