@@ -74,6 +74,7 @@ class Book:
         self.terms = terms  # what recurs on the account (a creditmeter.terms.Terms; None: nothing)
         self.provided: dict[int, tuple[int, int]] = {}  # per schedule, the period last provided
         self.settled: dict[int, list[tuple[int, int]]] = {}  # per schedule, periods with nothing owed
+        self.quiet: list[Any] = []  # stretches of time in which nothing more is owed (terms.owed_at)
         self.overage_uc = overage_uc
         self.overage_since_us = overage_since_us  # when the current overage arose
         self.version = version  # the stored account's version this book was loaded at

@@ -42,7 +42,7 @@ from creditmeter.domain import AccountId, Grant, GrantId, GrantKind
 from creditmeter.ledger import PERIOD_PREFIX, ROLLOVER_PREFIX, Book, rollover_source
 from creditmeter.plans import Plan, parse_plan
 from creditmeter.recurrence import Every, period_at
-from creditmeter.timeutil import format_instant
+from creditmeter.timeutil import MAX_US, MIN_US, format_instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +232,39 @@ def _remember(book: Book, key: int, period: tuple[int, int]) -> None:
         del periods[MAX_REMEMBERED:]
 
 
+def owed_at(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
+    """What an event at ``at_us`` needs first: the rollovers usable then and the packages of its
+    periods (:func:`roll_over`, then :func:`provide`). In a stretch of time found before to owe
+    nothing more, it only marks that stretch's periods as the last seen, as those would."""
+    for start, end, seen in book.quiet:
+        if start <= at_us < end:
+            book.provided.update(seen)
+            return
+    roll_over(book, at_us, now_us, next_seq)
+    provide(book, at_us, now_us, next_seq)
+    _note_quiet(book, at_us)
+
+
+def _note_quiet(book: Book, at_us: int) -> None:
+    """Remember the stretch around ``at_us`` in which every schedule's package is made and its
+    rollovers are settled (where their periods meet), with the periods it leaves as last seen."""
+    terms: Terms = book.terms
+    start, end = MIN_US, MAX_US + 1
+    seen: list[tuple[int, tuple[int, int]]] = []
+    for index, schedule in enumerate(terms.schedules):
+        rolls = schedule.allowance.rollover is not None
+        for key in (index, -1 - index) if rolls else (index,):
+            period = next((p for p in book.settled.get(key, ()) if p[0] <= at_us < p[1]), None)
+            if period is None:
+                return
+            start, end = max(start, period[0]), min(end, period[1])
+            seen.append((key, period))
+        if rolls:
+            start = max(start, schedule.anchor_us + 1)  # at the very start roll_over does nothing
+    book.quiet.insert(0, (start, end, tuple(seen)))
+    del book.quiet[MAX_REMEMBERED:]
+
+
 MAX_OWED_PERIODS = 1_000
 
 
@@ -333,5 +366,5 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
     return True
 
 
-__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "provide", "provide_since", "roll_over",
+__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "owed_at", "provide", "provide_since", "roll_over",
            "rollover_source", "terms_from_json"]

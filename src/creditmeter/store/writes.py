@@ -161,6 +161,7 @@ class Writes(DriverTransaction):
         book.terms = terms
         book.provided.clear()
         book.settled.clear()
+        book.quiet.clear()
 
     def update_subscription(self, sub: Subscription) -> None:
         self.conn.execute(subscriptions.update().where(subscriptions.c.id == sub.id).values(
