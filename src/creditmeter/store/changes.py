@@ -110,12 +110,15 @@ def _collect_book(changes: Changes, days: dict[tuple[str, int], list[int]], book
         row = (e.account_id, e.grant_id, e.kind.value, e.amount_uc, e.at_us, e.hold_id,
                e.note[:255], recorded_at_us)
         (changes.closings if e.kind in CLOSING else changes.entries).append(row)
-    if book.changed:
+    if book.changed:  # in the order of the grants' seq (a book may keep many expired grants)
         counters = book.counters
-        for grant in book.grants:
-            if grant.id in book.changed:
-                c = counters[grant.id]
-                changes.counters.append((c.used_uc, c.held_uc, c.closed_uc, grant.seq))
+        rows = []
+        for grant_id in book.changed:
+            c, grant = counters[grant_id], book.grant(grant_id)
+            assert grant is not None
+            rows.append((c.used_uc, c.held_uc, c.closed_uc, grant.seq))
+        rows.sort(key=lambda row: row[3])
+        changes.counters += rows
     if book.has_changes:
         changes.versions.append((book.overage_uc, book.overage_since_us, book.version + 1,
                                  book.account.id, book.version))
