@@ -125,8 +125,9 @@ class Book:
         counters = self.counters
         rolled = self.rolled
         for g in self.grants:
-            if (g.voided_at_us is None and g.effective_at_us <= at_us
-                    and (g.expires_at_us is None or at_us < g.expires_at_us)):
+            expires = g.expires_at_us  # first: most grants a book keeps are over
+            if ((expires is None or at_us < expires) and g.effective_at_us <= at_us
+                    and g.voided_at_us is None):
                 c = counters[g.id]
                 yield g.id, g.amount_uc - c.used_uc - c.held_uc
                 if rolled and g.id in rolled:
