@@ -343,7 +343,7 @@ def _terms_packages(url: str) -> dict[str, int]:
     store = SqlStore(url)
     with store.engine.connect() as conn:
         rows = conn.exec_driver_sql("SELECT substr(id, 1, 4), count(*) FROM grants "
-                                    "WHERE id LIKE 'sub:%' OR id LIKE 'rol:%' GROUP BY substr(id, 1, 4)")
+                                    "WHERE substr(id, 1, 4) IN ('sub:', 'rol:') GROUP BY substr(id, 1, 4)")
         found = {str(r[0]): int(r[1]) for r in rows}
     store.close()
     return {"period packages": found.get("sub:", 0), "rollovers": found.get("rol:", 0)}
