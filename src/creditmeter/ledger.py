@@ -409,6 +409,7 @@ class Book:
     def _end_hold(self, hold: Hold, at_us: int, status: HoldStatus, note: str,
                   settled_event_id: EventId | None = None) -> Hold:
         assert hold.status is HoldStatus.OPEN, hold
+        over: list[Grant] = []
         for part in hold.parts:
             counters = self.counters[part.grant_id]
             counters.held_uc -= part.amount_uc
@@ -416,6 +417,12 @@ class Book:
             self.changed.add(part.grant_id)
             self.entries.append(Entry(EntryKind.RELEASE, self.account.id, part.grant_id,
                                       part.amount_uc, at_us, hold_id=hold.id, note=note))
+            grant = self.grant(part.grant_id)
+            if (grant is not None and grant.voided_at_us is None and grant.expires_at_us is not None
+                    and grant.expires_at_us <= at_us):
+                over.append(grant)
+        for grant in over:  # given back after the package expired: it expires at once (as a sweep
+            self._close(grant, self.residual(grant), at_us)  # records), never to be carried over
         ended = hold._replace(status=status, settled_event_id=settled_event_id)
         del self.holds[hold.id]
         self.ended_holds.append(ended)

@@ -377,7 +377,9 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
     # back to expire with the period); a hold whose ttl passed before the end gave it back.
     book.end_lapsed(period[1])
     book.pay_overage(now_us)  # a debt that stood while the period ran is paid from it first
-    amount = min(book.residual(source), rule.cap_uc(source.amount_uc))
+    # What holds open at the end gave back later expired with it (closed then): not carried over.
+    unused = book.residual(source) - book.counters[source_id].closed_uc
+    amount = min(unused, rule.cap_uc(source.amount_uc))
     if amount <= 0:
         return False  # asked again while its package has nothing left over
     book.move_out(source_id, amount, now_us, "rollover")
