@@ -42,7 +42,7 @@ from creditmeter.domain import AccountId, Grant, GrantId, GrantKind
 from creditmeter.ledger import PERIOD_PREFIX, ROLLOVER_PREFIX, Book, rollover_source
 from creditmeter.plans import Plan, parse_plan
 from creditmeter.recurrence import Every, period_at
-from creditmeter.timeutil import format_instant
+from creditmeter.timeutil import MAX_US, MIN_US, format_instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +197,8 @@ def provide(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
         known = seen.get(index)
         if known is not None and known[0] <= at_us < known[1]:
             continue
+        if _recall(book, index, at_us):  # its package was made, or found, before
+            continue
         period = schedule.period(at_us)
         if period is None:
             continue
@@ -205,8 +207,66 @@ def provide(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
             book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us, pay=False)
             made = True
         seen[index] = period
+        _remember(book, index, period)
     if made:
         book.pay_overage(now_us)
+
+
+MAX_REMEMBERED = 32
+
+
+def _recall(book: Book, key: int, at_us: int) -> bool:
+    """Whether ``at_us`` falls in a period remembered as having nothing more owed (its package
+    made; for rollovers, those of the periods before it made or never owed): then it becomes
+    the period last seen, as working it out again would make it, and nothing is done.
+
+    Late and out-of-order events (an import of several days) go back and forth between a few
+    periods; without this each switch worked the periods out again on the local calendar."""
+    for period in book.settled.get(key, ()):
+        if period[0] <= at_us < period[1]:
+            book.provided[key] = period
+            return True
+    return False
+
+
+def _remember(book: Book, key: int, period: tuple[int, int]) -> None:
+    periods = book.settled.setdefault(key, [])
+    if period not in periods:
+        periods.insert(0, period)
+        del periods[MAX_REMEMBERED:]
+
+
+def owed_at(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
+    """What an event at ``at_us`` needs first: the rollovers usable then and the packages of its
+    periods (:func:`roll_over`, then :func:`provide`). In a stretch of time found before to owe
+    nothing more, it only marks that stretch's periods as the last seen, as those would."""
+    for start, end, seen in book.quiet:
+        if start <= at_us < end:
+            book.provided.update(seen)
+            return
+    roll_over(book, at_us, now_us, next_seq)
+    provide(book, at_us, now_us, next_seq)
+    _note_quiet(book, at_us)
+
+
+def _note_quiet(book: Book, at_us: int) -> None:
+    """Remember the stretch around ``at_us`` in which every schedule's package is made and its
+    rollovers are settled (where their periods meet), with the periods it leaves as last seen."""
+    terms: Terms = book.terms
+    start, end = MIN_US, MAX_US + 1
+    seen: list[tuple[int, tuple[int, int]]] = []
+    for index, schedule in enumerate(terms.schedules):
+        rolls = schedule.allowance.rollover is not None
+        for key in (index, -1 - index) if rolls else (index,):
+            period = next((p for p in book.settled.get(key, ()) if p[0] <= at_us < p[1]), None)
+            if period is None:
+                return
+            start, end = max(start, period[0]), min(end, period[1])
+            seen.append((key, period))
+        if rolls:
+            start = max(start, schedule.anchor_us + 1)  # at the very start roll_over does nothing
+    book.quiet.insert(0, (start, end, tuple(seen)))
+    del book.quiet[MAX_REMEMBERED:]
 
 
 MAX_OWED_PERIODS = 1_000
@@ -265,11 +325,15 @@ def roll_over(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
         known = seen.get(key)
         if known is not None and known[0] <= upto < known[1]:
             continue
+        if _recall(book, key, upto):
+            continue
         cursor = min(upto, schedule.ends_at_us or upto)
         current = schedule.period(cursor - 1)
-        if current is not None and current[1] > upto:
-            cursor = current[0]  # the period running at ``at_us``: nothing to roll over yet
+        running = current is not None and current[1] > upto
+        if current is not None and running:
+            cursor = current[0]  # the period running at ``upto``: nothing to roll over yet
             seen[key] = current
+        settled = running
         ended: list[tuple[int, int]] = []
         for _ in range(rule.lasts):
             previous = schedule.period(cursor - 1)
@@ -278,17 +342,21 @@ def roll_over(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
             cursor = previous[0]
             ended.append(previous)
         for period in reversed(ended):  # in time order: an older rollover may pay a later debt
-            _roll(book, schedule, period, at_us, now_us, next_seq)
+            settled = _roll(book, schedule, period, at_us, now_us, next_seq) and settled
+        if settled and current is not None:
+            _remember(book, key, current)
 
 
 def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, now_us: int,
-          next_seq: Seq) -> None:
+          next_seq: Seq) -> bool:
+    """Make the rollover of ``period`` if it is owed; whether nothing more can be owed for it
+    (made now or before, or never owed whatever happens next)."""
     source_id = schedule.grant_id(period[0])
     rid = GrantId(ROLLOVER_PREFIX + source_id[len(PERIOD_PREFIX):])
     if rid in book.counters:
-        return
+        return True
     if schedule.ends_at_us is not None and period[1] >= schedule.ends_at_us:
-        return  # the subscription's last period: nothing follows it to carry credits into
+        return True  # the subscription's last period: nothing follows it to carry credits into
     rule = schedule.allowance.rollover
     assert rule is not None
     expires = period[1]
@@ -298,13 +366,13 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
     if schedule.ends_at_us is not None:
         expires = min(expires, schedule.ends_at_us)
     if expires <= at_us:
-        return  # it would be over already
+        return False  # it would be over already
     if source_id not in book.counters:  # it pays a debt below, after the holds that lapsed before
         book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us, pay=False)
     source = book.grant(source_id)
     assert source is not None
     if source.voided_at_us is not None:
-        return
+        return True
     # Unused at the period's end: holds open then keep what they hold (settled from it, or given
     # back to expire with the period); a hold whose ttl passed before the end gave it back.
     book.end_lapsed(period[1])
@@ -313,12 +381,13 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
     unused = book.residual(source) - book.counters[source_id].closed_uc
     amount = min(unused, rule.cap_uc(source.amount_uc))
     if amount <= 0:
-        return
+        return False  # asked again while its package has nothing left over
     book.move_out(source_id, amount, now_us, "rollover")
     name = f"Rollover — {source.name}"
     book.add_grant(Grant(rid, book.account.id, GrantKind.ROLLOVER, amount, source.priority, period[1],
                          expires, name[:255], "rollover", next_seq(), now_us), now_us)
+    return True
 
 
-__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "provide", "provide_since", "roll_over",
+__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "owed_at", "provide", "provide_since", "roll_over",
            "rollover_source", "terms_from_json"]
