@@ -1,5 +1,5 @@
-"""Fixtures for the stream tests: a NATS server of their own, and a PostgreSQL database with
-accounts, packages and the test prices."""
+"""Fixtures for the stream tests: a NATS server of their own, a PostgreSQL database with
+accounts, packages and the test prices, and the same on a SQLite file (``engine``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from creditmeter.engine import Engine
+from creditmeter.engine import Engine, open_engine
 from creditmeter.pricing import parse_catalog
 from creditmeter.store.sql import SqlStore, _driver_url
 from tests import forked
@@ -91,3 +91,15 @@ def stop(process: Forked, timeout: float = 20) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         raise
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    """An engine on a SQLite file: prices from a day ago, 100,000 credits on each account."""
+    e = open_engine(f"sqlite:///{tmp_path / 'stream.db'}")
+    start_us = (int(time.time()) - 86400) * 1_000_000
+    e.load_prices(parse_catalog({"models": PRICES}), start_us, start_us)
+    for account in ACCOUNTS:
+        e.create_account(account, start_us)
+        e.add_grant(account, 100_000 * CREDIT, "addon", start_us, grant_id=f"{account}-addon")
+    return e

@@ -33,16 +33,6 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    e = open_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    start_us = (int(time.time()) - 86400) * 1_000_000
-    e.load_prices(parse_catalog({"models": PRICES}), start_us, start_us)
-    for account in ACCOUNTS:
-        e.create_account(account, start_us)
-        e.add_grant(account, 100_000 * CREDIT, "addon", start_us, grant_id=f"{account}-addon")
-    return e
-
 
 def event(i: int, **extra: object) -> bytes:
     return orjson.dumps({"id": f"r-{i}", "account_id": ACCOUNTS[0], "model": "small",

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import orjson
 import pytest
 
-from creditmeter.engine import Engine, open_engine
+from creditmeter.engine import Engine
 from creditmeter.errors import InputError
-from creditmeter.pricing import parse_catalog
 from creditmeter.stream.core import ConsumeOptions, consume
 from creditmeter.stream.kafka import KafkaSource, Partition
 from creditmeter.stream.metrics import StreamStats
-from tests.concurrency.prices import PRICES
-from tests.stream.harness import ACCOUNTS, CREDIT, expected_totals, make_events
+from tests.stream.harness import ACCOUNTS, expected_totals, make_events
 
 PARTITIONS = 3
 
@@ -87,16 +84,6 @@ class FakeLog:
     async def lag(self) -> int | None:
         return sum(len(self.kafka.topics[self.topic][p]) - o for (_, p), o in self.position.items())
 
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    e = open_engine(f"sqlite:///{tmp_path / 'kafka.db'}")
-    start_us = (int(time.time()) - 86400) * 1_000_000
-    e.load_prices(parse_catalog({"models": PRICES}), start_us, start_us)
-    for account in ACCOUNTS:
-        e.create_account(account, start_us)
-        e.add_grant(account, 100_000 * CREDIT, "addon", start_us, grant_id=f"{account}-addon")
-    return e
 
 
 def run(source: KafkaSource, engine: Engine, stats: StreamStats) -> None:

@@ -228,15 +228,9 @@ async def consume(source: Source, engine: Engine, clock: Callable[[], int], stat
         try:
             await handle_batch(source, engine, messages, clock(), stats)
             failures = 0
-        except Unavailable as exc:
+        except (Unavailable, SourceUnavailable) as exc:  # the batch goes back; wait, then again
             failures += 1
-            stats.database_failed(str(exc))
-            delay = options.backoff.after(failures)
-            await _hand_back(source, messages, delay)
-            await _pause(stop, delay)
-        except SourceUnavailable as exc:
-            failures += 1
-            stats.broker_failed(str(exc))
+            (stats.database_failed if isinstance(exc, Unavailable) else stats.broker_failed)(str(exc))
             delay = options.backoff.after(failures)
             await _hand_back(source, messages, delay)
             await _pause(stop, delay)
