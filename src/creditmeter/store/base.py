@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from creditmeter.alerts import Alert
 from creditmeter.domain import Account, AccountId, GrantId, Hold, HoldId, StoredEvent, SummaryRow
 from creditmeter.enterprise import Member, QuotaAllocation
 from creditmeter.invariants import GrantRow, LedgerTotals
@@ -97,6 +98,9 @@ class Transaction(Protocol):
     def accounts_to_tick(self, at_us: int) -> list[str]: ...
     def ledger_totals(self, account_ids: Sequence[str] | None) -> LedgerTotals: ...
     def grant_rows(self, account_ids: Sequence[str] | None) -> list[GrantRow]: ...
+    def insert_alert(self, alert: Alert, recorded_at_us: int) -> bool: ...
+    def alerts_since(self, account_id: str | None, after_seq: int,
+                     limit: int) -> list[tuple[int, str, Alert, int]]: ...
 
 
 class Store(Protocol):

@@ -24,15 +24,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from creditmeter.errors import InputError, SchemaError
+from creditmeter.store.alerts import AlertRecords
 from creditmeter.store.base import LostConnection, StaleWrite
 from creditmeter.store.reads import Reads
 from creditmeter.store.reconcile import Reconcile
 from creditmeter.store.writes import Writes
 
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 
-class SqlTransaction(Reads, Writes, Reconcile):
+class SqlTransaction(Reads, Writes, Reconcile, AlertRecords):
     """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
 
 
