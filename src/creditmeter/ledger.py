@@ -96,6 +96,7 @@ class Book:
         self.ended_holds: list[Hold] = []
         self.changed: set[GrantId] = set()
         self.overage_changed = False
+        self.mark: Any = None  # what the book stood at when a command began (its alerts compare)
 
     @property
     def has_changes(self) -> bool:

@@ -18,6 +18,7 @@ from creditmeter.engine._unit import (
     _request_fp,
     _version_at,
 )
+from creditmeter.engine.alerting import limit_alert
 from creditmeter.engine.limits import admit
 from creditmeter.engine.usage import SETTLE_ID_PREFIX, _duplicate
 from creditmeter.errors import Conflict, InputError
@@ -106,9 +107,11 @@ class HoldCommands(EngineBase):
                     raise Conflict(f"hold id {hid!r} was already used for another reservation")
                 return existing[0]
             refused, short_ok, fallback = admit(tx, book, amount_uc, at_us, key_id, fallback_model)
+            if refused is not None and refused.limit is not None:
+                tx.insert_alert(limit_alert(account_id, refused.limit, at_us), at_us)
             result = refused or book.reserve(HoldId(hid), amount_uc, ttl, at_us, short_ok=short_ok,
                                              key_id=key_id, fallback=fallback)
-            tx.persist([book], at_us, hold_fps={HoldId(hid): request_fp})
+            self._persist(tx, [book], at_us, hold_fps={HoldId(hid): request_fp})
             return result
 
         return self._write(work)
@@ -161,7 +164,7 @@ class HoldCommands(EngineBase):
                 charge = charge._replace(hold_id=hold.id)
                 book.charges[-1] = (event, charge)
             available = book.available_uc(at_us)
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return charge, available
 
         return self._write(work)
@@ -180,7 +183,7 @@ class HoldCommands(EngineBase):
             open_hold = book.holds.get(hold.id)
             ended = (book.end_hold(open_hold, at_us, HoldStatus.RELEASED) if open_hold
                      else next(h for h in book.ended_holds if h.id == hold.id))
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return ended
 
         return self._write(work)

@@ -91,7 +91,7 @@ class LimitCommands(EngineBase):
             if len(own) > 50:
                 raise Conflict("an account has at most 50 limits of its own")
             self._refresh_terms(tx, book, own_limits=own)
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return rule
 
         return self._write(work)
@@ -119,7 +119,7 @@ class LimitCommands(EngineBase):
                 raise Conflict(f"limit {limit_id!r} was set by the {found[0].source}: only they or the "
                                "operator may remove it")
             self._refresh_terms(tx, book, own_limits=tuple(r for r in terms.own_limits if r.id != limit_id))
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return found[0]
 
         return self._write(work)
@@ -142,7 +142,7 @@ class LimitCommands(EngineBase):
         def work(tx: Transaction) -> OutOfCredits:
             book = self._book(tx, account_id, at_us)
             self._refresh_terms(tx, book, own_policy=parsed)
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return (book.terms or Terms()).policy(at_us)
 
         return self._write(work)

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from creditmeter.errors import InputError, SchemaError
+from creditmeter.store.alert_queries import AlertQueries
 from creditmeter.store.alerts import AlertRecords
 from creditmeter.store.base import LostConnection, StaleWrite
 from creditmeter.store.reads import Reads
@@ -33,7 +34,7 @@ from creditmeter.store.writes import Writes
 SCHEMA_REVISION = "0006"
 
 
-class SqlTransaction(Reads, Writes, Reconcile, AlertRecords):
+class SqlTransaction(Reads, Writes, Reconcile, AlertRecords, AlertQueries):
     """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
 
 

@@ -1,0 +1,42 @@
+"""What raising alerts asks the store, beyond the books: the accounts time is about to cross a
+threshold for (packages expiring soon, subscriptions ending), and how many top-ups an account
+requested in a month."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from creditmeter.alerts import AlertType
+from creditmeter.store.driver import DriverTransaction
+from creditmeter.store.schema import alerts, grants, subscriptions
+
+
+class AlertQueries(DriverTransaction):
+    """Reads for ``engine.alerting``."""
+
+    def accounts_expiring(self, after_us: int, until_us: int) -> list[str]:
+        """Accounts with a package, not voided, with credits left, that expires in
+        ``(after_us, until_us]``."""
+        left = grants.c.amount_uc - grants.c.used_uc - grants.c.held_uc - grants.c.closed_uc
+        query = (sa.select(grants.c.account_id).distinct()
+                 .where(grants.c.expires_at_us > after_us, grants.c.expires_at_us <= until_us,
+                        grants.c.voided_at_us.is_(None), left > 0)
+                 .order_by(grants.c.account_id))
+        return list(self.conn.execute(query).scalars())
+
+    def subscriptions_ending(self, after_us: int, until_us: int) -> list[tuple[str, str, str, int]]:
+        """(account, subscription, plan, end) of the cancelled subscriptions whose last period
+        ends in ``(after_us, until_us]``."""
+        query = (sa.select(subscriptions.c.account_id, subscriptions.c.id, subscriptions.c.plan_id,
+                           subscriptions.c.cancel_at_us)
+                 .where(subscriptions.c.cancel_at_us > after_us, subscriptions.c.cancel_at_us <= until_us)
+                 .order_by(subscriptions.c.account_id, subscriptions.c.id))
+        return [(r[0], r[1], r[2], int(r[3])) for r in self.conn.execute(query)]
+
+    def topups_between(self, account_id: str, from_us: int, to_us: int) -> int:
+        """How many top-ups the account requested in ``[from_us, to_us)`` (by the alerts' time)."""
+        query = (sa.select(sa.func.count()).select_from(alerts)
+                 .where(alerts.c.account_id == account_id,
+                        alerts.c.type == AlertType.TOPUP_REQUESTED.value,
+                        alerts.c.at_us >= from_us, alerts.c.at_us < to_us))
+        return int(self.conn.execute(query).scalar_one())
