@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from creditmeter.errors import InputError, SchemaError
 from creditmeter.store.alerts import AlertRecords
 from creditmeter.store.base import LostConnection, StaleWrite
+from creditmeter.store.deliveries import DeliveryWork
 from creditmeter.store.reads import Reads
 from creditmeter.store.reconcile import Reconcile
 from creditmeter.store.writes import Writes
@@ -33,7 +34,7 @@ from creditmeter.store.writes import Writes
 SCHEMA_REVISION = "0006"
 
 
-class SqlTransaction(Reads, Writes, Reconcile, AlertRecords):
+class SqlTransaction(Reads, Writes, Reconcile, AlertRecords, DeliveryWork):
     """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
 
 
