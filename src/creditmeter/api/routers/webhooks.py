@@ -25,7 +25,6 @@ from creditmeter.api.webhook_models import (
     WebhooksOut,
 )
 from creditmeter.engine.webhooks import MAX_DELIVERY_PAGE
-from creditmeter.errors import InputError
 
 router = APIRouter(prefix=PREFIX, route_class=KeyedRoute, responses=ERRORS)
 
@@ -34,11 +33,8 @@ router = APIRouter(prefix=PREFIX, route_class=KeyedRoute, responses=ERRORS)
              summary="Add a webhook endpoint; its signing secret is answered this once")
 @threaded
 def add_webhook(ctx: Ctx, body: WebhookIn, who: Operator) -> Response:
-    try:
-        endpoint, secret = ctx.engine.add_webhook(body.url, ctx.clock(), events=body.events,
-                                                  description=body.description)
-    except InputError as exc:  # a URL or type the body's shape let through: the body is wrong
-        return json_response({"error": exc.to_dict()}, 422)
+    endpoint, secret = ctx.engine.add_webhook(body.url, ctx.clock(), events=body.events,
+                                              description=body.description)
     return json_response({**present.endpoint(endpoint), "secret": secret}, 201)
 
 
