@@ -1,4 +1,4 @@
-"""creditmeter benchmarks: ``python benchmarks/run.py ingest|contention|api|gateway [--db URL]``.
+"""creditmeter benchmarks: ``python benchmarks/run.py ingest|contention|api|gateway|deliveries [--db URL]``.
 
 Without ``--db`` they run on fresh SQLite files in benchmarks/work; with a PostgreSQL URL they
 make fresh databases on that server.
@@ -594,6 +594,15 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def deliveries(args: argparse.Namespace) -> dict[str, Any]:
+    from deliveries import run as run_deliveries
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    result = run_deliveries(args, fresh_database(args.db, "deliveries"))
+    result["machine"] = {"python": platform.python_version(), "cpus": mp.cpu_count()}
+    return result
+
+
 def show(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -636,9 +645,14 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--seconds", type=float, default=5.0, help="per measured phase")
     p.add_argument("--accounts", type=int, default=100)
+    p = sub.add_parser("deliveries", help="alerts delivered to a local webhook receiver by one worker")
+    p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
+    p.add_argument("--alerts", type=int, default=10_000)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
     result = {"ingest": ingest, "contention": contention, "api": api,
-              "gateway": gateway}[args.benchmark](args)
+              "gateway": gateway, "deliveries": deliveries}[args.benchmark](args)
     show(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = args.benchmark if result["db"] == "sqlite" else f"{args.benchmark}-{result['db']}"

@@ -21,6 +21,7 @@ from creditmeter.cli import (  # noqa: F401
     prices,
     serve,
     usage,
+    webhooks,
 )
 from creditmeter.cli.common import main
 

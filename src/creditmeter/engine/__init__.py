@@ -22,6 +22,7 @@ from creditmeter.engine.maintenance import Maintenance, TickReport
 from creditmeter.engine.prices import PriceCommands
 from creditmeter.engine.quota import EnterpriseCommands, EnterpriseView
 from creditmeter.engine.usage import GROUPS, MAX_PAGE, SETTLE_ID_PREFIX, UsageCommands
+from creditmeter.engine.webhooks import WebhookCommands
 from creditmeter.store import SqlStore
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 
 
 class Engine(AccountCommands, KeyCommands, PriceCommands, GrantCommands, UsageCommands, HoldCommands,
-             Maintenance, SubscriptionCommands, EnterpriseCommands, LimitCommands):
+             Maintenance, SubscriptionCommands, EnterpriseCommands, LimitCommands, WebhookCommands):
     """Credits operations over a :class:`~creditmeter.store.base.Store`."""
 
 

@@ -27,6 +27,7 @@ from creditmeter.errors import InputError, SchemaError
 from creditmeter.store.alert_queries import AlertQueries
 from creditmeter.store.alerts import AlertRecords
 from creditmeter.store.base import LostConnection, StaleWrite
+from creditmeter.store.deliveries import DeliveryWork
 from creditmeter.store.reads import Reads
 from creditmeter.store.reconcile import Reconcile
 from creditmeter.store.writes import Writes
@@ -34,7 +35,7 @@ from creditmeter.store.writes import Writes
 SCHEMA_REVISION = "0006"
 
 
-class SqlTransaction(Reads, Writes, Reconcile, AlertRecords, AlertQueries):
+class SqlTransaction(Reads, Writes, Reconcile, AlertRecords, AlertQueries, DeliveryWork):
     """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
 
 

@@ -12,9 +12,10 @@ from creditmeter.api.routers import (
     plans,
     service,
     usage,
+    webhooks,
 )
 
-AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, operations)
+AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, operations, webhooks)
 
 
 def mount(app: FastAPI) -> None:
