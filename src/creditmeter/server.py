@@ -200,7 +200,7 @@ def engine_settings(config: ServerConfig) -> Settings:
         values["lateness_window_s"] = config.engine.lateness_window_s
     if config.engine.hold_ttl_s is not None:
         values["default_hold_ttl_s"] = config.engine.hold_ttl_s
-    return Settings(**values)
+    return Settings(**values, alert_rules=config.alert_rules())
 
 
 def worker_app(serving: Serving) -> FastAPI:

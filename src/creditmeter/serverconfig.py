@@ -25,6 +25,9 @@ and hands them to each worker process as values (``creditmeter.server.Serving``)
     engine:
       lateness_window_s: 604800    # CREDITMETER_LATENESS_WINDOW_S
       hold_ttl_s: 600              # CREDITMETER_HOLD_TTL_S
+    alerts:                        # alert rules for every account, besides its plan's (docs/alerts.md)
+      - {usage_reached_percent: 80}
+      - {balance_below: 100}
     gateway:                       # the /v1 gateway: OpenAI's and Anthropic's APIs (see docs/gateway.md)
       timeout_s: 600               # longest wait for an upstream's next byte
       connect_timeout_s: 10
@@ -51,6 +54,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from creditmeter.alert_rules import AlertRule, parse_alert_rules
 from creditmeter.endpoints import DeliveryPolicy
 from creditmeter.errors import InputError
 from creditmeter.pricing import load_yaml
@@ -143,6 +147,10 @@ class ServerConfig(_Section):
     engine: EngineSection = EngineSection()
     gateway: GatewaySection = GatewaySection()
     webhooks: WebhooksSection = WebhooksSection()
+    alerts: list[Any] = []
+
+    def alert_rules(self) -> tuple[AlertRule, ...]:
+        return parse_alert_rules(self.alerts, "alerts")
 
 
 def load(path: Path | None, environ: Mapping[str, str]) -> ServerConfig:
@@ -155,7 +163,8 @@ def load(path: Path | None, environ: Mapping[str, str]) -> ServerConfig:
             raise InputError("config", f"cannot read {path}: {exc.strerror}") from None
         loaded = load_yaml(text, str(path))
         if loaded is not None and not isinstance(loaded, dict):
-            raise InputError("config", f"{path} must hold a mapping (server:, engine:, gateway:, webhooks:)")
+            raise InputError("config", f"{path} must hold a mapping (server:, engine:, gateway:, webhooks:, "
+                             "alerts:)")
         data = loaded or {}
     for (section, key), name in ENV.items():
         if name in environ and environ[name] != "":
@@ -164,11 +173,13 @@ def load(path: Path | None, environ: Mapping[str, str]) -> ServerConfig:
                 break  # reported by the validation below
             part[key] = environ[name]
     try:
-        return ServerConfig.model_validate(data)
+        config = ServerConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         source = ENV.get(tuple(str(p) for p in first["loc"])) if len(first["loc"]) == 2 else None  # type: ignore[arg-type]
         where = f" ({source} or the file)" if source else ""
         raise InputError(field, f"{first['msg']}{where}") from None
+    config.alert_rules()  # checked here: a bad rule names its field before anything starts
+    return config
 

@@ -35,12 +35,12 @@ from creditmeter.alerts import Alert, AlertType, alert_id
 from creditmeter.allowances import LimitStatus
 from creditmeter.domain import AccountId, Grant, GrantId
 from creditmeter.engine._unit import _check_instant
-from creditmeter.engine.billing import SubscriptionCommands, grant_expiry
+from creditmeter.engine.billing import SubscriptionCommands
 from creditmeter.errors import InputError, NotFound
 from creditmeter.ids import check_id
 from creditmeter.ledger import PERIOD_PREFIX, Book
 from creditmeter.money import format_credits
-from creditmeter.plans import PlanCatalog, PlanKind, default_plans
+from creditmeter.plans import PlanCatalog, PlanKind, default_plans, grant_expiry
 from creditmeter.store.base import Transaction
 from creditmeter.terms import Terms
 from creditmeter.timeutil import MAX_US, format_instant, month_bounds
@@ -65,7 +65,8 @@ class AlertCommands(SubscriptionCommands):
             except NotFound:
                 raise NotFound("pack", rule.pack_id, "auto_topup.pack") from None
             if plan.kind not in (PlanKind.ADDON, PlanKind.PACKAGE):
-                raise InputError("auto_topup.pack", f"{rule.pack_id!r} is a {plan.kind.value} plan, not a pack")
+                raise InputError("auto_topup.pack",
+                                 f"{rule.pack_id!r} is a {plan.kind.value} plan, not a pack")
 
         def work(tx: Transaction) -> AutoTopup | None:
             book = self._book(tx, account_id, at_us)
@@ -123,7 +124,7 @@ class AlertCommands(SubscriptionCommands):
         count = tx.topups_between(aid, start, end)
         if count >= topup.max_per_month:
             return []
-        key = f"topup:{format_instant(start)[:7]}:{count + 1}"
+        key = f"topup:{(format_instant(start) or '')[:7]}:{count + 1}"
         order_id = "topup_" + alert_id(aid, key).removeprefix("msg_")
         data: dict[str, object] = {
             "pack_id": topup.pack_id, "order_id": order_id, "below": format_credits(topup.below_uc),
@@ -165,21 +166,25 @@ class AlertCommands(SubscriptionCommands):
         return max((r.value for r in rules if r.kind is RuleKind.EXPIRING), default=0)
 
 
-def limit_alert(account_id: str, status: LimitStatus, at_us: int) -> Alert:
-    """``limit.reached`` for a hold a limit refused: once per limit and window (a rolling window:
-    once per length of it, counted from the epoch)."""
+def limit_alert(tx: Transaction, account_id: str, status: LimitStatus, at_us: int) -> Alert | None:
+    """``limit.reached`` for a hold a limit refused: once per calendar window (or ever, for a
+    ``total`` limit); for a rolling window, not again until one length of it after the last."""
     rule = status.rule
     every = rule.window.every
+    prefix = f"limit:{rule.id}:"
     if every is None:
         window = "total"
     elif rule.window.rolling:
         step = every.fixed_us
         assert step is not None
-        window = str(at_us // step)
+        last = tx.last_alert_at(account_id, prefix)
+        if last is not None and at_us - last < step:
+            return None
+        window = str(at_us)
     else:
         window = format_instant(status.window_start_us) or ""
     frees = None if status.frees_at_us is None else format_instant(status.frees_at_us)
-    return Alert(account_id, AlertType.LIMIT_REACHED, f"limit:{rule.id}:{window}", at_us,
+    return Alert(account_id, AlertType.LIMIT_REACHED, prefix + window, at_us,
                  {"limit_id": rule.id, "window": rule.window.text, "scope": rule.scope.value,
                   "limit": rule.describe(), "credits": format_credits(rule.credits_uc),
                   "used": format_credits(status.used_uc), "held": format_credits(status.held_uc),

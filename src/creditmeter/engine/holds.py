@@ -107,8 +107,10 @@ class HoldCommands(EngineBase):
                     raise Conflict(f"hold id {hid!r} was already used for another reservation")
                 return existing[0]
             refused, short_ok, fallback = admit(tx, book, amount_uc, at_us, key_id, fallback_model)
-            if refused is not None and refused.limit is not None:
-                tx.insert_alert(limit_alert(account_id, refused.limit, at_us), at_us)
+            alert = None if refused is None or refused.limit is None else limit_alert(
+                tx, account_id, refused.limit, at_us)
+            if alert is not None:
+                tx.insert_alert(alert, at_us)
             result = refused or book.reserve(HoldId(hid), amount_uc, ttl, at_us, short_ok=short_ok,
                                              key_id=key_id, fallback=fallback)
             self._persist(tx, [book], at_us, hold_fps={HoldId(hid): request_fp})

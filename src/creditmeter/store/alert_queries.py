@@ -40,3 +40,12 @@ class AlertQueries(DriverTransaction):
                         alerts.c.type == AlertType.TOPUP_REQUESTED.value,
                         alerts.c.at_us >= from_us, alerts.c.at_us < to_us))
         return int(self.conn.execute(query).scalar_one())
+
+    def last_alert_at(self, account_id: str, key_prefix: str) -> int | None:
+        """When the account's latest alert whose dedupe key starts with ``key_prefix`` was raised."""
+        pattern = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = (sa.select(sa.func.max(alerts.c.at_us))
+                 .where(alerts.c.account_id == account_id,
+                        alerts.c.dedupe_key.like(pattern, escape="\\")))
+        found = self.conn.execute(query).scalar_one()
+        return None if found is None else int(found)
