@@ -1,4 +1,5 @@
-"""creditmeter benchmarks: ``python benchmarks/run.py ingest|contention|api|gateway|deliveries [--db URL]``.
+"""creditmeter benchmarks:
+``python benchmarks/run.py ingest|balance|contention|api|gateway|deliveries [--db URL]``.
 
 Without ``--db`` they run on fresh SQLite files in benchmarks/work; with a PostgreSQL URL they
 make fresh databases on that server.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import random
 import resource
@@ -33,6 +35,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 from creditmeter.demo import example_catalog_text  # noqa: E402
 from creditmeter.engine import Engine  # noqa: E402
 from creditmeter.ingest import import_jsonl, read_batches  # noqa: E402
+from creditmeter.plans import parse_plans  # noqa: E402
 from creditmeter.pricing import load_yaml, parse_catalog  # noqa: E402
 from creditmeter.store.sql import SqlStore  # noqa: E402
 from creditmeter.timeutil import US_PER_S, format_instant, parse_instant  # noqa: E402
@@ -60,15 +63,40 @@ def write_events(path: Path, events: int, accounts: int, seed: int = 1) -> None:
             out.write(orjson.dumps(event) + b"\n")
 
 
-def setup_engine(url: str, accounts: int, seed: int = 2) -> Engine:
+# A plan with what SPEC §12 adds: monthly credits with a rollover, a daily allowance on the
+# Shanghai calendar (with its own rollover), a rolling and a calendar limit.
+TERMS_PLANS = """
+plans:
+  - id: bench-plus
+    kind: subscription
+    name: Bench Plus
+    credits: 1500
+    period: month
+    rollover: {max_percent: 40, max_credits: 200, lasts: 1}
+    allowances:
+      - {id: daily, every: 1d, credits: 50, calendar: Asia/Shanghai, name: Daily credits,
+         rollover: {max_credits: 20, lasts: 1}}
+    limits:
+      - {window: rolling 5h, credits: 300}
+      - {window: 1d, credits: 400, calendar: Asia/Shanghai}
+"""
+
+
+def setup_engine(url: str, accounts: int, seed: int = 2, *, terms: bool = False) -> Engine:
+    """Accounts with 3-5 packages of different kinds each; with ``terms``, each also subscribed
+    (from the same instant) to a plan with allowances, rollover and limits."""
     engine = Engine(SqlStore(url))
     engine.store.upgrade()
     start = AT - 8 * DAY_US
     engine.load_prices(parse_catalog(load_yaml(example_catalog_text())), start, start)
+    if terms:
+        engine.load_plans(parse_plans(load_yaml(TERMS_PLANS)), start)
     rng = random.Random(seed)
     for a in range(accounts):
         account = f"acct-{a:05d}"
         engine.create_account(account, start)
+        if terms:
+            engine.subscribe(account, "bench-plus", start, subscription_id=f"{account}-plus")
         for kind, days in rng.sample(KINDS, rng.randint(3, 5)):
             engine.add_grant(account, rng.randrange(500, 5_000) * US_PER_S, kind, start,
                              expires_at_us=None if days is None else AT + days * DAY_US,
@@ -105,10 +133,11 @@ def fresh_database(server: str | None, name: str) -> str:
 
 def _engine_phase(url: str, events_path: str, batch: int, out: Any) -> None:
     engine = Engine(SqlStore(url))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     summary = import_jsonl(engine, Path(events_path), AT, batch_size=batch)
     seconds = time.perf_counter() - started
-    out.put({"seconds": seconds, "charged": summary.charged, "duplicate": summary.duplicate,
+    out.put({"seconds": seconds, "cpu_seconds": time.process_time() - cpu,
+             "charged": summary.charged, "duplicate": summary.duplicate,
              "rejected": len(summary.rejected),
              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
@@ -227,6 +256,214 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
         "targets": _ingest_targets(engine_url, events_per_s, engine_run["seconds"] / baseline_run["seconds"]),
         "machine": {"python": platform.python_version(), "cpus": mp.cpu_count()},
     }
+
+
+# -- allowances and limits (SPEC §12) on the charging path and on the balance read ----------------
+
+def copy_database(server: str | None, template: str, name: str) -> str:
+    """A copy of the database ``template`` (a closed SQLite file, or on PostgreSQL a database
+    nothing is connected to) under a fresh name."""
+    if server is None or server.startswith("sqlite"):
+        target = fresh_sqlite(f"{name}.db")
+        source = template.removeprefix("sqlite:///")
+        for suffix in ("", "-wal"):
+            if Path(source + suffix).exists():
+                shutil.copyfile(source + suffix, target.removeprefix("sqlite:///") + suffix)
+        return target
+    import sqlalchemy as sa
+
+    from creditmeter.store.sql import _driver_url
+
+    admin = sa.create_engine(_driver_url(server), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    database = f"creditmeter_bench_{name}".replace("-", "_")
+    source_db = sa.engine.make_url(template).database
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{database}" TEMPLATE "{source_db}"')
+    admin.dispose()
+    return sa.engine.make_url(server).set(database=database).render_as_string(hide_password=False)
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+            "max": round(max(values), 3)}
+
+
+def ingest_terms(args: argparse.Namespace) -> dict[str, Any]:
+    """The same event file charged to the same accounts without and with terms (a subscription
+    to ``TERMS_PLANS`` on every account), in alternating repetitions, each on a fresh copy of its
+    variant's database and in a process of its own."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    events_path = WORK / f"ingest-{args.events}.jsonl"
+    if not events_path.exists():
+        write_events(events_path, args.events, args.accounts)
+    templates = {}
+    for variant in ("plain", "terms"):
+        templates[variant] = fresh_database(args.db, f"ingest-{variant}-template")
+        setup_engine(templates[variant], args.accounts, terms=variant == "terms").store.close()
+    seconds: dict[str, list[float]] = {"plain": [], "terms": []}
+    cpu: dict[str, list[float]] = {"plain": [], "terms": []}  # the importing process's own CPU time
+    runs: dict[str, dict[str, Any]] = {}
+    urls: dict[str, str] = {}
+    for rep in range(args.repeat):
+        for variant in ("plain", "terms") if rep % 2 == 0 else ("terms", "plain"):
+            urls[variant] = copy_database(args.db, templates[variant], f"ingest-{variant}")
+            runs[variant] = _in_process(_engine_phase, urls[variant], str(events_path), args.batch)
+            seconds[variant].append(runs[variant]["seconds"])
+            cpu[variant].append(runs[variant]["cpu_seconds"])
+            print(f"  run {rep + 1} {variant}: {runs[variant]['seconds']:.2f} s "
+                  f"({runs[variant]['cpu_seconds']:.2f} s CPU)", flush=True)
+    violations = [v for url in urls.values() for v in Engine(SqlStore(url)).check_invariants()]
+    made = _terms_packages(urls["terms"])
+    plain, terms = statistics.median(seconds["plain"]), statistics.median(seconds["terms"])
+    ratio = terms / plain
+    return {
+        "benchmark": "ingest-terms",
+        "db": "sqlite" if urls["plain"].startswith("sqlite") else "postgresql",
+        "events": args.events, "accounts": args.accounts, "batch_size": args.batch, "repeat": args.repeat,
+        "plain_seconds": _spread(seconds["plain"]), "terms_seconds": _spread(seconds["terms"]),
+        "plain_events_per_s": round(args.events / plain), "terms_events_per_s": round(args.events / terms),
+        "ratio_terms_to_plain": round(ratio, 3),
+        "pair_ratios": [round(t / p, 3) for p, t in zip(seconds["plain"], seconds["terms"], strict=True)],
+        "plain_cpu_seconds": _spread(cpu["plain"]), "terms_cpu_seconds": _spread(cpu["terms"]),
+        "cpu_ratio_terms_to_plain": round(statistics.median(cpu["terms"])
+                                          / statistics.median(cpu["plain"]), 3),
+        "charged": [runs["plain"]["charged"], runs["terms"]["charged"]],
+        "rejected": [runs["plain"]["rejected"], runs["terms"]["rejected"]],
+        "packages_made_by_terms": made,
+        "peak_rss_mb": [round(runs["plain"]["peak_rss_mb"], 1), round(runs["terms"]["peak_rss_mb"], 1)],
+        "reconcile_ok": not violations,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "targets": {"terms within 10% of plain": ratio <= 1.10},
+        "machine": {"python": platform.python_version(), "cpus": mp.cpu_count()},
+    }
+
+
+def _terms_packages(url: str) -> dict[str, int]:
+    """How many packages the terms made (period packages and rollovers), over all accounts."""
+    store = SqlStore(url)
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT substr(id, 1, 4), count(*) FROM grants "
+                                    "WHERE substr(id, 1, 4) IN ('sub:', 'rol:') GROUP BY substr(id, 1, 4)")
+        found = {str(r[0]): int(r[1]) for r in rows}
+    store.close()
+    return {"period packages": found.get("sub:", 0), "rollovers": found.get("rol:", 0)}
+
+
+HISTORY_DAYS = 35
+RECENT = 300  # events in the last 24 hours, the same on every account
+
+
+def _history(size: int, seed: int) -> list[int]:
+    """``size`` event times, oldest first: the last day's ``RECENT`` (the same for every size),
+    the rest spread over the ``HISTORY_DAYS`` before it."""
+    rng = random.Random(seed)
+    recent = sorted(AT - 1 - rng.randrange(DAY_US) for _ in range(min(size, RECENT)))
+    older = sorted(AT - DAY_US - 1 - rng.randrange((HISTORY_DAYS - 1) * DAY_US)
+                   for _ in range(size - len(recent)))
+    return older + recent
+
+
+def _record_history(engine: Engine, account: str, times: list[int]) -> None:
+    """Charge events at ``times`` (oldest first) as they would have come: each batch at its
+    newest event's time, no batch spanning more than a day or 5,000 events."""
+    batch: list[dict[str, Any]] = []
+    for i, ts in enumerate(times):
+        if batch and (len(batch) == 5_000 or ts - parse_instant(batch[0]["timestamp"], "t") > DAY_US):
+            engine.record_batch(batch, parse_instant(batch[-1]["timestamp"], "t"))
+            batch = []
+        batch.append({"id": f"{account}-{i}", "account_id": account, "model": MODELS[i % len(MODELS)],
+                      "input_tokens": 200 + i % 1_000, "output_tokens": 50 + i % 300,
+                      "timestamp": format_instant(ts)})
+    if batch:
+        engine.record_batch(batch, parse_instant(batch[-1]["timestamp"], "t"))
+
+
+def _query_plans(engine: Engine, account: str) -> dict[str, list[str]]:
+    """Every statement one balance read sends, with how the database answers it (EXPLAIN on
+    PostgreSQL, EXPLAIN QUERY PLAN on SQLite): the limits' windows must be index ranges, not
+    scans of the account's history. The statements are recorded from the read itself."""
+    from creditmeter.store.driver import DriverTransaction
+
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+    fetch, fetch_all = DriverTransaction._fetch, DriverTransaction._fetch_all
+
+    def record_one(self: DriverTransaction, sql: str, params: Any) -> list[Any]:
+        sent.append((sql, tuple(params)))
+        return fetch(self, sql, params)
+
+    def record_all(self: DriverTransaction, queries: Any) -> list[list[Any]]:
+        sent.extend((sql, tuple(params)) for sql, params in queries)
+        return fetch_all(self, queries)
+
+    DriverTransaction._fetch, DriverTransaction._fetch_all = record_one, record_all  # type: ignore[method-assign]
+    try:
+        engine.balance(account, AT)
+    finally:
+        DriverTransaction._fetch, DriverTransaction._fetch_all = fetch, fetch_all  # type: ignore[method-assign]
+    sqlite = engine.store.url.startswith("sqlite")
+    out: dict[str, list[str]] = {}
+    raw = engine.store.engine.raw_connection()  # type: ignore[attr-defined]
+    try:
+        cur = raw.cursor()
+        for sql, params in sent:
+            cur.execute(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + sql, params)
+            out[" ".join(sql.split())[:160]] = [str(row[-1] if sqlite else row[0]) for row in cur.fetchall()]
+        raw.rollback()
+    finally:
+        raw.close()
+    return out
+
+
+def balance_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """``engine.balance`` (what the API's balance route serves) on accounts subscribed to
+    ``TERMS_PLANS`` with 0 to 100,000 events of history: the same last day on each, the rest
+    spread over five weeks before it. Reads of the accounts take turns, round by round."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    url = fresh_database(args.db, "balance")
+    engine = Engine(SqlStore(url))
+    engine.store.upgrade()
+    start = AT - (HISTORY_DAYS + 2) * DAY_US
+    engine.load_prices(parse_catalog(load_yaml(example_catalog_text())), start, start)
+    engine.load_plans(parse_plans(load_yaml(TERMS_PLANS)), start)
+    sizes = [0, *args.sizes]
+    for size in sizes:
+        account = f"hist-{size}"
+        engine.create_account(account, start)
+        engine.subscribe(account, "bench-plus", start, subscription_id=f"{account}-plus")
+        engine.add_grant(account, 10**9 * US_PER_S, "package", start, grant_id=f"{account}-pack")
+        _record_history(engine, account, _history(size, seed=size))
+    engine.store.close()
+    engine = Engine(SqlStore(url))
+    samples: dict[int, list[float]] = {size: [] for size in sizes}
+    for size in sizes:
+        engine.balance(f"hist-{size}", AT)  # warm
+    for _ in range(args.rounds):
+        for size in sizes:
+            t = time.perf_counter()
+            engine.balance(f"hist-{size}", AT)
+            samples[size].append((time.perf_counter() - t) * 1000)
+    shown = engine.balance(f"hist-{sizes[-1]}", AT)
+    medians = {size: statistics.median(samples[size]) for size in sizes}
+    smallest = medians[sizes[1]] if len(sizes) > 1 else medians[0]
+    growth = medians[sizes[-1]] / smallest
+    result = {
+        "benchmark": "balance", "db": "sqlite" if url.startswith("sqlite") else "postgresql",
+        "history_days": HISTORY_DAYS, "events_in_last_day": RECENT, "rounds": args.rounds,
+        **{f"balance_ms_{size}_events": round(medians[size], 3) for size in sizes},
+        **{f"balance_ms_p90_{size}_events": round(sorted(samples[size])[int(len(samples[size]) * 0.9)], 3)
+           for size in sizes},
+        "largest_to_smallest": round(growth, 3),
+        "packages_on_account": len(shown.packages),
+        "limits_shown": [f"{s.rule.describe()}: {s.used_uc / US_PER_S:.2f} used" for s in shown.limits],
+        "allowances_shown": len(shown.allowances),
+        "query_plans": _query_plans(engine, f"hist-{sizes[-1]}"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "targets": {"flat: largest history within 10% of the smallest": growth <= 1.10},
+        "machine": {"python": platform.python_version(), "cpus": mp.cpu_count()},
+    }
+    engine.store.close()
+    return result
 
 
 def _contention_worker(url: str, label: str, accounts: list[str], pairs: int, seed: int,
@@ -629,6 +866,14 @@ def main() -> None:
     p.add_argument("--accounts", type=int, default=1_000)
     p.add_argument("--batch", type=int, default=5_000)
     p.add_argument("--history", type=int, default=100_000, help="events on the hot account")
+    p.add_argument("--terms", action="store_true",
+                   help="compare the engine without and with a plan's allowances, rollover and limits")
+    p.add_argument("--repeat", type=int, default=6, help="with --terms: runs of each variant, alternating")
+    p = sub.add_parser("balance", help="the balance read with allowances and limits, by history size")
+    p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000],
+                   help="events of history on each account")
+    p.add_argument("--rounds", type=int, default=300, help="reads of each account, taking turns")
     p = sub.add_parser("contention", help="reserve + settle pairs from many processes")
     p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
     p.add_argument("--processes", type=int, default=8)
@@ -651,11 +896,13 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
-    result = {"ingest": ingest, "contention": contention, "api": api,
-              "gateway": gateway, "deliveries": deliveries}[args.benchmark](args)
+    run = ingest_terms if args.benchmark == "ingest" and args.terms else {
+        "ingest": ingest, "balance": balance_bench, "contention": contention, "api": api,
+        "gateway": gateway, "deliveries": deliveries}[args.benchmark]
+    result = run(args)
     show(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = args.benchmark if result["db"] == "sqlite" else f"{args.benchmark}-{result['db']}"
+    name = result["benchmark"] if result["db"] == "sqlite" else f"{result['benchmark']}-{result['db']}"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS / (name + '.json')}")
 

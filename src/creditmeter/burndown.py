@@ -2,22 +2,25 @@
 
 The rule users are told (the trial first, then whatever expires soonest), made total. Usable grants
 are sorted by (priority ascending, expires_at ascending with never-expiring last, effective_at
-ascending, creation order).
+ascending, a rollover before other packages, creation order). The rollover goes first on a tie (it
+ties with the next period's package when it lasts one period): carried credits are the older ones, and
+the order must not depend on which command happened to make the two packages first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from creditmeter.domain import Allocation, Grant, GrantId
+from creditmeter.domain import Allocation, Grant, GrantId, GrantKind
 
 _NEVER = 1 << 62
 
 
-def order_key(grant: Grant) -> tuple[int, int, int, int]:
+def order_key(grant: Grant) -> tuple[int, int, int, int, int]:
     """The one function that decides which package pays first."""
     expires = _NEVER if grant.expires_at_us is None else grant.expires_at_us
-    return (grant.priority, expires, grant.effective_at_us, grant.seq)
+    carried = 0 if grant.kind is GrantKind.ROLLOVER else 1
+    return (grant.priority, expires, grant.effective_at_us, carried, grant.seq)
 
 
 def allocate(drawable: Iterable[tuple[GrantId, int]], amount_uc: int) -> tuple[list[Allocation], int]:

@@ -22,7 +22,7 @@ be checked is that nothing is negative and the counters match the ledger (see ``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from creditmeter.burndown import allocate, order_key
@@ -73,11 +73,14 @@ class Book:
         self.account = account
         self.terms = terms  # what recurs on the account (a creditmeter.terms.Terms; None: nothing)
         self.provided: dict[int, tuple[int, int]] = {}  # per schedule, the period last provided
+        self.settled: dict[int, list[tuple[int, int]]] = {}  # per schedule, periods with nothing owed
+        self.quiet: list[Any] = []  # stretches of time in which nothing more is owed (terms.owed_at)
         self.overage_uc = overage_uc
         self.overage_since_us = overage_since_us  # when the current overage arose
         self.version = version  # the stored account's version this book was loaded at
         pairs = sorted(grants, key=lambda pair: order_key(pair[0]))
         self.grants: list[Grant] = [g for g, _ in pairs]
+        self._by_id: dict[GrantId, Grant] = {g.id: g for g in self.grants}
         self.counters: dict[GrantId, Counters] = {g.id: c for g, c in pairs}
         self.holds: dict[HoldId, Hold] = {h.id: h for h in holds if h.status is HoldStatus.OPEN}
         # A period's package → its rollover: a late event in the period draws on both.
@@ -106,10 +109,7 @@ class Book:
     # -- figures ---------------------------------------------------------------------------
 
     def grant(self, grant_id: GrantId) -> Grant | None:
-        for grant in self.grants:
-            if grant.id == grant_id:
-                return grant
-        return None
+        return self._by_id.get(grant_id)
 
     def residual(self, grant: Grant) -> int:
         c = self.counters[grant.id]
@@ -119,19 +119,22 @@ class Book:
         """(grant, residual) for each grant usable at ``at_us``, in burn-down order; a period's
         package is followed by its rollover when there is one (made once the period was over:
         what a late event takes from it corrects the rollover)."""
+        return list(self._drawing(at_us))
+
+    def _drawing(self, at_us: int) -> Iterator[tuple[GrantId, int]]:
+        """:meth:`drawable`, one at a time (a charge stops at the grants that cover it)."""
         counters = self.counters
         rolled = self.rolled
-        out = []
         for g in self.grants:
-            if (g.voided_at_us is None and g.effective_at_us <= at_us
-                    and (g.expires_at_us is None or at_us < g.expires_at_us)):
+            expires = g.expires_at_us  # first: most grants a book keeps are over
+            if ((expires is None or at_us < expires) and g.effective_at_us <= at_us
+                    and g.voided_at_us is None):
                 c = counters[g.id]
-                out.append((g.id, g.amount_uc - c.used_uc - c.held_uc))
+                yield g.id, g.amount_uc - c.used_uc - c.held_uc
                 if rolled and g.id in rolled:
-                    later = self.grant(rolled[g.id])
+                    later = self._by_id.get(rolled[g.id])
                     if later is not None and later.voided_at_us is None and at_us < later.effective_at_us:
-                        out.append((later.id, self.residual(later)))
-        return out
+                        yield later.id, self.residual(later)
 
     def available_uc(self, at_us: int) -> int:
         """Credits that a request at ``at_us`` could use (call :meth:`advance` first)."""
@@ -211,6 +214,7 @@ class Book:
         self._note_rollover(grant)
         self.grants.append(grant)
         self.grants.sort(key=order_key)
+        self._by_id[grant.id] = grant
         self.counters[grant.id] = Counters()
         self.new_grants.append(grant)
         self.entries.append(Entry(EntryKind.GRANT, self.account.id, grant.id, grant.amount_uc, at_us,
@@ -222,6 +226,7 @@ class Book:
         """Void (refund) a grant: what remains is removed; what was used stays used."""
         voided = grant._replace(voided_at_us=at_us)
         self.grants[self.grants.index(grant)] = voided
+        self._by_id[voided.id] = voided
         self.voided.append(voided)
         self._close(voided, self.residual(voided), at_us)
         return voided
@@ -241,7 +246,7 @@ class Book:
             for part in held_parts:
                 self._use(part.grant_id, part.amount_uc, at_us)
         if left:
-            more, left = allocate(self.drawable(timestamp_us), left)
+            more, left = allocate(self._drawing(timestamp_us), left)
             for part in more:
                 self._use(part.grant_id, part.amount_uc, at_us)
             parts = _merge(parts + more) if parts else more
@@ -405,6 +410,7 @@ class Book:
     def _end_hold(self, hold: Hold, at_us: int, status: HoldStatus, note: str,
                   settled_event_id: EventId | None = None) -> Hold:
         assert hold.status is HoldStatus.OPEN, hold
+        over: list[Grant] = []
         for part in hold.parts:
             counters = self.counters[part.grant_id]
             counters.held_uc -= part.amount_uc
@@ -412,6 +418,12 @@ class Book:
             self.changed.add(part.grant_id)
             self.entries.append(Entry(EntryKind.RELEASE, self.account.id, part.grant_id,
                                       part.amount_uc, at_us, hold_id=hold.id, note=note))
+            grant = self.grant(part.grant_id)
+            if (grant is not None and grant.voided_at_us is None and grant.expires_at_us is not None
+                    and grant.expires_at_us <= at_us):
+                over.append(grant)
+        for grant in over:  # given back after the package expired: it expires at once (as a sweep
+            self._close(grant, self.residual(grant), at_us)  # records), never to be carried over
         ended = hold._replace(status=status, settled_event_id=settled_event_id)
         del self.holds[hold.id]
         self.ended_holds.append(ended)

@@ -17,6 +17,7 @@ Every period is ``[start, end)`` in µs since the epoch; ``end`` is exclusive.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -122,11 +123,19 @@ def _month_end(anchor_us: int, months: int) -> int:
 
 def calendar_period(every: Every, timezone: str, at_us: int) -> tuple[int, int]:
     """The period of ``every`` on the local calendar of ``timezone`` that contains ``at_us``."""
+    local = (_EPOCH + timedelta(microseconds=at_us)).astimezone(zone(timezone))
+    slot = local.hour // every.count * every.count if every.unit == "h" else 0
+    return _local_period(every, timezone, local.toordinal(), slot)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _local_period(every: Every, timezone: str, ordinal: int, slot: int) -> tuple[int, int]:
+    """The period of ``every`` in ``timezone`` holding the local date ``ordinal`` (for hours, its
+    slot starting at hour ``slot``): it depends on nothing else, so it is worked out once (a
+    batch of events asks for the same few days again and again)."""
     tz = zone(timezone)
-    local = (_EPOCH + timedelta(microseconds=at_us)).astimezone(tz)
-    day = local.date()
+    day = date.fromordinal(ordinal)
     if every.unit == "h":
-        slot = local.hour // every.count * every.count
         start = _instant(day, tz, slot)
         end_hour = slot + every.count
         end = _instant(day, tz, end_hour) if end_hour < 24 else _instant(day + timedelta(days=1), tz, 0)

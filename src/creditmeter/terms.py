@@ -43,7 +43,7 @@ from creditmeter.domain import AccountId, Grant, GrantId, GrantKind
 from creditmeter.ledger import PERIOD_PREFIX, ROLLOVER_PREFIX, Book, rollover_source
 from creditmeter.plans import Plan, parse_plan
 from creditmeter.recurrence import Every, period_at
-from creditmeter.timeutil import format_instant
+from creditmeter.timeutil import MAX_US, MIN_US, format_instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,82 +204,171 @@ def provide(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
     if terms is None or not terms.subscriptions:
         return
     seen = book.provided
+    made = False
     for index, schedule in enumerate(terms.schedules):
         known = seen.get(index)
         if known is not None and known[0] <= at_us < known[1]:
+            continue
+        if _recall(book, index, at_us):  # its package was made, or found, before
             continue
         period = schedule.period(at_us)
         if period is None:
             continue
         gid = schedule.grant_id(period[0])
-        if gid not in book.counters:
-            book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
+        if gid not in book.counters:  # all made first, then they pay a debt in burn-down order
+            book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us, pay=False)
+            made = True
         seen[index] = period
+        _remember(book, index, period)
+    if made:
+        book.pay_overage(now_us)
+
+
+MAX_REMEMBERED = 32
+
+
+def _recall(book: Book, key: int, at_us: int) -> bool:
+    """Whether ``at_us`` falls in a period remembered as having nothing more owed (its package
+    made; for rollovers, those of the periods before it made or never owed): then it becomes
+    the period last seen, as working it out again would make it, and nothing is done.
+
+    Late and out-of-order events (an import of several days) go back and forth between a few
+    periods; without this each switch worked the periods out again on the local calendar."""
+    for period in book.settled.get(key, ()):
+        if period[0] <= at_us < period[1]:
+            book.provided[key] = period
+            return True
+    return False
+
+
+def _remember(book: Book, key: int, period: tuple[int, int]) -> None:
+    periods = book.settled.setdefault(key, [])
+    if period not in periods:
+        periods.insert(0, period)
+        del periods[MAX_REMEMBERED:]
+
+
+def owed_at(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
+    """What an event at ``at_us`` needs first: the rollovers usable then and the packages of its
+    periods (:func:`roll_over`, then :func:`provide`). In a stretch of time found before to owe
+    nothing more, it only marks that stretch's periods as the last seen, as those would."""
+    for start, end, seen in book.quiet:
+        if start <= at_us < end:
+            book.provided.update(seen)
+            return
+    roll_over(book, at_us, now_us, next_seq)
+    provide(book, at_us, now_us, next_seq)
+    _note_quiet(book, at_us)
+
+
+def _note_quiet(book: Book, at_us: int) -> None:
+    """Remember the stretch around ``at_us`` in which every schedule's package is made and its
+    rollovers are settled (where their periods meet), with the periods it leaves as last seen."""
+    terms: Terms = book.terms
+    start, end = MIN_US, MAX_US + 1
+    seen: list[tuple[int, tuple[int, int]]] = []
+    for index, schedule in enumerate(terms.schedules):
+        rolls = schedule.allowance.rollover is not None
+        for key in (index, -1 - index) if rolls else (index,):
+            period = next((p for p in book.settled.get(key, ()) if p[0] <= at_us < p[1]), None)
+            if period is None:
+                return
+            start, end = max(start, period[0]), min(end, period[1])
+            seen.append((key, period))
+        if rolls:
+            start = max(start, schedule.anchor_us + 1)  # at the very start roll_over does nothing
+    book.quiet.insert(0, (start, end, tuple(seen)))
+    del book.quiet[MAX_REMEMBERED:]
 
 
 MAX_OWED_PERIODS = 1_000
 
 
 def provide_since(book: Book, since_us: int, at_us: int, now_us: int, next_seq: Seq) -> None:
-    """Make the packages of every period from the one containing ``since_us`` to the one
-    containing ``at_us`` (at most ``MAX_OWED_PERIODS`` a schedule): while the account owes
-    overage, each paid it at its first instant, whether or not anything wrote the account then."""
+    """While the account owes overage, go through every period boundary from ``since_us`` to
+    ``at_us`` in time order, as if the account had been written at each: holds whose ttl passed
+    by then end, the periods over roll over, the new periods' packages are made, and the debt is
+    paid in burn-down order. So each package (and rollover) paid it at its first instant, whether
+    or not anything wrote the account then. Stops once the debt is paid (what is left is made as
+    usual); at most ``MAX_OWED_PERIODS`` periods a schedule."""
     terms: Terms | None = book.terms
     if terms is None or since_us >= at_us:
         return
+    starts: dict[int, list[tuple[Schedule, tuple[int, int]]]] = {}
     for schedule in terms.schedules:
         cursor = max(since_us, schedule.anchor_us)
         for _ in range(MAX_OWED_PERIODS):
-            if cursor > at_us:
-                break
-            period = schedule.period(cursor)
+            period = schedule.period(cursor) if cursor <= at_us else None
             if period is None:
                 break
-            if schedule.grant_id(period[0]) not in book.counters:  # all made first, then they pay
+            starts.setdefault(period[0], []).append((schedule, period))
+            cursor = period[1]
+    for start in sorted(starts):
+        if not book.overage_uc:
+            return
+        book.end_lapsed(start)
+        for schedule, period in starts[start]:
+            previous = schedule.period(period[0] - 1)
+            if schedule.allowance.rollover is not None and previous is not None and previous[1] == start:
+                _roll(book, schedule, previous, start, now_us, next_seq)
+        for schedule, period in starts[start]:  # all made first, then they pay
+            if schedule.grant_id(period[0]) not in book.counters:
                 book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us,
                                pay=False)
-            cursor = period[1]
-    book.pay_overage(now_us)
+        book.pay_overage(now_us)
 
 
 def roll_over(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
     """Make the rollover of every period over by ``at_us`` whose rollover is usable at ``at_us``,
     unless it was made before: what the period's package left unused at its end, capped.
-    ``at_us`` is now, or a late event's time (its rollovers must be there to draw on); what is
-    made is recorded at ``now_us``."""
+    ``at_us`` is now, or an event's time: a late one's rollovers must be there to draw on; one a
+    little ahead of now draws on none of a period not yet over (what it leaves is not known yet).
+    What is made is recorded at ``now_us``."""
     terms: Terms | None = book.terms
     if terms is None or not terms.subscriptions:
         return
     seen = book.provided
     for index, schedule in enumerate(terms.schedules):
         rule = schedule.allowance.rollover
-        if rule is None or at_us <= schedule.anchor_us:
+        upto = min(at_us, now_us)  # a period is over only once now is past its end
+        if rule is None or upto <= schedule.anchor_us:
             continue
         key = -1 - index  # the period whose rollovers were last made (``provided`` keeps both)
         known = seen.get(key)
-        if known is not None and known[0] <= at_us < known[1]:
+        if known is not None and known[0] <= upto < known[1]:
             continue
-        cursor = min(at_us, schedule.ends_at_us or at_us)
+        if _recall(book, key, upto):
+            continue
+        cursor = min(upto, schedule.ends_at_us or upto)
         current = schedule.period(cursor - 1)
-        if current is not None and current[1] > at_us:
-            cursor = current[0]  # the period running at ``at_us``: nothing to roll over yet
+        running = current is not None and current[1] > upto
+        if current is not None and running:
+            cursor = current[0]  # the period running at ``upto``: nothing to roll over yet
             seen[key] = current
+        settled = running
+        ended: list[tuple[int, int]] = []
         for _ in range(rule.lasts):
             previous = schedule.period(cursor - 1)
             if previous is None:
                 break
             cursor = previous[0]
-            _roll(book, schedule, previous, at_us, now_us, next_seq)
+            ended.append(previous)
+        for period in reversed(ended):  # in time order: an older rollover may pay a later debt
+            settled = _roll(book, schedule, period, at_us, now_us, next_seq) and settled
+        if settled and current is not None:
+            _remember(book, key, current)
 
 
 def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, now_us: int,
-          next_seq: Seq) -> None:
+          next_seq: Seq) -> bool:
+    """Make the rollover of ``period`` if it is owed; whether nothing more can be owed for it
+    (made now or before, or never owed whatever happens next)."""
     source_id = schedule.grant_id(period[0])
     rid = GrantId(ROLLOVER_PREFIX + source_id[len(PERIOD_PREFIX):])
     if rid in book.counters:
-        return
+        return True
     if schedule.ends_at_us is not None and period[1] >= schedule.ends_at_us:
-        return  # the subscription's last period: nothing follows it to carry credits into
+        return True  # the subscription's last period: nothing follows it to carry credits into
     rule = schedule.allowance.rollover
     assert rule is not None
     expires = period[1]
@@ -289,25 +378,28 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
     if schedule.ends_at_us is not None:
         expires = min(expires, schedule.ends_at_us)
     if expires <= at_us:
-        return  # it would be over already
-    if source_id not in book.counters:
-        book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us)
+        return False  # it would be over already
+    if source_id not in book.counters:  # it pays a debt below, after the holds that lapsed before
+        book.add_grant(schedule.grant(period, book.account.id, next_seq(), now_us), now_us, pay=False)
     source = book.grant(source_id)
     assert source is not None
     if source.voided_at_us is not None:
-        return
+        return True
     # Unused at the period's end: holds open then keep what they hold (settled from it, or given
     # back to expire with the period); a hold whose ttl passed before the end gave it back.
     book.end_lapsed(period[1])
     book.pay_overage(now_us)  # a debt that stood while the period ran is paid from it first
-    amount = min(book.residual(source), rule.cap_uc(source.amount_uc))
+    # What holds open at the end gave back later expired with it (closed then): not carried over.
+    unused = book.residual(source) - book.counters[source_id].closed_uc
+    amount = min(unused, rule.cap_uc(source.amount_uc))
     if amount <= 0:
-        return
+        return False  # asked again while its package has nothing left over
     book.move_out(source_id, amount, now_us, "rollover")
     name = f"Rollover — {source.name}"
     book.add_grant(Grant(rid, book.account.id, GrantKind.ROLLOVER, amount, source.priority, period[1],
                          expires, name[:255], "rollover", next_seq(), now_us), now_us)
+    return True
 
 
-__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "provide", "provide_since", "roll_over",
+__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "owed_at", "provide", "provide_since", "roll_over",
            "rollover_source", "terms_from_json"]

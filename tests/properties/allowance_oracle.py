@@ -168,8 +168,9 @@ class G:
     used: int = 0
     held: int = 0
 
-    def key(self) -> tuple[int, int, int, int]:
-        return (self.priority, self.expires, self.effective, self.seq)
+    def key(self) -> tuple[int, int, int, bool, int]:
+        # On a tie a carried-over package goes before a new one, whichever was made first.
+        return (self.priority, self.expires, self.effective, self.kind != "rollover", self.seq)
 
     def residual(self) -> int:
         return self.amount - self.used - self.held
@@ -237,19 +238,22 @@ class World:
     def package_id(self, s: Sched, start: int, prefix: str = "sub:") -> str:
         return f"{prefix}{self.sub}@{iso(start)}{':' + s.name if s.name else ''}"
 
-    def add(self, g: G, now: int) -> None:
+    def add(self, g: G, now: int, pay: bool = True) -> None:
         self.seq += 1
         g.seq = self.seq
         self.grants[g.id] = g
-        self.pay_overage(now)
+        if pay:
+            self.pay_overage(now)
 
     def provide(self, t: int, now: int) -> None:
-        """The package of each schedule's period containing ``t`` (made now if not there yet)."""
+        """The package of each schedule's period containing ``t`` (made now if not there yet).
+        Those that start together pay a debt together: in burn-down order, not as made."""
         for s in self.scheds:
             period = s.period(self.anchor, t)
             if period is not None and self.package_id(s, period[0]) not in self.grants:
                 self.add(G(self.package_id(s, period[0]), s.kind, s.amount, s.priority, period[0],
-                           period[1], 0), now)
+                           period[1], 0), now, pay=False)
+        self.pay_overage(now)
 
     def roll(self, s: Sched, period: tuple[int, int], now: int) -> None:
         assert s.rollover is not None
@@ -449,6 +453,7 @@ class World:
             self.end_hold(h, "settled")
         charge = self.charge(cost, now, now, hold)
         h.settled = (usage, charge)
+        self.pay_overage(now)  # what the hold gave back pays a standing debt at once
         return charge
 
     def release(self, hid: str, now: int) -> str:
@@ -458,6 +463,7 @@ class World:
         self.advance(now)
         if h.status == "open":
             self.end_hold(h, "released")
+            self.pay_overage(now)
         return h.status
 
     # -- reads ---------------------------------------------------------------------------------

@@ -33,8 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pytest
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
 
 from creditmeter.allowances import LimitStatus
@@ -267,7 +266,7 @@ class Driver:
         body = {"id": self.new_id("e"), "account_id": "a", "model": "m", "input_tokens": usage[0],
                 "output_tokens": usage[1], "timestamp": iso(ts)}
         got = self.engine.record(body, self.now)
-        want = self.world.record(ts, cost_of("m", *usage), self.now)
+        want = self.unmade(self.world.record(ts, cost_of("m", *usage), self.now))
         assert charge_of(got) == want, (body, got, want)
         event(f"record {kind}" + (" with overage" if got.overage_uc else ""))
 
@@ -322,6 +321,8 @@ class Driver:
         except Conflict:
             got = "conflict"
         want = self.world.settle(hid, usage, cost_of("m", *usage), self.now)
+        if isinstance(want, OCharge):
+            want = self.unmade(want)
         assert got == want, (hid, got, want)
 
     def do_release(self, pick: int) -> None:
@@ -355,6 +356,17 @@ class Driver:
         assert got.mode.value == self.world.policy().mode
 
     # -- checks ----------------------------------------------------------------------------------
+
+    def unmade(self, charge: OCharge) -> OCharge:
+        """A charge as the engine makes it: what the oracle drew from a rollover the engine never
+        made (over before anything was written, see ``expected_packages``) is its period's."""
+        made = {p.grant.id for p in self.engine.balance("a", self.now).packages}
+        parts: dict[str, int] = {}
+        for gid, amount in charge.parts.items():
+            if gid.startswith("rol:") and gid not in made:
+                gid = "sub:" + gid[4:]
+            parts[gid] = parts.get(gid, 0) + amount
+        return OCharge(charge.cost, parts, charge.overage)
 
     def expected_packages(self, world: World, t: int, made: set[str]) -> list[tuple[Any, ...]]:
         """The oracle's packages. Unless the account was written at every boundary, the engine
@@ -444,17 +456,28 @@ def limit_figures(statuses: Iterable[LimitStatus]) -> dict[str, OLimit]:
     return {s.rule.id: OLimit(s.used_uc, s.held_uc, s.resets_at_us) for s in statuses}
 
 
+# Histories the test found once. A carried-over package and the next period's package tie in the
+# burn-down order: the rollover goes first whichever command made the two. An event a little ahead
+# of now draws on no rollover of a period not yet over. A hold that lapsed in a period gives back
+# before the packages of later periods are made, so what it gave back pays the debt first.
+FOUND = (PlanSpec(100, (1, None, 1), (), (), Policy()), PlanSpec(358, (357, None, 1), (), (), Policy()))
+
 SETTINGS = settings(deadline=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                            HealthCheck.data_too_large])
 
 
-@pytest.mark.skip(reason="known divergence: the rollover of short periods (3h) nothing wrote during, "
-                  "read days later, differs from the oracle's by the rolled credits")
 def test_allowances_limits_and_rollover_match_the_oracle(make_engine: Engines, store_kind: str) -> None:
     """Histories on time (the account written at every boundary) and not; fewer on PostgreSQL."""
 
     @settings(SETTINGS, max_examples=50 if store_kind == "sqlite" else 15)
+    @example(FOUND[0], STARTS[0], 0, False, [("time", ("edge", 0)), ("time", ("edge", 0)),
+                                             ("record", ("back", 1), (1, 0))])
+    @example(FOUND[1], STARTS[0], 0, False, [("time", ("month", 0)), ("tick",), ("time", ("month", -1)),
+                                             ("record", ("ahead", 60), (82, 56))])
+    @example(FOUND[1], STARTS[0], 0, False, [("time", ("edge", 0)), ("reserve", 714, 60),
+                                             ("record", ("now", 0), (1, 0)), ("time", ("by", MINUTE)),
+                                             ("time", ("by", MINUTE)), ("time", ("edge", 0))])
     @given(plan=plans(), start=st.sampled_from(STARTS), offset=st.integers(0, 24 * 60),
            on_time=st.booleans(), ops=st.lists(steps, min_size=10, max_size=40))
     def history(plan: PlanSpec, start: int, offset: int, on_time: bool, ops: list[tuple[Any, ...]]) -> None:

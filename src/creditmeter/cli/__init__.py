@@ -10,6 +10,7 @@ from __future__ import annotations
 # Each command module adds its commands to ``main`` (``cli.common``) as it is imported.
 from creditmeter.cli import (  # noqa: F401
     accounts,
+    consume,
     db,
     enterprise,
     grants,

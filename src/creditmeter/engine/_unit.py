@@ -168,10 +168,10 @@ class EngineBase:
         if book.terms is None:
             return
         seq = tx.next_grant_seq if write else itertools.count(1 << 62).__next__
+        if book.overage_uc and book.overage_since_us is not None:  # each period since paid it
+            provide_since(book, book.overage_since_us, at_us, at_us, seq)
         roll_over(book, at_us, at_us, seq)  # counts what holds held at each period's end
         book.end_lapsed(at_us)  # so the packages made next pay overage after those holds gave back
-        if book.overage_uc and book.overage_since_us is not None:  # each package since paid it
-            provide_since(book, book.overage_since_us, at_us, at_us, seq)
         provide(book, at_us, at_us, seq)
 
     @staticmethod

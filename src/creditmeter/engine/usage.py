@@ -29,7 +29,7 @@ from creditmeter.ids import check_text
 from creditmeter.ledger import Book
 from creditmeter.pricing import PriceBook, PriceVersion
 from creditmeter.store.base import EventTaken, Transaction
-from creditmeter.terms import provide, roll_over
+from creditmeter.terms import owed_at
 from creditmeter.timeutil import DAY_S, US_PER_S, format_instant
 
 SETTLE_ID_PREFIX = "hold:"  # default event id of a settle; producers' event ids may not use it
@@ -139,8 +139,7 @@ class UsageCommands(EngineBase):
                 self._bring(tx, book, at_us)
                 advanced.add(event.account_id)
             if book.terms is not None:  # the rollovers and packages usable at the event's time
-                roll_over(book, ts, at_us, tx.next_grant_seq)
-                provide(book, ts, at_us, tx.next_grant_seq)
+                owed_at(book, ts, at_us, tx.next_grant_seq)
             charge = book.charge(event, cost, version.version, ts, at_us)
             results[index] = charge
             seen[event.id] = (event.fingerprint, charge)

@@ -37,7 +37,7 @@ class Changes:
     """The rows to write, in the column orders of the statements that write them.
 
     Attributes:
-      grants: the values of each new grant (one INSERT each, before everything else).
+      grants: rows of ``GRANT_INSERT_COLUMNS``, one per new grant (written before everything else).
       closings: expire/void entries (``ENTRY_COLUMNS``), each written with the entry it corrects.
       voids: (voided_at_us, grant id).
       new_holds: rows of ``HOLD_INSERT_COLUMNS``.
@@ -50,7 +50,7 @@ class Changes:
         changed book; the write must find every account still at its loaded version.
     """
 
-    grants: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    grants: list[Row] = dataclasses.field(default_factory=list)
     closings: list[Row] = dataclasses.field(default_factory=list)
     voids: list[Row] = dataclasses.field(default_factory=list)
     new_holds: list[Row] = dataclasses.field(default_factory=list)
@@ -76,13 +76,10 @@ def collect(books: Iterable[Book], recorded_at_us: int, grant_fps: Mapping[Grant
 def _collect_book(changes: Changes, days: dict[tuple[str, int], list[int]], book: Book,
                   recorded_at_us: int, grant_fps: Mapping[GrantId, str],
                   hold_fps: Mapping[HoldId, str]) -> None:
-    for grant in book.new_grants:
-        changes.grants.append(dict(
-            seq=grant.seq, id=grant.id, account_id=grant.account_id, kind=grant.kind.value,
-            amount_uc=grant.amount_uc, priority=grant.priority,
-            effective_at_us=grant.effective_at_us, expires_at_us=grant.expires_at_us,
-            name=grant.name, source=grant.source, created_at_us=grant.created_at_us,
-            request_fp=grant_fps.get(grant.id, "")))
+    changes.grants += [(grant.seq, grant.id, grant.account_id, grant.kind.value, grant.amount_uc,
+                        grant.priority, grant.effective_at_us, grant.expires_at_us, grant.name,
+                        grant.source, grant.created_at_us, grant_fps.get(grant.id, ""))
+                       for grant in book.new_grants]
     changes.voids += [(grant.voided_at_us, grant.id) for grant in book.voided]
     changes.new_holds += [(hold.id, hold.account_id, hold.amount_uc, parts_json(hold.parts),
                            hold.created_at_us, hold.expires_at_us, hold.status.value,
@@ -113,12 +110,15 @@ def _collect_book(changes: Changes, days: dict[tuple[str, int], list[int]], book
         row = (e.account_id, e.grant_id, e.kind.value, e.amount_uc, e.at_us, e.hold_id,
                e.note[:255], recorded_at_us)
         (changes.closings if e.kind in CLOSING else changes.entries).append(row)
-    if book.changed:
+    if book.changed:  # in the order of the grants' seq (a book may keep many expired grants)
         counters = book.counters
-        for grant in book.grants:
-            if grant.id in book.changed:
-                c = counters[grant.id]
-                changes.counters.append((c.used_uc, c.held_uc, c.closed_uc, grant.seq))
+        rows = []
+        for grant_id in book.changed:
+            c, grant = counters[grant_id], book.grant(grant_id)
+            assert grant is not None
+            rows.append((c.used_uc, c.held_uc, c.closed_uc, grant.seq))
+        rows.sort(key=lambda row: row[3])
+        changes.counters += rows
     if book.has_changes:
         changes.versions.append((book.overage_uc, book.overage_since_us, book.version + 1,
                                  book.account.id, book.version))

@@ -42,6 +42,8 @@ EVENT_COLUMNS = ("id", "account_id", "ts_us", "model", "input_tokens", "output_t
                  "cost_uc", "overage_uc", "allocations", "price_version", "hold_id",
                  "fingerprint", "recorded_at_us", "reasoning_tokens", "cache_write_1h_tokens",
                  "service_tier")
+GRANT_INSERT_COLUMNS = ("seq", "id", "account_id", "kind", "amount_uc", "priority", "effective_at_us",
+                        "expires_at_us", "name", "source", "created_at_us", "request_fp")
 HOLD_INSERT_COLUMNS = ("id", "account_id", "amount_uc", "parts", "created_at_us", "expires_at_us",
                        "status", "request_fp", "key_id", "fallback")
 ENTRY_COLUMNS = ("account_id", "grant_id", "kind", "amount_uc", "at_us", "hold_id", "note",

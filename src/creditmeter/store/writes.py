@@ -25,7 +25,7 @@ from creditmeter.store import postgres_writer, sqlite_writer
 from creditmeter.store.base import StaleWrite
 from creditmeter.store.changes import Changes, Row, collect
 from creditmeter.store.driver import DriverTransaction
-from creditmeter.store.rows import ENTRY_COLUMNS, parts_json
+from creditmeter.store.rows import ENTRY_COLUMNS, GRANT_INSERT_COLUMNS, insert_sql, parts_json
 from creditmeter.store.schema import (
     accounts,
     allocations,
@@ -59,8 +59,8 @@ class Writes(DriverTransaction):
             self._write_changes(changes)
 
     def _write_changes(self, changes: Changes) -> None:
-        for values in changes.grants:
-            self.conn.execute(grants.insert().values(**values))
+        if changes.grants:  # one statement for them all (allowances make many in a batch)
+            self.conn.exec_driver_sql(insert_sql(grants, GRANT_INSERT_COLUMNS, self._mark), changes.grants)
         self._insert_closings(changes.closings)
         if self._pg:
             updated = postgres_writer.write(self._driver, self._mark, changes)
@@ -160,6 +160,8 @@ class Writes(DriverTransaction):
         book.version += 1
         book.terms = terms
         book.provided.clear()
+        book.settled.clear()
+        book.quiet.clear()
 
     def update_subscription(self, sub: Subscription) -> None:
         self.conn.execute(subscriptions.update().where(subscriptions.c.id == sub.id).values(
