@@ -26,14 +26,15 @@ from sqlalchemy.engine import Connection
 from creditmeter.errors import InputError, SchemaError
 from creditmeter.store.alerts import AlertRecords
 from creditmeter.store.base import LostConnection, StaleWrite
+from creditmeter.store.notifications import NoticeRecords
 from creditmeter.store.reads import Reads
 from creditmeter.store.reconcile import Reconcile
 from creditmeter.store.writes import Writes
 
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 
-class SqlTransaction(Reads, Writes, Reconcile, AlertRecords):
+class SqlTransaction(Reads, Writes, Reconcile, AlertRecords, NoticeRecords):
     """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
 
 
