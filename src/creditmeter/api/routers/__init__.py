@@ -8,13 +8,14 @@ from creditmeter.api.routers import (
     grants,
     holds,
     limits,
+    notifications,
     operations,
     plans,
     service,
     usage,
 )
 
-AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, operations)
+AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, notifications, operations)
 
 
 def mount(app: FastAPI) -> None:
