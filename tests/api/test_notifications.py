@@ -167,7 +167,8 @@ BAD_READS = [
     ({"ids": [7]}, "ids.0"), ({"ids": ["x"] * 1001}, "ids"), ({"all": False}, "all"),
     ({"all": "yes"}, "all"), ({"all": True, "ids": ["x"]}, "all"), ({"ids": ["x"], "through": 3}, "through"),
     ({"all": True, "through": 0}, "through"), ({"all": True, "through": "3"}, "through"),
-    ({"all": True, "also": 1}, "also"), ([], "body"),
+    ({"all": True, "also": 1}, "also"), ([], "body"), ({"ids": None, "all": True}, "ids"),
+    ({"all": None}, "all"), ({"all": True, "through": None}, "through"),
 ]
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
-from pydantic import Field, ValidationInfo, field_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from creditmeter.api.models import Body, Instant, NewId, Out
@@ -30,30 +33,44 @@ class NotificationsOut(Out):
     next_before: int | None = Field(description="`before` for the next (older) page; null: the last.")
 
 
+def _not_null(value: object) -> object:
+    if value is None:
+        raise PydanticCustomError("not_null", "may be left out, not null")
+    return value
+
+
+NotNull = BeforeValidator(_not_null)
+IdList = Annotated[list[NewId], Field(min_length=1, max_length=MAX_MARK)]
+# Either ids, or all (with through or not): never both, never neither.
+ONE_OF: JsonDict = {"oneOf": [
+    {"required": ["ids"], "not": {"anyOf": [{"required": ["all"]}, {"required": ["through"]}]}},
+    {"required": ["all"], "not": {"required": ["ids"]}}]}
+
+
 class ReadIn(Body):
-    ids: Annotated[list[NewId], Field(min_length=1, max_length=MAX_MARK)] | None = Field(
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ONE_OF)
+
+    ids: Annotated[IdList | SkipJsonSchema[None], NotNull] = Field(
         None, description="These notifications (ids the account's notifications carry).")
-    all: Literal[True] | None = Field(None, validate_default=True, description=(
-        "Every notification the account has so far (with `through`: up to that `seq`)."))
-    through: Annotated[int, Field(strict=True, ge=1)] | None = Field(None, description=(
-        "With `all`: the `seq` of the newest notification the reader was shown."))
+    all: Annotated[Literal[True] | SkipJsonSchema[None], NotNull] = Field(
+        None, description="Every notification the account has so far (with `through`: up to that `seq`).")
+    through: Annotated[Annotated[int, Field(strict=True, ge=1)] | SkipJsonSchema[None], NotNull] = Field(
+        None, description="With `all`: the `seq` of the newest notification the reader was shown.")
 
-    @field_validator("all")
-    @classmethod
-    def _one_of(cls, value: bool | None, info: ValidationInfo) -> bool | None:
-        has_ids = info.data.get("ids") is not None
-        if has_ids and value:
-            raise PydanticCustomError("one_of", "send either ids or all: true, not both")
-        if not has_ids and not value and "ids" in info.data:
-            raise PydanticCustomError("one_of", "send ids, or all: true")
-        return value
+    def choice(self) -> tuple[list[str] | None, int | None]:
+        """``(ids, None)`` or ``(None, through)``; a body with neither or both of ids and all, or
+        ``through`` without all, is refused (422) naming the field, as a body of the wrong shape."""
+        if self.ids is not None and self.all:
+            _refuse("all", "send either ids or all: true, not both")
+        if self.ids is None and not self.all:
+            _refuse("all", "send ids, or all: true")
+        if self.through is not None and not self.all:
+            _refuse("through", "goes with all: true")
+        return (self.ids, None) if self.ids is not None else (None, self.through)
 
-    @field_validator("through")
-    @classmethod
-    def _with_all(cls, value: int | None, info: ValidationInfo) -> int | None:
-        if value is not None and info.data.get("all") is not True:
-            raise PydanticCustomError("with_all", "goes with all: true")
-        return value
+
+def _refuse(field: str, reason: str) -> NoReturn:
+    raise RequestValidationError([{"type": "one_of", "loc": ("body", field), "msg": reason, "input": None}])
 
 
 class ReadOut(Out):

@@ -41,6 +41,6 @@ def notifications(ctx: Ctx, account_id: str, who: Caller,
 @threaded
 def mark_read(ctx: Ctx, account_id: str, body: ReadIn, who: Caller) -> Response:
     readable(who, account_id)
-    marked, unread = ctx.engine.mark_read(account_id, reader_of(who), ctx.clock(), ids=body.ids,
-                                          through=body.through if body.all else None)
+    ids, through = body.choice()
+    marked, unread = ctx.engine.mark_read(account_id, reader_of(who), ctx.clock(), ids=ids, through=through)
     return json_response({"marked": marked, "unread": unread})
