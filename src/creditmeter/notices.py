@@ -30,6 +30,7 @@ from creditmeter.timeutil import DAY_US, MAX_US, MIN_US, parse_instant, to_datet
 
 OPERATOR_READER = "operator"  # the command line and the environment's operator key
 MAX_PAGE = 200
+MAX_SEQ = 2**63 - 1  # a seq is a BIGINT
 
 
 def reader_of(principal: Principal) -> str:

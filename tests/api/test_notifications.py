@@ -157,7 +157,11 @@ def test_mark_all_through_what_was_shown(world: World) -> None:
     shown = world.get("alice", "alice")
     raise_alerts(world.engine, Alert("alice", AlertType.OVERAGE, "overage:1", T0 + 5 * HOUR_US))
     newest_shown = shown["notifications"][0]["seq"]
-    assert world.read("alice", "alice", {"all": True, "through": newest_shown}) == {"marked": 5, "unread": 1}
+    assert world.read("alice", "alice", {"all": True, "through": newest_shown - 1}) == {
+        "marked": 4, "unread": 2}
+    # A whole number written with a zero fraction is that number, as everywhere in the API.
+    assert world.read("alice", "alice", {"all": True, "through": float(newest_shown)}) == {
+        "marked": 1, "unread": 1}
     now = world.get("alice", "alice", unread="true")["notifications"]
     assert [(n["type"], n["text"]) for n in now] == [("credits.overage", "Credits are being used in overage")]
 
@@ -167,6 +171,7 @@ BAD_READS = [
     ({"ids": [7]}, "ids.0"), ({"ids": ["x"] * 1001}, "ids"), ({"all": False}, "all"),
     ({"all": "yes"}, "all"), ({"all": True, "ids": ["x"]}, "all"), ({"ids": ["x"], "through": 3}, "through"),
     ({"all": True, "through": 0}, "through"), ({"all": True, "through": "3"}, "through"),
+    ({"all": True, "through": 2.5}, "through"), ({"all": True, "through": 2**63}, "through"),
     ({"all": True, "also": 1}, "also"), ([], "body"), ({"ids": None, "all": True}, "ids"),
     ({"all": None}, "all"), ({"all": True, "through": None}, "through"),
 ]
@@ -192,6 +197,7 @@ def test_unknown_ids_mark_nothing(world: World) -> None:
 @pytest.mark.parametrize(("params", "field"), [
     ({"limit": "0"}, "limit"), ({"limit": "201"}, "limit"), ({"limit": "x"}, "limit"),
     ({"before": "0"}, "before"), ({"before": "-1"}, "before"), ({"before": "abc"}, "before"),
+    ({"before": str(2**63)}, "before"),
     ({"unread": "maybe"}, "unread")])
 def test_bad_pages_are_refused_naming_the_field(world: World, params: dict[str, str], field: str) -> None:
     response: httpx2.Response = world.api.get("/api/accounts/alice/notifications", headers=world.who["alice"],

@@ -79,6 +79,6 @@ def test_read_refusals_mark_nothing(cli: Cli, engine: Engine, args: list[str], c
 
 def test_list_refusals(cli: Cli) -> None:
     for args, said in ((["--limit", "0"], "limit: must be a whole number from 1 to 200"),
-                       (["--before", "0"], "before: must be a whole number ≥ 1")):
+                       (["--before", "0"], "before: must be a whole number from 1 to")):
         result = cli("notifications", "list", "alice", *args, ok=False)
         assert result.exit_code == 2 and said in result.output, result.output

@@ -88,12 +88,13 @@ def test_refused_calls_write_nothing(make_engine: EngineFactory) -> None:
     with pytest.raises(NotFound, match="account_id"):
         engine.mark_read("nobody", "account:acme", now)
     for kwargs, field in (({"ids": []}, "ids"), ({"ids": "msg_x"}, "ids"), ({"ids": [""]}, "ids[0]"),
-                          ({"through": 0}, "through"), ({"through": True}, "through")):
+                          ({"through": 0}, "through"), ({"through": True}, "through"),
+                          ({"through": 2**63}, "through")):
         with pytest.raises(InputError) as caught:
             engine.mark_read("acme", "account:acme", now, **kwargs)  # type: ignore[arg-type]
         assert caught.value.field == field
     for kwargs, field in (({"limit": 0}, "limit"), ({"limit": 201}, "limit"), ({"before": 0}, "before"),
-                          ({"before": "5"}, "before")):
+                          ({"before": "5"}, "before"), ({"before": 2**63}, "before")):
         with pytest.raises(InputError) as caught:
             engine.notifications("acme", "account:acme", now, **kwargs)  # type: ignore[arg-type]
         assert caught.value.field == field

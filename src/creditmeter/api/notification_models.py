@@ -10,8 +10,9 @@ from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from creditmeter.api.models import Body, Instant, NewId, Out
+from creditmeter.api.models import Body, Instant, NewId, Out, Whole
 from creditmeter.engine.notifications import MAX_MARK
+from creditmeter.notices import MAX_SEQ
 
 
 class NotificationOut(Out):
@@ -41,6 +42,7 @@ def _not_null(value: object) -> object:
 
 NotNull = BeforeValidator(_not_null)
 IdList = Annotated[list[NewId], Field(min_length=1, max_length=MAX_MARK)]
+Seq = Annotated[int, Field(strict=True, ge=1, le=MAX_SEQ), Whole]
 # Either ids, or all (with through or not): never both, never neither.
 ONE_OF: JsonDict = {"oneOf": [
     {"required": ["ids"], "not": {"anyOf": [{"required": ["all"]}, {"required": ["through"]}]}},
@@ -54,7 +56,7 @@ class ReadIn(Body):
         None, description="These notifications (ids the account's notifications carry).")
     all: Annotated[Literal[True] | SkipJsonSchema[None], NotNull] = Field(
         None, description="Every notification the account has so far (with `through`: up to that `seq`).")
-    through: Annotated[Annotated[int, Field(strict=True, ge=1)] | SkipJsonSchema[None], NotNull] = Field(
+    through: Annotated[Seq | SkipJsonSchema[None], NotNull] = Field(
         None, description="With `all`: the `seq` of the newest notification the reader was shown.")
 
     def choice(self) -> tuple[list[str] | None, int | None]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from creditmeter.engine._unit import EngineBase, _check_instant
 from creditmeter.errors import InputError, NotFound
 from creditmeter.ids import check_id
-from creditmeter.notices import MAX_PAGE, Notice, NoticePage, notice_text
+from creditmeter.notices import MAX_PAGE, MAX_SEQ, Notice, NoticePage, notice_text
 from creditmeter.store.base import Transaction
 
 MAX_MARK = 1_000  # ids marked read in one call
@@ -27,8 +27,9 @@ class NoticeCommands(EngineBase):
         only the reader's unread ones with ``unread_only``), worded as of ``at_us``."""
         _check_reader(account_id, reader)
         _check_instant(at_us, "at")
-        if before is not None and (type(before) is not int or before < 1):
-            raise InputError("before", f"must be a whole number ≥ 1 (a page's next_before), got {before!r}")
+        if before is not None and (type(before) is not int or not 1 <= before <= MAX_SEQ):
+            raise InputError("before", f"must be a whole number from 1 to {MAX_SEQ} (a page's next_before), "
+                             f"got {before!r}")
         if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
             raise InputError("limit", f"must be a whole number from 1 to {MAX_PAGE}, got {limit!r}")
         with self._read() as tx:
@@ -51,8 +52,9 @@ class NoticeCommands(EngineBase):
         _check_reader(account_id, reader)
         _check_instant(at_us, "at")
         wanted = _check_ids(ids)
-        if through is not None and (type(through) is not int or through < 1):
-            raise InputError("through", f"must be a whole number ≥ 1 (a notice's seq), got {through!r}")
+        if through is not None and (type(through) is not int or not 1 <= through <= MAX_SEQ):
+            raise InputError("through", f"must be a whole number from 1 to {MAX_SEQ} (a notice's seq), "
+                             f"got {through!r}")
 
         def work(tx: Transaction) -> tuple[int, int]:
             _account(tx, account_id)

@@ -16,7 +16,7 @@ from creditmeter.api.context import PREFIX, Ctx
 from creditmeter.api.errors import ERRORS
 from creditmeter.api.notification_models import NotificationsOut, ReadIn, ReadOut
 from creditmeter.api.responses import json_response
-from creditmeter.notices import MAX_PAGE, reader_of
+from creditmeter.notices import MAX_PAGE, MAX_SEQ, reader_of
 
 router = APIRouter(prefix=PREFIX, route_class=KeyedRoute, responses=ERRORS)
 
@@ -27,7 +27,7 @@ router = APIRouter(prefix=PREFIX, route_class=KeyedRoute, responses=ERRORS)
 @short_read
 def notifications(ctx: Ctx, account_id: str, who: Caller,
                   unread: Annotated[bool, Query(description="Only those the caller has not read")] = False,
-                  before: Annotated[int | None, Query(ge=1, description=(
+                  before: Annotated[int | None, Query(ge=1, le=MAX_SEQ, description=(
                       "A page's next_before: the notifications older than it"))] = None,
                   limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> Response:
     readable(who, account_id)
