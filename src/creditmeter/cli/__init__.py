@@ -18,6 +18,7 @@ from creditmeter.cli import (  # noqa: F401
     keys,
     limits,
     maintenance,
+    notifications,
     plans,
     prices,
     serve,

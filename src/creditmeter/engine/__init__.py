@@ -19,6 +19,7 @@ from creditmeter.engine.grants import RESERVED_GRANT_PREFIXES, GrantCommands
 from creditmeter.engine.holds import MAX_HOLD_TTL_S, HoldCommands, Usage
 from creditmeter.engine.limits import LimitCommands
 from creditmeter.engine.maintenance import Maintenance, TickReport
+from creditmeter.engine.notifications import NoticeCommands
 from creditmeter.engine.prices import PriceCommands
 from creditmeter.engine.quota import EnterpriseCommands, EnterpriseView
 from creditmeter.engine.usage import GROUPS, MAX_PAGE, SETTLE_ID_PREFIX, UsageCommands
@@ -41,7 +42,8 @@ __all__ = [
 
 
 class Engine(AccountCommands, KeyCommands, PriceCommands, GrantCommands, UsageCommands, HoldCommands,
-             Maintenance, SubscriptionCommands, EnterpriseCommands, LimitCommands, WebhookCommands):
+             Maintenance, SubscriptionCommands, EnterpriseCommands, LimitCommands, WebhookCommands,
+             NoticeCommands):
     """Credits operations over a :class:`~creditmeter.store.base.Store`."""
 
 

@@ -28,14 +28,15 @@ from creditmeter.store.alert_queries import AlertQueries
 from creditmeter.store.alerts import AlertRecords
 from creditmeter.store.base import LostConnection, StaleWrite
 from creditmeter.store.deliveries import DeliveryWork
+from creditmeter.store.notifications import NoticeRecords
 from creditmeter.store.reads import Reads
 from creditmeter.store.reconcile import Reconcile
 from creditmeter.store.writes import Writes
 
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 
-class SqlTransaction(Reads, Writes, Reconcile, AlertRecords, AlertQueries, DeliveryWork):
+class SqlTransaction(Reads, Writes, Reconcile, AlertRecords, AlertQueries, DeliveryWork, NoticeRecords):
     """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
 
 

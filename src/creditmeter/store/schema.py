@@ -265,3 +265,13 @@ webhook_attempts = sa.Table(
     sa.Column("error", sa.String(255), nullable=True),
     sa.Index("ix_webhook_attempts_delivery", "delivery_id", "seq"),
 )
+
+notice_reads = sa.Table(
+    "notice_reads", metadata,
+    # A reader's mark on one of an account's alerts (creditmeter.notices): present once the
+    # reader marked it read. One row per (alert, reader): each reader's marks are its own.
+    sa.Column("alert_seq", sa.BigInteger, sa.ForeignKey("alerts.seq"), nullable=False),
+    sa.Column("reader", sa.String(255), nullable=False),
+    sa.Column("read_at_us", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("alert_seq", "reader", name="pk_notice_reads"),
+)

@@ -8,6 +8,7 @@ from creditmeter.api.routers import (
     grants,
     holds,
     limits,
+    notifications,
     operations,
     plans,
     service,
@@ -15,7 +16,7 @@ from creditmeter.api.routers import (
     webhooks,
 )
 
-AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, operations, webhooks)
+AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, notifications, operations, webhooks)
 
 
 def mount(app: FastAPI) -> None:
