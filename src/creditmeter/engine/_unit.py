@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import orjson
 
 from creditmeter.alert_rules import AlertRule
+from creditmeter.alerts import Alert
 from creditmeter.domain import AccountId, Balance, GrantId, HoldId, Package, Period, UsageEvent
 from creditmeter.errors import InputError, NotFound, Unavailable
 from creditmeter.events import MAX_TOKENS
@@ -154,11 +155,14 @@ class EngineBase:
                  hold_fps: dict[HoldId, str] | None = None) -> None:
         """Write what the books' transitions produced, with the alerts their changes raise."""
         books = list(books)
-        self._raise_alerts(tx, books, at_us)
+        alerts = self._raise_alerts(tx, books, at_us)
         tx.persist(books, at_us, grant_fps, hold_fps)
+        for alert in alerts:  # only once the changes are written: an undone attempt raises nothing
+            tx.insert_alert(alert, at_us)
 
-    def _raise_alerts(self, tx: Transaction, books: list[Book], at_us: int) -> None:
-        """Keep the alerts the changes to ``books`` raise (see ``engine.alerting``)."""
+    def _raise_alerts(self, tx: Transaction, books: list[Book], at_us: int) -> list[Alert]:
+        """The alerts the changes to ``books`` raise (see ``engine.alerting``)."""
+        return []
 
     @staticmethod
     def _provide(tx: Transaction, book: Book, at_us: int, *, write: bool = True) -> None:

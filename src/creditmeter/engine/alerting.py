@@ -1,4 +1,4 @@
-"""Raising alerts (SPEC §13), always in the transaction of the change that raises them.
+"""Raising alerts, always in the transaction of the change that raises them.
 
 - **Thresholds a command crosses**: each book a write loads is marked with its figures once it is
   brought to the command's instant (``_mark``); when the command writes it, the figures after are
@@ -99,7 +99,8 @@ class AlertCommands(SubscriptionCommands):
         if book.mark is None:
             book.mark = figures(book, at_us, self._rules(book, at_us))
 
-    def _raise_alerts(self, tx: Transaction, books: list[Book], at_us: int) -> None:
+    def _raise_alerts(self, tx: Transaction, books: list[Book], at_us: int) -> list[Alert]:
+        raised: list[Alert] = []
         for book in books:
             before: Figures | None = book.mark
             book.mark = None
@@ -112,8 +113,8 @@ class AlertCommands(SubscriptionCommands):
                 topup = None if terms is None else terms.own_topup
                 if topup is not None and topup_crossed(topup, before, after):
                     alerts += self._topup(tx, book, topup, after, at_us)
-            for alert in alerts:
-                tx.insert_alert(alert, at_us)
+            raised += alerts
+        return raised
 
     def _topup(self, tx: Transaction, book: Book, topup: AutoTopup, after: Figures,
                at_us: int) -> list[Alert]:
