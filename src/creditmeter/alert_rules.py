@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,45 +181,50 @@ class Figures:
     """What the rules look at, at one instant.
 
     Attributes:
-      period: the period the figures belong to (the running subscription's, else the UTC month):
-        an alert of a threshold is raised once in it.
-      allowance_uc: the period's own allowance (the plan's credits), when subscribed.
-      packages: the allowance packages running then, by grant id.
+      packages: the allowance packages running then, by grant id (only when a rule needs them).
     """
 
     available_uc: int
     overage_uc: int
-    period: tuple[int, int]
-    allowance_uc: int | None
     packages: Mapping[str, PackageUse]
 
 
+# The period the figures belong to (the running subscription's, else the UTC month: an alert of a
+# threshold is raised once in it) and the period's own allowance (the plan's credits), when
+# subscribed. Worked out only when an alert is raised.
+PeriodOf = Callable[[], tuple[tuple[int, int], int | None]]
+
+
 def crossings(account_id: str, rules: tuple[AlertRule, ...], before: Figures, after: Figures,
-              at_us: int) -> list[Alert]:
+              at_us: int, period_of: PeriodOf) -> list[Alert]:
     """The alerts a change from ``before`` to ``after`` (at ``at_us``) raises."""
     out: list[Alert] = []
-    period = format_instant(after.period[0])
     for rule in rules:
         if rule.kind is RuleKind.USAGE_REACHED:
             out += _usage_reached(account_id, rule, before, after, at_us)
             continue
-        if rule.kind is RuleKind.EXPIRING:
-            continue  # time passing crosses it: tick raises it (``expiring``)
+        if rule.kind is RuleKind.EXPIRING or after.available_uc >= before.available_uc:
+            continue  # tick raises expiring packages (time crosses it); a balance only going down
         threshold = rule.value
         if rule.kind is RuleKind.BALANCE_BELOW_PERCENT:
-            if after.allowance_uc is None:
+            allowance = period_of()[1]
+            if allowance is None:
                 continue
-            threshold = after.allowance_uc * rule.value // 100
+            threshold = allowance * rule.value // 100
         if before.available_uc >= threshold > after.available_uc:
+            (start, end), _ = period_of()
+            period = format_instant(start)
             out.append(Alert(account_id, AlertType.BALANCE_LOW, f"{rule.key}:{period}", at_us,
                              {"rule": rule.key, "threshold": format_credits(threshold),
                               "available": format_credits(after.available_uc),
-                              "period_start": period, "period_end": format_instant(after.period[1])}))
+                              "period_start": period, "period_end": format_instant(end)}))
     if before.available_uc > 0 and after.available_uc <= 0:
+        period = format_instant(period_of()[0][0])
         out.append(Alert(account_id, AlertType.DEPLETED, f"depleted:{period}", at_us,
                          {"available": format_credits(after.available_uc),
                           "overage": format_credits(after.overage_uc), "period_start": period}))
     if before.overage_uc == 0 < after.overage_uc:
+        period = format_instant(period_of()[0][0])
         out.append(Alert(account_id, AlertType.OVERAGE, f"overage:{period}", at_us,
                          {"overage": format_credits(after.overage_uc), "period_start": period}))
     return out
@@ -254,5 +259,5 @@ def expiring(account_id: str, rule: AlertRule, grant_id: str, name: str, remaini
                   "remaining": format_credits(remaining_uc), "expires_at": format_instant(expires_at_us)})
 
 
-__all__ = ["AlertRule", "AutoTopup", "Figures", "PackageUse", "RuleKind", "crossings", "expiring",
+__all__ = ["AlertRule", "AutoTopup", "Figures", "PackageUse", "PeriodOf", "RuleKind", "crossings", "expiring",
            "parse_alert_rule", "parse_alert_rules", "parse_auto_topup", "topup_crossed"]

@@ -25,6 +25,7 @@ from creditmeter.alert_rules import (
     AutoTopup,
     Figures,
     PackageUse,
+    PeriodOf,
     RuleKind,
     crossings,
     expiring,
@@ -105,10 +106,10 @@ class AlertCommands(SubscriptionCommands):
             before: Figures | None = book.mark
             book.mark = None
             alerts = list(_renewals(book))
-            if before is not None:
+            if before is not None and book.has_changes:
                 rules = self._rules(book, at_us)
                 after = figures(book, at_us, rules)
-                alerts += crossings(book.account.id, rules, before, after, at_us)
+                alerts += crossings(book.account.id, rules, before, after, at_us, period_of(book, at_us))
                 terms: Terms | None = book.terms
                 topup = None if terms is None else terms.own_topup
                 if topup is not None and topup_crossed(topup, before, after):
@@ -199,23 +200,30 @@ def _catalog(tx: Transaction) -> PlanCatalog:
 
 def figures(book: Book, at_us: int, rules: tuple[AlertRule, ...]) -> Figures:
     """What ``rules`` (and the alerts every account has) look at in ``book`` at ``at_us``."""
-    terms: Terms | None = book.terms
-    period, allowance = None, None
-    sub = None if terms is None else terms.running(at_us)
-    if terms is not None and sub is not None:
-        for schedule in terms.schedules:
-            if schedule.main and schedule.subscription_id == sub.id:
-                period = schedule.period(at_us)
-                allowance = schedule.allowance.credits_uc
     packages: dict[str, PackageUse] = {}
-    if any(rule.kind is RuleKind.USAGE_REACHED for rule in rules):
+    if book.terms is not None and any(rule.kind is RuleKind.USAGE_REACHED for rule in rules):
         for g in book.grants:
             if (g.id.startswith(PERIOD_PREFIX) and g.voided_at_us is None and g.effective_at_us <= at_us
                     and g.expires_at_us is not None and at_us < g.expires_at_us and g.amount_uc > 0):
                 packages[g.id] = PackageUse(book.counters[g.id].used_uc, g.amount_uc, g.name,
                                             g.expires_at_us)
-    return Figures(book.available_uc(at_us), book.overage_uc, period or month_bounds(at_us), allowance,
-                   packages)
+    return Figures(book.available_uc(at_us), book.overage_uc, packages)
+
+
+def period_of(book: Book, at_us: int) -> PeriodOf:
+    """The period of ``book``'s figures at ``at_us`` and its own allowance (see ``PeriodOf``)."""
+    def work() -> tuple[tuple[int, int], int | None]:
+        terms: Terms | None = book.terms
+        sub = None if terms is None else terms.running(at_us)
+        if terms is not None and sub is not None:
+            for schedule in terms.schedules:
+                if schedule.main and schedule.subscription_id == sub.id:
+                    period = schedule.period(at_us)
+                    if period is not None:
+                        return period, schedule.allowance.credits_uc
+        return month_bounds(at_us), None
+
+    return work
 
 
 def _renewals(book: Book) -> Iterator[Alert]:
