@@ -185,3 +185,18 @@ def test_bad_rules_and_top_ups_name_the_field(engine: Engine) -> None:
     with pytest.raises(NotFound):
         engine.set_auto_topup("a", {"below": 5, "pack": "nope", "max_per_month": 1}, T0)
     assert engine.auto_topup("a") is None
+
+
+def test_a_late_event_crossing_an_earlier_periods_package_is_raised(engine: Engine) -> None:
+    setup(engine)
+    use(engine, "e1", 70, T0 + HOUR)
+    use(engine, "e2", 20, PERIOD2 - HOUR)  # on time: 90 of the first month's 100
+    p1 = "sub:a-sub@2026-03-02T00:00:00Z"
+    assert ("credits.usage_reached", f"usage_reached_percent=80:{p1}") in kinds(engine)
+    engine.create_account("b", T0 - DAY)
+    engine.subscribe("b", "pro", T0, subscription_id="b-sub")
+    use(engine, "b1", 70, T0 + HOUR, account="b")
+    engine.record({"id": "b2", "account_id": "b", "timestamp": format_instant(PERIOD2 - HOUR),
+                   "quantities": {"web_search": 10}}, PERIOD2 + HOUR)  # late: into the first month
+    b1 = "sub:b-sub@2026-03-02T00:00:00Z"
+    assert ("credits.usage_reached", f"usage_reached_percent=80:{b1}") in kinds(engine, "b")

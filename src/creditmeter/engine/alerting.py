@@ -43,8 +43,8 @@ from creditmeter.ledger import PERIOD_PREFIX, Book
 from creditmeter.money import format_credits
 from creditmeter.plans import PlanCatalog, PlanKind, default_plans, grant_expiry
 from creditmeter.store.base import Transaction
-from creditmeter.terms import Terms
-from creditmeter.timeutil import MAX_US, format_instant, month_bounds
+from creditmeter.terms import Terms, terms_from_json
+from creditmeter.timeutil import format_instant, month_bounds
 
 TOPUP_SOURCE = "topup:"  # a pack granted by auto top-up before its payment was confirmed
 
@@ -88,17 +88,16 @@ class AlertCommands(SubscriptionCommands):
 
     # -- crossings -----------------------------------------------------------------------------
 
+    @property
+    def _lateness_us(self) -> int:
+        return self.settings.lateness_window_s * 1_000_000
+
     def _rules(self, book: Book, at_us: int) -> tuple[AlertRule, ...]:
-        defaults = self.settings.alert_rules
-        terms: Terms | None = book.terms
-        if terms is None:
-            return defaults
-        keys = {rule.key for rule in defaults}
-        return defaults + tuple(r for r in terms.alert_rules(at_us) if r.key not in keys)
+        return _merged(self.settings.alert_rules, book.terms, at_us)
 
     def _mark(self, book: Book, at_us: int) -> None:
         if book.mark is None:
-            book.mark = figures(book, at_us, self._rules(book, at_us))
+            book.mark = figures(book, at_us, self._rules(book, at_us), self._lateness_us)
 
     def _raise_alerts(self, tx: Transaction, books: list[Book], at_us: int) -> list[Alert]:
         raised: list[Alert] = []
@@ -108,7 +107,7 @@ class AlertCommands(SubscriptionCommands):
             alerts = list(_renewals(book))
             if before is not None and book.has_changes:
                 rules = self._rules(book, at_us)
-                after = figures(book, at_us, rules)
+                after = figures(book, at_us, rules, self._lateness_us)
                 alerts += crossings(book.account.id, rules, before, after, at_us, period_of(book, at_us))
                 terms: Terms | None = book.terms
                 topup = None if terms is None else terms.own_topup
@@ -148,15 +147,15 @@ class AlertCommands(SubscriptionCommands):
     # -- events and time -----------------------------------------------------------------------
 
     def _time_alerts(self, tx: Transaction, books: dict[AccountId, Book], at_us: int) -> None:
-        """What time passing raised by ``at_us``: packages expiring soon, subscriptions ended."""
-        for book in books.values():
-            for rule in self._rules(book, at_us):
-                if rule.kind is RuleKind.EXPIRING:
-                    for grant, left in _expiring(book, at_us, at_us + rule.value):
-                        tx.insert_alert(expiring(book.account.id, rule, grant.id, grant.name, left,
-                                                 grant.expires_at_us or MAX_US, at_us), at_us)
-        lateness = self.settings.lateness_window_s * 1_000_000
-        for aid, sid, plan_id, end in tx.subscriptions_ending(at_us - lateness, at_us):
+        """What time passing raised by ``at_us``: packages expiring soon (read from the stored
+        packages, no book loaded), subscriptions ended."""
+        ahead = self._expiring_lookahead(tx)
+        for aid, gid, name, expires, left, terms_json in (tx.expiring_grants(at_us, at_us + ahead)
+                                                          if ahead else ()):
+            for rule in _merged(self.settings.alert_rules, terms_from_json(terms_json), at_us):
+                if rule.kind is RuleKind.EXPIRING and expires <= at_us + rule.value:
+                    tx.insert_alert(expiring(aid, rule, gid, name, left, expires, at_us), at_us)
+        for aid, sid, plan_id, end in tx.subscriptions_ending(at_us - self._lateness_us, at_us):
             tx.insert_alert(Alert(aid, AlertType.SUBSCRIPTION_ENDED, f"ended:{sid}", end,
                                   {"subscription_id": sid, "plan_id": plan_id}), at_us)
 
@@ -166,6 +165,14 @@ class AlertCommands(SubscriptionCommands):
         for plan in _catalog(tx).plans:
             rules += plan.alerts
         return max((r.value for r in rules if r.kind is RuleKind.EXPIRING), default=0)
+
+
+def _merged(defaults: tuple[AlertRule, ...], terms: Terms | None, at_us: int) -> tuple[AlertRule, ...]:
+    """The server's rules, then those of the plan running at ``at_us`` that are not among them."""
+    if terms is None:
+        return defaults
+    keys = {rule.key for rule in defaults}
+    return defaults + tuple(r for r in terms.alert_rules(at_us) if r.key not in keys)
 
 
 def limit_alert(tx: Transaction, account_id: str, status: LimitStatus, at_us: int) -> Alert | None:
@@ -198,15 +205,20 @@ def _catalog(tx: Transaction) -> PlanCatalog:
     return latest[1] if latest else default_plans()
 
 
-def figures(book: Book, at_us: int, rules: tuple[AlertRule, ...]) -> Figures:
-    """What ``rules`` (and the alerts every account has) look at in ``book`` at ``at_us``."""
+def figures(book: Book, at_us: int, rules: tuple[AlertRule, ...], lateness_us: int) -> Figures:
+    """What ``rules`` (and the alerts every account has) look at in ``book`` at ``at_us``: the
+    allowance packages are those a late event may still charge (over less than ``lateness_us``
+    ago), so that its crossing of an earlier period's package is raised too."""
     packages: dict[str, PackageUse] = {}
     if book.terms is not None and any(rule.kind is RuleKind.USAGE_REACHED for rule in rules):
+        oldest = at_us - lateness_us
         for g in book.grants:
             if (g.id.startswith(PERIOD_PREFIX) and g.voided_at_us is None and g.effective_at_us <= at_us
-                    and g.expires_at_us is not None and at_us < g.expires_at_us and g.amount_uc > 0):
-                packages[g.id] = PackageUse(book.counters[g.id].used_uc, g.amount_uc, g.name,
-                                            g.expires_at_us)
+                    and g.expires_at_us is not None and oldest < g.expires_at_us and g.amount_uc > 0):
+                rolled = book.rolled.get(g.id)  # what its rollover carried out was not used
+                carried = book.grant(rolled) if rolled is not None else None
+                used = book.counters[g.id].used_uc - (carried.amount_uc if carried is not None else 0)
+                packages[g.id] = PackageUse(used, g.amount_uc, g.name, g.expires_at_us)
     return Figures(book.available_uc(at_us), book.overage_uc, packages)
 
 
@@ -246,13 +258,3 @@ def _renewals(book: Book) -> Iterator[Alert]:
                      "credits": format_credits(g.amount_uc),
                      "period_start": format_instant(g.effective_at_us),
                      "period_end": format_instant(g.expires_at_us) if g.expires_at_us else None})
-
-
-def _expiring(book: Book, after_us: int, until_us: int) -> Iterator[tuple[Grant, int]]:
-    """Packages usable at ``after_us`` with credits left that expire by ``until_us``."""
-    for g in book.grants:
-        if (g.voided_at_us is None and g.effective_at_us <= after_us and g.expires_at_us is not None
-                and after_us < g.expires_at_us <= until_us):
-            left = book.residual(g)
-            if left > 0:
-                yield g, left

@@ -36,9 +36,7 @@ class Maintenance(AlertCommands):
         renewed, failed = self._renew(at_us)
 
         def work(tx: Transaction) -> TickReport:
-            ahead = self._expiring_lookahead(tx)
-            soon = tx.accounts_expiring(at_us, at_us + ahead) if ahead else []
-            books = tx.load_books(sorted(set(tx.accounts_to_tick(at_us)).union(soon)))
+            books = tx.load_books(tx.accounts_to_tick(at_us))
             expired = 0
             entries = 0
             for book in books.values():

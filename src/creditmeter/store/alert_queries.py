@@ -8,21 +8,28 @@ import sqlalchemy as sa
 
 from creditmeter.alerts import AlertType
 from creditmeter.store.driver import DriverTransaction
-from creditmeter.store.schema import alerts, grants, subscriptions
+from creditmeter.store.schema import accounts, alerts, grants, subscriptions
 
 
 class AlertQueries(DriverTransaction):
     """Reads for ``engine.alerting``."""
 
-    def accounts_expiring(self, after_us: int, until_us: int) -> list[str]:
-        """Accounts with a package, not voided, with credits left, that expires in
-        ``(after_us, until_us]``."""
-        left = grants.c.amount_uc - grants.c.used_uc - grants.c.held_uc - grants.c.closed_uc
-        query = (sa.select(grants.c.account_id).distinct()
-                 .where(grants.c.expires_at_us > after_us, grants.c.expires_at_us <= until_us,
-                        grants.c.voided_at_us.is_(None), left > 0)
-                 .order_by(grants.c.account_id))
-        return list(self.conn.execute(query).scalars())
+    def expiring_grants(self, after_us: int,
+                        until_us: int) -> list[tuple[str, str, str, int, int, str | None]]:
+        """(account, grant, name, expiry, credits left, the account's terms) of each package usable
+        at ``after_us``, not voided, with credits left, expiring in ``(after_us, until_us]``, of
+        which no ``package.expiring`` alert was raised yet."""
+        g, a = grants, alerts
+        left = g.c.amount_uc - g.c.used_uc - g.c.held_uc - g.c.closed_uc
+        raised = (sa.select(a.c.seq).where(a.c.account_id == g.c.account_id,
+                                           a.c.type == AlertType.PACKAGE_EXPIRING.value,
+                                           a.c.dedupe_key.like(sa.literal("%:") + g.c.id)).exists())
+        query = (sa.select(g.c.account_id, g.c.id, g.c.name, g.c.expires_at_us, left, accounts.c.terms)
+                 .join(accounts, accounts.c.id == g.c.account_id)
+                 .where(g.c.expires_at_us > after_us, g.c.expires_at_us <= until_us,
+                        g.c.effective_at_us <= after_us, g.c.voided_at_us.is_(None), left > 0, ~raised)
+                 .order_by(g.c.account_id, g.c.id))
+        return [(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5]) for r in self.conn.execute(query)]
 
     def subscriptions_ending(self, after_us: int, until_us: int) -> list[tuple[str, str, str, int]]:
         """(account, subscription, plan, end) of the cancelled subscriptions whose last period
