@@ -100,6 +100,8 @@ class Book:
         self.changed: set[GrantId] = set()
         self.overage_changed = False
         self.mark: Any = None  # what the book stood at when a command began (its alerts compare)
+        # Once marked: each grant's used credits before the command first changed them.
+        self.used_before: dict[GrantId, int] | None = None
 
     @property
     def has_changes(self) -> bool:
@@ -350,6 +352,8 @@ class Book:
             if take <= 0:
                 break
             counters = self.counters[part.grant_id]
+            if self.used_before is not None and part.grant_id not in self.used_before:
+                self.used_before[part.grant_id] = counters.used_uc
             counters.used_uc -= take
             self.changed.add(part.grant_id)
             self.entries.append(Entry(EntryKind.RETURN, self.account.id, part.grant_id, take, at_us,
@@ -385,6 +389,8 @@ class Book:
 
     def _use(self, grant_id: GrantId, amount_uc: int, at_us: int) -> None:
         counters = self.counters[grant_id]
+        if self.used_before is not None and grant_id not in self.used_before:
+            self.used_before[grant_id] = counters.used_uc
         counters.used_uc += amount_uc
         self.changed.add(grant_id)
         if counters.closed_uc:

@@ -19,6 +19,7 @@ retried transaction, a second worker or a repeated tick raises nothing twice.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 from creditmeter.alert_rules import (
     AlertRule,
@@ -97,22 +98,26 @@ class AlertCommands(SubscriptionCommands):
 
     def _mark(self, book: Book, at_us: int) -> None:
         if book.mark is None:
-            book.mark = figures(book, at_us, self._rules(book, at_us), self._lateness_us)
+            book.mark = Figures(book.available_uc(at_us), book.overage_uc, {})
+            book.used_before = {}  # from now on the book notes what each grant had used
 
     def _raise_alerts(self, tx: Transaction, books: list[Book], at_us: int) -> list[Alert]:
         raised: list[Alert] = []
         for book in books:
             before: Figures | None = book.mark
-            book.mark = None
             alerts = list(_renewals(book))
             if before is not None and book.has_changes:
                 rules = self._rules(book, at_us)
-                after = figures(book, at_us, rules, self._lateness_us)
+                after = Figures(book.available_uc(at_us), book.overage_uc, {})
+                if any(rule.kind is RuleKind.USAGE_REACHED for rule in rules):
+                    was, now = touched(book, at_us, self._lateness_us)
+                    before, after = replace(before, packages=was), replace(after, packages=now)
                 alerts += crossings(book.account.id, rules, before, after, at_us, period_of(book, at_us))
                 terms: Terms | None = book.terms
                 topup = None if terms is None else terms.own_topup
                 if topup is not None and topup_crossed(topup, before, after):
                     alerts += self._topup(tx, book, topup, after, at_us)
+            book.mark = book.used_before = None
             raised += alerts
         return raised
 
@@ -205,21 +210,25 @@ def _catalog(tx: Transaction) -> PlanCatalog:
     return latest[1] if latest else default_plans()
 
 
-def figures(book: Book, at_us: int, rules: tuple[AlertRule, ...], lateness_us: int) -> Figures:
-    """What ``rules`` (and the alerts every account has) look at in ``book`` at ``at_us``: the
-    allowance packages are those a late event may still charge (over less than ``lateness_us``
-    ago), so that its crossing of an earlier period's package is raised too."""
-    packages: dict[str, PackageUse] = {}
-    if book.terms is not None and any(rule.kind is RuleKind.USAGE_REACHED for rule in rules):
-        oldest = at_us - lateness_us
-        for g in book.grants:
-            if (g.id.startswith(PERIOD_PREFIX) and g.voided_at_us is None and g.effective_at_us <= at_us
-                    and g.expires_at_us is not None and oldest < g.expires_at_us and g.amount_uc > 0):
-                rolled = book.rolled.get(g.id)  # what its rollover carried out was not used
-                carried = book.grant(rolled) if rolled is not None else None
-                used = book.counters[g.id].used_uc - (carried.amount_uc if carried is not None else 0)
-                packages[g.id] = PackageUse(used, g.amount_uc, g.name, g.expires_at_us)
-    return Figures(book.available_uc(at_us), book.overage_uc, packages)
+def touched(book: Book, at_us: int, lateness_us: int) -> tuple[dict[str, PackageUse], dict[str, PackageUse]]:
+    """The allowance packages the command used credits of (those a late event may still charge
+    too: over less than ``lateness_us`` ago), before it and now. What a rollover carried out of a
+    package is not counted as used."""
+    was: dict[str, PackageUse] = {}
+    now: dict[str, PackageUse] = {}
+    made = {g.id for g in book.new_grants}
+    for gid, used_before in (book.used_before or {}).items():
+        g = book.grant(gid)
+        if (g is None or not gid.startswith(PERIOD_PREFIX) or g.voided_at_us is not None
+                or g.expires_at_us is None or g.expires_at_us <= at_us - lateness_us or g.amount_uc <= 0):
+            continue
+        rolled = book.rolled.get(gid)
+        carried = book.grant(rolled) if rolled is not None else None
+        out = carried.amount_uc if carried is not None else 0
+        was[gid] = PackageUse(used_before - (0 if rolled in made else out), g.amount_uc, g.name,
+                              g.expires_at_us)
+        now[gid] = PackageUse(book.counters[gid].used_uc - out, g.amount_uc, g.name, g.expires_at_us)
+    return was, now
 
 
 def period_of(book: Book, at_us: int) -> PeriodOf:
