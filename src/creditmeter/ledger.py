@@ -426,10 +426,12 @@ class Book:
                                       part.amount_uc, at_us, hold_id=hold.id, note=note))
             grant = self.grant(part.grant_id)
             if (grant is not None and grant.voided_at_us is None and grant.expires_at_us is not None
-                    and grant.expires_at_us <= at_us):
+                    and grant.expires_at_us < at_us):
                 over.append(grant)
-        for grant in over:  # given back after the package expired: it expires at once (as a sweep
-            self._close(grant, self.residual(grant), at_us)  # records), never to be carried over
+        # Given back after the package expired (a hold ending at the very instant it expires gave
+        # back by its end): it expires at once, as a sweep records, never to be carried over.
+        for grant in over:
+            self._close(grant, self.residual(grant), at_us)
         ended = hold._replace(status=status, settled_event_id=settled_event_id)
         del self.holds[hold.id]
         self.ended_holds.append(ended)

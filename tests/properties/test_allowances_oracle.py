@@ -459,8 +459,15 @@ def limit_figures(statuses: Iterable[LimitStatus]) -> dict[str, OLimit]:
 # Histories the test found once. A carried-over package and the next period's package tie in the
 # burn-down order: the rollover goes first whichever command made the two. An event a little ahead
 # of now draws on no rollover of a period not yet over. A hold that lapsed in a period gives back
-# before the packages of later periods are made, so what it gave back pays the debt first.
-FOUND = (PlanSpec(100, (1, None, 1), (), (), Policy()), PlanSpec(358, (357, None, 1), (), (), Policy()))
+# before the packages of later periods are made, so what it gave back pays the debt first. What a
+# hold open at a period's end gives back later expires with the package (a rollover decided while
+# the hold was open is not made later); one ending at the very end gave back by then. What a
+# settled hold gives back pays a standing debt at once.
+FOUND = (PlanSpec(100, (1, None, 1), (), (), Policy()), PlanSpec(358, (357, None, 1), (), (), Policy()),
+         PlanSpec(1141, (1, None, 1), (), (), Policy("overage", 1)),
+         PlanSpec(100, None, (Sched("a0", 30, 3, "h", None, 50, "subscription", None),), (), Policy()),
+         PlanSpec(100, None, (Sched("a0", 30, 5, "h", None, 50, "subscription", (1, None, 1)),), (),
+                  Policy()))
 
 SETTINGS = settings(deadline=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -478,6 +485,13 @@ def test_allowances_limits_and_rollover_match_the_oracle(make_engine: Engines, s
     @example(FOUND[1], STARTS[0], 0, False, [("time", ("edge", 0)), ("reserve", 714, 60),
                                              ("record", ("now", 0), (1, 0)), ("time", ("by", MINUTE)),
                                              ("time", ("by", MINUTE)), ("time", ("edge", 0))])
+    @example(FOUND[2], STARTS[0], 0, False, [("time", ("month", -1)), ("record", ("now", 0), (200, 83)),
+                                             ("record", ("now", 0), (209, 1)), ("reserve", 275, 60),
+                                             ("time", ("by", MINUTE)), ("record", ("now", 0), (1, 0))])
+    @example(FOUND[3], STARTS[0], 0, False, [("time", ("by", MINUTE)), ("reserve", 27, 60), ("tick",),
+                                             ("reserve", 1, 60), ("reserve", ("all", -1), 60), ("tick",),
+                                             ("record", ("now", 0), (1, 0)), ("settle", 8, (1, 0))])
+    @example(FOUND[4], STARTS[0], 0, False, [("time", ("month", 0)), ("reserve", 2, 3600)])
     @given(plan=plans(), start=st.sampled_from(STARTS), offset=st.integers(0, 24 * 60),
            on_time=st.booleans(), ops=st.lists(steps, min_size=10, max_size=40))
     def history(plan: PlanSpec, start: int, offset: int, on_time: bool, ops: list[tuple[Any, ...]]) -> None:
