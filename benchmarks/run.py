@@ -303,7 +303,7 @@ def _spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 3)}
 
 
-ALERT_RULES = [{"usage_reached_percent": 80}, {"balance_below": 100}]
+ALERT_RULES = [{"usage_reached_percent": 50}, {"balance_below": 8000}]  # both crossed by some accounts
 
 
 def ingest_alerts(args: argparse.Namespace) -> dict[str, Any]:
