@@ -14,8 +14,9 @@ from pydantic import AfterValidator, Field, StrictBool
 from pydantic_core import PydanticCustomError
 
 from creditmeter.alert_rules import MAX_TOPUPS_A_MONTH
-from creditmeter.api.models import Body, Credits, CreditsIn, NewId, Out, Whole
+from creditmeter.api.models import Body, Credits, CreditsIn, Id, Out, Whole
 from creditmeter.errors import InputError
+from creditmeter.ids import check_id
 from creditmeter.money import format_credits, parse_credits
 
 
@@ -27,12 +28,21 @@ def _credits(value: object) -> str:
         raise PydanticCustomError("credits", "{reason}", {"reason": exc.reason}) from None
 
 
+def _plan_id(value: str) -> str:
+    """A plan's id as the catalog takes it (printable characters)."""
+    try:
+        return check_id(value, "pack")
+    except InputError as exc:
+        raise PydanticCustomError("plan_id", "{reason}", {"reason": exc.reason}) from None
+
+
 class AutoTopupIn(Body):
     below: Annotated[CreditsIn, AfterValidator(_credits)] = Field(
         examples=["20"], description="A top-up is requested when the available credits fall from at "
                                      "or above this to below it.")
-    pack: NewId = Field(examples=["addon-1000"], description="An add-on or resource pack of the plan "
-                                                              "catalog: the pack requested.")
+    pack: Annotated[Id, AfterValidator(_plan_id)] = Field(
+        examples=["addon-1000"], description="An add-on or resource pack of the plan catalog: the pack "
+                                             "requested.")
     max_per_month: Annotated[int, Field(strict=True, ge=1, le=MAX_TOPUPS_A_MONTH), Whole] = Field(
         examples=[2], description=f"At most this many requests a UTC month (1–{MAX_TOPUPS_A_MONTH}).")
     grant_now: StrictBool = Field(False, description=(
