@@ -1,7 +1,8 @@
 """Auto top-up over HTTP, on both stores: the operator sets, reads and turns off an account's
-auto top-up; the account's own keys read it; nobody else sets it or sees it; bad input is a 422
-(an unknown pack a 404, a plan that is not a pack a 400) naming the field and writes nothing; and
-a setting made here requests the pack when usage takes the credits below the threshold."""
+auto top-up; the account's own keys read it; nobody else sets it or sees it; a body of the wrong
+shape is a 422, a value the engine refuses a 400, an unknown pack a 404, each naming the field,
+and none writes anything; and a setting made here requests the pack when usage takes the credits
+below the threshold."""
 
 from __future__ import annotations
 
@@ -108,15 +109,15 @@ def _topup(**changes: Any) -> dict[str, Any]:
 
 
 BAD: dict[str, tuple[Any, int, str]] = {
-    "below zero": (_topup(below=0), 422, "auto_topup.below"),
-    "below negative": (_topup(below="-5"), 422, "auto_topup.below"),
-    "below 7 decimals": (_topup(below="1.0000001"), 422, "auto_topup.below"),
-    "below not a number": (_topup(below="lots"), 422, "auto_topup.below"),
+    "below zero": (_topup(below=0), 400, "auto_topup.below"),
+    "below negative": (_topup(below="-5"), 400, "auto_topup.below"),
+    "below 7 decimals": (_topup(below="1.0000001"), 400, "auto_topup.below"),
+    "below not a number": (_topup(below="lots"), 400, "auto_topup.below"),
     "below a boolean": (_topup(below=True), 422, "auto_topup.below"),
     "below missing": (_topup(below=...), 422, "auto_topup.below"),
-    "below over the most credits": (_topup(below="10000000000000"), 422, "auto_topup.below"),
+    "below over the most credits": (_topup(below="10000000000000"), 400, "auto_topup.below"),
     "no pack": (_topup(pack=...), 422, "auto_topup.pack"),
-    "a pack id with a control character": (_topup(pack="addon\n1000"), 422, "auto_topup.pack"),
+    "a pack id with a control character": (_topup(pack="addon\n1000"), 400, "auto_topup.pack"),
     "a pack id over 255": (_topup(pack="p" * 256), 422, "auto_topup.pack"),
     "a pack id not a string": (_topup(pack=1000), 422, "auto_topup.pack"),
     "an unknown pack": (_topup(pack="addon-7"), 404, "auto_topup.pack"),
