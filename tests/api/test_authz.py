@@ -197,6 +197,10 @@ def _rows() -> list[Row]:
             post(account("/limits/lim-matrix"), method="DELETE")),
         Row("PUT", a + "/when-out-of-credits", Access.OPERATOR, 200,
             post(account("/when-out-of-credits"), lambda s, t: {"policy": {"overage": "5"}}, method="PUT")),
+        Row("GET", a + "/auto-topup", Access.SCOPED, 200, get(account("/auto-topup"))),
+        Row("PUT", a + "/auto-topup", Access.OPERATOR, 200,
+            post(account("/auto-topup"), lambda s, t: {"auto_topup": {
+                "below": "20", "pack": "addon-1000", "max_per_month": 2}}, method="PUT")),
         Row("GET", "/api/plans", Access.ANY_KEY, 200, get(fixed("/api/plans"))),
         Row("POST", "/api/plans", Access.OPERATOR, 201,
             post(fixed("/api/plans"), lambda s, t: {"plans": default_plans().to_dict()["plans"]})),

@@ -22,6 +22,7 @@ from creditmeter.cli import (  # noqa: F401
     plans,
     prices,
     serve,
+    topup,
     usage,
     webhooks,
 )

@@ -12,11 +12,13 @@ from creditmeter.api.routers import (
     operations,
     plans,
     service,
+    topup,
     usage,
     webhooks,
 )
 
-AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, notifications, operations, webhooks)
+AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, topup, notifications, operations,
+         webhooks)
 
 
 def mount(app: FastAPI) -> None:
