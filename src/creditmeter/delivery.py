@@ -1,11 +1,14 @@
 """The delivery worker: sends stored alerts to webhook endpoints, signed, at least once.
 
 One round (:meth:`Deliverer.run_once`): route the alerts stored since the last round to the
-endpoints that receive them; take a batch of due deliveries (leased to this worker); send them,
-several at once, outside any database transaction; record each attempt and the delivery's next
-state (delivered, a retry with backoff, or failed past the horizon); and go on while deliveries
-are due. ``creditmeter deliver`` runs rounds from the command line (``--once`` for cron), and
-``creditmeter serve`` runs them in a background thread of each worker process.
+endpoints that receive them; take due deliveries (leased to this worker), only as many as it has
+free send slots, in turn from each endpoint and no more of one endpoint's than its share of the
+slots (so an endpoint that hangs never holds up the others); send each outside any database
+transaction, within one overall deadline per request; as each answer comes, record the attempt
+and the delivery's next state (delivered, a retry with backoff, or failed past the horizon) and
+take more; and go on while deliveries are due. ``creditmeter deliver`` runs rounds from the
+command line (``--once`` for cron), and ``creditmeter serve`` runs them in a background thread of
+each worker process.
 
 Any number of workers may run against one database: none takes a delivery another holds. A worker
 killed mid-send leaves its deliveries to be taken again when their lease ends (the receiver may
@@ -14,24 +17,34 @@ then see the same ``webhook-id`` twice: delivery is at least once).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
 
 from creditmeter.alerts import alert_body
-from creditmeter.endpoints import Attempt, Claim, DeliveryPolicy, DeliveryStatus, outcome, signed_headers
+from creditmeter.endpoints import (
+    Attempt,
+    Claim,
+    DeliveryPolicy,
+    DeliveryStatus,
+    Outcome,
+    outcome,
+    signed_headers,
+)
 from creditmeter.engine import Engine
 from creditmeter.errors import CreditmeterError
 
 log = logging.getLogger("creditmeter.delivery")
 MAX_ERROR = 255
 USER_AGENT = "creditmeter-webhooks"
+MAX_ANSWER = 64 * 1024  # of an answer's body, no more is read
+POLL_S = 0.25  # while requests are in flight and slots are free, how often to look for more due
 
 
 def system_clock_us() -> int:
@@ -66,52 +79,39 @@ class Report:
 class Deliverer:
     """Delivers alerts for one engine with one delivery policy.
 
-    ``concurrency``: requests in flight at once; ``batch``: deliveries taken per claim.
-    ``clock``: now, in µs since the epoch; ``draw``: a uniform random number in [0, 1), the
-    jitter of each retry.
+    ``concurrency``: requests in flight at once; ``batch``: deliveries taken per claim at most
+    (never more than the free slots); ``per_endpoint``: requests in flight to one endpoint at
+    most (by default half the slots, at least one). ``clock``: now, in µs since the epoch;
+    ``draw``: a uniform random number in [0, 1), the jitter of each retry.
     """
 
     def __init__(self, engine: Engine, policy: DeliveryPolicy | None = None, *, concurrency: int = 16,
-                 batch: int = 100, clock: Callable[[], int] = system_clock_us,
+                 batch: int = 100, per_endpoint: int | None = None,
+                 clock: Callable[[], int] = system_clock_us,
                  draw: Callable[[], float] = random.random) -> None:
-        assert concurrency >= 1 and batch >= 1
+        assert concurrency >= 1 and batch >= 1 and (per_endpoint is None or per_endpoint >= 1)
         self.engine = engine
         self.policy = policy or DeliveryPolicy()
         self.concurrency = concurrency
         self.batch = batch
+        self.per_endpoint = per_endpoint or max(1, concurrency // 2)
         self.clock = clock
         self.draw = draw
-        timeout = httpx.Timeout(self.policy.timeout_s)
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self.client = httpx.Client(timeout=timeout, follow_redirects=False, limits=limits,
-                                   headers={"user-agent": USER_AGENT})
-        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="creditmeter-deliver")
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        self.client.close()
+        """Nothing is kept between rounds (each round has its own connections)."""
 
-    def run_once(self) -> Report:
-        """Route what was stored and send everything due now; return once nothing is due."""
-        report = Report()
-        while True:
-            unrouted, due = self.engine.delivery_backlog(self.clock())
-            if not unrouted and not due:
-                return report
-            routed = self.engine.route_alerts(self.clock(), self.policy) if unrouted else 0
-            report.routed += routed
-            claims = self.engine.claim_deliveries(self.clock(), self.policy, self.batch)
-            if claims:
-                self._send_all(claims, report)
-            elif not routed:
-                return report  # other workers hold what is there
+    def run_once(self, stop: threading.Event | None = None) -> Report:
+        """Route what was stored and send everything due now; return once nothing is due, or,
+        once ``stop`` is set, as soon as the requests in flight are answered and recorded."""
+        return asyncio.run(self._round(stop or threading.Event()))
 
     def run_forever(self, interval_s: float, stop: threading.Event) -> None:
         """Rounds until ``stop`` is set, ``interval_s`` apart when idle; a failed round (the
         database away) is logged and tried again after the interval."""
         while not stop.is_set():
             try:
-                report = self.run_once()
+                report = self.run_once(stop)
                 if report.attempts:
                     log.info("delivery: %s sent, %s delivered, %s to retry, %s failed", report.attempts,
                              report.delivered, report.retrying, report.failed)
@@ -121,17 +121,58 @@ class Deliverer:
                 log.exception("delivery round failed; trying again in %s s", interval_s)
             stop.wait(interval_s)
 
-    def _send_all(self, claims: list[Claim], report: Report) -> None:
-        attempts = list(self.pool.map(self.send, claims))
-        outcomes = [outcome(claim, attempt, self.draw(), self.policy)
-                    for claim, attempt in zip(claims, attempts, strict=True)]
-        disabled = self.engine.record_outcomes(outcomes, self.clock(), self.policy)
+    def _client(self) -> httpx.AsyncClient:
+        timeout = httpx.Timeout(self.policy.timeout_s)
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        return httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=limits,
+                                 headers={"user-agent": USER_AGENT})
+
+    async def _round(self, stop: threading.Event) -> Report:
+        report = Report()
+        running: dict[asyncio.Task[Attempt], Claim] = {}
+        async with self._client() as client:
+            while True:
+                more = False
+                free = self.concurrency - len(running)
+                if free > 0 and not stop.is_set():
+                    claims, more = await asyncio.to_thread(self._take, free, running.values(), report)
+                    for claim in claims:
+                        running[asyncio.create_task(self._send(client, claim))] = claim
+                if not running:
+                    if more and not stop.is_set():
+                        continue
+                    return report
+                done, _ = await asyncio.wait(running, timeout=POLL_S if free > 0 else None,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if done:
+                    attempts = [(running.pop(task), task.result()) for task in done]
+                    await asyncio.to_thread(self._record, attempts, report)
+
+    def _take(self, free: int, running: object, report: Report) -> tuple[list[Claim], bool]:
+        """Route what waits and take what is due, as many as ``free`` slots and each endpoint's
+        room allow; the claims, and whether there may be more to take at once."""
+        unrouted, due = self.engine.delivery_backlog(self.clock())
+        if not unrouted and not due:
+            return [], False
+        routed = self.engine.route_alerts(self.clock(), self.policy) if unrouted else 0
+        report.routed += routed
+        busy: dict[str, int] = {}
+        for claim in running:  # type: ignore[attr-defined]
+            busy[claim.endpoint_id] = busy.get(claim.endpoint_id, 0) + 1
+        room = {endpoint: self.per_endpoint - n for endpoint, n in busy.items()}
+        claims = self.engine.claim_deliveries(self.clock(), self.policy, min(free, self.batch), room)
+        return claims, bool(claims) or routed > 0
+
+    def _record(self, attempts: list[tuple[Claim, Attempt]], report: Report) -> None:
+        outcomes = [outcome(claim, attempt, self.draw(), self.policy) for claim, attempt in attempts]
+        counted, disabled = self.engine.record_outcomes(outcomes, self.clock(), self.policy)
         report.attempts += len(outcomes)
-        for done in outcomes:
+        for done in counted:
             if done.status is DeliveryStatus.DELIVERED:
                 report.delivered += 1
             elif done.status is DeliveryStatus.FAILED:
                 report.failed += 1
+                _log_dead(done)
             else:
                 report.retrying += 1
         for endpoint in disabled:
@@ -139,20 +180,46 @@ class Deliverer:
         report.disabled += disabled
 
     def send(self, claim: Claim) -> Attempt:
-        """One attempt: POST the signed alert, and what came of it."""
+        """One attempt on its own (no record of it): POST the signed alert, and what came of it."""
+        async def one() -> Attempt:
+            async with self._client() as client:
+                return await self._send(client, claim)
+        return asyncio.run(one())
+
+    async def _send(self, client: httpx.AsyncClient, claim: Claim) -> Attempt:
+        """One attempt: POST the signed alert and read at most ``MAX_ANSWER`` bytes of the answer,
+        all within ``timeout_s``; any failure is this attempt's, never the round's."""
         body = alert_body(claim.alert)
         at_us = self.clock()
-        headers = signed_headers(claim.secret, claim.alert_id, at_us // 1_000_000, body)
         started = time.monotonic()
         code: int | None = None
         try:
-            response = self.client.post(claim.url, content=body, headers=headers)
-            code = response.status_code
-            error = None if 200 <= code < 300 else f"HTTP {code} {response.reason_phrase}".strip()
-        except httpx.TimeoutException:
-            error = f"no answer within {self.policy.timeout_s:g} s"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            headers = signed_headers(claim.secret, claim.alert_id, at_us // 1_000_000, body)
+            answered, reason = await asyncio.wait_for(self._post(client, claim.url, body, headers),
+                                                      self.policy.timeout_s)
+            code = answered
+            error = None if 200 <= answered < 300 else f"HTTP {answered} {reason}".strip()
+        except (TimeoutError, httpx.TimeoutException):
+            code, error = None, f"no answer within {self.policy.timeout_s:g} s"
+        except Exception as exc:  # noqa: BLE001 - whatever one send raises fails that attempt only
+            code, error = None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         latency_ms = int((time.monotonic() - started) * 1000)
         return Attempt(claim.delivery_id, claim.attempt, at_us, code, latency_ms,
                        None if error is None else error[:MAX_ERROR])
+
+    @staticmethod
+    async def _post(client: httpx.AsyncClient, url: str, body: bytes,
+                    headers: dict[str, str]) -> tuple[int, str]:
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            read = 0
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read >= MAX_ANSWER:
+                    break
+            return response.status_code, response.reason_phrase
+
+
+def _log_dead(done: Outcome) -> None:
+    log.warning("webhook delivery %s (%s) to endpoint %s failed for good after %s attempts: %s",
+                done.claim.delivery_id, done.claim.alert_id, done.claim.endpoint_id, done.attempt.attempt,
+                done.attempt.error)
