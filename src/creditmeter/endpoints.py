@@ -193,13 +193,14 @@ class DeliveryPolicy:
     """How deliveries are tried and when an endpoint is disabled.
 
     Attributes:
-      timeout_s: the longest wait for an endpoint's answer.
+      timeout_s: the longest one request may take, all of it (connecting, sending, the answer).
       backoff_base_s: the first retry's ceiling; each later one doubles it (full jitter: the delay
         is drawn uniformly between 0 and the ceiling).
       backoff_cap_s: the ceiling stops doubling here.
       horizon_s: a delivery is retried until this long after it was made (or replayed).
       lease_s: how long a worker owns a delivery it took; a worker that dies leaves it due again
-        after this (longer than ``timeout_s``, so two workers never send it at once).
+        after this (longer than ``timeout_s``: a worker takes a delivery only when it can send it
+        at once, so its request is over before the lease ends).
       disable_after_failures: an endpoint is disabled after this many failed attempts in a row …
       disable_after_s: … once that run of failures has lasted this long.
     """
