@@ -128,25 +128,34 @@ class Deliverer:
                                  headers={"user-agent": USER_AGENT})
 
     async def _round(self, stop: threading.Event) -> Report:
+        """Take deliveries as slots free up (a few at a time, not one by one: each take and each
+        record is a transaction), and record answers as they come (a few at a time, none kept
+        waiting longer than ``POLL_S``)."""
         report = Report()
         running: dict[asyncio.Task[Attempt], Claim] = {}
+        finished: list[tuple[Claim, Attempt]] = []
+        since = 0.0
+        few = max(1, min(self.batch, self.concurrency // 2))
         async with self._client() as client:
             while True:
-                more = False
+                if finished and (len(finished) >= few or not running or stop.is_set()
+                                 or time.monotonic() - since >= POLL_S):
+                    await asyncio.to_thread(self._record, finished, report)
+                    finished = []
                 free = self.concurrency - len(running)
-                if free > 0 and not stop.is_set():
+                more = False
+                if free > 0 and (free >= few or not running) and not stop.is_set():
                     claims, more = await asyncio.to_thread(self._take, free, running.values(), report)
                     for claim in claims:
                         running[asyncio.create_task(self._send(client, claim))] = claim
                 if not running:
-                    if more and not stop.is_set():
+                    if finished or (more and not stop.is_set()):
                         continue
                     return report
-                done, _ = await asyncio.wait(running, timeout=POLL_S if free > 0 else None,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if done:
-                    attempts = [(running.pop(task), task.result()) for task in done]
-                    await asyncio.to_thread(self._record, attempts, report)
+                done, _ = await asyncio.wait(running, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+                if done and not finished:
+                    since = time.monotonic()
+                finished += [(running.pop(task), task.result()) for task in done]
 
     def _take(self, free: int, running: object, report: Report) -> tuple[list[Claim], bool]:
         """Route what waits and take what is due, as many as ``free`` slots and each endpoint's
