@@ -17,17 +17,18 @@ then see the same ``webhook-id`` twice: delivery is at least once).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import httpx
 
 from creditmeter.alerts import alert_body
+from creditmeter.deadline import deadline_client, until
 from creditmeter.endpoints import (
     Attempt,
     Claim,
@@ -97,14 +98,46 @@ class Deliverer:
         self.per_endpoint = per_endpoint or max(1, concurrency // 2)
         self.clock = clock
         self.draw = draw
+        self.client = deadline_client(concurrency, self.policy.timeout_s, follow_redirects=False,
+                                      headers={"user-agent": USER_AGENT})
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="creditmeter-deliver")
 
     def close(self) -> None:
-        """Nothing is kept between rounds (each round has its own connections)."""
+        self.pool.shutdown(wait=True)
+        self.client.close()
 
     def run_once(self, stop: threading.Event | None = None) -> Report:
         """Route what was stored and send everything due now; return once nothing is due, or,
-        once ``stop`` is set, as soon as the requests in flight are answered and recorded."""
-        return asyncio.run(self._round(stop or threading.Event()))
+        once ``stop`` is set, as soon as the requests in flight are answered and recorded.
+
+        Deliveries are taken as slots free up (a few at a time, not one by one: each take and
+        each record is a transaction), and answers recorded as they come (a few at a time, none
+        kept waiting longer than ``POLL_S``)."""
+        stop = stop or threading.Event()
+        report = Report()
+        running: dict[Future[Attempt], Claim] = {}
+        finished: list[tuple[Claim, Attempt]] = []
+        since = 0.0
+        few = max(1, min(self.batch, self.concurrency // 2))
+        while True:
+            if finished and (len(finished) >= few or not running or stop.is_set()
+                             or time.monotonic() - since >= POLL_S):
+                self._record(finished, report)
+                finished = []
+            free = self.concurrency - len(running)
+            more = False
+            if free > 0 and (free >= few or not running) and not stop.is_set():
+                claims, more = self._take(free, running.values(), report)
+                for claim in claims:
+                    running[self.pool.submit(self.send, claim)] = claim
+            if not running:
+                if finished or (more and not stop.is_set()):
+                    continue
+                return report
+            done, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            if done and not finished:
+                since = time.monotonic()
+            finished += [(running.pop(future), future.result()) for future in done]
 
     def run_forever(self, interval_s: float, stop: threading.Event) -> None:
         """Rounds until ``stop`` is set, ``interval_s`` apart when idle; a failed round (the
@@ -121,43 +154,7 @@ class Deliverer:
                 log.exception("delivery round failed; trying again in %s s", interval_s)
             stop.wait(interval_s)
 
-    def _client(self) -> httpx.AsyncClient:
-        timeout = httpx.Timeout(self.policy.timeout_s)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        return httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=limits,
-                                 headers={"user-agent": USER_AGENT})
-
-    async def _round(self, stop: threading.Event) -> Report:
-        """Take deliveries as slots free up (a few at a time, not one by one: each take and each
-        record is a transaction), and record answers as they come (a few at a time, none kept
-        waiting longer than ``POLL_S``)."""
-        report = Report()
-        running: dict[asyncio.Task[Attempt], Claim] = {}
-        finished: list[tuple[Claim, Attempt]] = []
-        since = 0.0
-        few = max(1, min(self.batch, self.concurrency // 2))
-        async with self._client() as client:
-            while True:
-                if finished and (len(finished) >= few or not running or stop.is_set()
-                                 or time.monotonic() - since >= POLL_S):
-                    await asyncio.to_thread(self._record, finished, report)
-                    finished = []
-                free = self.concurrency - len(running)
-                more = False
-                if free > 0 and (free >= few or not running) and not stop.is_set():
-                    claims, more = await asyncio.to_thread(self._take, free, running.values(), report)
-                    for claim in claims:
-                        running[asyncio.create_task(self._send(client, claim))] = claim
-                if not running:
-                    if finished or (more and not stop.is_set()):
-                        continue
-                    return report
-                done, _ = await asyncio.wait(running, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
-                if done and not finished:
-                    since = time.monotonic()
-                finished += [(running.pop(task), task.result()) for task in done]
-
-    def _take(self, free: int, running: object, report: Report) -> tuple[list[Claim], bool]:
+    def _take(self, free: int, running: Iterable[Claim], report: Report) -> tuple[list[Claim], bool]:
         """Route what waits and take what is due, as many as ``free`` slots and each endpoint's
         room allow; the claims, and whether there may be more to take at once."""
         unrouted, due = self.engine.delivery_backlog(self.clock())
@@ -166,7 +163,7 @@ class Deliverer:
         routed = self.engine.route_alerts(self.clock(), self.policy) if unrouted else 0
         report.routed += routed
         busy: dict[str, int] = {}
-        for claim in running:  # type: ignore[attr-defined]
+        for claim in running:
             busy[claim.endpoint_id] = busy.get(claim.endpoint_id, 0) + 1
         room = {endpoint: self.per_endpoint - n for endpoint, n in busy.items()}
         claims = self.engine.claim_deliveries(self.clock(), self.policy, min(free, self.batch), room)
@@ -189,13 +186,6 @@ class Deliverer:
         report.disabled += disabled
 
     def send(self, claim: Claim) -> Attempt:
-        """One attempt on its own (no record of it): POST the signed alert, and what came of it."""
-        async def one() -> Attempt:
-            async with self._client() as client:
-                return await self._send(client, claim)
-        return asyncio.run(one())
-
-    async def _send(self, client: httpx.AsyncClient, claim: Claim) -> Attempt:
         """One attempt: POST the signed alert and read at most ``MAX_ANSWER`` bytes of the answer,
         all within ``timeout_s``; any failure is this attempt's, never the round's."""
         body = alert_body(claim.alert)
@@ -204,28 +194,22 @@ class Deliverer:
         code: int | None = None
         try:
             headers = signed_headers(claim.secret, claim.alert_id, at_us // 1_000_000, body)
-            answered, reason = await asyncio.wait_for(self._post(client, claim.url, body, headers),
-                                                      self.policy.timeout_s)
-            code = answered
-            error = None if 200 <= answered < 300 else f"HTTP {answered} {reason}".strip()
-        except (TimeoutError, httpx.TimeoutException):
+            with until(self.policy.timeout_s), \
+                    self.client.stream("POST", claim.url, content=body, headers=headers) as response:
+                read = 0
+                for chunk in response.iter_raw():
+                    read += len(chunk)
+                    if read >= MAX_ANSWER:
+                        break
+            code = response.status_code
+            error = None if 200 <= code < 300 else f"HTTP {code} {response.reason_phrase}".strip()
+        except httpx.TimeoutException:
             code, error = None, f"no answer within {self.policy.timeout_s:g} s"
         except Exception as exc:  # noqa: BLE001 - whatever one send raises fails that attempt only
             code, error = None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         latency_ms = int((time.monotonic() - started) * 1000)
         return Attempt(claim.delivery_id, claim.attempt, at_us, code, latency_ms,
                        None if error is None else error[:MAX_ERROR])
-
-    @staticmethod
-    async def _post(client: httpx.AsyncClient, url: str, body: bytes,
-                    headers: dict[str, str]) -> tuple[int, str]:
-        async with client.stream("POST", url, content=body, headers=headers) as response:
-            read = 0
-            async for chunk in response.aiter_raw():
-                read += len(chunk)
-                if read >= MAX_ANSWER:
-                    break
-            return response.status_code, response.reason_phrase
 
 
 def _log_dead(done: Outcome) -> None:

@@ -38,6 +38,8 @@ def workers_running(*deliverers: Deliverer) -> Iterator[None]:
         stop.set()
         for thread in threads:
             thread.join(15)
+        for deliverer in deliverers:
+            deliverer.close()
 
 
 def test_two_workers_never_hold_what_they_cannot_send_in_time(make_engine: EngineFactory) -> None:
@@ -104,6 +106,7 @@ def test_an_endpoint_no_request_can_go_to_fails_only_its_own_attempts(make_engin
         raise_alerts(engine, 3)
         deliverer = Deliverer(engine, policy, concurrency=2, batch=10)
         report = deliverer.run_once()
+        deliverer.close()
     assert len(rx.received) == 3 and report.delivered == 3 and report.failed == 3
     [dead, *_] = engine.deliveries(bad.id)
     assert dead.status is DeliveryStatus.FAILED and dead.last_error
@@ -127,7 +130,9 @@ def test_a_replay_during_an_attempt_in_flight_is_kept(make_engine: EngineFactory
         engine.record_outcomes([outcome(claim, ok, 0.5, FAST)], now + 3000, FAST)  # the try succeeds
         delivery, _ = engine.delivery(claim.delivery_id)
         assert delivery.status is DeliveryStatus.PENDING and delivery.next_at_us <= now + 3000
-        Deliverer(engine, FAST).run_once()  # the replay is sent at once
+        deliverer = Deliverer(engine, FAST)
+        deliverer.run_once()  # the replay is sent at once
+        deliverer.close()
     assert [r.msg_id for r in rx.received] == [ident]
     [delivery] = engine.deliveries(endpoint)
     assert delivery.status is DeliveryStatus.DELIVERED and delivery.attempts == 2
@@ -178,6 +183,7 @@ def test_a_hanging_endpoint_does_not_hold_up_a_healthy_one(make_engine: EngineFa
         finally:
             stop.set()  # the hanging ones are not waited for beyond those in flight
             worker.join(10)
+            deliverer.close()
         took = max(r.at for r in fast.received) - started
     assert len(fast.received) == 200 and took < 1.5, took  # within the hanging ones' timeout
 
@@ -229,6 +235,7 @@ def test_an_answer_that_never_ends_is_read_only_so_far(make_engine: EngineFactor
 
     with raw_server(b"HTTP/1.1 200 OK\r\ncontent-length: 268435456\r\n\r\n", endless()) as url:
         attempt = deliverer.send(_claim_for(url))  # type: ignore[arg-type]
+        deliverer.close()
     assert attempt.status_code == 200 and attempt.error is None
     # It stopped reading early: what was sent at most fills the sockets' buffers (a few MiB).
     assert MAX_ANSWER <= sent["n"] * len(chunk) < 32 * 2**20 < 4096 * len(chunk)
@@ -245,6 +252,7 @@ def test_an_answer_that_trickles_is_cut_off_at_the_deadline(make_engine: EngineF
     with raw_server(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n", trickle()) as url:
         started = time.monotonic()
         attempt = deliverer.send(_claim_for(url))  # type: ignore[arg-type]
+        deliverer.close()
         took = time.monotonic() - started
     assert attempt.status_code is None and attempt.error == "no answer within 1 s"
     assert took < 1.5, took
@@ -274,7 +282,9 @@ def test_dead_deliveries_are_logged_one_by_one(make_engine: EngineFactory,
         raise_alerts(engine, 2)
         policy = DeliveryPolicy(timeout_s=5, backoff_base_s=0.5, backoff_cap_s=1, horizon_s=0, lease_s=10)
         with caplog.at_level(logging.WARNING, logger="creditmeter.delivery"):
-            Deliverer(engine, policy).run_once()
+            deliverer = Deliverer(engine, policy)
+            deliverer.run_once()
+            deliverer.close()
     dead = [r for r in caplog.records if "failed for good" in r.getMessage()]
     assert len(dead) == 2 and all(r.levelno == logging.WARNING for r in dead)
     assert {d.id for e in engine.webhooks() for d in engine.deliveries(e.id)} == {
@@ -293,6 +303,7 @@ def test_a_stop_ends_the_round_once_what_is_in_flight_is_answered(make_engine: E
         started = time.monotonic()
         deliverer.run_once(stop)
         took = time.monotonic() - started
+        deliverer.close()
     assert took < 1.0 and 0 < len(rx.received) < 40, (took, len(rx.received))
     pending = [d for e in engine.webhooks() for d in engine.deliveries(e.id)
                if d.status is DeliveryStatus.PENDING]
