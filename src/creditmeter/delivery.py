@@ -21,6 +21,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ log = logging.getLogger("creditmeter.delivery")
 MAX_ERROR = 255
 USER_AGENT = "creditmeter-webhooks"
 MAX_ANSWER = 64 * 1024  # of an answer's body, no more is read
+MAX_HELD = 1000  # deliveries one worker holds at most (in flight and queued)
 POLL_S = 0.25  # while requests are in flight and slots are free, how often to look for more due
+LOOK_S = 1.0  # while takes come back full, the backlog (and what to route) is looked at this often
 
 
 def system_clock_us() -> int:
@@ -96,6 +99,11 @@ class Deliverer:
         self.concurrency = concurrency
         self.batch = batch
         self.per_endpoint = per_endpoint or max(1, concurrency // 2)
+        # Each queued delivery waits at most one timeout per place ahead of it in its slot's line.
+        self.depth = max(1, int(self.policy.lease_s // self.policy.timeout_s) - 1)
+        self.holding = min(concurrency * self.depth, MAX_HELD)
+        self._looked = 0.0  # when the backlog was last looked at
+        self._full = False  # whether the last take took all it asked for
         self.clock = clock
         self.draw = draw
         self.client = deadline_client(concurrency, self.policy.timeout_s, follow_redirects=False,
@@ -108,36 +116,60 @@ class Deliverer:
 
     def run_once(self, stop: threading.Event | None = None) -> Report:
         """Route what was stored and send everything due now; return once nothing is due, or,
-        once ``stop`` is set, as soon as the requests in flight are answered and recorded.
+        once ``stop`` is set, as soon as the requests in flight are answered and recorded (what
+        was taken and not sent yet is given back, due at once).
 
-        Deliveries are taken as slots free up (a few at a time, not one by one: each take and
-        each record is a transaction), and answers recorded as they come (a few at a time, none
-        kept waiting longer than ``POLL_S``)."""
+        A worker holds no more deliveries than it can send before their lease ends: those in
+        flight, and a queue of at most ``depth - 1`` times as many, where ``depth`` is how many
+        whole timeouts fit in the lease less one (at least 1: no queue). It takes more as they go
+        (a good part of what it may hold at a time, not one by one: each take is a transaction),
+        and records answers as they come (a few at a time, none kept waiting past ``POLL_S``)."""
         stop = stop or threading.Event()
         report = Report()
         running: dict[Future[Attempt], Claim] = {}
+        queued: deque[Claim] = deque()
         finished: list[tuple[Claim, Attempt]] = []
         since = 0.0
-        few = max(1, min(self.batch, self.concurrency // 2))
+        few = self.concurrency
+        cap = self.per_endpoint * self.depth  # what it may hold of one endpoint
         while True:
             if finished and (len(finished) >= few or not running or stop.is_set()
                              or time.monotonic() - since >= POLL_S):
                 self._record(finished, report)
                 finished = []
-            free = self.concurrency - len(running)
+            if stop.is_set() and queued:
+                self.engine.release_claims(list(queued), self.clock())
+                queued.clear()
+            room = self.holding - len(running) - len(queued)
             more = False
-            if free > 0 and (free >= few or not running) and not stop.is_set():
-                claims, more = self._take(free, running.values(), report)
-                for claim in claims:
-                    running[self.pool.submit(self.send, claim)] = claim
+            held = Counter(claim.endpoint_id for claim in (*running.values(), *queued))
+            # Take more once what it holds of endpoints not at their cap is half gone (an
+            # endpoint at its cap, say one that hangs, holds up no other's).
+            if room > 0 and sum(n for n in held.values() if n < cap) <= cap // 2 and not stop.is_set():
+                claims, more = self._take(room, [*running.values(), *queued], report)
+                queued.extend(claims)
+            self._start(queued, running)
             if not running:
-                if finished or (more and not stop.is_set()):
+                if finished or queued or (more and not stop.is_set()):
                     continue
                 return report
             done, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
             if done and not finished:
                 since = time.monotonic()
             finished += [(running.pop(future), future.result()) for future in done]
+
+    def _start(self, queued: deque[Claim], running: dict[Future[Attempt], Claim]) -> None:
+        """Send what is queued, oldest first, while slots are free and its endpoint has room."""
+        busy = Counter(claim.endpoint_id for claim in running.values())
+        waiting: deque[Claim] = deque()
+        while queued and len(running) < self.concurrency:
+            claim = queued.popleft()
+            if busy[claim.endpoint_id] < self.per_endpoint:
+                running[self.pool.submit(self.send, claim)] = claim
+                busy[claim.endpoint_id] += 1
+            else:
+                waiting.append(claim)
+        queued.extendleft(reversed(waiting))
 
     def run_forever(self, interval_s: float, stop: threading.Event) -> None:
         """Rounds until ``stop`` is set, ``interval_s`` apart when idle; a failed round (the
@@ -154,19 +186,24 @@ class Deliverer:
                 log.exception("delivery round failed; trying again in %s s", interval_s)
             stop.wait(interval_s)
 
-    def _take(self, free: int, running: Iterable[Claim], report: Report) -> tuple[list[Claim], bool]:
-        """Route what waits and take what is due, as many as ``free`` slots and each endpoint's
-        room allow; the claims, and whether there may be more to take at once."""
-        unrouted, due = self.engine.delivery_backlog(self.clock())
-        if not unrouted and not due:
-            return [], False
+    def _take(self, free: int, held: Iterable[Claim], report: Report) -> tuple[list[Claim], bool]:
+        """Route what waits and take what is due, as many as ``free`` and each endpoint's room (what
+        it may hold of one endpoint, less what it ``held``) allow; the claims, and whether there
+        may be more to take at once."""
+        unrouted = False
+        if time.monotonic() - self._looked >= LOOK_S or not self._full:
+            # Look first (a read), unless the last take was full: then routing waits up to LOOK_S.
+            self._looked = time.monotonic()
+            unrouted, due = self.engine.delivery_backlog(self.clock())
+            if not unrouted and not due:
+                return [], False
         routed = self.engine.route_alerts(self.clock(), self.policy) if unrouted else 0
         report.routed += routed
-        busy: dict[str, int] = {}
-        for claim in running:
-            busy[claim.endpoint_id] = busy.get(claim.endpoint_id, 0) + 1
-        room = {endpoint: self.per_endpoint - n for endpoint, n in busy.items()}
-        claims = self.engine.claim_deliveries(self.clock(), self.policy, min(free, self.batch), room)
+        busy = Counter(claim.endpoint_id for claim in held)
+        room = {endpoint: self.per_endpoint * self.depth - n for endpoint, n in busy.items()}
+        limit = min(free, self.batch)
+        claims = self.engine.claim_deliveries(self.clock(), self.policy, limit, room)
+        self._full = len(claims) == limit
         return claims, bool(claims) or routed > 0
 
     def _record(self, attempts: list[tuple[Claim, Attempt]], report: Report) -> None:

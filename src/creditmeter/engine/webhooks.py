@@ -160,6 +160,11 @@ class WebhookCommands(EngineBase):
         lease_us = int(policy.lease_s * US_PER_S)
         return self._write(lambda tx: tx.claim_deliveries(at_us, limit, lease_us, token, room))
 
+    def release_claims(self, claims: Sequence[Claim], at_us: int) -> int:
+        """Give back deliveries this worker took and will not send (it is stopping): due again at
+        ``at_us``, their attempt not counted. How many were given back."""
+        return self._write(lambda tx: tx.release_claims(claims, at_us)) if claims else 0
+
     def record_outcomes(self, outcomes: Sequence[Outcome], at_us: int,
                         policy: DeliveryPolicy) -> tuple[list[Outcome], list[str]]:
         """Record what attempts gave: the outcomes that counted (as recorded: a result under a

@@ -27,7 +27,7 @@ CLAIM_SELECT = ("SELECT d.seq, d.id, d.endpoint_id, d.alert_seq, d.alert_id, d.a
                 "d.next_at_us, d.horizon_at_us, e.url, e.secret FROM webhook_deliveries d "
                 "JOIN webhook_endpoints e ON e.id = d.endpoint_id "
                 "WHERE d.status = 'pending' AND d.next_at_us <= {m} AND e.disabled_at_us IS NULL{exclude} "
-                "ORDER BY d.next_at_us, d.seq LIMIT {m}")
+                "ORDER BY d.next_at_us LIMIT {m}")
 CLAIM_SPREAD = 4  # a claim looks at this many times the deliveries it takes, to take them in turn
 
 
@@ -108,6 +108,14 @@ class DeliveryWork(WebhookRecords):
                 alerts[row[0]] = stored_alert(row)[2]
         return [Claim(ident, endpoint, url, secret, alert_id, alerts[alert_seq], attempts + 1, token, horizon)
                 for _, ident, endpoint, alert_seq, alert_id, attempts, _, _, horizon, url, secret in rows]
+
+    def release_claims(self, claims: Sequence[Claim], at_us: int) -> int:
+        """Give back deliveries taken and never sent (their worker is stopping): due at ``at_us``,
+        their attempt not counted; those whose claim ran out meanwhile are left as they are."""
+        m = self._mark
+        return self._run(f"UPDATE webhook_deliveries SET attempts = attempts - 1, next_at_us = {m}, "
+                         f"lease_token = NULL, lease_until_us = NULL WHERE id = {m} AND lease_token = {m}",
+                         [(at_us, c.delivery_id, c.token) for c in claims])
 
     def record_outcomes(self, outcomes: Sequence[Outcome], at_us: int, disable_after_failures: int,
                         disable_after_us: int) -> tuple[list[Outcome], list[str]]:
