@@ -21,7 +21,7 @@ and hands them to each worker process as values (``creditmeter.server.Serving``)
       disable_after_failures: 20   # an endpoint is disabled after 20 failed attempts in a row …
       disable_after_s: 432000      # … that went on for at least 5 days
       concurrency: 16              # requests in flight at once, per worker
-      batch: 100                   # the most deliveries a worker takes at a time (never more than free slots)
+      batch: 100                   # the most deliveries a worker takes at a time
     engine:
       lateness_window_s: 604800    # CREDITMETER_LATENESS_WINDOW_S
       hold_ttl_s: 600              # CREDITMETER_HOLD_TTL_S
