@@ -122,8 +122,9 @@ class Deliverer:
         A worker holds no more deliveries than it can send before their lease ends: those in
         flight, and a queue of at most ``depth - 1`` times as many, where ``depth`` is how many
         whole timeouts fit in the lease less one (at least 1: no queue). It takes more as they go
-        (a good part of what it may hold at a time, not one by one: each take is a transaction),
-        and records answers as they come (a few at a time, none kept waiting past ``POLL_S``)."""
+        (half of what it may hold of an endpoint at a time, not one by one: each take is a
+        transaction), and records answers as they come (a few at a time, none kept waiting past
+        ``POLL_S``)."""
         stop = stop or threading.Event()
         report = Report()
         running: dict[Future[Attempt], Claim] = {}
@@ -132,6 +133,7 @@ class Deliverer:
         since = 0.0
         few = self.concurrency
         cap = self.per_endpoint * self.depth  # what it may hold of one endpoint
+        taken = 0.0
         while True:
             if finished and (len(finished) >= few or not running or stop.is_set()
                              or time.monotonic() - since >= POLL_S):
@@ -140,15 +142,19 @@ class Deliverer:
             if stop.is_set() and queued:
                 self.engine.release_claims(list(queued), self.clock())
                 queued.clear()
+            self._start(queued, running)
             room = self.holding - len(running) - len(queued)
             more = False
             held = Counter(claim.endpoint_id for claim in (*running.values(), *queued))
-            # Take more once what it holds of endpoints not at their cap is half gone (an
-            # endpoint at its cap, say one that hangs, holds up no other's).
-            if room > 0 and sum(n for n in held.values() if n < cap) <= cap // 2 and not stop.is_set():
+            # Take more once half of what it holds of some endpoint is gone, or, while a slot is
+            # idle, every POLL_S (other endpoints may have some due: one that hangs holds up none).
+            if room > 0 and not stop.is_set() and (
+                    not held or min(held.values()) <= cap // 2
+                    or (len(running) < self.concurrency and time.monotonic() - taken >= POLL_S)):
+                taken = time.monotonic()
                 claims, more = self._take(room, [*running.values(), *queued], report)
                 queued.extend(claims)
-            self._start(queued, running)
+                self._start(queued, running)
             if not running:
                 if finished or queued or (more and not stop.is_set()):
                     continue

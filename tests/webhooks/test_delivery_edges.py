@@ -167,7 +167,9 @@ def test_a_hanging_endpoint_does_not_hold_up_a_healthy_one(make_engine: EngineFa
     if store_kind != "sqlite":
         pytest.skip("one store is enough")
     engine = make_engine()
-    policy = DeliveryPolicy(timeout_s=2, backoff_base_s=300, backoff_cap_s=600, horizon_s=0, lease_s=10)
+    # A lease of ten timeouts: the worker may queue nine times its slots, and the hanging endpoint's
+    # deliveries in its queue must not keep the healthy one's from being taken.
+    policy = DeliveryPolicy(timeout_s=1, backoff_base_s=300, backoff_cap_s=600, horizon_s=0, lease_s=10)
     with running_receiver() as slow, running_receiver() as fast:
         add_endpoint(engine, slow)
         add_endpoint(engine, fast)
