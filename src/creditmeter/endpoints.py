@@ -193,13 +193,14 @@ class DeliveryPolicy:
     """How deliveries are tried and when an endpoint is disabled.
 
     Attributes:
-      timeout_s: the longest wait for an endpoint's answer.
+      timeout_s: the longest one request may take, all of it (connecting, sending, the answer).
       backoff_base_s: the first retry's ceiling; each later one doubles it (full jitter: the delay
         is drawn uniformly between 0 and the ceiling).
       backoff_cap_s: the ceiling stops doubling here.
       horizon_s: a delivery is retried until this long after it was made (or replayed).
       lease_s: how long a worker owns a delivery it took; a worker that dies leaves it due again
-        after this (longer than ``timeout_s``, so two workers never send it at once).
+        after this (longer than ``timeout_s``: a worker takes a delivery only when it can send it
+        at once, so its request is over before the lease ends).
       disable_after_failures: an endpoint is disabled after this many failed attempts in a row …
       disable_after_s: … once that run of failures has lasted this long.
     """
@@ -236,32 +237,41 @@ def should_disable(failures: int, failing_since_us: int | None, at_us: int, poli
 # -- what the operator gives -------------------------------------------------------------------
 
 def check_url(value: object, field: str = "url") -> str:
-    """An endpoint's URL: http or https, with a host, at most ``MAX_URL`` characters."""
+    """An endpoint's URL: http or https (in any case), with a host a request can be sent to (its
+    name encodes as IDNA, as the resolver needs), at most ``MAX_URL`` characters."""
     text = check_text(value, field, MAX_URL)
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - a port that is not a number raises here
     except ValueError as exc:
         raise InputError(field, f"is not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https"):
+    if parts.scheme.lower() not in ("http", "https"):
         raise InputError(field, f"must be an http:// or https:// URL, got {text[:40]!r}")
-    if not parts.hostname or any(c.isspace() for c in text):
+    host = parts.hostname
+    if not host or any(c.isspace() for c in text):
         raise InputError(field, "must name a host and contain no spaces")
+    try:
+        host.encode("idna").decode("idna")  # as the resolver will (empty or long labels, bad xn--)
+    except UnicodeError:
+        raise InputError(field, f"names a host no request can be sent to ({host[:60]!r})") from None
     return text
 
 
 def check_events(values: Iterable[object] | None, field: str = "events") -> frozenset[AlertType] | None:
-    """An endpoint's filter: alert types (None or nothing given: every type)."""
+    """An endpoint's filter: alert types, at least one (None: every type)."""
     if values is None:
         return None
     found: set[AlertType] = set()
+    values = list(values)
+    if not values:
+        raise InputError(field, "must name at least one event type (leave it out for every type)")
     for n, value in enumerate(values):
         try:
             found.add(AlertType(value))  # type: ignore[arg-type]
         except ValueError:
             raise InputError(f"{field}[{n}]", f"unknown event type {value!r}; one of "
                              f"{', '.join(t.value for t in AlertType)}") from None
-    return frozenset(found) or None
+    return frozenset(found)
 
 
 def events_json(events: frozenset[AlertType] | None) -> str | None:

@@ -59,7 +59,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
                max_body_bytes: int = DEFAULT_MAX_BODY, threads: int = 8,
                key_cache_s: float = 1.0, tick_interval_s: float = 0,
                gateway: Gateway | None = None, deliverer: Deliverer | None = None,
-               deliver_interval_s: float = 1.0) -> FastAPI:
+               deliver_interval_s: float = 1.0, replay_horizon_s: float | None = None) -> FastAPI:
     """The app over ``engine``; ``admin_key`` is an operator key taken from the environment.
 
     ``key_cache_s``: how long a checked key is trusted without asking the database again. A key
@@ -71,6 +71,8 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     ``deliverer``: deliver alerts to webhook endpoints in a background thread, looking for due
     deliveries every ``deliver_interval_s`` when idle (none: this app delivers nothing; ``serve``
     delivers unless told not to). Every worker may run its own: none takes another's delivery.
+    ``replay_horizon_s``: how long a delivery replayed through the API is retried (none: the
+    deliverer's horizon, else the default), whether or not this app delivers.
     """
     access = Access(engine, admin_key, key_cache_s)
     app = FastAPI(title="creditmeter", version=_version(),
@@ -79,8 +81,10 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
                   description="Credits for AI products: prices, packages, burn-down, holds, usage. "
                               "Amounts are credits strings (up to 6 decimal places); times ISO 8601 UTC.",
                   openapi_tags=[{"name": "api"}])
-    if deliverer is not None:
-        api.mount(app, api.ApiContext(engine, clock, access, deliverer.policy.horizon_s))
+    if replay_horizon_s is None and deliverer is not None:
+        replay_horizon_s = deliverer.policy.horizon_s
+    if replay_horizon_s is not None:
+        api.mount(app, api.ApiContext(engine, clock, access, replay_horizon_s))
     else:
         api.mount(app, api.ApiContext(engine, clock, access))
     app.include_router(create_console(engine, clock=clock, authenticate=access.principal))
@@ -215,7 +219,7 @@ def worker_app(serving: Serving) -> FastAPI:
     return create_app(engine, admin_key=serving.admin_key, max_body_bytes=server.max_body_bytes,
                       threads=server.threads, key_cache_s=server.key_cache_s,
                       tick_interval_s=server.tick_interval_s, gateway=gateway, deliverer=deliverer,
-                      deliver_interval_s=hooks.interval_s)
+                      deliver_interval_s=hooks.interval_s, replay_horizon_s=hooks.horizon_s)
 
 
 def check(serving: Serving) -> None:

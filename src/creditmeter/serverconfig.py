@@ -13,7 +13,7 @@ and hands them to each worker process as values (``creditmeter.server.Serving``)
     webhooks:                      # delivering alerts to webhook endpoints (see docs/webhooks.md)
       deliver: true                # CREDITMETER_DELIVER: run the delivery loop in each worker
       interval_s: 1                # CREDITMETER_DELIVER_INTERVAL_S: how often an idle loop looks
-      timeout_s: 15                # the longest wait for an endpoint's answer
+      timeout_s: 15                # the longest a request to an endpoint may take, all of it
       backoff_base_s: 5            # the first retry within 0-5 s, then 0-10 s, 0-20 s … (full jitter)
       backoff_cap_s: 3600          # … the ceiling stops doubling at an hour
       horizon_s: 259200            # a delivery is retried for 3 days, then failed
@@ -21,7 +21,7 @@ and hands them to each worker process as values (``creditmeter.server.Serving``)
       disable_after_failures: 20   # an endpoint is disabled after 20 failed attempts in a row …
       disable_after_s: 432000      # … that went on for at least 5 days
       concurrency: 16              # requests in flight at once, per worker
-      batch: 100                   # deliveries a worker takes at a time
+      batch: 100                   # the most deliveries a worker takes at a time
     engine:
       lateness_window_s: 604800    # CREDITMETER_LATENESS_WINDOW_S
       hold_ttl_s: 600              # CREDITMETER_HOLD_TTL_S

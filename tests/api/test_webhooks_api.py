@@ -32,11 +32,19 @@ def test_bad_input_is_422_naming_the_field_and_adds_nothing(api: TestClient) -> 
                         ({"url": "https://example.com/h", "events": ["credits.depleted", "nope"]},
                          "events.1"),
                         ({"url": "https://example.com/h", "events": "credits.depleted"}, "events"),
-                        ({"url": "https://example.com/h", "secret": "mine"}, "secret")):
+                        ({"url": "https://example.com/h", "secret": "mine"}, "secret"),
+                        ({"url": "https://example.com/h", "events": []}, "events"),
+                        ({"url": "http://a..b/hook"}, "url"), ({"url": "http://xn--a.com/h"}, "url")):
         answer = api.post("/api/webhooks", json=body, headers=OPERATOR)
         assert answer.status_code == 422, (body, answer.text)
         assert answer.json()["error"]["field"] == field, (body, answer.text)
     assert api.get("/api/webhooks", headers=OPERATOR).json() == {"webhooks": []}
+
+
+def test_the_scheme_is_taken_in_any_case_as_the_engine_takes_it(api: TestClient, engine: Engine) -> None:
+    answer = api.post("/api/webhooks", json={"url": "HTTPS://example.com/h"}, headers=OPERATOR)
+    assert answer.status_code == 201, answer.text
+    assert engine.add_webhook("Http://example.com/h", system_clock_us())[0].url == "Http://example.com/h"
 
 
 def test_an_endpoint_its_deliveries_and_a_replay(api: TestClient, engine: Engine, clock: Clock) -> None:

@@ -28,6 +28,7 @@ class Received:
     headers: dict[str, str]
     at: float
     status: int
+    body: bytes = b""
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Receiver:
                 time.sleep(self.delay_s)
             status = self.answer(msg_id, seen)
             with self.lock:
-                self.received.append(Received(msg_id, orjson.loads(body), headers, time.time(), status))
+                self.received.append(Received(msg_id, orjson.loads(body), headers, time.time(), status, body))
             return status
         finally:
             with self.lock:

@@ -52,3 +52,28 @@ def test_an_endpoint_is_disabled_by_a_long_enough_run_of_enough_failures() -> No
     assert not should_disable(500, 0, 4 * day, policy)
     assert should_disable(20, 0, 5 * day, policy)
     assert not should_disable(20, None, 5 * day, policy)
+
+
+def test_a_server_that_does_not_deliver_still_replays_for_its_horizon(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from creditmeter.delivery import system_clock_us
+    from creditmeter.engine import open_engine
+    from creditmeter.server import Serving, worker_app
+    from creditmeter.timeutil import US_PER_S
+    from tests.webhooks.test_delivery import FAST, raise_alerts
+
+    path = tmp_path / "c.yaml"
+    path.write_text("webhooks:\n  deliver: false\n  horizon_s: 120\n")
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = open_engine(database)
+    engine.add_webhook("http://127.0.0.1:9/x", system_clock_us())
+    raise_alerts(engine, 1)
+    engine.route_alerts(system_clock_us(), FAST)
+    [delivery] = engine.deliveries(engine.webhooks()[0].id)
+    key = "cm_admin_" + "k" * 32
+    with TestClient(worker_app(Serving(load(path, {}), database, key))) as api:
+        answer = api.post(f"/api/deliveries/{delivery.id}/replay", headers={"authorization": f"Bearer {key}"})
+    assert answer.status_code == 200, answer.text
+    replayed = engine.delivery(delivery.id)[0]
+    assert replayed.horizon_at_us - replayed.next_at_us == 120 * US_PER_S

@@ -5,22 +5,32 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from creditmeter.alerts import AlertType
 from creditmeter.api.models import Body, Instant, Out
-from creditmeter.endpoints import MAX_URL
+from creditmeter.endpoints import MAX_URL, check_url
+from creditmeter.errors import InputError
 
 EventType = Literal[tuple(t.value for t in AlertType)]  # type: ignore[valid-type]
 
 
 class WebhookIn(Body):
-    url: Annotated[str, Field(min_length=1, max_length=MAX_URL, pattern=r"^https?://[^\s/?#]+[^\s]*$",
+    url: Annotated[str, Field(min_length=1, max_length=MAX_URL, pattern=r"^(?i:https?)://[^\s/?#]+[^\s]*$",
                               examples=["https://example.com/hooks/credits"],
                               description="Where alerts are POSTed: an http:// or https:// URL.")]
-    events: Annotated[list[EventType], Field(max_length=len(AlertType))] | None = Field(  # type: ignore[valid-type]
-        None, description="The alert types it receives; absent or null: every type.")
+    events: Annotated[list[EventType], Field(min_length=1, max_length=len(AlertType))] | None = Field(  # type: ignore[valid-type]
+        None, description="The alert types it receives, at least one; absent or null: every type.")
     description: Annotated[str, Field(max_length=255)] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _sendable(cls, url: str) -> str:
+        """The engine's own check, so a URL no request could be sent to is refused here too."""
+        try:
+            return check_url(url)
+        except InputError as exc:
+            raise ValueError(exc.reason) from None
 
 
 class WebhookOut(Out):

@@ -117,7 +117,7 @@ def webhooks_replay(engine: Engine, delivery_id: str, horizon_s: float, at_us: i
 @click.option("--interval", "interval_s", type=click.FloatRange(min=0.01), default=DEFAULTS.interval_s,
               show_default=True, help="Seconds between looks for due deliveries when idle.")
 @click.option("--timeout", "timeout_s", type=float, default=DEFAULTS.timeout_s, show_default=True,
-              help="The longest wait for an endpoint's answer, in seconds.")
+              help="The longest a request to an endpoint may take, all of it, in seconds.")
 @click.option("--horizon", "horizon_s", type=float, default=DEFAULTS.horizon_s, show_default=True,
               help="Retry a delivery for this many seconds after it was made, then fail it.")
 @click.option("--backoff-base", "backoff_base_s", type=float, default=DEFAULTS.backoff_base_s,

@@ -8,7 +8,7 @@ record what the attempts gave). Sending is not here: a worker sends between its 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from creditmeter.endpoints import (
     ENDPOINT_ID_PREFIX,
@@ -31,6 +31,7 @@ from creditmeter.timeutil import US_PER_S
 
 MAX_DELIVERY_PAGE = 1000
 MAX_CLAIM = 1000
+MAX_ROUTED = 2000  # deliveries made in one routing transaction at most
 DEFAULT_POLICY = DeliveryPolicy()
 
 
@@ -113,7 +114,8 @@ class WebhookCommands(EngineBase):
     def replay_delivery(self, delivery_id: str, at_us: int,
                         horizon_s: float = DEFAULT_POLICY.horizon_s) -> Delivery:
         """Send a delivery again (same ``webhook-id``), due now and retried as a new one would be
-        for ``horizon_s``; a delivery being sent right now is sent again once that try is over.
+        for ``horizon_s``; a delivery being sent right now is sent again as soon as that try's
+        result is recorded, whatever it was.
         Conflict if its endpoint is disabled (enable it first)."""
         check_id(delivery_id, "delivery_id")
         _check_instant(at_us, "at")
@@ -140,20 +142,33 @@ class WebhookCommands(EngineBase):
         with self._read() as tx:
             return tx.delivery_backlog(at_us)
 
-    def route_alerts(self, at_us: int, policy: DeliveryPolicy, limit: int = 500) -> int:
+    def route_alerts(self, at_us: int, policy: DeliveryPolicy, limit: int = 500,
+                     max_deliveries: int = MAX_ROUTED) -> int:
         """Make the deliveries of up to ``limit`` stored alerts not routed yet: one for each
-        enabled endpoint that receives the alert. How many deliveries were made."""
-        assert 1 <= limit <= MAX_CLAIM
-        return self._write(lambda tx: tx.route_alerts(at_us, limit, int(policy.horizon_s * US_PER_S)))
+        enabled endpoint that receives the alert (fewer alerts when they would make more than
+        ``max_deliveries``: the transaction stays short). How many deliveries were made."""
+        assert 1 <= limit <= MAX_CLAIM and max_deliveries >= 1
+        return self._write(lambda tx: tx.route_alerts(at_us, limit, int(policy.horizon_s * US_PER_S),
+                                                      max_deliveries))
 
-    def claim_deliveries(self, at_us: int, policy: DeliveryPolicy, limit: int = 100) -> list[Claim]:
-        """Take up to ``limit`` due deliveries for this worker, leased for ``policy.lease_s``."""
+    def claim_deliveries(self, at_us: int, policy: DeliveryPolicy, limit: int = 100,
+                         room: Mapping[str, int] | None = None) -> list[Claim]:
+        """Take up to ``limit`` due deliveries for this worker, leased for ``policy.lease_s``, in
+        turn from each endpoint with some due; ``room``: at most that many of the endpoints named."""
         assert 1 <= limit <= MAX_CLAIM
         token = uuid.uuid4().hex
         lease_us = int(policy.lease_s * US_PER_S)
-        return self._write(lambda tx: tx.claim_deliveries(at_us, limit, lease_us, token))
+        return self._write(lambda tx: tx.claim_deliveries(at_us, limit, lease_us, token, room))
 
-    def record_outcomes(self, outcomes: Sequence[Outcome], at_us: int, policy: DeliveryPolicy) -> list[str]:
-        """Record what attempts gave; the ids of the endpoints that their failures disabled."""
+    def release_claims(self, claims: Sequence[Claim], at_us: int) -> int:
+        """Give back deliveries this worker took and will not send (it is stopping): due again at
+        ``at_us``, their attempt not counted. How many were given back."""
+        return self._write(lambda tx: tx.release_claims(claims, at_us)) if claims else 0
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], at_us: int,
+                        policy: DeliveryPolicy) -> tuple[list[Outcome], list[str]]:
+        """Record what attempts gave: the outcomes that counted (as recorded: a result under a
+        claim that ran out changes nothing but a 2xx; one replayed meanwhile is due again), and the
+        ids of the endpoints that their failures disabled."""
         return self._write(lambda tx: tx.record_outcomes(
             outcomes, at_us, policy.disable_after_failures, int(policy.disable_after_s * US_PER_S)))

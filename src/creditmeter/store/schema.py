@@ -222,7 +222,6 @@ webhook_endpoints = sa.Table(
     sa.Column("description", sa.String(255), nullable=False),
     sa.Column("secret", sa.String(128), nullable=False),  # kept to sign with: whsec_ + base64
     sa.Column("created_at_us", sa.BigInteger, nullable=False),
-    sa.Column("from_seq", sa.BigInteger, nullable=False),  # it receives the alerts after this one
     sa.Column("disabled_at_us", sa.BigInteger, nullable=True),
     sa.Column("disabled_reason", sa.String(255), nullable=True),
     # The current run of failed attempts (reset by any 2xx): how many, since when.
@@ -244,7 +243,7 @@ webhook_deliveries = sa.Table(
     sa.Column("horizon_at_us", sa.BigInteger, nullable=False),  # no retry is due after this
     # A worker's claim: until when it is the worker's, and which claim (its result must match).
     sa.Column("lease_until_us", sa.BigInteger, nullable=True),
-    sa.Column("lease_token", sa.String(32), nullable=True),
+    sa.Column("lease_token", sa.String(64), nullable=True),
     sa.Column("ended_at_us", sa.BigInteger, nullable=True),
     sa.Column("last_status_code", sa.Integer, nullable=True),
     sa.Column("last_error", sa.String(255), nullable=True),

@@ -27,6 +27,7 @@ DELIVERY_SELECT = ("d.id, d.endpoint_id, d.alert_id, a.type, a.account_id, d.sta
                    "d.created_at_us, d.next_at_us, d.horizon_at_us, d.ended_at_us, d.last_status_code, "
                    "d.last_error")
 DELIVERY_FROM = "webhook_deliveries d JOIN alerts a ON a.seq = d.alert_seq"
+REPLAY = "replay:"  # a lease token so marked: the delivery was replayed while its attempt was in flight
 ATTEMPT_SELECT = "delivery_id, attempt, at_us, status_code, latency_ms, error"
 
 
@@ -42,11 +43,11 @@ class WebhookRecords(DriverTransaction):
     # -- endpoints ---------------------------------------------------------------------------
 
     def insert_endpoint(self, endpoint: Endpoint, secret: str) -> None:
-        """Keep a new endpoint; it receives the alerts stored after the last one stored now."""
+        """Keep a new endpoint; it receives the alerts recorded from its ``created_at_us`` on."""
         m = self._mark
         self._run(
-            "INSERT INTO webhook_endpoints (id, url, events, description, secret, created_at_us, from_seq, "
-            f"failures) VALUES ({m}, {m}, {m}, {m}, {m}, {m}, (SELECT COALESCE(MAX(seq), 0) FROM alerts), 0)",
+            "INSERT INTO webhook_endpoints (id, url, events, description, secret, created_at_us, failures) "
+            f"VALUES ({m}, {m}, {m}, {m}, {m}, {m}, 0)",
             (endpoint.id, endpoint.url, events_json(endpoint.events), endpoint.description, secret,
              endpoint.created_at_us))
 
@@ -105,13 +106,18 @@ class WebhookRecords(DriverTransaction):
         return [Attempt(*row) for row in rows]
 
     def replay_delivery(self, delivery_id: str, at_us: int, horizon_at_us: int) -> None:
-        """Make a delivery pending again, due at ``at_us`` (or when the attempt in flight, if
-        any, is over), retried until ``horizon_at_us``."""
+        """Make a delivery pending again, due at ``at_us``, retried until ``horizon_at_us``. One
+        being sent now (leased) stays its worker's until that attempt's result, which then makes
+        it due at once whatever it was: its lease token is marked ``replay:`` so the result knows
+        (and no other worker sends it meanwhile)."""
         m = self._mark
         self._run("UPDATE webhook_deliveries SET status = 'pending', ended_at_us = NULL, "
-                  f"horizon_at_us = {m}, next_at_us = CASE WHEN lease_token IS NOT NULL "
-                  f"AND next_at_us > {m} THEN next_at_us ELSE {m} END WHERE id = {m}",
-                  (horizon_at_us, at_us, at_us, delivery_id))
+                  f"horizon_at_us = {m}, "
+                  f"lease_token = CASE WHEN lease_token IS NOT NULL AND next_at_us > {m} "
+                  f"AND lease_token NOT LIKE {m} THEN {m} || lease_token ELSE lease_token END, "
+                  f"next_at_us = CASE WHEN lease_token IS NOT NULL AND next_at_us > {m} THEN next_at_us "
+                  f"ELSE {m} END WHERE id = {m}",
+                  (horizon_at_us, at_us, REPLAY + "%", REPLAY, at_us, at_us, delivery_id))
 
 
 def _endpoint(row: Sequence[Any]) -> Endpoint:
