@@ -200,3 +200,17 @@ def test_a_late_event_crossing_an_earlier_periods_package_is_raised(engine: Engi
                    "quantities": {"web_search": 10}}, PERIOD2 + HOUR)  # late: into the first month
     b1 = "sub:b-sub@2026-03-02T00:00:00Z"
     assert ("credits.usage_reached", f"usage_reached_percent=80:{b1}") in kinds(engine, "b")
+
+
+def test_a_hold_taking_a_limit_past_a_watched_percent_is_raised_once_per_window(engine: Engine) -> None:
+    setup(engine)  # rolling 5h limit of 60 credits; rules watch 80% and 100%
+    assert not isinstance(engine.reserve("a", 40 * CREDIT, T0 + HOUR, hold_id="h1", ttl_s=3600), Refused)
+    assert not isinstance(engine.reserve("a", 10 * CREDIT, T0 + HOUR, hold_id="h2", ttl_s=3600), Refused)
+    assert not isinstance(engine.reserve("a", 2 * CREDIT, T0 + HOUR, hold_id="h3", ttl_s=3600), Refused)
+    reached = [a for a in alerts(engine) if a.type.value == "credits.usage_reached"]
+    assert [(a.dedupe_key, a.data["used"]) for a in reached] == [
+        (f"usage_reached_percent=80:limit:plan-1:{T0 + HOUR}", "50")]
+    assert reached[0].data["limit_id"] == "plan-1" and reached[0].data["credits"] == "60"
+    assert not isinstance(engine.reserve("a", 8 * CREDIT, T0 + HOUR, hold_id="h4", ttl_s=3600), Refused)
+    reached = [a.dedupe_key for a in alerts(engine) if a.type.value == "credits.usage_reached"]
+    assert reached[-1] == f"usage_reached_percent=100:limit:plan-1:{T0 + HOUR}"

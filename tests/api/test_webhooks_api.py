@@ -33,11 +33,16 @@ def test_bad_input_is_422_naming_the_field_and_adds_nothing(api: TestClient) -> 
                          "events.1"),
                         ({"url": "https://example.com/h", "events": "credits.depleted"}, "events"),
                         ({"url": "https://example.com/h", "secret": "mine"}, "secret"),
-                        ({"url": "https://example.com/h", "events": []}, "events"),
-                        ({"url": "http://a..b/hook"}, "url"), ({"url": "http://xn--a.com/h"}, "url")):
+                        ({"url": "https://example.com/h", "events": []}, "events")):
         answer = api.post("/api/webhooks", json=body, headers=OPERATOR)
         assert answer.status_code == 422, (body, answer.text)
         assert answer.json()["error"]["field"] == field, (body, answer.text)
+    # A URL of the right shape whose host no request can go to: refused for what it means (400,
+    # as every value the engine refuses; a body the document allows is never 422).
+    for url in ("http://a..b/hook", "http://xn--a.com/h"):
+        answer = api.post("/api/webhooks", json={"url": url}, headers=OPERATOR)
+        assert answer.status_code == 400, (url, answer.text)
+        assert answer.json()["error"]["field"] == "url", (url, answer.text)
     assert api.get("/api/webhooks", headers=OPERATOR).json() == {"webhooks": []}
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from creditmeter.alerts import AlertType
 from creditmeter.api.models import Body, Instant, Out
-from creditmeter.endpoints import MAX_URL, check_url
-from creditmeter.errors import InputError
+from creditmeter.endpoints import MAX_URL
 
 EventType = Literal[tuple(t.value for t in AlertType)]  # type: ignore[valid-type]
 
@@ -22,15 +21,6 @@ class WebhookIn(Body):
     events: Annotated[list[EventType], Field(min_length=1, max_length=len(AlertType))] | None = Field(  # type: ignore[valid-type]
         None, description="The alert types it receives, at least one; absent or null: every type.")
     description: Annotated[str, Field(max_length=255)] | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _sendable(cls, url: str) -> str:
-        """The engine's own check, so a URL no request could be sent to is refused here too."""
-        try:
-            return check_url(url)
-        except InputError as exc:
-            raise ValueError(exc.reason) from None
 
 
 class WebhookOut(Out):

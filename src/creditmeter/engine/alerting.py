@@ -94,7 +94,7 @@ class AlertCommands(SubscriptionCommands):
         return self.settings.lateness_window_s * 1_000_000
 
     def _rules(self, book: Book, at_us: int) -> tuple[AlertRule, ...]:
-        return _merged(self.settings.alert_rules, book.terms, at_us)
+        return merged_rules(self.settings.alert_rules, book.terms, at_us)
 
     def _mark(self, book: Book, at_us: int) -> None:
         if book.mark is None:
@@ -157,7 +157,7 @@ class AlertCommands(SubscriptionCommands):
         ahead = self._expiring_lookahead(tx)
         for aid, gid, name, expires, left, terms_json in (tx.expiring_grants(at_us, at_us + ahead)
                                                           if ahead else ()):
-            for rule in _merged(self.settings.alert_rules, terms_from_json(terms_json), at_us):
+            for rule in merged_rules(self.settings.alert_rules, terms_from_json(terms_json), at_us):
                 if rule.kind is RuleKind.EXPIRING and expires <= at_us + rule.value:
                     tx.insert_alert(expiring(aid, rule, gid, name, left, expires, at_us), at_us)
         for aid, sid, plan_id, end in tx.subscriptions_ending(at_us - self._lateness_us, at_us):
@@ -172,7 +172,7 @@ class AlertCommands(SubscriptionCommands):
         return max((r.value for r in rules if r.kind is RuleKind.EXPIRING), default=0)
 
 
-def _merged(defaults: tuple[AlertRule, ...], terms: Terms | None, at_us: int) -> tuple[AlertRule, ...]:
+def merged_rules(defaults: tuple[AlertRule, ...], terms: Terms | None, at_us: int) -> tuple[AlertRule, ...]:
     """The server's rules, then those of the plan running at ``at_us`` that are not among them."""
     if terms is None:
         return defaults
@@ -180,29 +180,59 @@ def _merged(defaults: tuple[AlertRule, ...], terms: Terms | None, at_us: int) ->
     return defaults + tuple(r for r in terms.alert_rules(at_us) if r.key not in keys)
 
 
+def _window_key(tx: Transaction, account_id: str, status: LimitStatus, at_us: int,
+                prefix: str) -> str | None:
+    """The part of a limit alert's dedupe key that names its window: the calendar window's start,
+    ``total``, or for a rolling window the instant — None while an alert with ``prefix`` was raised
+    less than one length of the window ago."""
+    rule = status.rule
+    every = rule.window.every
+    if every is None:
+        return "total"
+    if rule.window.rolling:
+        step = every.fixed_us
+        assert step is not None
+        last = tx.last_alert_at(account_id, prefix)
+        return None if last is not None and at_us - last < step else str(at_us)
+    return format_instant(status.window_start_us) or ""
+
+
 def limit_alert(tx: Transaction, account_id: str, status: LimitStatus, at_us: int) -> Alert | None:
     """``limit.reached`` for a hold a limit refused: once per calendar window (or ever, for a
     ``total`` limit); for a rolling window, not again until one length of it after the last."""
     rule = status.rule
-    every = rule.window.every
     prefix = f"limit:{rule.id}:"
-    if every is None:
-        window = "total"
-    elif rule.window.rolling:
-        step = every.fixed_us
-        assert step is not None
-        last = tx.last_alert_at(account_id, prefix)
-        if last is not None and at_us - last < step:
-            return None
-        window = str(at_us)
-    else:
-        window = format_instant(status.window_start_us) or ""
+    window = _window_key(tx, account_id, status, at_us, prefix)
+    if window is None:
+        return None
     frees = None if status.frees_at_us is None else format_instant(status.frees_at_us)
     return Alert(account_id, AlertType.LIMIT_REACHED, prefix + window, at_us,
                  {"limit_id": rule.id, "window": rule.window.text, "scope": rule.scope.value,
                   "limit": rule.describe(), "credits": format_credits(rule.credits_uc),
                   "used": format_credits(status.used_uc), "held": format_credits(status.held_uc),
                   "frees_at": frees})
+
+
+def limit_usage_alerts(tx: Transaction, account_id: str, rules: tuple[AlertRule, ...],
+                       status: LimitStatus, adding_uc: int, at_us: int) -> list[Alert]:
+    """``credits.usage_reached`` for each ``usage_reached_percent`` a hold of ``adding_uc`` takes
+    a limit's used and held credits past, once per window as for ``limit.reached``."""
+    rule = status.rule
+    before = status.used_uc + status.held_uc
+    after = before + adding_uc
+    out = []
+    for watch in rules:
+        if watch.kind is not RuleKind.USAGE_REACHED or not (
+                before * 100 < watch.value * rule.credits_uc <= after * 100):
+            continue
+        prefix = f"{watch.key}:limit:{rule.id}:"
+        window = _window_key(tx, account_id, status, at_us, prefix)
+        if window is not None:
+            out.append(Alert(account_id, AlertType.USAGE_REACHED, prefix + window, at_us,
+                             {"rule": watch.key, "percent": watch.value, "limit_id": rule.id,
+                              "window": rule.window.text, "limit": rule.describe(),
+                              "used": format_credits(after), "credits": format_credits(rule.credits_uc)}))
+    return out
 
 
 def _catalog(tx: Transaction) -> PlanCatalog:

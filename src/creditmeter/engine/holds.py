@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from creditmeter.allowances import LimitStatus
 from creditmeter.domain import Charge, EventId, Hold, HoldId, HoldStatus, Refused, Rejected, UsageEvent
 from creditmeter.engine._unit import (
     EngineBase,
@@ -18,7 +19,7 @@ from creditmeter.engine._unit import (
     _request_fp,
     _version_at,
 )
-from creditmeter.engine.alerting import limit_alert
+from creditmeter.engine.alerting import limit_alert, limit_usage_alerts, merged_rules
 from creditmeter.engine.limits import admit
 from creditmeter.engine.usage import SETTLE_ID_PREFIX, _duplicate
 from creditmeter.errors import Conflict, InputError
@@ -106,7 +107,13 @@ class HoldCommands(EngineBase):
                 if existing[1] != request_fp:
                     raise Conflict(f"hold id {hid!r} was already used for another reservation")
                 return existing[0]
-            refused, short_ok, fallback = admit(tx, book, amount_uc, at_us, key_id, fallback_model)
+            checked: list[tuple[LimitStatus, int]] = []
+            refused, short_ok, fallback = admit(tx, book, amount_uc, at_us, key_id, fallback_model, checked)
+            if refused is None:  # the limits a hold takes past a watched percent of them
+                rules = merged_rules(self.settings.alert_rules, book.terms, at_us)
+                for status, adding in checked:
+                    for reached in limit_usage_alerts(tx, account_id, rules, status, adding, at_us):
+                        tx.insert_alert(reached, at_us)
             alert = None if refused is None or refused.limit is None else limit_alert(
                 tx, account_id, refused.limit, at_us)
             if alert is not None:

@@ -261,15 +261,19 @@ def _frees_at(rows: Iterable[tuple[int, int]], need: int, step: int) -> int | No
 
 
 def admit(tx: Transaction, book: Book, amount_uc: int, at_us: int, key_id: str | None,
-          fallback_model: str | None) -> tuple[Refused | None, bool, bool]:
+          fallback_model: str | None,
+          checked: list[tuple[LimitStatus, int]] | None = None) -> tuple[Refused | None, bool, bool]:
     """Whether a hold of ``amount_uc`` may be made now: (the refusal, else None; whether it may
     hold more than the credits available; whether it is a hold for the fallback model). Limits
-    first (they bound consumption whatever pays), then credits under the account's policy."""
+    first (they bound consumption whatever pays), then credits under the account's policy.
+    ``checked`` gets each limit the hold counts in, as it stood, with what the hold adds to it."""
     for rule in _rules(book, at_us):
         adding = _adding(book, rule, amount_uc, at_us, key_id)
         if adding <= 0:
             continue
         status = limit_status(tx, book, rule, at_us, adding)
+        if checked is not None:
+            checked.append((status, adding))
         if status.used_uc + status.held_uc + adding > rule.credits_uc:
             return Refused(book.account.id, amount_uc, book.available_uc(at_us), book.overage_uc,
                            f"limit reached: {rule.describe()}", limit=status), False, False
