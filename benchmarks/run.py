@@ -1,4 +1,5 @@
-"""creditmeter benchmarks: ``python benchmarks/run.py ingest|balance|contention|api|gateway [--db URL]``.
+"""creditmeter benchmarks:
+``python benchmarks/run.py ingest|balance|contention|api|gateway|deliveries [--db URL]``.
 
 Without ``--db`` they run on fresh SQLite files in benchmarks/work; with a PostgreSQL URL they
 make fresh databases on that server.
@@ -31,8 +32,9 @@ RESULTS = ROOT / "results"
 WORK = ROOT / "work"
 sys.path.insert(0, str(ROOT.parent / "src"))
 
+from creditmeter.alert_rules import parse_alert_rules  # noqa: E402
 from creditmeter.demo import example_catalog_text  # noqa: E402
-from creditmeter.engine import Engine  # noqa: E402
+from creditmeter.engine import Engine, Settings  # noqa: E402
 from creditmeter.ingest import import_jsonl, read_batches  # noqa: E402
 from creditmeter.plans import parse_plans  # noqa: E402
 from creditmeter.pricing import load_yaml, parse_catalog  # noqa: E402
@@ -139,6 +141,19 @@ def _engine_phase(url: str, events_path: str, batch: int, out: Any) -> None:
              "charged": summary.charged, "duplicate": summary.duplicate,
              "rejected": len(summary.rejected),
              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def _engine_phase_rules(url: str, events_path: str, batch: int, rules: bool, out: Any) -> None:
+    """``_engine_phase`` with the engine watching ``ALERT_RULES`` (or no rule) for every account."""
+    settings = Settings(alert_rules=parse_alert_rules(ALERT_RULES, "alerts") if rules else ())
+    engine = Engine(SqlStore(url), settings)
+    started, cpu = time.perf_counter(), time.process_time()
+    summary = import_jsonl(engine, Path(events_path), AT, batch_size=batch)
+    seconds = time.perf_counter() - started
+    with engine.store.transaction() as tx:
+        alerts = len(tx.alerts_since(None, 0, 1_000_000))
+    out.put({"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "alerts": alerts,
+             "charged": summary.charged, "rejected": len(summary.rejected)})
 
 
 def _baseline_phase(url: str, events_path: str, batch: int, out: Any) -> None:
@@ -286,6 +301,48 @@ def copy_database(server: str | None, template: str, name: str) -> str:
 def _spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
             "max": round(max(values), 3)}
+
+
+ALERT_RULES = [{"usage_reached_percent": 50}, {"balance_below": 8000}]  # both crossed by some accounts
+
+
+def ingest_alerts(args: argparse.Namespace) -> dict[str, Any]:
+    """The same event file charged to the same subscribed accounts (``TERMS_PLANS``) by an engine
+    with no alert rule and by one with the two of ``ALERT_RULES``, in alternating repetitions, each
+    on a fresh copy of the database and in a process of its own."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    events_path = WORK / f"ingest-{args.events}.jsonl"
+    if not events_path.exists():
+        write_events(events_path, args.events, args.accounts)
+    template = fresh_database(args.db, "ingest-alerts-template")
+    setup_engine(template, args.accounts, terms=True).store.close()
+    seconds: dict[str, list[float]] = {"none": [], "rules": []}
+    cpu: dict[str, list[float]] = {"none": [], "rules": []}
+    raised: dict[str, int] = {}
+    for rep in range(args.repeat):
+        for variant in ("none", "rules") if rep % 2 == 0 else ("rules", "none"):
+            url = copy_database(args.db, template, f"ingest-alerts-{variant}")
+            run = _in_process(_engine_phase_rules, url, str(events_path), args.batch, variant == "rules")
+            seconds[variant].append(run["seconds"])
+            cpu[variant].append(run["cpu_seconds"])
+            raised[variant] = run["alerts"]
+            print(f"  run {rep + 1} {variant}: {run['seconds']:.2f} s ({run['cpu_seconds']:.2f} s CPU, "
+                  f"{run['alerts']} alerts)", flush=True)
+    none, rules = statistics.median(seconds["none"]), statistics.median(seconds["rules"])
+    return {
+        "benchmark": "ingest-alerts",
+        "db": "sqlite" if template.startswith("sqlite") else "postgresql",
+        "events": args.events, "accounts": args.accounts, "batch_size": args.batch, "repeat": args.repeat,
+        "rules": ALERT_RULES, "alerts_raised": raised,
+        "none_seconds": _spread(seconds["none"]), "rules_seconds": _spread(seconds["rules"]),
+        "none_events_per_s": round(args.events / none), "rules_events_per_s": round(args.events / rules),
+        "ratio_rules_to_none": round(rules / none, 3),
+        "none_cpu_seconds": _spread(cpu["none"]), "rules_cpu_seconds": _spread(cpu["rules"]),
+        "cpu_ratio_rules_to_none": round(statistics.median(cpu["rules"]) / statistics.median(cpu["none"]), 3),
+        "targets": {"rules within 10% of none (CPU)":
+                    statistics.median(cpu["rules"]) <= 1.1 * statistics.median(cpu["none"])},
+        "machine": {"python": platform.python_version(), "cpus": mp.cpu_count()},
+    }
 
 
 def ingest_terms(args: argparse.Namespace) -> dict[str, Any]:
@@ -830,6 +887,15 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def deliveries(args: argparse.Namespace) -> dict[str, Any]:
+    from deliveries import run as run_deliveries
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    result = run_deliveries(args, fresh_database(args.db, "deliveries"))
+    result["machine"] = {"python": platform.python_version(), "cpus": mp.cpu_count()}
+    return result
+
+
 def show(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -859,6 +925,8 @@ def main() -> None:
     p.add_argument("--terms", action="store_true",
                    help="compare the engine without and with a plan's allowances, rollover and limits")
     p.add_argument("--repeat", type=int, default=6, help="with --terms: runs of each variant, alternating")
+    p.add_argument("--alerts", action="store_true",
+                   help="the same subscribed accounts charged with no alert rule and with two, alternating")
     p = sub.add_parser("balance", help="the balance read with allowances and limits, by history size")
     p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000],
@@ -880,10 +948,16 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--seconds", type=float, default=5.0, help="per measured phase")
     p.add_argument("--accounts", type=int, default=100)
+    p = sub.add_parser("deliveries", help="alerts delivered to a local webhook receiver by one worker")
+    p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
+    p.add_argument("--alerts", type=int, default=10_000)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
-    run = ingest_terms if args.benchmark == "ingest" and args.terms else {
+    run = ingest_alerts if args.benchmark == "ingest" and args.alerts else ingest_terms if (
+        args.benchmark == "ingest" and args.terms) else {
         "ingest": ingest, "balance": balance_bench, "contention": contention, "api": api,
-        "gateway": gateway}[args.benchmark]
+        "gateway": gateway, "deliveries": deliveries}[args.benchmark]
     result = run(args)
     show(result)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,9 @@
 """One account's credits as a working book: the transitions of the ledger. No I/O, no clock.
 
-A :class:`Book` is loaded from the store at the start of a command, the command's transitions
-run on it (charge, reserve, settle, release, grant, void, sweep), and what they produced —
-new ledger entries, charges, holds and the grants' cached counters — is written back in the
-same transaction. Reads use the same book without writing it, so every figure is right at the
-instant asked (holds past their ttl stop counting, expired credits stop counting) without
-waiting for any background job.
+A :class:`Book` is loaded at the start of a command, its transitions run on it (charge, reserve,
+settle, release, grant, void, sweep), and what they produced is written back in the same
+transaction. Reads use the same book without writing it: every figure is right at the instant
+asked, without waiting for any background job.
 
 Per grant the book keeps three counters, all re-derivable from the ledger:
 
@@ -99,6 +97,8 @@ class Book:
         self.ended_holds: list[Hold] = []
         self.changed: set[GrantId] = set()
         self.overage_changed = False
+        self.mark: Any = None  # what the book stood at when a command began (its alerts compare)
+        self.used_before: dict[GrantId, int] | None = None  # then: what each grant had used
 
     @property
     def has_changes(self) -> bool:
@@ -349,6 +349,7 @@ class Book:
             if take <= 0:
                 break
             counters = self.counters[part.grant_id]
+            self._note_used(part.grant_id, counters)
             counters.used_uc -= take
             self.changed.add(part.grant_id)
             self.entries.append(Entry(EntryKind.RETURN, self.account.id, part.grant_id, take, at_us,
@@ -382,8 +383,13 @@ class Book:
         never = grant.expires_at_us is None
         return never, grant.expires_at_us or 0, self.grants.index(grant)
 
+    def _note_used(self, grant_id: GrantId, counters: Counters) -> None:
+        if self.used_before is not None:  # marked: what it had used before the command, once
+            self.used_before.setdefault(grant_id, counters.used_uc)
+
     def _use(self, grant_id: GrantId, amount_uc: int, at_us: int) -> None:
         counters = self.counters[grant_id]
+        self._note_used(grant_id, counters)
         counters.used_uc += amount_uc
         self.changed.add(grant_id)
         if counters.closed_uc:
@@ -418,8 +424,8 @@ class Book:
             self.entries.append(Entry(EntryKind.RELEASE, self.account.id, part.grant_id,
                                       part.amount_uc, at_us, hold_id=hold.id, note=note))
             grant = self.grant(part.grant_id)
-            if (grant is not None and grant.voided_at_us is None and grant.expires_at_us is not None
-                    and grant.expires_at_us < at_us):
+            ends = None if grant is None or grant.voided_at_us is not None else grant.expires_at_us
+            if grant is not None and ends is not None and ends < at_us:
                 over.append(grant)
         # Given back after the package expired (a hold ending at the very instant it expires gave
         # back by its end): it expires at once, as a sweep records, never to be carried over.
@@ -433,9 +439,7 @@ class Book:
 
 def _lasts(grant: Grant | None, until_us: int | None) -> bool:
     assert grant is not None
-    if grant.expires_at_us is None:
-        return True
-    return until_us is not None and grant.expires_at_us >= until_us
+    return grant.expires_at_us is None or (until_us is not None and grant.expires_at_us >= until_us)
 
 
 def _merge(parts: list[Allocation]) -> list[Allocation]:

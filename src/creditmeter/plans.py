@@ -33,6 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from creditmeter.alert_rules import AlertRule, parse_alert_rules
 from creditmeter.allowances import (
     BLOCK,
     Allowance,
@@ -57,7 +58,7 @@ MAX_SEATS = 1_000_000
 MAX_NAME_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 2_000
 PLAN_FIELDS = ("id", "kind", "name", "credits", "period", "valid_days", "priority", "description",
-               "seats_default", "allowances", "rollover", "limits", "when_out_of_credits")
+               "seats_default", "allowances", "rollover", "limits", "when_out_of_credits", "alerts")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
@@ -114,6 +115,7 @@ class Plan:
     rollover: Rollover | None = None  # of the plan's own credits, each period
     limits: tuple[LimitRule, ...] = ()
     when_out: OutOfCredits = BLOCK
+    alerts: tuple[AlertRule, ...] = ()  # thresholds watched for its subscribers (``alert_rules``)
 
     def __post_init__(self) -> None:
         if self.kind.recurring and (self.period is None or self.valid_days is not None):
@@ -149,12 +151,15 @@ class Plan:
                               if k in ("window", "credits", "calendar")} for rule in self.limits]
         if self.when_out != BLOCK:
             out["when_out_of_credits"] = self.when_out.to_dict()
+        if self.alerts:
+            out["alerts"] = [rule.to_dict() for rule in self.alerts]
         return out
 
     @property
     def recurs(self) -> bool:
         """Whether subscribing to it sets up anything that recurs or bounds use beyond its credits."""
-        return bool(self.allowances or self.rollover or self.limits or self.when_out != BLOCK)
+        return bool(self.allowances or self.rollover or self.limits or self.when_out != BLOCK
+                    or self.alerts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,9 +270,10 @@ def parse_plan(data: object, prefix: str = "plan") -> Plan:
 
 
 def _extras(data: Mapping[str, Any], prefix: str, kind: PlanKind, name: str) -> dict[str, Any]:
-    """Allowances, rollover, limits and the policy when credits run out (subscribed plans only)."""
+    """Allowances, rollover, limits, the policy when credits run out and alert rules (subscribed
+    plans only)."""
     extras: dict[str, Any] = {}
-    present = [key for key in ("allowances", "rollover", "limits", "when_out_of_credits")
+    present = [key for key in ("allowances", "rollover", "limits", "when_out_of_credits", "alerts")
                if data.get(key) is not None]
     if present and kind not in (PlanKind.SUBSCRIPTION, PlanKind.ENTERPRISE, PlanKind.TRIAL):
         raise InputError(f"{prefix}.{present[0]}", f"a {kind} pack has none: only plans one "
@@ -283,6 +289,8 @@ def _extras(data: Mapping[str, Any], prefix: str, kind: PlanKind, name: str) -> 
     if data.get("when_out_of_credits") is not None:
         extras["when_out"] = parse_out_of_credits(data["when_out_of_credits"],
                                                   f"{prefix}.when_out_of_credits")
+    if data.get("alerts") is not None:
+        extras["alerts"] = parse_alert_rules(data["alerts"], f"{prefix}.alerts")
     return extras
 
 

@@ -27,6 +27,7 @@ from creditmeter.errors import InputError
 from creditmeter.events import STANDARD_TIER
 from creditmeter.keys import ApiKey
 from creditmeter.money import format_credits as fc
+from creditmeter.notices import Notice, NoticePage
 from creditmeter.pricing import PriceBook
 from creditmeter.subscriptions import Subscription, SubscriptionStatus
 from creditmeter.timeutil import format_instant
@@ -271,3 +272,15 @@ def page_mark(text: str | None) -> PageMark | None:
     if min(ts, seq, max_seq) < 0:
         raise InputError("cursor", "is not a cursor this API gave out")
     return PageMark(ts, seq, max_seq)
+
+
+def notice(account_id: str, n: Notice) -> dict[str, Any]:
+    """A notice as the API and ``--json`` give it: the alert (as its webhooks carry it), the
+    reader's read mark, its words, and its ``seq`` (the paging cursor)."""
+    return {"id": n.id, "seq": n.seq, "type": n.type.value, "timestamp": format_instant(n.at_us),
+            "account_id": account_id, "data": dict(n.data), "read": n.read, "text": n.text}
+
+
+def notice_page(account_id: str, page: NoticePage) -> dict[str, Any]:
+    return {"notifications": [notice(account_id, n) for n in page.notices], "unread": page.unread,
+            "next_before": page.next_before}

@@ -1,7 +1,8 @@
 """The assembly: builds the ASGI app from settings and runs it.
 
 ``create_app`` puts the HTTP API, the web console and the gateway on one app, sharing one engine
-and one key check, with the error shapes, the body limit, the metrics and the background ticker.
+and one key check, with the error shapes, the body limit, the metrics, the background ticker and
+the webhook delivery loop.
 ``serve`` runs it under uvicorn in one or more worker processes; each worker builds its app from
 the settings ``serve`` checked, handed over as values (:class:`Serving`), never re-read from the
 environment or the file.
@@ -15,6 +16,7 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -33,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from creditmeter import api
 from creditmeter.api import errors as api_errors
 from creditmeter.console import create_console
+from creditmeter.delivery import Deliverer
 from creditmeter.engine import Engine, Settings, open_engine
 from creditmeter.errors import EXIT_SYSTEM, CreditmeterError
 from creditmeter.gateway import Gateway, GatewayError, gateway_routes
@@ -55,7 +58,8 @@ def system_clock() -> int:
 def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = system_clock,
                max_body_bytes: int = DEFAULT_MAX_BODY, threads: int = 8,
                key_cache_s: float = 1.0, tick_interval_s: float = 0,
-               gateway: Gateway | None = None) -> FastAPI:
+               gateway: Gateway | None = None, deliverer: Deliverer | None = None,
+               deliver_interval_s: float = 1.0, replay_horizon_s: float | None = None) -> FastAPI:
     """The app over ``engine``; ``admin_key`` is an operator key taken from the environment.
 
     ``key_cache_s``: how long a checked key is trusted without asking the database again. A key
@@ -64,14 +68,25 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     ``tick_interval_s``: run ``Engine.tick`` this often in the background (0: never; ``serve``
     runs it every 60 s by default). Ticks are idempotent, so every worker may run its own.
     ``gateway``: the models the ``/v1`` gateway serves (none: no gateway).
+    ``deliverer``: deliver alerts to webhook endpoints in a background thread, looking for due
+    deliveries every ``deliver_interval_s`` when idle (none: this app delivers nothing; ``serve``
+    delivers unless told not to). Every worker may run its own: none takes another's delivery.
+    ``replay_horizon_s``: how long a delivery replayed through the API is retried (none: the
+    deliverer's horizon, else the default), whether or not this app delivers.
     """
     access = Access(engine, admin_key, key_cache_s)
     app = FastAPI(title="creditmeter", version=_version(),
-                  lifespan=_lifespan(engine, clock, threads, tick_interval_s, gateway),
+                  lifespan=_lifespan(engine, clock, threads, tick_interval_s, gateway,
+                                     (deliverer, deliver_interval_s)),
                   description="Credits for AI products: prices, packages, burn-down, holds, usage. "
                               "Amounts are credits strings (up to 6 decimal places); times ISO 8601 UTC.",
                   openapi_tags=[{"name": "api"}])
-    api.mount(app, api.ApiContext(engine, clock, access))
+    if replay_horizon_s is None and deliverer is not None:
+        replay_horizon_s = deliverer.policy.horizon_s
+    if replay_horizon_s is not None:
+        api.mount(app, api.ApiContext(engine, clock, access, replay_horizon_s))
+    else:
+        api.mount(app, api.ApiContext(engine, clock, access))
     app.include_router(create_console(engine, clock=clock, authenticate=access.principal))
     if gateway is not None:
         # First in the route list: the gateway's requests are the most frequent by far.
@@ -102,17 +117,29 @@ def _too_large(path: str, message: str) -> Response:
     return api_errors.too_large(message)
 
 
-def _lifespan(engine: Engine, clock: Clock, threads: int, tick_interval_s: float,
-              gateway: Gateway | None) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(engine: Engine, clock: Clock, threads: int, tick_interval_s: float, gateway: Gateway | None,
+              delivery: tuple[Deliverer | None, float]
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Few threads: engine calls are short, and many threads only fight over the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        deliverer, interval_s = delivery
+        stop = threading.Event()
+        # Its own thread: a round may wait on slow endpoints, and must not hold the request threads.
+        delivering = None if deliverer is None else threading.Thread(
+            target=deliverer.run_forever, args=(interval_s, stop), name="creditmeter-delivery", daemon=True)
+        if delivering is not None:
+            delivering.start()
         async with anyio.create_task_group() as tasks:
             if tick_interval_s > 0:
                 tasks.start_soon(_tick_forever, engine, clock, tick_interval_s)
             yield
             tasks.cancel_scope.cancel()
+        if delivering is not None and deliverer is not None:
+            stop.set()
+            await anyio.to_thread.run_sync(delivering.join, 30.0)
+            deliverer.close()
         if gateway is not None:
             await gateway.aclose()
 
@@ -177,7 +204,7 @@ def engine_settings(config: ServerConfig) -> Settings:
         values["lateness_window_s"] = config.engine.lateness_window_s
     if config.engine.hold_ttl_s is not None:
         values["default_hold_ttl_s"] = config.engine.hold_ttl_s
-    return Settings(**values)
+    return Settings(**values, alert_rules=config.alert_rules())
 
 
 def worker_app(serving: Serving) -> FastAPI:
@@ -186,9 +213,13 @@ def worker_app(serving: Serving) -> FastAPI:
     engine = open_engine(serving.database, engine_settings(serving.config))
     # Upstream keys are secrets: they stay in the environment and are read where they are used.
     gateway = Gateway(serving.config.gateway, os.environ) if serving.config.gateway.models else None
+    hooks = serving.config.webhooks
+    deliverer = (Deliverer(engine, hooks.policy(), concurrency=hooks.concurrency, batch=hooks.batch)
+                 if hooks.deliver else None)
     return create_app(engine, admin_key=serving.admin_key, max_body_bytes=server.max_body_bytes,
                       threads=server.threads, key_cache_s=server.key_cache_s,
-                      tick_interval_s=server.tick_interval_s, gateway=gateway)
+                      tick_interval_s=server.tick_interval_s, gateway=gateway, deliverer=deliverer,
+                      deliver_interval_s=hooks.interval_s, replay_horizon_s=hooks.horizon_s)
 
 
 def check(serving: Serving) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from creditmeter.alert_rules import AlertRule, AutoTopup, parse_auto_topup
 from creditmeter.allowances import (
     BLOCK,
     Allowance,
@@ -109,11 +110,13 @@ class Terms:
     Attributes:
       own_limits: limits set on the account (by the operator, a key's owner, an enterprise admin).
       own_policy: the operator's override of the plan's policy when credits run out.
+      own_topup: the account's auto top-up (opt-in, set by the operator).
     """
 
     subscriptions: tuple[Running, ...] = ()
     own_limits: tuple[LimitRule, ...] = ()
     own_policy: OutOfCredits | None = None
+    own_topup: AutoTopup | None = None
 
     @functools.cached_property
     def schedules(self) -> tuple[Schedule, ...]:
@@ -145,8 +148,14 @@ class Terms:
         sub = self.running(at_us)
         return sub.plan.when_out if sub is not None else BLOCK
 
+    def alert_rules(self, at_us: int) -> tuple[AlertRule, ...]:
+        """The alert rules of the plan running at ``at_us``."""
+        sub = self.running(at_us)
+        return sub.plan.alerts if sub is not None else ()
+
     def to_json(self) -> str | None:
-        if not (self.subscriptions or self.own_limits or self.own_policy is not None):
+        if not (self.subscriptions or self.own_limits or self.own_policy is not None
+                or self.own_topup is not None):
             return None
         data: dict[str, Any] = {
             "subscriptions": [{"id": s.id, "plan": s.plan.to_dict(), "seats": s.seats,
@@ -155,6 +164,8 @@ class Terms:
             "limits": [rule.to_dict() for rule in self.own_limits]}
         if self.own_policy is not None:
             data["policy"] = self.own_policy.to_dict()
+        if self.own_topup is not None:
+            data["topup"] = self.own_topup.to_dict()
         return orjson.dumps(data).decode()
 
 
@@ -171,7 +182,8 @@ def terms_from_json(text: str | None) -> Terms:
                  for s in data.get("subscriptions", ()))
     limits = tuple(_limit_from(item) for item in data.get("limits", ()))
     policy = parse_out_of_credits(data["policy"], "policy") if "policy" in data else None
-    return Terms(subs, limits, policy)
+    topup = parse_auto_topup(data["topup"], "topup") if "topup" in data else None
+    return Terms(subs, limits, policy, topup)
 
 
 def _limit_from(item: dict[str, Any]) -> LimitRule:

@@ -93,7 +93,9 @@ def start_server(db_url: str, log: Path, *, workers: int = 1, env: dict[str, str
     """``creditmeter serve`` on a free port, forked from a process that has already imported it
     (tests/forked.py), once it answers ``/healthz``."""
     port = free_port()
-    environ = {**os.environ, "CREDITMETER_ADMIN_KEY": ADMIN_KEY, **(env or {})}
+    # Delivery runs only where a test turns it on.
+    environ = {**os.environ, "CREDITMETER_ADMIN_KEY": ADMIN_KEY, "CREDITMETER_DELIVER": "false",
+               **(env or {})}
     environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = forked.start(["serve", "--db", db_url, "--port", str(port), "--workers", str(workers),
                             "--no-access-log", *(extra_args or [])], stdout=log, env=environ)

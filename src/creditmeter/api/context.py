@@ -26,11 +26,13 @@ class ApiContext:
       engine: the engine every route calls.
       clock: "now" in µs; read once per request, at the edge.
       access: the key check, shared with the console and the gateway.
+      replay_horizon_s: how long a replayed delivery is retried (the delivery settings' horizon).
     """
 
     engine: Engine
     clock: Clock
     access: Access
+    replay_horizon_s: float = 3 * 86_400.0
 
 
 def install(app: FastAPI, context: ApiContext) -> None:

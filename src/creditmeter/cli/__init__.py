@@ -18,10 +18,13 @@ from creditmeter.cli import (  # noqa: F401
     keys,
     limits,
     maintenance,
+    notifications,
     plans,
     prices,
     serve,
+    topup,
     usage,
+    webhooks,
 )
 from creditmeter.cli.common import main
 

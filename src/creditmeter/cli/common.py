@@ -42,7 +42,7 @@ def settings_from_env() -> Settings:
                 raise InputError(env, f"{raw!r} is not a whole number of seconds") from None
             if values[name] <= 0:
                 raise InputError(env, "must be greater than zero")
-    return Settings(**values)
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 # ``--at`` is the command's "now", not an event's time: it is not bounded by the lateness window,

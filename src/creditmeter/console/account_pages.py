@@ -1,4 +1,4 @@
-"""An account's pages: its overview, its usage (filtered and paged) and that usage as CSV.
+"""An account's pages: its overview (with its notices), its usage (filtered and paged) and that usage as CSV.
 
 Without dates the usage page and its CSV cover the current billing period (``range=all``: all
 time).
@@ -14,6 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from creditmeter.console import views
 from creditmeter.console.deps import Console, Pages, Session, page
+from creditmeter.console.notice_pages import notices
 from creditmeter.console.session import PATH
 from creditmeter.errors import InputError
 from creditmeter.ingest import csv_chunks, csv_filename
@@ -30,10 +31,12 @@ def _readable(console: Console, request: Request, account_id: str) -> Session:
 
 @router.get("/accounts/{account_id}")
 @page
-def overview(request: Request, console: Pages, account_id: str) -> Response:
+def overview(request: Request, console: Pages, account_id: str, done: str = "") -> Response:
     session = _readable(console, request, account_id)
     return console.render(request, "overview.html", tab="overview",
                           manages=session.principal.can_manage(account_id),
+                          notices=notices(console, session, account_id),
+                          message="Notices marked read." if done == "read" else None,
                           **views.overview(console.engine, account_id, console.clock()))
 
 

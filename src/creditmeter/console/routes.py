@@ -1,4 +1,4 @@
-"""The console (``/console``): sign-in, the overview, usage, CSV and the enterprise page.
+"""The console (``/console``): sign-in, the overview and its notices, usage, CSV and the enterprise page.
 
 Every page but sign-in needs a session (see :mod:`creditmeter.console.session`); without one the
 visitor is sent (303) to sign in. What the key may not see is a 404 page identical to the one for
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from creditmeter.console import account_pages, enterprise_pages, signin, static
+from creditmeter.console import account_pages, enterprise_pages, notice_pages, signin, static
 from creditmeter.console.deps import Console, Hidden, Pages, page, redirect, templates
 from creditmeter.console.session import PATH
 from creditmeter.engine import Engine
@@ -42,7 +42,7 @@ def create_console(engine: Engine, *, clock: Callable[[], int],
     files = static.load()
     console = Console(engine, clock, authenticate, templates(static.url_for(files)), files)
     router = APIRouter(include_in_schema=False, dependencies=[Depends(console.attach)])
-    for routes in (signin.router, account_pages.router, enterprise_pages.router, static.router,
-                   elsewhere_router):
+    for routes in (signin.router, account_pages.router, notice_pages.router, enterprise_pages.router,
+                   static.router, elsewhere_router):
         router.include_router(routes)
     return router

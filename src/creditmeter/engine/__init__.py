@@ -19,9 +19,11 @@ from creditmeter.engine.grants import RESERVED_GRANT_PREFIXES, GrantCommands
 from creditmeter.engine.holds import MAX_HOLD_TTL_S, HoldCommands, Usage
 from creditmeter.engine.limits import LimitCommands
 from creditmeter.engine.maintenance import Maintenance, TickReport
+from creditmeter.engine.notifications import NoticeCommands
 from creditmeter.engine.prices import PriceCommands
 from creditmeter.engine.quota import EnterpriseCommands, EnterpriseView
 from creditmeter.engine.usage import GROUPS, MAX_PAGE, SETTLE_ID_PREFIX, UsageCommands
+from creditmeter.engine.webhooks import WebhookCommands
 from creditmeter.store import SqlStore
 
 __all__ = [
@@ -40,7 +42,8 @@ __all__ = [
 
 
 class Engine(AccountCommands, KeyCommands, PriceCommands, GrantCommands, UsageCommands, HoldCommands,
-             Maintenance, SubscriptionCommands, EnterpriseCommands, LimitCommands):
+             Maintenance, SubscriptionCommands, EnterpriseCommands, LimitCommands, WebhookCommands,
+             NoticeCommands):
     """Credits operations over a :class:`~creditmeter.store.base.Store`."""
 
 

@@ -14,14 +14,16 @@ import itertools
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import orjson
 
-from creditmeter.domain import AccountId, Balance, GrantId, Package, Period, UsageEvent
+from creditmeter.alert_rules import AlertRule
+from creditmeter.alerts import Alert
+from creditmeter.domain import AccountId, Balance, GrantId, HoldId, Package, Period, UsageEvent
 from creditmeter.errors import InputError, NotFound, Unavailable
 from creditmeter.events import MAX_TOKENS
 from creditmeter.ids import check_id
@@ -48,6 +50,7 @@ class Settings:
       default_hold_ttl_s: a hold's ttl when none is given (10 minutes).
       book_cache_size: how many accounts' books batch ingestion keeps between batches.
       write_attempts: how often a write is tried when other writers changed the same accounts.
+      alert_rules: the alert rules every account is watched with (besides its plan's).
     """
 
     lateness_window_s: int = 7 * DAY_S
@@ -55,6 +58,7 @@ class Settings:
     default_hold_ttl_s: int = 600
     book_cache_size: int = 20_000
     write_attempts: int = 5
+    alert_rules: tuple[AlertRule, ...] = ()
 
 
 class _BookCache(OrderedDict[AccountId, Book]):
@@ -140,6 +144,25 @@ class EngineBase:
         holds held at its period's end), then holds past their ttl end and overage is paid."""
         self._provide(tx, book, at_us, write=write)
         book.advance(at_us)
+        if write:
+            self._mark(book, at_us)
+
+    def _mark(self, book: Book, at_us: int) -> None:
+        """Note what ``book`` stands at before the command changes it (see ``engine.alerting``)."""
+
+    def _persist(self, tx: Transaction, books: Iterable[Book], at_us: int,
+                 grant_fps: dict[GrantId, str] | None = None,
+                 hold_fps: dict[HoldId, str] | None = None) -> None:
+        """Write what the books' transitions produced, with the alerts their changes raise."""
+        books = list(books)
+        alerts = self._raise_alerts(tx, books, at_us)
+        tx.persist(books, at_us, grant_fps, hold_fps)
+        for alert in alerts:  # only once the changes are written: an undone attempt raises nothing
+            tx.insert_alert(alert, at_us)
+
+    def _raise_alerts(self, tx: Transaction, books: list[Book], at_us: int) -> list[Alert]:
+        """The alerts the changes to ``books`` raise (see ``engine.alerting``)."""
+        return []
 
     @staticmethod
     def _provide(tx: Transaction, book: Book, at_us: int, *, write: bool = True) -> None:

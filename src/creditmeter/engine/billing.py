@@ -6,12 +6,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
+from creditmeter.alerts import Alert, AlertType
 from creditmeter.domain import AccountId, AccountKind, Grant, GrantId, Package
 from creditmeter.engine._unit import EngineBase, _check_instant, _first, _read_locked, _request_fp
 from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound, Unavailable
 from creditmeter.ids import check_id, check_new_id
 from creditmeter.ledger import Book
-from creditmeter.money import MAX_UC
+from creditmeter.money import MAX_UC, format_credits
 from creditmeter.plans import MAX_SEATS, PlanCatalog, PlanKind, default_plans, grant_expiry
 from creditmeter.store.base import Transaction
 from creditmeter.subscriptions import (
@@ -20,6 +21,7 @@ from creditmeter.subscriptions import (
     SubscriptionStatus,
     trial_grant_ids,
 )
+from creditmeter.timeutil import format_instant
 
 MAX_ORDER_ID = 240  # leaves room for the "order:" of its grant id (255)
 
@@ -96,14 +98,14 @@ class SubscriptionCommands(EngineBase):
         due = sub.due(at_us)
         if not due:
             if book.has_changes:
-                tx.persist([book], at_us)
+                self._persist(tx, [book], at_us)
             return sub
         for index in due:
             grant = sub.grant(index, tx.next_grant_seq(), at_us)
             if book.grant(grant.id) is None:
                 book.add_grant(grant, at_us)
         book.advance(at_us)
-        tx.persist([book], at_us)
+        self._persist(tx, [book], at_us)
         sub = replace(sub, next_period=due.stop)
         tx.update_subscription(sub)
         return sub
@@ -128,6 +130,9 @@ class SubscriptionCommands(EngineBase):
             end = sub.period(0 if index is None else index)[1]
             sub = replace(sub, cancel_at_us=end, cancelled_at_us=at_us)
             tx.update_subscription(sub)
+            tx.insert_alert(Alert(sub.account_id, AlertType.SUBSCRIPTION_CANCELLED, f"cancelled:{sub.id}",
+                                  at_us, {"subscription_id": sub.id, "plan_id": sub.plan.id,
+                                          "ends_at": format_instant(end)}), at_us)
             self._refresh_terms(tx, books[sub.account_id])  # its allowances end with it
             return sub
 
@@ -196,9 +201,11 @@ class SubscriptionCommands(EngineBase):
         def work(tx: Transaction) -> Package:
             book = self._book(tx, account_id, at_us)  # locked first: then nothing changes under us
             existing = tx.get_grant(gid)
-            if existing is not None:
-                if existing.grant.account_id != account_id or existing.grant.source != source:
+            if existing is not None:  # a retry; or the payment of a pack auto top-up granted early
+                if existing.grant.account_id != account_id or existing.grant.source not in (
+                        source, f"topup:{pack_id}"[:255]):
                     raise Conflict(f"order id {oid!r} was already used for another purchase")
+                tx.insert_alert(_purchased(existing.grant, pack_id, oid, at_us), at_us)
                 return self._package(tx, existing.grant.account_id, gid, at_us)
             if book.account.kind is AccountKind.ENTERPRISE:
                 raise InputError("pack", "packs are bought by user accounts; enterprises subscribe")
@@ -206,10 +213,19 @@ class SubscriptionCommands(EngineBase):
                           grant_expiry(plan, at_us), plan.name, source, tx.next_grant_seq(), at_us)
             book.add_grant(grant, at_us)
             package = book.package(book.grant(gid) or grant, at_us)
-            tx.persist([book], at_us)
+            tx.insert_alert(_purchased(grant, pack_id, oid, at_us), at_us)
+            self._persist(tx, [book], at_us)
             return package
 
         return self._write(work)
+
+
+def _purchased(grant: Grant, pack_id: str, order_id: str, at_us: int) -> Alert:
+    """``purchase.completed``, once per order (a retry raises nothing more)."""
+    return Alert(grant.account_id, AlertType.PURCHASE_COMPLETED, f"purchase:{order_id}", at_us,
+                 {"pack_id": pack_id, "order_id": order_id, "grant_id": grant.id,
+                  "credits": format_credits(grant.amount_uc),
+                  "expires_at": None if grant.expires_at_us is None else format_instant(grant.expires_at_us)})
 
 
 def _raise_failed(failed: list[str]) -> None:

@@ -65,7 +65,7 @@ class GrantCommands(EngineBase):
                           expires_at_us, label, source, tx.next_grant_seq(), at_us)
             book.add_grant(grant, at_us)
             package = book.package(book.grant(grant.id) or grant, at_us)
-            tx.persist([book], at_us, grant_fps={grant.id: request_fp})
+            self._persist(tx, [book], at_us, grant_fps={grant.id: request_fp})
             return package
 
         return self._write(work)
@@ -87,7 +87,7 @@ class GrantCommands(EngineBase):
                     raise Conflict(f"grant {grant_id!r} has already expired; nothing remains to void")
                 grant = book.void(grant, at_us)
             package = book.package(grant, at_us)
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return package
 
         return self._write(work)

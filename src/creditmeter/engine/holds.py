@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from creditmeter.allowances import LimitStatus
 from creditmeter.domain import Charge, EventId, Hold, HoldId, HoldStatus, Refused, Rejected, UsageEvent
 from creditmeter.engine._unit import (
     EngineBase,
@@ -18,6 +19,7 @@ from creditmeter.engine._unit import (
     _request_fp,
     _version_at,
 )
+from creditmeter.engine.alerting import limit_alert, limit_usage_alerts, merged_rules
 from creditmeter.engine.limits import admit
 from creditmeter.engine.usage import SETTLE_ID_PREFIX, _duplicate
 from creditmeter.errors import Conflict, InputError
@@ -105,10 +107,20 @@ class HoldCommands(EngineBase):
                 if existing[1] != request_fp:
                     raise Conflict(f"hold id {hid!r} was already used for another reservation")
                 return existing[0]
-            refused, short_ok, fallback = admit(tx, book, amount_uc, at_us, key_id, fallback_model)
+            checked: list[tuple[LimitStatus, int]] = []
+            refused, short_ok, fallback = admit(tx, book, amount_uc, at_us, key_id, fallback_model, checked)
+            if refused is None:  # the limits a hold takes past a watched percent of them
+                rules = merged_rules(self.settings.alert_rules, book.terms, at_us)
+                for status, adding in checked:
+                    for reached in limit_usage_alerts(tx, account_id, rules, status, adding, at_us):
+                        tx.insert_alert(reached, at_us)
+            alert = None if refused is None or refused.limit is None else limit_alert(
+                tx, account_id, refused.limit, at_us)
+            if alert is not None:
+                tx.insert_alert(alert, at_us)
             result = refused or book.reserve(HoldId(hid), amount_uc, ttl, at_us, short_ok=short_ok,
                                              key_id=key_id, fallback=fallback)
-            tx.persist([book], at_us, hold_fps={HoldId(hid): request_fp})
+            self._persist(tx, [book], at_us, hold_fps={HoldId(hid): request_fp})
             return result
 
         return self._write(work)
@@ -161,7 +173,7 @@ class HoldCommands(EngineBase):
                 charge = charge._replace(hold_id=hold.id)
                 book.charges[-1] = (event, charge)
             available = book.available_uc(at_us)
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return charge, available
 
         return self._write(work)
@@ -180,7 +192,7 @@ class HoldCommands(EngineBase):
             open_hold = book.holds.get(hold.id)
             ended = (book.end_hold(open_hold, at_us, HoldStatus.RELEASED) if open_hold
                      else next(h for h in book.ended_holds if h.id == hold.id))
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return ended
 
         return self._write(work)

@@ -91,7 +91,7 @@ class LimitCommands(EngineBase):
             if len(own) > 50:
                 raise Conflict("an account has at most 50 limits of its own")
             self._refresh_terms(tx, book, own_limits=own)
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return rule
 
         return self._write(work)
@@ -119,7 +119,7 @@ class LimitCommands(EngineBase):
                 raise Conflict(f"limit {limit_id!r} was set by the {found[0].source}: only they or the "
                                "operator may remove it")
             self._refresh_terms(tx, book, own_limits=tuple(r for r in terms.own_limits if r.id != limit_id))
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return found[0]
 
         return self._write(work)
@@ -142,7 +142,7 @@ class LimitCommands(EngineBase):
         def work(tx: Transaction) -> OutOfCredits:
             book = self._book(tx, account_id, at_us)
             self._refresh_terms(tx, book, own_policy=parsed)
-            tx.persist([book], at_us)
+            self._persist(tx, [book], at_us)
             return (book.terms or Terms()).policy(at_us)
 
         return self._write(work)
@@ -261,15 +261,19 @@ def _frees_at(rows: Iterable[tuple[int, int]], need: int, step: int) -> int | No
 
 
 def admit(tx: Transaction, book: Book, amount_uc: int, at_us: int, key_id: str | None,
-          fallback_model: str | None) -> tuple[Refused | None, bool, bool]:
+          fallback_model: str | None,
+          checked: list[tuple[LimitStatus, int]] | None = None) -> tuple[Refused | None, bool, bool]:
     """Whether a hold of ``amount_uc`` may be made now: (the refusal, else None; whether it may
     hold more than the credits available; whether it is a hold for the fallback model). Limits
-    first (they bound consumption whatever pays), then credits under the account's policy."""
+    first (they bound consumption whatever pays), then credits under the account's policy.
+    ``checked`` gets each limit the hold counts in, as it stood, with what the hold adds to it."""
     for rule in _rules(book, at_us):
         adding = _adding(book, rule, amount_uc, at_us, key_id)
         if adding <= 0:
             continue
         status = limit_status(tx, book, rule, at_us, adding)
+        if checked is not None:
+            checked.append((status, adding))
         if status.used_uc + status.held_uc + adding > rule.credits_uc:
             return Refused(book.account.id, amount_uc, book.available_uc(at_us), book.overage_uc,
                            f"limit reached: {rule.describe()}", limit=status), False, False

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from creditmeter import invariants
 from creditmeter.domain import HoldStatus
 from creditmeter.engine._unit import _check_instant
-from creditmeter.engine.billing import SubscriptionCommands, _raise_failed
+from creditmeter.engine.alerting import AlertCommands
+from creditmeter.engine.billing import _raise_failed
 from creditmeter.store.base import Transaction
 
 
@@ -23,7 +24,7 @@ class TickReport:
     renewed: int = 0
 
 
-class Maintenance(SubscriptionCommands):
+class Maintenance(AlertCommands):
     """Renewals, hold timeouts, overage payment and expiries, all at one instant (a tick renews
     subscriptions first, hence the base); the invariants check."""
 
@@ -43,7 +44,8 @@ class Maintenance(SubscriptionCommands):
                 book.sweep(at_us)
                 expired += sum(1 for h in book.ended_holds if h.status is HoldStatus.EXPIRED)
                 entries += len(book.entries)
-            tx.persist(books.values(), at_us)
+            self._persist(tx, books.values(), at_us)
+            self._time_alerts(tx, books, at_us)
             return TickReport(len(books), expired, entries, renewed)
 
         report = self._write(work)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 
+from creditmeter.alerts import Alert, AlertType
 from creditmeter.domain import (
     Account,
     AccountId,
@@ -168,9 +169,13 @@ class EnterpriseCommands(EngineBase):
                           f"{enterprise.name} quota"[:255], source_of(enterprise_id), tx.next_grant_seq(),
                           at_us)
             member.add_grant(grant, at_us)
-            tx.persist([pool, member], at_us)
+            self._persist(tx, [pool, member], at_us)
             tx.insert_allocation(QuotaAllocation(aid, enterprise_id, member_id, amount_uc, tuple(parts),
                                                  at_us), request_fp)
+            tx.insert_alert(Alert(member_id, AlertType.ALLOCATION_ADDED, f"allocation:{aid}", at_us,
+                                  {"allocation_id": aid, "enterprise_id": enterprise_id,
+                                   "amount": format_credits(amount_uc),
+                                   "expires_at": None if until is None else format_instant(until)}), at_us)
             return member.package(member.grant(grant.id) or grant, at_us)
 
         return self._write(work)
@@ -203,8 +208,12 @@ class EnterpriseCommands(EngineBase):
             if unused:
                 pool.return_in(allocation.parts, unused, at_us, allocation.id)
                 pool.pay_overage(at_us)
-            tx.persist([pool, member], at_us)
+            self._persist(tx, [pool, member], at_us)
             tx.revoke_allocation(allocation.id, at_us, unused)
+            tx.insert_alert(Alert(allocation.member_id, AlertType.ALLOCATION_REVOKED,
+                                  f"revoked:{allocation.id}", at_us,
+                                  {"allocation_id": allocation.id, "enterprise_id": allocation.enterprise_id,
+                                   "returned": format_credits(unused)}), at_us)
             return replace(allocation, revoked_at_us=at_us, returned_uc=unused)
 
         return self._write(work)

@@ -24,15 +24,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from creditmeter.errors import InputError, SchemaError
+from creditmeter.store.alert_queries import AlertQueries
+from creditmeter.store.alerts import AlertRecords
 from creditmeter.store.base import LostConnection, StaleWrite
+from creditmeter.store.deliveries import DeliveryWork
+from creditmeter.store.notifications import NoticeRecords
 from creditmeter.store.reads import Reads
 from creditmeter.store.reconcile import Reconcile
 from creditmeter.store.writes import Writes
 
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0007"
 
 
-class SqlTransaction(Reads, Writes, Reconcile):
+class SqlTransaction(Reads, Writes, Reconcile, AlertRecords, AlertQueries, DeliveryWork, NoticeRecords):
     """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
 
 

@@ -193,3 +193,84 @@ usage_days = sa.Table(
     sa.Column("cost_uc", sa.BigInteger, nullable=False),
     sa.Column("events", sa.BigInteger, nullable=False),
 )
+
+alerts = sa.Table(
+    "alerts", metadata,
+    # The outbox: every alert raised, once per (account, dedupe key), in the transaction that
+    # raised it (no foreign key: like events, it is written on the charging path).
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("account_id", sa.String(255), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("dedupe_key", sa.String(255), nullable=False),
+    sa.Column("at_us", sa.BigInteger, nullable=False),
+    sa.Column("recorded_at_us", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    # When delivery made this alert's deliveries (one per matching endpoint); null: not yet.
+    sa.Column("routed_at_us", sa.BigInteger, nullable=True),
+    sa.UniqueConstraint("account_id", "dedupe_key", name="uq_alerts_account_dedupe"),
+    sa.Index("ix_alerts_account_seq", "account_id", "seq"),
+    sa.Index("ix_alerts_unrouted", "seq", sqlite_where=sa.text("routed_at_us IS NULL"),
+             postgresql_where=sa.text("routed_at_us IS NULL")),
+)
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("events", sa.Text, nullable=True),  # a JSON list of alert types; null: every type
+    sa.Column("description", sa.String(255), nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False),  # kept to sign with: whsec_ + base64
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+    sa.Column("disabled_at_us", sa.BigInteger, nullable=True),
+    sa.Column("disabled_reason", sa.String(255), nullable=True),
+    # The current run of failed attempts (reset by any 2xx): how many, since when.
+    sa.Column("failures", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("failing_since_us", sa.BigInteger, nullable=True),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("endpoint_id", sa.String(64), sa.ForeignKey("webhook_endpoints.id"), nullable=False),
+    sa.Column("alert_seq", sa.BigInteger, sa.ForeignKey("alerts.seq"), nullable=False),
+    sa.Column("alert_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending, delivered, failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+    sa.Column("next_at_us", sa.BigInteger, nullable=False),  # when it is due (pending)
+    sa.Column("horizon_at_us", sa.BigInteger, nullable=False),  # no retry is due after this
+    # A worker's claim: until when it is the worker's, and which claim (its result must match).
+    sa.Column("lease_until_us", sa.BigInteger, nullable=True),
+    sa.Column("lease_token", sa.String(64), nullable=True),
+    sa.Column("ended_at_us", sa.BigInteger, nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(255), nullable=True),
+    sa.UniqueConstraint("endpoint_id", "alert_seq", name="uq_webhook_deliveries_endpoint_alert"),
+    sa.Index("ix_webhook_deliveries_endpoint_seq", "endpoint_id", "seq"),
+    sa.Index("ix_webhook_deliveries_due", "next_at_us", sqlite_where=sa.text("status = 'pending'"),
+             postgresql_where=sa.text("status = 'pending'")),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts", metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(64), sa.ForeignKey("webhook_deliveries.id"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at_us", sa.BigInteger, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),  # null: no answer (timeout, refused…)
+    sa.Column("latency_ms", sa.Integer, nullable=True),
+    sa.Column("error", sa.String(255), nullable=True),
+    sa.Index("ix_webhook_attempts_delivery", "delivery_id", "seq"),
+)
+
+notice_reads = sa.Table(
+    "notice_reads", metadata,
+    # A reader's mark on one of an account's alerts (creditmeter.notices): present once the
+    # reader marked it read. One row per (alert, reader): each reader's marks are its own.
+    sa.Column("alert_seq", sa.BigInteger, sa.ForeignKey("alerts.seq"), nullable=False),
+    sa.Column("reader", sa.String(255), nullable=False),
+    sa.Column("read_at_us", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("alert_seq", "reader", name="pk_notice_reads"),
+)

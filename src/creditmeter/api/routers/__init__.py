@@ -8,13 +8,17 @@ from creditmeter.api.routers import (
     grants,
     holds,
     limits,
+    notifications,
     operations,
     plans,
     service,
+    topup,
     usage,
+    webhooks,
 )
 
-AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, operations)
+AREAS = (accounts, grants, usage, plans, enterprises, holds, limits, topup, notifications, operations,
+         webhooks)
 
 
 def mount(app: FastAPI) -> None:
