@@ -143,19 +143,7 @@ def seed(engine: Engine, now_us: int) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A real server over a freshly seeded database (keys are checked on every request)."""
-    folder = tmp_path_factory.mktemp("console")
-    url = f"sqlite:///{folder / 'console.db'}"
-    engine = Engine(SqlStore(url))
-    engine.store.upgrade()
-    now_us = time.time_ns() // 1_000
-    keys = seed(engine, now_us)
-    server = start_server(url, folder / "serve.log",
-                          env={"CREDITMETER_KEY_CACHE_S": "0", "CREDITMETER_TICK_S": "0"})
-    try:
-        yield World(server, engine, now_us, keys)
-    finally:
-        stop_server(server)
-        engine.store.close()
+    yield from served_world(tmp_path_factory.mktemp("console"), seed)
 
 
 # -- the browser ------------------------------------------------------------------------------
@@ -188,3 +176,20 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.getbasetemp() / "screenshots"
     folder.mkdir(exist_ok=True)
     return folder
+
+
+def served_world(folder: Path, seed: Callable[[Engine, int], dict[str, str]]) -> Iterator[World]:
+    """A fresh database seeded by ``seed(engine, now_us)`` (which answers each person's key) and a
+    real server on it, for a module's tests; stopped once they are done."""
+    url = f"sqlite:///{folder / 'console.db'}"
+    engine = Engine(SqlStore(url))
+    engine.store.upgrade()
+    now_us = time.time_ns() // 1_000
+    keys = seed(engine, now_us)
+    server = start_server(url, folder / "serve.log", env={"CREDITMETER_KEY_CACHE_S": "0",
+                                                          "CREDITMETER_TICK_S": "0"})
+    try:
+        yield World(server, engine, now_us, keys)
+    finally:
+        stop_server(server)
+        engine.store.close()

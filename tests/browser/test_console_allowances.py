@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import struct
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -30,9 +29,7 @@ from creditmeter.engine import Engine
 from creditmeter.plans import parse_plans
 from creditmeter.pricing import load_yaml, parse_catalog
 from creditmeter.recurrence import parse_every, parse_window
-from creditmeter.store.sql import SqlStore
-from tests.api.conftest import start_server, stop_server
-from tests.browser.conftest import CREDIT, DAY_US, LAPTOP, World
+from tests.browser.conftest import CREDIT, DAY_US, LAPTOP, World, served_world
 from tests.browser.test_console_pages import instant, people_credits, signed_in
 from tests.browser.test_console_pool import BARS_JS, contrast
 from tests.conftest import EXAMPLE_CATALOG
@@ -91,19 +88,7 @@ def seed(engine: Engine, now_us: int) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    folder = tmp_path_factory.mktemp("console-terms")
-    url = f"sqlite:///{folder / 'console.db'}"
-    engine = Engine(SqlStore(url))
-    engine.store.upgrade()
-    now_us = time.time_ns() // 1_000
-    keys = seed(engine, now_us)
-    server = start_server(url, folder / "serve.log", env={"CREDITMETER_KEY_CACHE_S": "0",
-                                                          "CREDITMETER_TICK_S": "0"})
-    try:
-        yield World(server, engine, now_us, keys)
-    finally:
-        stop_server(server)
-        engine.store.close()
+    yield from served_world(tmp_path_factory.mktemp("console-terms"), seed)
 
 
 def shown_at(page: Any, world: World, who: str, account: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ an account without notices has no such section.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,8 @@ import pytest
 
 from creditmeter.alerts import Alert, AlertType
 from creditmeter.engine import Engine
-from creditmeter.store.sql import SqlStore
 from creditmeter.timeutil import format_instant
-from tests.api.conftest import start_server, stop_server
-from tests.browser.conftest import DAY_US, PHONE, World
+from tests.browser.conftest import DAY_US, PHONE, World, served_world
 from tests.browser.test_console_pages import shoot, signed_in
 from tests.browser.test_console_pool import contrast
 
@@ -62,19 +59,7 @@ def seed(engine: Engine, now_us: int) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    folder = tmp_path_factory.mktemp("console-notices")
-    url = f"sqlite:///{folder / 'console.db'}"
-    engine = Engine(SqlStore(url))
-    engine.store.upgrade()
-    now_us = time.time_ns() // 1_000
-    keys = seed(engine, now_us)
-    server = start_server(url, folder / "serve.log", env={"CREDITMETER_KEY_CACHE_S": "0",
-                                                          "CREDITMETER_TICK_S": "0"})
-    try:
-        yield World(server, engine, now_us, keys)
-    finally:
-        stop_server(server)
-        engine.store.close()
+    yield from served_world(tmp_path_factory.mktemp("console-notices"), seed)
 
 
 def shown(page: Any) -> list[dict[str, Any]]:
