@@ -180,7 +180,8 @@ def _usage_reached(f: _Fields) -> str | None:
 
 
 def _balance_low(f: _Fields) -> str | None:
-    remaining, below = f.credits("remaining"), f.credits("credits")
+    remaining = f.credits("available") or f.credits("remaining")
+    below = f.credits("threshold") or f.credits("credits")
     if remaining is None and below is None:
         return None
     text = f"Your credits are below {below}" if below is not None else "Your credits are running low"
@@ -265,7 +266,7 @@ def _purchase(f: _Fields) -> str | None:
 
 def _allocation(done: str) -> Callable[[_Fields], str | None]:
     def words(f: _Fields) -> str | None:
-        amount = f.credits("amount") or f.credits("credits")
+        amount = f.credits("amount") or f.credits("returned") or f.credits("credits")
         if amount is None:
             return None
         source = f.text("enterprise_id")
@@ -275,12 +276,29 @@ def _allocation(done: str) -> Callable[[_Fields], str | None]:
 
 def _topup(f: _Fields) -> str | None:
     pack = f.text("pack_id")
-    return None if pack is None else f"Auto top-up: pack {pack} requested"
+    if pack is None:
+        return None
+    if f.data.get("granted") is True:
+        return f"Auto top-up: pack {pack} added to your credits (its payment is being confirmed)"
+    return f"Auto top-up: pack {pack} requested"
+
+
+def _depleted(f: _Fields) -> str | None:
+    overage = f.credits("overage")
+    return "Your credits are used up" + (f" ({overage} credits in overage)" if overage not in (None, "0")
+                                         else "")
+
+
+def _overage(f: _Fields) -> str | None:
+    overage = f.credits("overage")
+    return None if overage is None else f"Credits are being used in overage ({overage} so far)"
 
 
 _WORDS: dict[AlertType, Callable[[_Fields], str | None]] = {
     AlertType.USAGE_REACHED: _usage_reached,
     AlertType.BALANCE_LOW: _balance_low,
+    AlertType.DEPLETED: _depleted,
+    AlertType.OVERAGE: _overage,
     AlertType.PACKAGE_EXPIRING: _expiring,
     AlertType.LIMIT_REACHED: _limit_reached,
     AlertType.SUBSCRIPTION_RENEWED: _subscription("renewed"),

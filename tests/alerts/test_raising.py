@@ -214,3 +214,12 @@ def test_a_hold_taking_a_limit_past_a_watched_percent_is_raised_once_per_window(
     assert not isinstance(engine.reserve("a", 8 * CREDIT, T0 + HOUR, hold_id="h4", ttl_s=3600), Refused)
     reached = [a.dedupe_key for a in alerts(engine) if a.type.value == "credits.usage_reached"]
     assert reached[-1] == f"usage_reached_percent=100:limit:plan-1:{T0 + HOUR}"
+
+
+def test_an_enterprise_cannot_have_an_auto_top_up(engine: Engine) -> None:
+    setup(engine)
+    engine.create_account("ent", T0, kind="enterprise")
+    with pytest.raises(InputError) as caught:
+        engine.set_auto_topup("ent", {"below": 5, "pack": "pack", "max_per_month": 1}, T0)
+    assert caught.value.field == "auto_topup.pack"
+    assert engine.auto_topup("ent") is None

@@ -68,3 +68,23 @@ def test_readers() -> None:
     assert reader_of(Principal(Role.ACCOUNT, "alice", "key_b", frozenset({"acme"}))) == "account:alice"
     assert reader_of(Principal(Role.OPERATOR, None, "key_ops")) == "key:key_ops"
     assert reader_of(Principal(Role.OPERATOR, None, ENV_OPERATOR_KEY_ID)) == "operator"
+
+
+def test_the_words_of_alerts_as_the_engine_raises_them() -> None:
+    """Data shaped by the raisers themselves, not written here."""
+    from creditmeter.alert_rules import Figures, parse_alert_rules
+    from creditmeter.alert_rules import crossings as raise_crossings
+
+    rules = parse_alert_rules([{"balance_below": 100}], "alerts")
+    period = ((at("2026-03-01"), at("2026-04-01")), None)
+    raised = raise_crossings("a", rules, Figures(150_000_000, 0, {}), Figures(0, 5_000_000, {}),
+                             at("2026-03-02"), lambda: period)
+    words = {alert.type: notice_text(alert.type, alert.data, at("2026-03-02")) for alert in raised}
+    assert words == {A.BALANCE_LOW: "Your credits are below 100 (0 left)",
+                     A.DEPLETED: "Your credits are used up (5 credits in overage)",
+                     A.OVERAGE: "Credits are being used in overage (5 so far)"}
+    assert notice_text(A.ALLOCATION_REVOKED, {"allocation_id": "q1", "enterprise_id": "initech",
+                                              "returned": "10"}, 0) == \
+        "Enterprise quota of 10 credits revoked by initech"
+    assert notice_text(A.TOPUP_REQUESTED, {"pack_id": "addon-1000", "granted": True}, 0).startswith(
+        "Auto top-up: pack addon-1000 added to your credits")

@@ -35,7 +35,7 @@ from creditmeter.alert_rules import (
 )
 from creditmeter.alerts import Alert, AlertType, alert_id
 from creditmeter.allowances import LimitStatus
-from creditmeter.domain import AccountId, Grant, GrantId
+from creditmeter.domain import AccountId, AccountKind, Grant, GrantId
 from creditmeter.engine._unit import _check_instant
 from creditmeter.engine.billing import SubscriptionCommands
 from creditmeter.errors import InputError, NotFound
@@ -72,6 +72,9 @@ class AlertCommands(SubscriptionCommands):
 
         def work(tx: Transaction) -> AutoTopup | None:
             book = self._book(tx, account_id, at_us)
+            if rule is not None and book.account.kind is AccountKind.ENTERPRISE:
+                raise InputError("auto_topup.pack", "packs are bought by user accounts; an enterprise "
+                                 "adds credits to its pool by its subscription")
             self._refresh_terms(tx, book, own_topup=rule)
             self._persist(tx, [book], at_us)
             return rule

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 
 from creditmeter.engine._unit import EngineBase, _check_instant
 from creditmeter.errors import InputError, NotFound
-from creditmeter.ids import check_id
+from creditmeter.ids import check_id, check_text
 from creditmeter.notices import MAX_PAGE, MAX_SEQ, Notice, NoticePage, notice_text
 from creditmeter.store.base import Transaction
+
+MAX_READER = 300  # a reader is an account id (up to 255) or a key id, with its kind's prefix
 
 MAX_MARK = 1_000  # ids marked read in one call
 
@@ -71,7 +73,8 @@ class NoticeCommands(EngineBase):
 
 def _check_reader(account_id: str, reader: str) -> None:
     check_id(account_id, "account_id")
-    check_id(reader, "reader")
+    if not check_text(reader, "reader", MAX_READER):
+        raise InputError("reader", "must not be empty")
 
 
 def _check_ids(ids: Sequence[str] | None) -> list[str] | None:

@@ -270,7 +270,7 @@ notice_reads = sa.Table(
     # A reader's mark on one of an account's alerts (creditmeter.notices): present once the
     # reader marked it read. One row per (alert, reader): each reader's marks are its own.
     sa.Column("alert_seq", sa.BigInteger, sa.ForeignKey("alerts.seq"), nullable=False),
-    sa.Column("reader", sa.String(255), nullable=False),
+    sa.Column("reader", sa.String(300), nullable=False),
     sa.Column("read_at_us", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint("alert_seq", "reader", name="pk_notice_reads"),
 )

@@ -19,7 +19,7 @@ def upgrade() -> None:
     op.create_table(
         "notice_reads",
         sa.Column("alert_seq", sa.BigInteger, sa.ForeignKey("alerts.seq"), nullable=False),
-        sa.Column("reader", sa.String(255), nullable=False),
+        sa.Column("reader", sa.String(300), nullable=False),
         sa.Column("read_at_us", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("alert_seq", "reader", name="pk_notice_reads"),
     )
