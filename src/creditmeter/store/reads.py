@@ -53,6 +53,8 @@ from creditmeter.subscriptions import Subscription
 from creditmeter.terms import terms_from_json
 from creditmeter.timeutil import DAY_US
 
+STREAM_ROWS = 1_000  # events fetched at a time by a listing longer than a page
+
 
 class Reads(DriverTransaction):
     """What a transaction reads."""
@@ -189,7 +191,11 @@ class Reads(DriverTransaction):
         query = query.order_by(events.c.ts_us.desc(), events.c.seq.desc())
         if limit is not None:
             query = query.limit(limit)
-        for row in self.conn.execute(query):
+        # Past a page, rows are fetched a batch at a time (on PostgreSQL through a server-side
+        # cursor): a listing of any length, an export, holds one batch in memory.
+        conn = (self.conn if limit is not None and limit <= STREAM_ROWS
+                else self.conn.execution_options(yield_per=STREAM_ROWS))
+        for row in conn.execute(query):
             yield stored_event(row)
 
     def _paid_by(self, grant_ids: Sequence[str]) -> Any:
