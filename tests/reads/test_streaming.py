@@ -3,8 +3,10 @@ server-side cursor, so its first rows arrive before the query's result is all fe
 
 from __future__ import annotations
 
-import psycopg
+from typing import Any
+
 import pytest
+import sqlalchemy as sa
 
 from creditmeter.engine import Engine
 from creditmeter.store.reads import STREAM_ROWS
@@ -44,13 +46,16 @@ def test_an_export_streams_from_a_server_side_cursor(make_engine: EngineFactory,
     engine = make_engine()
     engine.load_prices(example_catalog, at("2026-01-01"), at("2026-01-01"))  # type: ignore[arg-type]
     _usage(engine)
-    url = engine.store.engine.url  # type: ignore[attr-defined]
+    cursors: list[Any] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM events" in statement and "ORDER BY" in statement:
+            cursors.append(cursor)
+
+    sa.event.listen(engine.store.engine, "before_cursor_execute", keep)  # type: ignore[attr-defined]
     stream = engine.usage("u")
     first = next(stream)  # the first row is here while the rest is still in the database
     assert first.event.id == f"e{N - 1:05d}"
-    with psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False),
-                         autocommit=True) as other:
-        rows = other.execute("SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-                             "AND pid <> pg_backend_pid() AND state = 'idle in transaction'").fetchall()
-    assert any(q.lstrip().upper().startswith("FETCH") for (q,) in rows), rows
+    (cursor,) = cursors
+    assert 0 < cursor.pgresult.ntuples <= STREAM_ROWS < N  # rows fetched so far: one batch
     assert sum(1 for _ in stream) == N - 1

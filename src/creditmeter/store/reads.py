@@ -193,10 +193,14 @@ class Reads(DriverTransaction):
             query = query.limit(limit)
         # Past a page, rows are fetched a batch at a time (on PostgreSQL through a server-side
         # cursor): a listing of any length, an export, holds one batch in memory.
-        conn = (self.conn if limit is not None and limit <= STREAM_ROWS
-                else self.conn.execution_options(yield_per=STREAM_ROWS))
-        for row in conn.execute(query):
-            yield stored_event(row)
+        if limit is None or limit > STREAM_ROWS:
+            query = query.execution_options(yield_per=STREAM_ROWS)
+        result = self.conn.execute(query)
+        try:
+            for row in result:
+                yield stored_event(row)
+        finally:
+            result.close()  # a listing left early closes its cursor
 
     def _paid_by(self, grant_ids: Sequence[str]) -> Any:
         """An event has a part (``[grant_id, amount]`` in its stored parts) paid by one of these."""
