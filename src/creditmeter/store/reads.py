@@ -195,7 +195,17 @@ class Reads(DriverTransaction):
         # cursor): a listing of any length, an export, holds one batch in memory.
         if limit is None or limit > STREAM_ROWS:
             query = query.execution_options(yield_per=STREAM_ROWS)
-        result = self.conn.execute(query)
+        if self._pg:
+            # Read in the order of the (account, time, seq) index, never "fetch all, then
+            # sort": with statistics missing or stale the planner takes an account's older
+            # events for a few rows and sorts them all, for every page. The plan is made when
+            # the statement runs (a server-side cursor's too): the setting ends with it.
+            self.conn.exec_driver_sql("SET LOCAL enable_sort = off")
+        try:
+            result = self.conn.execute(query)
+        finally:
+            if self._pg:
+                self.conn.exec_driver_sql("RESET enable_sort")
         try:
             for row in result:
                 yield stored_event(row)
