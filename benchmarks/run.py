@@ -896,6 +896,26 @@ def deliveries(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def reads(args: argparse.Namespace) -> dict[str, Any]:
+    from reads import run as run_reads
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    url = fresh_database(args.db, "reads")
+    start = AT - (HISTORY_DAYS + 2) * DAY_US
+
+    def setup(engine: Engine, account: str, size: int) -> None:
+        if size == 0:  # the first account: the prices before any usage
+            engine.load_prices(parse_catalog(load_yaml(example_catalog_text())), start, start)
+        engine.create_account(account, start)
+        engine.add_grant(account, 10**9 * US_PER_S, "package", start, grant_id=f"{account}-pack")
+        _record_history(engine, account, _history(size, seed=size))
+
+    result = run_reads(args, url, setup, AT)
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    result["machine"] = {"python": platform.python_version(), "cpus": mp.cpu_count()}
+    return result
+
+
 def show(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -953,11 +973,16 @@ def main() -> None:
     p.add_argument("--alerts", type=int, default=10_000)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--batch", type=int, default=100)
+    p = sub.add_parser("reads", help="usage summaries, pages and exports, by history size")
+    p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000],
+                   help="events of history on each account")
+    p.add_argument("--rounds", type=int, default=30, help="reads of each kind on each account")
     args = parser.parse_args()
     run = ingest_alerts if args.benchmark == "ingest" and args.alerts else ingest_terms if (
         args.benchmark == "ingest" and args.terms) else {
         "ingest": ingest, "balance": balance_bench, "contention": contention, "api": api,
-        "gateway": gateway, "deliveries": deliveries}[args.benchmark]
+        "gateway": gateway, "deliveries": deliveries, "reads": reads}[args.benchmark]
     result = run(args)
     show(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
