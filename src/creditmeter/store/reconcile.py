@@ -56,8 +56,8 @@ class Reconcile(DriverTransaction):
     def _event_parts(self, account_ids: Sequence[str] | None) -> Iterator[EventParts]:
         query = sa.select(events.c.id, events.c.account_id, events.c.cost_uc, events.c.overage_uc,
                           events.c.allocations, events.c.hold_id)
-        for eid, aid, cost, overage, parts_text, hold_id in self.conn.execution_options(
-                yield_per=STREAM_ROWS).execute(_scoped(query, events.c.account_id, account_ids)):
+        scoped = _scoped(query, events.c.account_id, account_ids).execution_options(yield_per=STREAM_ROWS)
+        for eid, aid, cost, overage, parts_text, hold_id in self.conn.execute(scoped):
             yield eid, aid, cost, overage, orjson.loads(parts_text), hold_id
 
     def _hold_parts(self, account_ids: Sequence[str] | None) -> Iterator[HoldParts]:
