@@ -158,7 +158,9 @@ class Book:
         return Package(grant, c.used_uc, c.held_uc, expired, voided, remaining, status)
 
     def balance(self, at_us: int) -> Balance:
-        packages = tuple(self.package(g, at_us) for g in self.grants)
+        # A rollover of nothing only records that its period was rolled over (see terms._roll).
+        packages = tuple(self.package(g, at_us) for g in self.grants
+                         if g.amount_uc or g.kind is not GrantKind.ROLLOVER)
         available = sum(p.remaining_uc for p in packages if p.status in
                         (GrantStatus.ACTIVE, GrantStatus.DEPLETED))
         return Balance(self.account.id, at_us, available, self.held_uc(), self.overage_uc, packages)
@@ -415,7 +417,6 @@ class Book:
     def _end_hold(self, hold: Hold, at_us: int, status: HoldStatus, note: str,
                   settled_event_id: EventId | None = None) -> Hold:
         assert hold.status is HoldStatus.OPEN, hold
-        over: list[Grant] = []
         for part in hold.parts:
             counters = self.counters[part.grant_id]
             counters.held_uc -= part.amount_uc
@@ -423,14 +424,6 @@ class Book:
             self.changed.add(part.grant_id)
             self.entries.append(Entry(EntryKind.RELEASE, self.account.id, part.grant_id,
                                       part.amount_uc, at_us, hold_id=hold.id, note=note))
-            grant = self.grant(part.grant_id)
-            ends = None if grant is None or grant.voided_at_us is not None else grant.expires_at_us
-            if grant is not None and ends is not None and ends < at_us:
-                over.append(grant)
-        # Given back after the package expired (a hold ending at the very instant it expires gave
-        # back by its end): it expires at once, as a sweep records, never to be carried over.
-        for grant in over:
-            self._close(grant, self.residual(grant), at_us)
         ended = hold._replace(status=status, settled_event_id=settled_event_id)
         del self.holds[hold.id]
         self.ended_holds.append(ended)

@@ -389,12 +389,14 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
     # back to expire with the period); a hold whose ttl passed before the end gave it back.
     book.end_lapsed(period[1])
     book.pay_overage(now_us)  # a debt that stood while the period ran is paid from it first
-    # What holds open at the end gave back later expired with it (closed then): not carried over.
-    unused = book.residual(source) - book.counters[source_id].closed_uc
-    amount = min(unused, rule.cap_uc(source.amount_uc))
-    if amount <= 0:
+    amount = max(0, min(book.residual(source), rule.cap_uc(source.amount_uc)))
+    if not amount and not book.counters[source_id].held_uc:
         return False  # asked again while its package has nothing left over
-    book.move_out(source_id, amount, now_us, "rollover")
+    # With holds open at the end (they keep what they hold, to expire with the period once given
+    # back), a rollover of nothing records that the period was rolled over: it is not decided
+    # again from what they give back later.
+    if amount:
+        book.move_out(source_id, amount, now_us, "rollover")
     name = f"Rollover — {source.name}"
     book.add_grant(Grant(rid, book.account.id, GrantKind.ROLLOVER, amount, source.priority, period[1],
                          expires, name[:255], "rollover", next_seq(), now_us), now_us)

@@ -461,12 +461,15 @@ def limit_figures(statuses: Iterable[LimitStatus]) -> dict[str, OLimit]:
 # of now draws on no rollover of a period not yet over. A hold that lapsed in a period gives back
 # before the packages of later periods are made, so what it gave back pays the debt first. What a
 # hold open at a period's end gives back later expires with the package (a rollover decided while
-# the hold was open is not made later); one ending at the very end gave back by then. What a
-# settled hold gives back pays a standing debt at once.
+# the hold was open is not made later), yet a late event still finds the rollover of a period that
+# was over before anything looked, once the tick recorded the package's expiry. What a settled hold
+# gives back pays a standing debt at once.
 FOUND = (PlanSpec(100, (1, None, 1), (), (), Policy()), PlanSpec(358, (357, None, 1), (), (), Policy()),
          PlanSpec(1141, (1, None, 1), (), (), Policy("overage", 1)),
          PlanSpec(100, None, (Sched("a0", 30, 3, "h", None, 50, "subscription", None),), (), Policy()),
          PlanSpec(100, None, (Sched("a0", 30, 5, "h", None, 50, "subscription", (1, None, 1)),), (),
+                  Policy()),
+         PlanSpec(100, None, (Sched("a0", 30, 4, "h", "UTC", 50, "subscription", (1, None, 2)),), (),
                   Policy()))
 
 SETTINGS = settings(deadline=None, print_blob=True,
@@ -492,6 +495,10 @@ def test_allowances_limits_and_rollover_match_the_oracle(make_engine: Engines, s
                                              ("reserve", 1, 60), ("reserve", ("all", -1), 60), ("tick",),
                                              ("record", ("now", 0), (1, 0)), ("settle", 8, (1, 0))])
     @example(FOUND[4], STARTS[0], 0, False, [("time", ("month", 0)), ("reserve", 2, 3600)])
+    @example(FOUND[5], STARTS[0], 97, False, [("time", ("by", 4 * MINUTE)),
+                                              ("record", ("now", 0), (107, 0)), ("time", ("by", 2 * DAY)),
+                                              ("tick",), ("release", 0), ("time", ("by", 13 * HOUR)),
+                                              ("record", ("back", 2801), (1, 0))])
     @given(plan=plans(), start=st.sampled_from(STARTS), offset=st.integers(0, 24 * 60),
            on_time=st.booleans(), ops=st.lists(steps, min_size=10, max_size=40))
     def history(plan: PlanSpec, start: int, offset: int, on_time: bool, ops: list[tuple[Any, ...]]) -> None:
