@@ -201,11 +201,9 @@ class Reads(DriverTransaction):
             # events for a few rows and sorts them all, for every page. The plan is made when
             # the statement runs (a server-side cursor's too): the setting ends with it.
             self.conn.exec_driver_sql("SET LOCAL enable_sort = off")
-        try:
-            result = self.conn.execute(query)
-        finally:
-            if self._pg:
-                self.conn.exec_driver_sql("RESET enable_sort")
+        result = self.conn.execute(query)  # failing, it ends the transaction, and the setting with it
+        if self._pg:
+            self.conn.exec_driver_sql("RESET enable_sort")
         try:
             for row in result:
                 yield stored_event(row)
