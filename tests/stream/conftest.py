@@ -52,24 +52,34 @@ class Ledger:
                     conn.exec_driver_sql("SELECT id, account_id, cost_uc FROM events").all()]
 
 
-@pytest.fixture
-def ledger(postgres: Postgres | str) -> Iterator[Ledger]:
-    if isinstance(postgres, str):
-        pytest.skip(postgres)
-    name = postgres.fresh()
-    url = postgres.url(name)
+def funded_ledger(url: str) -> Ledger:
+    """The test prices and accounts on the database at ``url`` (its schema made if missing)."""
     engine = Engine(SqlStore(url))
+    engine.store.upgrade()
     db = sa.create_engine(_driver_url(url), poolclass=sa.pool.NullPool)
     start_us = (int(time.time()) - 86400) * 1_000_000
     engine.load_prices(parse_catalog({"models": PRICES}), start_us, start_us)
     for account in ACCOUNTS:
         engine.create_account(account, start_us)
         engine.add_grant(account, 100_000 * CREDIT, "addon", start_us, grant_id=f"{account}-addon")
+    return Ledger(url, engine, db)
+
+
+def close_ledger(ledger: Ledger) -> None:
+    ledger.engine.store.close()
+    ledger.db.dispose()
+
+
+@pytest.fixture
+def ledger(postgres: Postgres | str) -> Iterator[Ledger]:
+    if isinstance(postgres, str):
+        pytest.skip(postgres)
+    name = postgres.fresh()
+    made = funded_ledger(postgres.url(name))
     try:
-        yield Ledger(url, engine, db)
+        yield made
     finally:
-        engine.store.close()
-        db.dispose()
+        close_ledger(made)
         postgres.give_back(name)
 
 

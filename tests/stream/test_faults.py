@@ -3,7 +3,8 @@
 - a consumer ``kill -9``-ed mid-batch, and another started in its place;
 - the NATS server killed and started again (same port, same storage) mid-run;
 - PostgreSQL cut off from the consumers mid-run (a TCP proxy between them closes every connection
-  and refuses new ones for two seconds; the machine's own server is never touched).
+  and refuses new ones for two seconds; the machine's own server is never touched);
+- a PostgreSQL server of the test's own stopped and started again mid-run.
 
 After each, every valid event is charged exactly once at its price, every invalid one is
 dead-lettered once with its reason, nothing is lost, and the ledger reconciles.
@@ -21,8 +22,9 @@ from pathlib import Path
 import nats
 import sqlalchemy as sa
 
+from tests.concurrency.test_outage import Server, server  # noqa: F401 - server: the fixture
 from tests.forked import Forked
-from tests.stream.conftest import Ledger, start_consumer, stop
+from tests.stream.conftest import Ledger, close_ledger, funded_ledger, start_consumer, stop
 from tests.stream.harness import NatsServer, Proxy, make_events, publish_raw
 from tests.stream.test_consume import check_dead_letters, check_exactly_once, reconcile
 
@@ -122,3 +124,21 @@ def test_postgresql_cut_off_mid_run(nats_server: NatsServer, ledger: Ledger, tmp
         assert "database and" in logs, "the outage was seen by a consumer"
     finally:
         proxy.close()
+
+
+def test_postgresql_restarted_mid_run(nats_server: NatsServer, server: Server,  # noqa: F811
+                                      tmp_path: Path) -> None:
+    """A PostgreSQL server of the test's own (the shared one serves other tests meanwhile),
+    stopped (``pg_ctl stop -m fast``: every connection dropped) and started again mid-run."""
+    ledger = funded_ledger(server.url("postgres"))
+    try:
+        def fault(consumers: list[Forked]) -> None:
+            server.stop("fast")
+            time.sleep(1)
+            server.start()
+
+        run_with_fault(nats_server, ledger, tmp_path, fault)
+        logs = "".join(p.read_text() for p in tmp_path.glob("c*.err"))
+        assert "database and" in logs, "the restart was seen by a consumer"
+    finally:
+        close_ledger(ledger)
