@@ -37,12 +37,12 @@ from creditmeter.alerts import Alert, AlertType, alert_id
 from creditmeter.allowances import LimitStatus
 from creditmeter.domain import AccountId, AccountKind, Grant, GrantId
 from creditmeter.engine._unit import _check_instant
-from creditmeter.engine.billing import SubscriptionCommands
+from creditmeter.engine.billing import SubscriptionCommands, plan_catalog
 from creditmeter.errors import InputError, NotFound
 from creditmeter.ids import check_id
 from creditmeter.ledger import PERIOD_PREFIX, Book
 from creditmeter.money import format_credits
-from creditmeter.plans import PlanCatalog, PlanKind, default_plans, grant_expiry
+from creditmeter.plans import PlanKind, grant_expiry
 from creditmeter.store.base import Transaction
 from creditmeter.terms import Terms, terms_from_json
 from creditmeter.timeutil import format_instant, month_bounds
@@ -140,7 +140,7 @@ class AlertCommands(SubscriptionCommands):
             "available": format_credits(after.available_uc), "count": count + 1,
             "max_per_month": topup.max_per_month, "granted": False}
         if topup.grant_now:
-            catalog = _catalog(tx)
+            catalog = plan_catalog(tx)
             plan = catalog.get(topup.pack_id) if topup.pack_id in catalog else None
             gid = GrantId(f"order:{order_id}")
             if plan is not None and book.grant(gid) is None and tx.get_grant(gid) is None:
@@ -170,7 +170,7 @@ class AlertCommands(SubscriptionCommands):
     def _expiring_lookahead(self, tx: Transaction) -> int:
         """The longest ``expiring_within`` of the defaults and the plans on sale (0: none)."""
         rules = list(self.settings.alert_rules)
-        for plan in _catalog(tx).plans:
+        for plan in plan_catalog(tx).plans:
             rules += plan.alerts
         return max((r.value for r in rules if r.kind is RuleKind.EXPIRING), default=0)
 
@@ -236,11 +236,6 @@ def limit_usage_alerts(tx: Transaction, account_id: str, rules: tuple[AlertRule,
                               "window": rule.window.text, "limit": rule.describe(),
                               "used": format_credits(after), "credits": format_credits(rule.credits_uc)}))
     return out
-
-
-def _catalog(tx: Transaction) -> PlanCatalog:
-    latest = tx.latest_plan_catalog()
-    return latest[1] if latest else default_plans()
 
 
 def touched(book: Book, at_us: int, lateness_us: int) -> tuple[dict[str, PackageUse], dict[str, PackageUse]]:

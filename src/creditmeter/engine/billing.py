@@ -40,8 +40,7 @@ class SubscriptionCommands(EngineBase):
     def plans(self) -> PlanCatalog:
         """The plan catalog loaded last, or the shipped default while none was loaded."""
         with self._read() as tx:
-            latest = tx.latest_plan_catalog()
-        return latest[1] if latest else default_plans()
+            return plan_catalog(tx)
 
     def subscribe(self, account_id: str, plan_id: str, at_us: int, *,
                   subscription_id: str | None = None, seats: int | None = None) -> Subscription:
@@ -218,6 +217,12 @@ class SubscriptionCommands(EngineBase):
             return package
 
         return self._write(work)
+
+
+def plan_catalog(tx: Transaction) -> PlanCatalog:
+    """The plan catalog loaded last, as ``tx`` reads it, or the shipped default while none was."""
+    latest = tx.latest_plan_catalog()
+    return latest[1] if latest else default_plans()
 
 
 def _purchased(grant: Grant, pack_id: str, order_id: str, at_us: int) -> Alert:
