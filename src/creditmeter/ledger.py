@@ -43,6 +43,8 @@ from creditmeter.domain import (
     Refused,
     UsageEvent,
 )
+from creditmeter.timeutil import MAX_US
+from creditmeter.usable import Usable
 
 PERIOD_PREFIX = "sub:"  # a subscription period's package (creditmeter.terms)
 ROLLOVER_PREFIX = "rol:"  # what that package left unused, carried over: the same id after it
@@ -83,6 +85,7 @@ class Book:
         self.holds: dict[HoldId, Hold] = {h.id: h for h in holds if h.status is HoldStatus.OPEN}
         # A period's package → its rollover: a late event in the period draws on both.
         self.rolled: dict[GrantId, GrantId] = {}
+        self._usable = Usable()  # the grants usable when, per stretch of time
         for g in self.grants:
             self._note_rollover(g)
         self.reset_changes()
@@ -123,17 +126,9 @@ class Book:
     def _drawing(self, at_us: int) -> Iterator[tuple[GrantId, int]]:
         """:meth:`drawable`, one at a time (a charge stops at the grants that cover it)."""
         counters = self.counters
-        rolled = self.rolled
-        for g in self.grants:
-            expires = g.expires_at_us  # first: most grants a book keeps are over
-            if ((expires is None or at_us < expires) and g.effective_at_us <= at_us
-                    and g.voided_at_us is None):
-                c = counters[g.id]
-                yield g.id, g.amount_uc - c.used_uc - c.held_uc
-                if rolled and g.id in rolled:
-                    later = self._by_id.get(rolled[g.id])
-                    if later is not None and later.voided_at_us is None and at_us < later.effective_at_us:
-                        yield later.id, self.residual(later)
+        for g in self._usable.at(self.grants, self._by_id, self.rolled, at_us):
+            c = counters[g.id]
+            yield g.id, g.amount_uc - c.used_uc - c.held_uc
 
     def available_uc(self, at_us: int) -> int:
         """Credits that a request at ``at_us`` could use (call :meth:`advance` first)."""
@@ -215,6 +210,7 @@ class Book:
         self._note_rollover(grant)
         self.grants.append(grant)
         self.grants.sort(key=order_key)
+        self._usable.forget(*self._life(grant))
         self._by_id[grant.id] = grant
         self.counters[grant.id] = Counters()
         self.new_grants.append(grant)
@@ -227,6 +223,7 @@ class Book:
         """Void (refund) a grant: what remains is removed; what was used stays used."""
         voided = grant._replace(voided_at_us=at_us)
         self.grants[self.grants.index(grant)] = voided
+        self._usable.forget(*self._life(voided))
         self._by_id[voided.id] = voided
         self.voided.append(voided)
         self._close(voided, self.residual(voided), at_us)
@@ -378,6 +375,14 @@ class Book:
     def _note_rollover(self, grant: Grant) -> None:
         if grant.kind is GrantKind.ROLLOVER:
             self.rolled[rollover_source(grant.id)] = grant.id
+
+    def _life(self, grant: Grant) -> tuple[int, int]:
+        """When a grant can be drawn on: its own life, and a rollover's period's."""
+        source = self._by_id.get(rollover_source(grant.id)) if grant.kind is GrantKind.ROLLOVER else None
+        start = grant.effective_at_us
+        if source is not None:
+            start = min(start, source.effective_at_us)
+        return start, MAX_US + 1 if grant.expires_at_us is None else grant.expires_at_us
 
     def _lifetime(self, part: Allocation) -> tuple[bool, int, int]:
         grant = self.grant(part.grant_id)
