@@ -20,6 +20,7 @@ be checked is that nothing is negative and the counters match the ledger (see ``
 from __future__ import annotations
 
 import dataclasses
+from bisect import insort
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -44,7 +45,7 @@ from creditmeter.domain import (
     UsageEvent,
 )
 from creditmeter.timeutil import MAX_US
-from creditmeter.usable import Usable
+from creditmeter.usable import Stretches, Usable
 
 PERIOD_PREFIX = "sub:"  # a subscription period's package (creditmeter.terms)
 ROLLOVER_PREFIX = "rol:"  # what that package left unused, carried over: the same id after it
@@ -74,7 +75,7 @@ class Book:
         self.terms = terms  # what recurs on the account (a creditmeter.terms.Terms; None: nothing)
         self.provided: dict[int, tuple[int, int]] = {}  # per schedule, the period last provided
         self.settled: dict[int, list[tuple[int, int]]] = {}  # per schedule, periods with nothing owed
-        self.quiet: list[Any] = []  # stretches of time in which nothing more is owed (terms.owed_at)
+        self.quiet: Stretches[Any] = Stretches()  # stretches with nothing more owed (terms.owed_at)
         self.overage_uc = overage_uc
         self.overage_since_us = overage_since_us  # when the current overage arose
         self.version = version  # the stored account's version this book was loaded at
@@ -132,7 +133,7 @@ class Book:
 
     def available_uc(self, at_us: int) -> int:
         """Credits that a request at ``at_us`` could use (call :meth:`advance` first)."""
-        return sum(amount for _, amount in self.drawable(at_us))
+        return sum(amount for _, amount in self._drawing(at_us))
 
     def held_uc(self) -> int:
         return sum(c.held_uc for c in self.counters.values())
@@ -208,8 +209,7 @@ class Book:
     def add_grant(self, grant: Grant, at_us: int, *, pay: bool = True) -> None:
         assert grant.id not in self.counters, grant.id
         self._note_rollover(grant)
-        self.grants.append(grant)
-        self.grants.sort(key=order_key)
+        insort(self.grants, grant, key=order_key)  # after those it ties with, as a stable sort would
         self._usable.forget(*self._life(grant))
         self._by_id[grant.id] = grant
         self.counters[grant.id] = Counters()

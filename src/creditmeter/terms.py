@@ -252,13 +252,34 @@ def owed_at(book: Book, at_us: int, now_us: int, next_seq: Seq) -> None:
     """What an event at ``at_us`` needs first: the rollovers usable then and the packages of its
     periods (:func:`roll_over`, then :func:`provide`). In a stretch of time found before to owe
     nothing more, it only marks that stretch's periods as the last seen, as those would."""
-    for start, end, seen in book.quiet:
-        if start <= at_us < end:
-            book.provided.update(seen)
-            return
+    if _quiet(book, at_us):
+        return
     roll_over(book, at_us, now_us, next_seq)
     provide(book, at_us, now_us, next_seq)
     _note_quiet(book, at_us)
+
+
+def owed_now(book: Book, now_us: int, next_seq: Seq) -> None:
+    """What the account is owed now: the rollovers of the periods over (counting what holds held
+    at each period's end), then, once the holds whose ttl passed gave back, the packages of the
+    periods running (so these pay overage after those). Nothing in a stretch of time found
+    before to owe nothing more."""
+    if _quiet(book, now_us):
+        return
+    roll_over(book, now_us, now_us, next_seq)
+    book.end_lapsed(now_us)
+    provide(book, now_us, now_us, next_seq)
+    _note_quiet(book, now_us)
+
+
+def _quiet(book: Book, at_us: int) -> bool:
+    """Whether ``at_us`` is in a stretch found before to owe nothing more; then its periods
+    become the last seen, as working them out again would make them."""
+    seen = book.quiet.find(at_us)
+    if seen is None:
+        return False
+    book.provided.update(seen)
+    return True
 
 
 def _note_quiet(book: Book, at_us: int) -> None:
@@ -277,8 +298,8 @@ def _note_quiet(book: Book, at_us: int) -> None:
             seen.append((key, period))
         if rolls:
             start = max(start, schedule.anchor_us + 1)  # at the very start roll_over does nothing
-    book.quiet.insert(0, (start, end, tuple(seen)))
-    del book.quiet[MAX_REMEMBERED:]
+    if book.quiet.find(start) is None:
+        book.quiet.add(start, end, tuple(seen))
 
 
 MAX_OWED_PERIODS = 1_000
@@ -403,5 +424,5 @@ def _roll(book: Book, schedule: Schedule, period: tuple[int, int], at_us: int, n
     return True
 
 
-__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "owed_at", "provide", "provide_since", "roll_over",
-           "rollover_source", "terms_from_json"]
+__all__ = ["NO_TERMS", "Running", "Schedule", "Terms", "owed_at", "owed_now", "provide", "provide_since",
+           "roll_over", "rollover_source", "terms_from_json"]

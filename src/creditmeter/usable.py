@@ -16,45 +16,79 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
+from typing import Generic, TypeVar
 
 from creditmeter.domain import Grant, GrantId
 from creditmeter.timeutil import MAX_US, MIN_US
+
+T = TypeVar("T")
 
 REMEMBERED = 32  # stretches kept per book (a late event's, today's, and those between)
 
 Stretch = tuple[int, int, tuple[Grant, ...]]
 
 
-class Usable:
-    """The stretches of time worked out so far, by start (they never overlap: each is a longest
-    stretch in which the same grants are usable). A grant added or voided forgets those it
-    changes: the stretches that overlap its life (a rollover's: and its period's)."""
+class Stretches(Generic[T]):
+    """What holds in stretches of time that never overlap, each ``[start, end)``, found by the
+    instant; at most ``REMEMBERED`` of them (past that, all are forgotten and found again)."""
 
-    __slots__ = ("_starts", "_stretches")
+    __slots__ = ("_ends", "_starts", "_values")
 
     def __init__(self) -> None:
         self._starts: list[int] = []
-        self._stretches: list[Stretch] = []
+        self._ends: list[int] = []
+        self._values: list[T] = []
 
-    def forget(self, from_us: int = MIN_US, to_us: int = MAX_US + 1) -> None:
+    def find(self, at_us: int) -> T | None:
+        i = bisect_right(self._starts, at_us) - 1
+        return self._values[i] if i >= 0 and at_us < self._ends[i] else None
+
+    def add(self, start: int, end: int, value: T) -> None:
+        """Remember ``value`` for ``[start, end)``, which overlaps none of those remembered."""
+        if len(self._starts) >= REMEMBERED:
+            self.clear()
+        i = bisect_right(self._starts, start)
+        self._starts.insert(i, start)
+        self._ends.insert(i, end)
+        self._values.insert(i, value)
+
+    def forget(self, from_us: int, to_us: int) -> None:
         """Forget the stretches that overlap ``[from_us, to_us)``."""
-        kept = [s for s in self._stretches if s[1] <= from_us or s[0] >= to_us]
-        self._stretches = kept
-        self._starts = [s[0] for s in kept]
+        kept = [i for i, (s, e) in enumerate(zip(self._starts, self._ends, strict=True))
+                if e <= from_us or s >= to_us]
+        if len(kept) < len(self._starts):
+            self._starts = [self._starts[i] for i in kept]
+            self._ends = [self._ends[i] for i in kept]
+            self._values = [self._values[i] for i in kept]
+
+    def clear(self) -> None:
+        self._starts, self._ends, self._values = [], [], []
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+
+class Usable:
+    """The grants usable in the stretches of time worked out so far. A grant added or voided
+    forgets those it changes: the stretches that overlap its life (a rollover's: and its
+    period's)."""
+
+    __slots__ = ("_stretches",)
+
+    def __init__(self) -> None:
+        self._stretches: Stretches[tuple[Grant, ...]] = Stretches()
+
+    def forget(self, from_us: int, to_us: int) -> None:
+        self._stretches.forget(from_us, to_us)
 
     def at(self, grants: Sequence[Grant], by_id: Mapping[GrantId, Grant],
            rolled: Mapping[GrantId, GrantId], at_us: int) -> tuple[Grant, ...]:
         """The grants usable at ``at_us``, in burn-down order (``grants`` is in that order)."""
-        i = bisect_right(self._starts, at_us) - 1
-        if i >= 0 and at_us < self._stretches[i][1]:
-            return self._stretches[i][2]
-        stretch = _stretch(grants, by_id, rolled, at_us)
-        if len(self._stretches) >= REMEMBERED:
-            self.forget()
-            i = -1
-        self._starts.insert(i + 1, stretch[0])
-        self._stretches.insert(i + 1, stretch)
-        return stretch[2]
+        usable = self._stretches.find(at_us)
+        if usable is None:
+            start, end, usable = _stretch(grants, by_id, rolled, at_us)
+            self._stretches.add(start, end, usable)
+        return usable
 
 
 def _stretch(grants: Sequence[Grant], by_id: Mapping[GrantId, Grant],
@@ -86,4 +120,4 @@ def _stretch(grants: Sequence[Grant], by_id: Mapping[GrantId, Grant],
     return start, end, tuple(usable)
 
 
-__all__ = ["Usable"]
+__all__ = ["Stretches", "Usable"]

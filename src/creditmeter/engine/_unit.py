@@ -32,7 +32,7 @@ from creditmeter.money import MAX_UC
 from creditmeter.pricing import Catalog, PriceBook, PriceVersion, rate
 from creditmeter.store.base import LostConnection, Store, Transaction, Transient
 from creditmeter.subscriptions import current_subscription
-from creditmeter.terms import Running, Terms, provide, provide_since, roll_over
+from creditmeter.terms import Running, Terms, owed_now, provide_since
 from creditmeter.timeutil import DAY_S, MAX_US, MIN_US, format_instant, month_bounds
 
 T = TypeVar("T")
@@ -174,9 +174,7 @@ class EngineBase:
         seq = tx.next_grant_seq if write else itertools.count(1 << 62).__next__
         if book.overage_uc and book.overage_since_us is not None:  # each period since paid it
             provide_since(book, book.overage_since_us, at_us, at_us, seq)
-        roll_over(book, at_us, at_us, seq)  # counts what holds held at each period's end
-        book.end_lapsed(at_us)  # so the packages made next pay overage after those holds gave back
-        provide(book, at_us, at_us, seq)
+        owed_now(book, at_us, seq)
 
     @staticmethod
     def _refresh_terms(tx: Transaction, book: Book, **own: object) -> None:
