@@ -82,8 +82,25 @@ plans:
       - {window: 1d, credits: 400, calendar: Asia/Shanghai}
 """
 
+# The plan the allowances' target names: monthly credits, a daily allowance (on the Shanghai
+# calendar) used before them, and a rolling 5-hour limit; no rollover.
+DAILY_5H_PLANS = """
+plans:
+  - id: bench-plus
+    kind: subscription
+    name: Bench Plus
+    credits: 1500
+    period: month
+    allowances:
+      - {id: daily, every: 1d, credits: 50, calendar: Asia/Shanghai, name: Daily credits}
+    limits:
+      - {window: rolling 5h, credits: 300}
+"""
+PLANS = {"full": TERMS_PLANS, "daily-5h": DAILY_5H_PLANS}
 
-def setup_engine(url: str, accounts: int, seed: int = 2, *, terms: bool = False) -> Engine:
+
+def setup_engine(url: str, accounts: int, seed: int = 2, *, terms: bool = False,
+                 plans: str = TERMS_PLANS) -> Engine:
     """Accounts with 3-5 packages of different kinds each; with ``terms``, each also subscribed
     (from the same instant) to a plan with allowances, rollover and limits."""
     engine = Engine(SqlStore(url))
@@ -91,7 +108,7 @@ def setup_engine(url: str, accounts: int, seed: int = 2, *, terms: bool = False)
     start = AT - 8 * DAY_US
     engine.load_prices(parse_catalog(load_yaml(example_catalog_text())), start, start)
     if terms:
-        engine.load_plans(parse_plans(load_yaml(TERMS_PLANS)), start)
+        engine.load_plans(parse_plans(load_yaml(plans)), start)
     rng = random.Random(seed)
     for a in range(accounts):
         account = f"acct-{a:05d}"
@@ -347,8 +364,8 @@ def ingest_alerts(args: argparse.Namespace) -> dict[str, Any]:
 
 def ingest_terms(args: argparse.Namespace) -> dict[str, Any]:
     """The same event file charged to the same accounts without and with terms (a subscription
-    to ``TERMS_PLANS`` on every account), in alternating repetitions, each on a fresh copy of its
-    variant's database and in a process of its own."""
+    to the plan ``--plan`` names in ``PLANS`` on every account), in alternating repetitions, each
+    on a fresh copy of its variant's database and in a process of its own."""
     WORK.mkdir(parents=True, exist_ok=True)
     events_path = WORK / f"ingest-{args.events}.jsonl"
     if not events_path.exists():
@@ -356,7 +373,8 @@ def ingest_terms(args: argparse.Namespace) -> dict[str, Any]:
     templates = {}
     for variant in ("plain", "terms"):
         templates[variant] = fresh_database(args.db, f"ingest-{variant}-template")
-        setup_engine(templates[variant], args.accounts, terms=variant == "terms").store.close()
+        setup_engine(templates[variant], args.accounts, terms=variant == "terms",
+                     plans=PLANS[args.plan]).store.close()
     seconds: dict[str, list[float]] = {"plain": [], "terms": []}
     cpu: dict[str, list[float]] = {"plain": [], "terms": []}  # the importing process's own CPU time
     runs: dict[str, dict[str, Any]] = {}
@@ -374,7 +392,8 @@ def ingest_terms(args: argparse.Namespace) -> dict[str, Any]:
     plain, terms = statistics.median(seconds["plain"]), statistics.median(seconds["terms"])
     ratio = terms / plain
     return {
-        "benchmark": "ingest-terms",
+        "benchmark": "ingest-terms" if args.plan == "full" else f"ingest-terms-{args.plan}",
+        "plan": args.plan,
         "db": "sqlite" if urls["plain"].startswith("sqlite") else "postgresql",
         "events": args.events, "accounts": args.accounts, "batch_size": args.batch, "repeat": args.repeat,
         "plain_seconds": _spread(seconds["plain"]), "terms_seconds": _spread(seconds["terms"]),
@@ -945,6 +964,9 @@ def main() -> None:
     p.add_argument("--terms", action="store_true",
                    help="compare the engine without and with a plan's allowances, rollover and limits")
     p.add_argument("--repeat", type=int, default=6, help="with --terms: runs of each variant, alternating")
+    p.add_argument("--plan", choices=sorted(PLANS), default="full",
+                   help="with --terms: the plan (full: daily and monthly rollovers, a rolling and a calendar "
+                        "limit; daily-5h: a daily allowance and a rolling 5h limit)")
     p.add_argument("--alerts", action="store_true",
                    help="the same subscribed accounts charged with no alert rule and with two, alternating")
     p = sub.add_parser("balance", help="the balance read with allowances and limits, by history size")

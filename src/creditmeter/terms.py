@@ -132,6 +132,9 @@ class Terms:
 
     def running(self, at_us: int) -> Running | None:
         """The subscription running at ``at_us`` (a recurring one before a trial)."""
+        if len(self.subscriptions) == 1:  # most accounts: no list to make and sort
+            only = self.subscriptions[0]
+            return only if only.runs_at(at_us) else None
         found = [s for s in self.subscriptions if s.runs_at(at_us)]
         found.sort(key=lambda s: s.plan.period is None)
         return found[0] if found else None

@@ -21,6 +21,7 @@ class DriverTransaction:
         self._driver: Any = conn.connection.driver_connection
         self._pg = conn.dialect.name == "postgresql"
         self._last_grant_seq: int | None = None
+        self._grant_seqs: list[int] = []  # PostgreSQL: taken from the sequence, not used yet
         # Lock the accounts a write loads (PostgreSQL); SQLite's BEGIN IMMEDIATE locks it all.
         self._lock = " ORDER BY id FOR UPDATE" if lock else ""
 

@@ -39,6 +39,8 @@ from creditmeter.store.schema import (
 from creditmeter.subscriptions import Subscription
 from creditmeter.terms import Terms
 
+GRANT_SEQS_AT_ONCE = 16
+
 
 class Writes(DriverTransaction):
     """What a transaction writes."""
@@ -83,8 +85,13 @@ class Writes(DriverTransaction):
 
     def next_grant_seq(self) -> int:
         if self._pg:
-            return int(self.conn.exec_driver_sql(
-                "SELECT nextval(pg_get_serial_sequence('grants', 'seq'))").scalar_one())
+            # Taken a few at a time (terms make many packages in one batch): a value left unused
+            # when the transaction ends is a gap, and seq only orders.
+            if not self._grant_seqs:
+                rows = self._fetch("SELECT nextval(pg_get_serial_sequence('grants', 'seq')) "
+                                   f"FROM generate_series(1, {GRANT_SEQS_AT_ONCE})", ())
+                self._grant_seqs = sorted((int(r[0]) for r in rows), reverse=True)
+            return self._grant_seqs.pop()
         # SQLite: the write transaction holds the database lock, so max + 1 is ours (and the
         # next one after it, for several grants in one transaction).
         if self._last_grant_seq is None:
