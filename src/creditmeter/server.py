@@ -131,11 +131,13 @@ def _lifespan(engine: Engine, clock: Clock, threads: int, tick_interval_s: float
             target=deliverer.run_forever, args=(interval_s, stop), name="creditmeter-delivery", daemon=True)
         if delivering is not None:
             delivering.start()
+        stop_checkpoints = engine.checkpoint_in_background()
         async with anyio.create_task_group() as tasks:
             if tick_interval_s > 0:
                 tasks.start_soon(_tick_forever, engine, clock, tick_interval_s)
             yield
             tasks.cancel_scope.cancel()
+        stop_checkpoints()
         if delivering is not None and deliverer is not None:
             stop.set()
             await anyio.to_thread.run_sync(delivering.join, 30.0)
