@@ -38,7 +38,7 @@ from creditmeter.console import create_console
 from creditmeter.delivery import Deliverer
 from creditmeter.engine import Engine, Settings, open_engine
 from creditmeter.errors import EXIT_SYSTEM, CreditmeterError
-from creditmeter.gateway import Gateway, GatewayError, gateway_routes
+from creditmeter.gateway import Gateway, GatewayError, GatewayLane, gateway_routes
 from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, ServerConfig, UpstreamModel
 from creditmeter.web import metrics
 from creditmeter.web.access import Access
@@ -90,8 +90,11 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     app.include_router(create_console(engine, clock=clock, authenticate=access.principal))
     if gateway is not None:
         # First in the route list: the gateway's requests are the most frequent by far.
-        app.router.routes[:0] = gateway_routes(engine, gateway, clock=clock, authenticate=access.principal,
-                                               inline=engine.local_reads)
+        routes = gateway_routes(engine, gateway, clock=clock, authenticate=access.principal,
+                                inline=engine.local_reads)
+        app.router.routes[:0] = routes
+        # Inside the metrics and the body limit (added after it, so outside it), ahead of the rest.
+        app.add_middleware(GatewayLane, routes=routes, on_error=api_errors.on_error)
     app.add_exception_handler(CreditmeterError, api_errors.on_error)
     app.add_exception_handler(RequestValidationError, api_errors.on_invalid)
     app.add_exception_handler(StarletteHTTPException, _on_http)
