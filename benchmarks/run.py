@@ -917,6 +917,7 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
                          "no errors": not result["errors"]}
     if "gateway_vs_litellm_rps" in result:
         result["targets"]["gateway_vs_litellm_rps >= 5"] = result["gateway_vs_litellm_rps"] >= 5
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     result["machine"] = {"python": platform.python_version(), "cpus": mp.cpu_count()}
     return result
 
