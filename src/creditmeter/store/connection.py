@@ -60,7 +60,7 @@ class SqlStore:
         self._checked = False
         self._readers = threading.local()
         self._writer = threading.RLock()
-        self._write_conn: Connection | None = None  # SQLite: the one kept for writes (see _connect)
+        self._write_conn: Connection | None = None  # SQLite: the one kept for writes (_writing_connection)
         self._checkpointer: Checkpointer | None = None
         dialect = self.engine.dialect
         self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
