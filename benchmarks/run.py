@@ -778,6 +778,7 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
     WORK.mkdir(parents=True, exist_ok=True)
     url = fresh_database(args.db, "gateway")
     engine = Engine(SqlStore(url))
+    engine.store.upgrade()  # a fresh PostgreSQL database has no schema yet
     now_us = time.time_ns() // 1000
     engine.load_prices(parse_catalog(load_yaml(GATEWAY_PRICES)), now_us - 1, now_us - 1)
     accounts = [f"gw-{a:03d}" for a in range(args.accounts)]
