@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+import litellm_proxy
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 WORK = ROOT / "work"
@@ -795,6 +797,7 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
     WORK.mkdir(parents=True, exist_ok=True)
     url = fresh_database(args.db, "gateway")
     engine = Engine(SqlStore(url))
+    engine.store.upgrade()  # a fresh PostgreSQL database has no schema yet
     now_us = time.time_ns() // 1000
     engine.load_prices(parse_catalog(load_yaml(GATEWAY_PRICES)), now_us - 1, now_us - 1)
     accounts = [f"gw-{a:03d}" for a in range(args.accounts)]
@@ -814,6 +817,14 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
     server, port = _start_server(url, 1, "--config", str(config))
     bare, bare_port = _start([sys.executable, str(ROOT / "passthrough.py"), "--upstream",
                               f"http://127.0.0.1:{upstream_port}"], "passthrough.log", "/")
+    procs = [server, bare, upstream]
+    litellm_port = None
+    if args.litellm:
+        litellm_port = _free_port()
+        procs.append(litellm_proxy.start(args.litellm, upstream_port, litellm_port, WORK))
+    else:
+        print("LiteLLM's proxy: skipped (no --litellm PATH to its `litellm` command; "
+              "see benchmarks/litellm_proxy.py)")
     body = orjson.dumps({"model": "fake-model", "max_tokens": 64,
                          "messages": [{"role": "system", "content": "You are a helpful assistant."},
                                       {"role": "user", "content": "Say hello in twenty words."}]})
@@ -825,14 +836,15 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(5)
     try:
         direct, through, passthrough = _Load(upstream_port), _Load(port), _Load(bare_port)
-        key_cycle = iter(range(10**9))
 
         def to_upstream() -> bytes:
             return _request("POST", "/v1/chat/completions", "upstream-key", body)
 
         def to_gateway() -> bytes:
-            next(key_cycle)
             return _request("POST", "/v1/chat/completions", rng.choice(keys), body)
+
+        def to_litellm() -> bytes:
+            return _request("POST", "/v1/chat/completions", litellm_proxy.MASTER_KEY, body)
 
         def messages_to_upstream() -> bytes:
             return _request("POST", "/v1/messages", "upstream-key", message_upstream, anthropic=True)
@@ -840,27 +852,31 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
         def messages_to_gateway() -> bytes:
             return _request("POST", "/v1/messages", rng.choice(keys), message_gateway, anthropic=True)
 
-        direct.run(to_upstream, args.concurrency, 1.0)  # warm-up
-        passthrough.run(to_upstream, args.concurrency, 1.0)
-        through.run(to_gateway, args.concurrency, 1.0)
+        phases = [("direct", direct, to_upstream, upstream), ("passthrough", passthrough, to_upstream, bare),
+                  ("gateway", through, to_gateway, server),
+                  ("messages_direct", direct, messages_to_upstream, upstream),
+                  ("messages_gateway", through, messages_to_gateway, server)]
+        if litellm_port is not None:
+            phases.insert(3, ("litellm", _Load(litellm_port), to_litellm, procs[-1]))
+        for _, load, make, _ in phases:  # warm-up
+            load.run(make, args.concurrency, 1.0)
         results = {}
-        direct.run(messages_to_upstream, args.concurrency, 1.0)
-        through.run(messages_to_gateway, args.concurrency, 1.0)
-        phases = (("direct", direct, to_upstream), ("passthrough", passthrough, to_upstream),
-                  ("gateway", through, to_gateway), ("messages_direct", direct, messages_to_upstream),
-                  ("messages_gateway", through, messages_to_gateway))
-        for name, load, make in phases:
-            results[name] = {"rps": load.run(make, args.concurrency, args.seconds)}
+        for name, load, make, proc in phases:
+            cpu = litellm_proxy.cpu_seconds(proc.pid)
+            rps = load.run(make, args.concurrency, args.seconds)
+            used = litellm_proxy.cpu_seconds(proc.pid) - cpu
+            rps["cpu_ms_per_request"] = round(used * 1000 / max(1, rps["requests"]), 3)
+            results[name] = {"rps": rps}
         # Latency at concurrency 1 in rounds that take turns (each phase a slice of every round),
         # so a machine whose load changes during the run weighs on every phase alike.
-        latencies: dict[str, list[float]] = {name: [] for name, _, _ in phases}
+        latencies: dict[str, list[float]] = {name: [] for name, _, _, _ in phases}
         for _ in range(ROUNDS):
-            for name, load, make in phases:
+            for name, load, make, _ in phases:
                 load.run(make, 1, args.seconds / ROUNDS, keep=latencies[name])
-        for name, _, _ in phases:
+        for name, _, _, _ in phases:
             results[name]["single"] = _summary(latencies[name], args.seconds, [])
     finally:
-        for proc in (server, bare, upstream):
+        for proc in procs:
             proc.terminate()
             proc.wait(10)
     check = Engine(SqlStore(url))
@@ -885,6 +901,10 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
         "passthrough_added_p50_ms": round(b["single"]["p50_ms"] - d["single"]["p50_ms"], 2),
         "passthrough_added_p99_ms": round(b["single"]["p99_ms"] - d["single"]["p99_ms"], 2),
         "gateway_vs_passthrough_rps": round(g["rps"]["requests_per_s"] / b["rps"]["requests_per_s"], 3),
+        # CPU time of each server process per request at concurrency 16 (a shared machine changes
+        # it less than requests/s).
+        "gateway_cpu_ms_per_request": g["rps"]["cpu_ms_per_request"],
+        "passthrough_cpu_ms_per_request": b["rps"]["cpu_ms_per_request"],
         # The same, for an Anthropic Messages request (``/v1/messages``, the key as ``x-api-key``).
         "messages_direct_rps": md["rps"]["requests_per_s"],
         "messages_gateway_rps": mg["rps"]["requests_per_s"],
@@ -897,11 +917,27 @@ def gateway(args: argparse.Namespace) -> dict[str, Any]:
         "requests_charged": charged, "gateway_requests_served": served,
         "reconcile_ok": not violations,
     }
+    if "litellm" in results:  # LiteLLM's proxy in front of the same upstream, in the same run
+        lite = results["litellm"]
+        result.update({
+            "litellm_rps": lite["rps"]["requests_per_s"],
+            "litellm_p50_ms": lite["single"]["p50_ms"], "litellm_p99_ms": lite["single"]["p99_ms"],
+            "litellm_added_p50_ms": round(lite["single"]["p50_ms"] - d["single"]["p50_ms"], 2),
+            "litellm_added_p99_ms": round(lite["single"]["p99_ms"] - d["single"]["p99_ms"], 2),
+            "litellm_p99_ms_at_concurrency": lite["rps"]["p99_ms"],
+            "litellm_cpu_ms_per_request": lite["rps"]["cpu_ms_per_request"],
+            "gateway_vs_litellm_rps": round(g["rps"]["requests_per_s"] / lite["rps"]["requests_per_s"], 2),
+        })
     # Warm-up requests were charged too; every answered request is a usage event.
     result["targets"] = {"rps_ratio >= 0.5": result["rps_ratio"] >= 0.5,
                          "added_p50_ms <= 3": result["added_p50_ms"] <= 3,
                          "messages_added_p50_ms <= 3": result["messages_added_p50_ms"] <= 3,
+                         "added_p50_ms <= 1": result["added_p50_ms"] <= 1,
+                         "added_p99_ms <= 5": result["added_p99_ms"] <= 5,
                          "no errors": not result["errors"]}
+    if "gateway_vs_litellm_rps" in result:
+        result["targets"]["gateway_vs_litellm_rps >= 5"] = result["gateway_vs_litellm_rps"] >= 5
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     result["machine"] = {"python": platform.python_version(), "cpus": mp.cpu_count()}
     return result
 
@@ -990,6 +1026,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--seconds", type=float, default=5.0, help="per measured phase")
     p.add_argument("--accounts", type=int, default=100)
+    p.add_argument("--litellm", metavar="PATH",
+                   help="LiteLLM's `litellm` command (its own virtualenv): measure its proxy too")
     p = sub.add_parser("deliveries", help="alerts delivered to a local webhook receiver by one worker")
     p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
     p.add_argument("--alerts", type=int, default=10_000)

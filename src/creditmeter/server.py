@@ -38,7 +38,7 @@ from creditmeter.console import create_console
 from creditmeter.delivery import Deliverer
 from creditmeter.engine import Engine, Settings, open_engine
 from creditmeter.errors import EXIT_SYSTEM, CreditmeterError
-from creditmeter.gateway import Gateway, GatewayError, gateway_routes
+from creditmeter.gateway import Gateway, GatewayError, GatewayLane, gateway_routes
 from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, ServerConfig, UpstreamModel
 from creditmeter.web import metrics
 from creditmeter.web.access import Access
@@ -90,8 +90,11 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
     app.include_router(create_console(engine, clock=clock, authenticate=access.principal))
     if gateway is not None:
         # First in the route list: the gateway's requests are the most frequent by far.
-        app.router.routes[:0] = gateway_routes(engine, gateway, clock=clock, authenticate=access.principal,
-                                               inline=engine.local_reads)
+        routes = gateway_routes(engine, gateway, clock=clock, authenticate=access.principal,
+                                inline=engine.local_reads)
+        app.router.routes[:0] = routes
+        # Inside the metrics and the body limit (added after it, so outside it), ahead of the rest.
+        app.add_middleware(GatewayLane, routes=routes, on_error=api_errors.on_error)
     app.add_exception_handler(CreditmeterError, api_errors.on_error)
     app.add_exception_handler(RequestValidationError, api_errors.on_invalid)
     app.add_exception_handler(StarletteHTTPException, _on_http)
@@ -131,11 +134,13 @@ def _lifespan(engine: Engine, clock: Clock, threads: int, tick_interval_s: float
             target=deliverer.run_forever, args=(interval_s, stop), name="creditmeter-delivery", daemon=True)
         if delivering is not None:
             delivering.start()
+        stop_checkpoints = engine.checkpoint_in_background()
         async with anyio.create_task_group() as tasks:
             if tick_interval_s > 0:
                 tasks.start_soon(_tick_forever, engine, clock, tick_interval_s)
             yield
             tasks.cancel_scope.cancel()
+        stop_checkpoints()
         if delivering is not None and deliverer is not None:
             stop.set()
             await anyio.to_thread.run_sync(delivering.join, 30.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from creditmeter.domain import Account, AccountId, AccountKind
 from creditmeter.engine._unit import EngineBase, _check_instant, _one_of
 from creditmeter.errors import Conflict, InputError, Unavailable
@@ -27,6 +29,12 @@ class AccountCommands(EngineBase):
         """Whether reads are local file reads that never wait on a lock (SQLite in WAL mode):
         an event loop may run them itself rather than hand them to a thread."""
         return self.store.url.startswith("sqlite")
+
+    def checkpoint_in_background(self) -> Callable[[], None]:
+        """For a long-running process: on SQLite, the WAL's checkpoints run on a thread of their
+        own rather than in the commits of the engine's calls (an event loop running them would
+        wait for each). Answers how to stop them."""
+        return self.store.background_checkpoints()
 
     def upgrade_schema(self) -> str:
         """Create or upgrade the database schema; answers the revision it is at now

@@ -15,13 +15,16 @@ was sent (or the upstream's own count, if it came before the client left), no mo
 reserve → forward → settle, whatever its protocol; ``relay`` passes a stream on event by event;
 one module per protocol says what its requests mean and how its usage is read (``openai_chat``,
 ``openai_responses``, ``embeddings``, ``anthropic_messages``); ``errors`` has each protocol's
-error shape; ``models`` lists what a key may call; ``routes`` mounts them; ``pending`` keeps
+error shape; ``models`` lists what a key may call; ``routes`` mounts them (and ``lane`` takes
+their requests past the app's routing); ``pending`` keeps
 settles the database could not take; ``demo`` is the built-in offline upstream.
 """
 
 from creditmeter.gateway.errors import GatewayError
+from creditmeter.gateway.lane import GatewayLane
 from creditmeter.gateway.openai_chat import approx_prompt_tokens, usage_of
 from creditmeter.gateway.routes import gateway_routes
 from creditmeter.gateway.upstream import Gateway, ModelRoute
 
-__all__ = ["Gateway", "GatewayError", "ModelRoute", "approx_prompt_tokens", "gateway_routes", "usage_of"]
+__all__ = ["Gateway", "GatewayError", "GatewayLane", "ModelRoute", "approx_prompt_tokens", "gateway_routes",
+           "usage_of"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from creditmeter.errors import InputError, SchemaError
 from creditmeter.store.alert_queries import AlertQueries
 from creditmeter.store.alerts import AlertRecords
 from creditmeter.store.base import LostConnection, StaleWrite
+from creditmeter.store.checkpoints import FALLBACK_PAGES, INTERVAL_S, Checkpointer
 from creditmeter.store.deliveries import DeliveryWork
 from creditmeter.store.notifications import NoticeRecords
 from creditmeter.store.reads import Reads
@@ -59,6 +60,8 @@ class SqlStore:
         self._checked = False
         self._readers = threading.local()
         self._writer = threading.RLock()
+        self._write_conn: Connection | None = None  # SQLite: the one kept for writes (_writing_connection)
+        self._checkpointer: Checkpointer | None = None
         dialect = self.engine.dialect
         self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
         self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
@@ -155,6 +158,8 @@ class SqlStore:
                     if getattr(self._readers, "conn", None) is None:
                         self._readers.conn = conn
                         keep = True
+            elif self.is_sqlite:
+                conn, keep = self._writing_connection()
             else:
                 conn = self.engine.connect()
         except sa.exc.OperationalError as exc:
@@ -189,11 +194,51 @@ class SqlStore:
                 except sa.exc.DBAPIError:  # the connection is already gone; nothing to give back
                     pass
 
+    def _writing_connection(self) -> tuple[Connection, bool]:
+        """SQLite's write transactions take turns (under ``_writer``), so one connection is kept
+        for them: a checkout from the pool and its return cost more than a short write. A write
+        begun inside another (the same thread) gets one of its own. True: the connection is kept."""
+        conn = self._write_conn
+        if conn is not None and not conn.closed and not conn.invalidated and not conn.in_transaction():
+            return conn, True
+        if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                conn.close()
+            self._write_conn = conn = self.engine.connect()
+            return conn, True
+        return self.engine.connect(), False
+
+    def background_checkpoints(self, interval_s: float = INTERVAL_S) -> Callable[[], None]:
+        """SQLite: run the WAL's checkpoints on a thread of their own (``checkpoints.Checkpointer``)
+        rather than in the commits that grow it; answers how to stop them (elsewhere: a no-op)."""
+        path = sa.engine.make_url(self.url).database if self.is_sqlite else None
+        if not path or path == ":memory:" or self._checkpointer is not None:
+            return lambda: None
+        sa.event.listen(self.engine, "connect", _sqlite_fallback_checkpoints)
+        with self._writer:  # connections opened from now on checkpoint only past the fallback
+            if self._write_conn is not None:
+                self._write_conn.close()
+                self._write_conn = None
+            self.engine.dispose()
+        self._checkpointer = Checkpointer(path, interval_s)
+        self._checkpointer.start()
+        return self._stop_checkpoints
+
+    def _stop_checkpoints(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+
     def close(self) -> None:
+        self._stop_checkpoints()
         kept = getattr(self._readers, "conn", None)
         if kept is not None:
             self._readers.conn = None
             kept.close()
+        with self._writer:
+            if self._write_conn is not None:
+                self._write_conn.close()
+                self._write_conn = None
         self.engine.dispose()
 
 
@@ -271,6 +316,10 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_fallback_checkpoints(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -163,8 +163,8 @@ class Reads(DriverTransaction):
         known: list[str] = []
         for chunk in chunks(list(event_ids)):
             marks = ", ".join([self._mark] * len(chunk))
-            known += [row[0] for row in self.conn.exec_driver_sql(
-                f"SELECT id FROM events WHERE id IN ({marks})", tuple(chunk))]
+            known += [row[0] for row in self._fetch(f"SELECT id FROM events WHERE id IN ({marks})",
+                                                    tuple(chunk))]
         found: dict[str, StoredEvent] = {}
         for chunk in chunks(known):
             for row in self.conn.execute(sa.select(events).where(events.c.id.in_(chunk))):
