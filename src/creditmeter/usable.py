@@ -29,8 +29,8 @@ Stretch = tuple[int, int, tuple[Grant, ...]]
 
 
 class Stretches(Generic[T]):
-    """What holds in stretches of time that never overlap, each ``[start, end)``, found by the
-    instant; at most ``REMEMBERED`` of them (past that, all are forgotten and found again)."""
+    """What holds in stretches of time, each ``[start, end)``, none overlapping another, found by
+    the instant; at most ``REMEMBERED`` of them (past that, all are forgotten and found again)."""
 
     __slots__ = ("_ends", "_starts", "_values")
 
@@ -44,7 +44,9 @@ class Stretches(Generic[T]):
         return self._values[i] if i >= 0 and at_us < self._ends[i] else None
 
     def add(self, start: int, end: int, value: T) -> None:
-        """Remember ``value`` for ``[start, end)``, which overlaps none of those remembered."""
+        """Remember ``value`` for ``[start, end)`` in place of those it overlaps (stretches kept
+        around a voided grant's life can overlap one worked out since, longer)."""
+        self.forget(start, end)
         if len(self._starts) >= REMEMBERED:
             self.clear()
         i = bisect_right(self._starts, start)

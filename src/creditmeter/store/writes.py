@@ -86,7 +86,8 @@ class Writes(DriverTransaction):
     def next_grant_seq(self) -> int:
         if self._pg:
             # Taken a few at a time (terms make many packages in one batch): a value left unused
-            # when the transaction ends is a gap, and seq only orders.
+            # when the transaction ends is a gap, and seq only orders. The order of an account's
+            # grants holds because every write locks its accounts before it takes a number.
             if not self._grant_seqs:
                 rows = self._fetch("SELECT nextval(pg_get_serial_sequence('grants', 'seq')) "
                                    f"FROM generate_series(1, {GRANT_SEQS_AT_ONCE})", ())
