@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection
 
-from creditmeter.store.changes import DAY_UPSERT, Changes, plain_writes
+from creditmeter.store.changes import DAY_COLUMNS, DAY_UPSERT, Changes, plain_writes
 from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
 from creditmeter.store.schema import entries, events
 
@@ -21,7 +21,7 @@ def write(conn: Connection, mark: str, changes: Changes) -> int:
     writes += [
         (insert_sql(events, EVENT_COLUMNS, m), changes.events),
         (insert_sql(entries, ENTRY_COLUMNS, m), changes.entries),
-        (DAY_UPSERT.format(values=f"({m}, {m}, {m}, {m})"), changes.days),
+        (DAY_UPSERT.format(values=f"({', '.join([m] * len(DAY_COLUMNS))})"), changes.days),
     ]
     for sql, rows in writes:
         if rows:
