@@ -33,8 +33,9 @@ Parts = Sequence[tuple[str, int]]
 EventParts = tuple[str, str, int, int, Parts, str | None]
 # (hold id, account, amount, parts, status) of one hold.
 HoldParts = tuple[str, str, int, Parts, str]
-# (account, day, (Σ cost, events, Σ of each token kind)) of one day of an account's usage.
-DayUsage = tuple[str, int, tuple[int, ...]]
+# (account, day, model or "", (Σ cost, events, Σ of each token kind)) of one day of an
+# account's usage of one model.
+DayUsage = tuple[str, int, str, tuple[int, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,8 @@ class LedgerTotals:
       entry_sums: entries summed per (account, grant, kind).
       events: every event with its parts.
       holds: every hold with its parts.
-      derived_days: the events' credits, count and tokens per (account, UTC day), in the order
-        of (account, day) as Python orders them (account ids compared by code point).
+      derived_days: the events' credits, count and tokens per (account, UTC day, model), in the
+        order of those keys as Python orders them (strings compared by code point).
       stored_days: the daily rollups as stored, in the same order.
     """
 
@@ -77,7 +78,7 @@ class _Ledger:
       bad_events: ids of events whose parts + overage differ from their cost, or with a part ≤ 0.
       bad_holds: ids of holds whose parts pass their amount, or settled more than once.
       strays: parts, holds or entries on a grant of another account (or of no account).
-      bad_days: "account day" of each rollup that differs from the events it sums.
+      bad_days: "account day model" of each rollup that differs from the events it sums.
     """
 
     entry_sums: dict[tuple[str | None, str], int] = dataclasses.field(default_factory=dict)
@@ -151,20 +152,20 @@ def _add_holds(ledger: _Ledger, holds: Iterable[HoldParts], settles: dict[str, i
 
 
 def _bad_days(derived_days: Iterable[DayUsage], stored_days: Iterable[DayUsage]) -> list[str]:
-    """(account, day) rollups that differ from the events they sum: the two sorted streams
-    merged, so that only the days found wrong are held, however long the history."""
+    """(account, day, model) rollups that differ from the events they sum: the two sorted
+    streams merged, so that only the days found wrong are held, however long the history."""
     bad: list[str] = []
     derived, stored = iter(derived_days), iter(stored_days)
     d, s = next(derived, None), next(stored, None)
-    last: tuple[str, int] | None = None
+    last: tuple[str, int, str] | None = None
     while d is not None or s is not None:
-        key = min(row[:2] for row in (d, s) if row is not None)
+        key = min(row[:3] for row in (d, s) if row is not None)
         assert last is None or key > last, f"day sums out of order: {key} after {last}"
         last = key
-        mine = d[2] if d is not None and d[:2] == key else None
-        theirs = s[2] if s is not None and s[:2] == key else None
+        mine = d[3] if d is not None and d[:3] == key else None
+        theirs = s[3] if s is not None and s[:3] == key else None
         if mine != theirs:
-            bad.append(f"{key[0]} {key[1]}")
+            bad.append(f"{key[0]} {key[1]} {key[2] or '(no model)'}")
         if mine is not None:
             d = next(derived, None)
         if theirs is not None:
@@ -191,7 +192,7 @@ def check(grant_rows: Iterable[GrantRow], accounts: Iterable[tuple[str, int]],
         problems.append(f"hold {hold_id}: its parts add up to more than its amount, or it was settled twice")
     problems.extend(ledger.strays)
     for day in ledger.bad_days:
-        problems.append(f"usage rollup {day}: its credits or event count differ from the events")
+        problems.append(f"usage rollup {day}: its credits, event count or tokens differ from the events")
     return problems
 
 

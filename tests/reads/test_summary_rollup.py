@@ -1,7 +1,7 @@
-"""The usage summary by day read from the daily rollup (whole days) and the events (the
-part-days at either end) gives the answer of the events alone, for any bounds (UTC days), on
-both stores; with a model filter or by model it still reads the events; reconcile checks the
-rollup's tokens."""
+"""The usage summary read from the daily rollup (whole days, per model) and the events (the
+part-days at either end) gives the answer of the events alone, by day or by model, of every
+model or of one, for any bounds (UTC days), on both stores; reconcile checks the rollup's
+tokens."""
 
 from __future__ import annotations
 
@@ -63,21 +63,23 @@ def _oracle(stored: Sequence[StoredEvent], from_us: int | None, to_us: int | Non
     return [SummaryRow(k, *groups[k]) for k in sorted(groups)]  # type: ignore[type-var]
 
 
-def test_the_summary_by_day_equals_the_events_for_any_bounds(make_engine: EngineFactory) -> None:
+def test_the_summary_equals_the_events_for_any_bounds_model_and_grouping(make_engine: EngineFactory) -> None:
     engine = _engine_with_usage(make_engine)
     stored = list(engine.usage("u"))
     bounds = st.one_of(st.none(), st.integers(min_value=T0 - DAY, max_value=T0 + 11 * DAY),
                        st.integers(min_value=-1, max_value=11).map(lambda d: T0 + d * DAY),
                        st.integers(min_value=0, max_value=11).map(lambda d: T0 + d * DAY - 1))
+    models = st.sampled_from([None, *MODELS, "nothing-like-it"])
 
     @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
               derandomize=True)
-    @given(bounds, bounds)
-    def check(from_us: int | None, to_us: int | None) -> None:
-        expected = _oracle(stored, from_us, to_us, None, "day")
-        assert engine.usage_summary("u", "day", from_us=from_us, to_us=to_us) == expected
+    @given(bounds, bounds, models, st.sampled_from(["day", "model"]))
+    def check(from_us: int | None, to_us: int | None, model: str | None, group_by: str) -> None:
+        expected = _oracle(stored, from_us, to_us, model, group_by)
+        assert engine.usage_summary("u", group_by, from_us=from_us, to_us=to_us, model=model) == expected
         with engine.store.transaction() as tx:  # the events alone (how it was read before)
-            assert tx._summary_of_events(["u"], from_us, to_us, None, "day") == expected  # type: ignore[attr-defined]
+            old = tx._summary_of_events(["u"], from_us, to_us, model, group_by)  # type: ignore[attr-defined]
+            assert old == expected
 
     check()
 
@@ -96,11 +98,11 @@ def test_part_days_at_both_ends_and_within_one_day(make_engine: EngineFactory) -
     assert [r.key for r in ends][:1] == [T0] and ends[-1].key == T0 + 5 * DAY
 
 
-def test_filters_the_rollup_cannot_serve_give_the_same_answers(make_engine: EngineFactory) -> None:
+def test_summaries_by_model_and_of_one_model(make_engine: EngineFactory) -> None:
     engine = _engine_with_usage(make_engine)
     stored = list(engine.usage("u"))
-    for from_us, to_us in ((None, None), (T0 + DAY // 3, T0 + 8 * DAY + 7)):
-        for model in ("gpt-4o", "gpt-4o-mini", "nothing-like-it"):
+    for from_us, to_us in ((None, None), (T0 + DAY // 3, T0 + 8 * DAY + 7), (T0 + DAY, T0 + 2 * DAY)):
+        for model in ("gpt-4o", "gpt-4o-mini", "nothing-like-it", ""):
             got = engine.usage_summary("u", "day", from_us=from_us, to_us=to_us, model=model)
             assert got == _oracle(stored, from_us, to_us, model, "day")
         got = engine.usage_summary("u", "model", from_us=from_us, to_us=to_us)
@@ -108,20 +110,21 @@ def test_filters_the_rollup_cannot_serve_give_the_same_answers(make_engine: Engi
         assert [r.key for r in got] == ["claude-sonnet-4", "gpt-4o", "gpt-4o-mini"]
 
 
-def test_the_month_view_reads_the_rollup_and_reconcile_checks_its_tokens(make_engine: EngineFactory) -> None:
-    """A rollup changed behind the engine's back shows in the summary by day (it is what is
-    read), not in the summary of one model (read from the events); reconcile names the day."""
+def test_the_month_views_read_the_rollup_and_reconcile_checks_its_tokens(make_engine: EngineFactory) -> None:
+    """A rollup row changed behind the engine's back shows in the summaries by day, by model and
+    of its model (they read it), not in another model's; reconcile names the row."""
     engine = _engine_with_usage(make_engine)
     assert engine.check_invariants() == []
-    day = T0 + 3 * DAY
-    before = engine.usage_summary("u", "day", from_us=T0, to_us=T0 + 10 * DAY)
-    by_model = engine.usage_summary("u", "day", from_us=T0, to_us=T0 + 10 * DAY, model="gpt-4o")
+    day, span = T0 + 3 * DAY, {"from_us": T0, "to_us": T0 + 10 * DAY}
+    views = [("day", None), ("day", "gpt-4o"), ("day", "gpt-4o-mini"), ("model", None)]
+    before = [engine.usage_summary("u", g, model=m, **span) for g, m in views]  # type: ignore[arg-type]
     with engine.store.transaction(write=True) as tx:
         tx.conn.exec_driver_sql("UPDATE usage_days SET reasoning_tokens = reasoning_tokens + 1 "  # type: ignore[attr-defined]
-                                f"WHERE account_id = 'u' AND day_us = {day}")
-    after = engine.usage_summary("u", "day", from_us=T0, to_us=T0 + 10 * DAY)
-    assert [r.reasoning_tokens - b.reasoning_tokens for r, b in zip(after, before, strict=True)] == [
-        1 if r.key == day else 0 for r in before]
-    assert engine.usage_summary("u", "day", from_us=T0, to_us=T0 + 10 * DAY, model="gpt-4o") == by_model
+                                f"WHERE account_id = 'u' AND day_us = {day} AND model = 'gpt-4o'")
+    after = [engine.usage_summary("u", g, model=m, **span) for g, m in views]  # type: ignore[arg-type]
+    changed = [[r.key for r, b in zip(a, b_rows, strict=True) if r.reasoning_tokens != b.reasoning_tokens]
+               for a, b_rows in zip(after, before, strict=True)]
+    assert changed == [[day], [day], [], ["gpt-4o"]]
     problems = engine.check_invariants()
-    assert problems == [f"usage rollup u {day}: its credits or event count differ from the events"], problems
+    assert problems == [f"usage rollup u {day} gpt-4o: its credits, event count or tokens differ "
+                        "from the events"], problems

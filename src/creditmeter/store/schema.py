@@ -190,14 +190,15 @@ allocations = sa.Table(
 
 usage_days = sa.Table(
     "usage_days", metadata,
-    # Credits, events and tokens charged per account and UTC day (by event time), kept with
-    # every charge, so the usage of a period, and its summary by day, is read from a few rows
-    # however many events it had.
+    # Credits, events and tokens charged per account, UTC day (by event time) and model ("": the
+    # events with no model), kept with every charge, so the usage of a period, and its summary
+    # by day or by model, is read from a few rows per day however many events it had.
     sa.Column("account_id", sa.String(255), primary_key=True),
     sa.Column("day_us", sa.BigInteger, primary_key=True),
+    sa.Column("model", sa.String(255), primary_key=True),
     sa.Column("cost_uc", sa.BigInteger, nullable=False),
     sa.Column("events", sa.BigInteger, nullable=False),
-    *[sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in DAY_TOKENS],
+    *[sa.Column(name, sa.BigInteger, nullable=False) for name in DAY_TOKENS],
 )
 
 alerts = sa.Table(

@@ -1,9 +1,9 @@
 """Usage summaries: requests, tokens and credits per UTC day or per model.
 
-By day with no model filter (the month view of the API and the console), whole days are read
-from the daily rollup (``usage_days``) and only the part-days at either end of the range from
-the events, so the read costs a few rows per day however many events the account has. A
-summary by model, or of one model, groups the events of the range.
+Whole days are read from the daily rollup (``usage_days``: a row per account, day and model)
+and only the part-days at either end of the range from the events, so a summary costs a few rows
+per day however many events the account has: by day or by model, of every model or of one (the
+month views of the API and the console).
 """
 
 from __future__ import annotations
@@ -26,36 +26,40 @@ class Summaries(DriverTransaction):
 
     def usage_summary(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
                       model: str | None, group_by: str) -> list[SummaryRow]:
-        """Requests, tokens and credits per UTC day (``day``) or per model (``model``) of the
-        events with ``from_us <= ts < to_us`` (no bound: unbounded on that side)."""
-        if group_by != "day" or model is not None:
-            return self._summary_of_events(account_ids, from_us, to_us, model, group_by)
+        """Requests, tokens and credits per UTC day (``day``, oldest first) or per model
+        (``model``, "" for the events with none, in code point order) of the events with
+        ``from_us <= ts < to_us`` (no bound: unbounded on that side), of ``model`` only if given."""
         first_day = None if from_us is None else -(-from_us // DAY_US) * DAY_US
         last_day = None if to_us is None else to_us // DAY_US * DAY_US
-        if first_day is not None and last_day is not None and first_day > last_day:
-            # Within one day: its events (the rollup has only whole days).
-            return self._summary_of_events(account_ids, from_us, to_us, None, "day")
+        if model == "" or (first_day is not None and last_day is not None and first_day > last_day):
+            # Within one day (the rollup has whole days only); or the model "" which no event has
+            # (an event with no model has none): the events alone.
+            return _in_order(self._summary_of_events(account_ids, from_us, to_us, model, group_by), group_by)
         head = ([] if from_us is None or first_day == from_us
-                else self._summary_of_events(account_ids, from_us, first_day, None, "day"))
+                else self._summary_of_events(account_ids, from_us, first_day, model, group_by))
         tail = ([] if to_us is None or last_day == to_us
-                else self._summary_of_events(account_ids, last_day, to_us, None, "day"))
-        return head + self._summary_of_days(account_ids, first_day, last_day) + tail
+                else self._summary_of_events(account_ids, last_day, to_us, model, group_by))
+        days = self._summary_of_days(account_ids, first_day, last_day, model, group_by)
+        if group_by == "day":
+            return head + days + tail  # days apart, each in order
+        return _in_order(head + days + tail, group_by)
 
-    def _summary_of_days(self, account_ids: Sequence[str], first_day: int | None,
-                         last_day: int | None) -> list[SummaryRow]:
-        """The rollup's days with ``first_day <= day < last_day``, summed over the accounts."""
+    def _summary_of_days(self, account_ids: Sequence[str], first_day: int | None, last_day: int | None,
+                         model: str | None, group_by: str) -> list[SummaryRow]:
+        """The rollup's days with ``first_day <= day < last_day``, summed over the accounts (and
+        the models, by day)."""
         m = self._mark
+        key = "day_us" if group_by == "day" else "model"
         where = [f"account_id IN ({', '.join([m] * len(account_ids))})"]
         params: list[Any] = list(account_ids)
-        if first_day is not None:
-            where.append(f"day_us >= {m}")
-            params.append(first_day)
-        if last_day is not None:
-            where.append(f"day_us < {m}")
-            params.append(last_day)
-        rows = self._fetch(f"SELECT day_us, {_TOTALS} FROM usage_days WHERE {' AND '.join(where)} "
-                           "GROUP BY day_us ORDER BY day_us", params)
-        return [SummaryRow(int(r[0]), *(int(v) for v in r[1:])) for r in rows]
+        for clause, value in ((f"day_us >= {m}", first_day), (f"day_us < {m}", last_day),
+                              (f"model = {m}", model)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        rows = self._fetch(f"SELECT {key}, {_TOTALS} FROM usage_days WHERE {' AND '.join(where)} "
+                           f"GROUP BY {key} ORDER BY {key}", params)
+        return [SummaryRow(r[0] if key == "model" else int(r[0]), *(int(v) for v in r[1:])) for r in rows]
 
     def _summary_of_events(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
                            model: str | None, group_by: str) -> list[SummaryRow]:
@@ -74,3 +78,19 @@ class Summaries(DriverTransaction):
                            sa.func.sum(events.c.cost_uc))
                  .where(*where).group_by(key).order_by(key))
         return [SummaryRow(r[0], *(int(v) for v in r[1:])) for r in self.conn.execute(query)]
+
+
+def _in_order(rows: list[SummaryRow], group_by: str) -> list[SummaryRow]:
+    """``rows`` with the same key added up, in the order of their keys (models compared by code
+    point, whatever the database's collation)."""
+    if group_by == "day":
+        return rows
+    totals: dict[int | str, list[int]] = {}
+    for row in rows:
+        sums = totals.get(row.key)
+        if sums is None:
+            totals[row.key] = list(row[1:])
+        else:
+            for i, value in enumerate(row[1:]):
+                sums[i] += value
+    return [SummaryRow(key, *totals[key]) for key in sorted(totals, key=str)]

@@ -1,9 +1,10 @@
-"""The daily usage rollup sums each token kind too, so a summary by day reads the rollup.
+"""The daily usage rollup is kept per model too, and sums each token kind, so the usage
+summaries (by day or by model, of all models or one) read the rollup.
 
 Revision ID: 0008
 Revises: 0007
 
-The new columns of the days already stored are filled from their events.
+The rollup is made anew from the events (the events with no model under the model "").
 """
 
 import sqlalchemy as sa
@@ -16,21 +17,34 @@ depends_on = None
 
 TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
           "reasoning_tokens", "cache_write_1h_tokens")
+DAY = "ts_us - ts_us % 86400000000"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("usage_days") as batch:
-        for name in TOKENS:
-            batch.add_column(sa.Column(name, sa.BigInteger, nullable=False, server_default="0"))
-    # UPDATE … FROM: PostgreSQL, and SQLite since 3.33.
-    sums = ", ".join(f"SUM({name}) AS {name}" for name in TOKENS)
-    op.execute(f"UPDATE usage_days SET {', '.join(f'{name} = d.{name}' for name in TOKENS)} "
-               f"FROM (SELECT account_id, ts_us - ts_us % 86400000000 AS day_us, {sums} FROM events "
-               f"GROUP BY account_id, ts_us - ts_us % 86400000000) AS d "
-               f"WHERE usage_days.account_id = d.account_id AND usage_days.day_us = d.day_us")
+    op.drop_table("usage_days")
+    op.create_table(
+        "usage_days",
+        sa.Column("account_id", sa.String(255), primary_key=True),
+        sa.Column("day_us", sa.BigInteger, primary_key=True),
+        sa.Column("model", sa.String(255), primary_key=True),
+        sa.Column("cost_uc", sa.BigInteger, nullable=False),
+        sa.Column("events", sa.BigInteger, nullable=False),
+        *[sa.Column(name, sa.BigInteger, nullable=False) for name in TOKENS],
+    )
+    op.execute(f"INSERT INTO usage_days (account_id, day_us, model, cost_uc, events, {', '.join(TOKENS)}) "
+               f"SELECT account_id, {DAY}, COALESCE(model, ''), SUM(cost_uc), COUNT(*), "
+               f"{', '.join(f'SUM({name})' for name in TOKENS)} FROM events "
+               f"GROUP BY account_id, {DAY}, COALESCE(model, '')")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("usage_days") as batch:
-        for name in reversed(TOKENS):
-            batch.drop_column(name)
+    op.drop_table("usage_days")
+    op.create_table(
+        "usage_days",
+        sa.Column("account_id", sa.String(255), primary_key=True),
+        sa.Column("day_us", sa.BigInteger, primary_key=True),
+        sa.Column("cost_uc", sa.BigInteger, nullable=False),
+        sa.Column("events", sa.BigInteger, nullable=False),
+    )
+    op.execute(f"INSERT INTO usage_days (account_id, day_us, cost_uc, events) "
+               f"SELECT account_id, {DAY}, SUM(cost_uc), COUNT(*) FROM events GROUP BY account_id, {DAY}")
