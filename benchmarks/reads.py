@@ -1,12 +1,13 @@
 """The ``reads`` benchmark: an account's reads as its history grows.
 
 Accounts with 0 and then ``--sizes`` events spread over ``HISTORY_DAYS`` days (each charged by the
-engine, as ingest would). Measured on each: the month's usage summary by day (what the API's
-usage summary serves), the first page of usage and the 50th (100 events a page, each continuing
-from the mark of the one before), the balance, and the peak memory of a CSV export of every event
-and of a reconcile of the account, each in a process of its own (so that what it holds is its
-own). On PostgreSQL, autovacuum is off on every table from the start: the database is never
-analysed, and the plans of the page-50, balance and summary reads are recorded to show it.
+engine, as ingest would). Measured on each, the accounts taking turns round by round: the month's
+usage summary by day (what the API's usage summary serves), the first page of usage and the 50th
+(100 events a page, each continuing from the mark of the one before), the balance; then the peak
+memory of a CSV export of every event and of a reconcile of the account, each in a process of its
+own (so that what it holds is its own). On PostgreSQL, autovacuum is off on every table from the
+start: the database is never analysed, and the plans of the page-50, balance and summary reads
+are recorded to show it.
 """
 
 from __future__ import annotations
@@ -80,14 +81,18 @@ class _Discard(io.TextIOBase):
         return len(text)
 
 
-def _median_ms(read: Callable[[], object], rounds: int) -> float:
-    read()  # warm
-    samples = []
+def _medians_ms(reads: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """The median time of each read, the reads taking turns round by round (so that a load on
+    the machine that comes and goes falls on all of them alike)."""
+    samples: dict[str, list[float]] = {name: [] for name in reads}
+    for read in reads.values():
+        read()  # warm
     for _ in range(rounds):
-        t = time.perf_counter()
-        read()
-        samples.append((time.perf_counter() - t) * 1000)
-    return round(statistics.median(samples), 3)
+        for name, read in reads.items():
+            t = time.perf_counter()
+            read()
+            samples[name].append((time.perf_counter() - t) * 1000)
+    return {name: round(statistics.median(times), 3) for name, times in samples.items()}
 
 
 def _page(engine: Engine, account: str, number: int) -> Callable[[], object]:
@@ -155,18 +160,22 @@ def _analysed(engine: Engine) -> bool:
             "OR last_autoanalyze IS NOT NULL").scalar())
 
 
-def _measure(args: argparse.Namespace, engine: Engine, url: str, account: str, size: int,
-             at_us: int) -> dict[str, Any]:
+def _reads(engine: Engine, account: str, size: int, at_us: int) -> dict[str, Callable[[], object]]:
+    """The timed reads of one account, by measure name."""
     start = at_us - MONTH_US
+    reads: dict[str, Callable[[], object]] = {
+        f"summary_by_day_ms_{size}_events":
+            lambda: engine.usage_summary(account, "day", from_us=start, to_us=at_us),
+        f"page_1_ms_{size}_events": _page(engine, account, 1)}
+    if size >= 50 * 100:
+        reads[f"page_50_ms_{size}_events"] = _page(engine, account, 50)
+    reads[f"balance_ms_{size}_events"] = lambda: engine.balance(account, at_us)
+    return reads
+
+
+def _measure(url: str, account: str, size: int) -> dict[str, Any]:
+    """An export's and a reconcile's peak memory, each in a process of its own."""
     out: dict[str, Any] = {}
-    summary = lambda: engine.usage_summary(account, "day", from_us=start, to_us=at_us)  # noqa: E731
-    out[f"summary_by_day_ms_{size}_events"] = _median_ms(summary, args.rounds)
-    out[f"page_1_ms_{size}_events"] = _median_ms(_page(engine, account, 1), args.rounds)
-    page_50 = _page(engine, account, 50) if size >= 50 * 100 else None
-    if page_50 is not None:
-        out[f"page_50_ms_{size}_events"] = _median_ms(page_50, args.rounds)
-    balance = lambda: engine.balance(account, at_us)  # noqa: E731
-    out[f"balance_ms_{size}_events"] = _median_ms(balance, args.rounds)
     export = _in_child(_export_peak, url, account)
     out[f"export_rows_{size}_events"] = export["rows"]
     out[f"export_process_peak_mb_{size}_events"] = export["peak_mb"]
@@ -174,10 +183,6 @@ def _measure(args: argparse.Namespace, engine: Engine, url: str, account: str, s
     out[f"reconcile_process_peak_mb_{size}_events"] = check["peak_mb"]
     out[f"reconcile_seconds_{size}_events"] = check["seconds"]
     out[f"reconcile_problems_{size}_events"] = check["problems"]
-    if size:
-        out[f"query_plans_{size}_events"] = {
-            "summary_by_day": _plans(engine, summary), "balance": _plans(engine, balance),
-            **({"page_50": _plans(engine, page_50)} if page_50 is not None else {})}
     return out
 
 
@@ -199,8 +204,17 @@ def run(args: argparse.Namespace, url: str, setup: Callable[[Engine, str, int], 
     engine = Engine(SqlStore(url))
     result: dict[str, Any] = {"benchmark": "reads", "db": "postgresql" if postgres else "sqlite",
                               "rounds": args.rounds, "setup_seconds": round(setup_s, 1)}
+    reads: dict[str, Callable[[], object]] = {}
     for size in sizes:
-        result.update(_measure(args, engine, url, f"hist-{size}", size, at_us))
+        reads.update(_reads(engine, f"hist-{size}", size, at_us))
+    result.update(_medians_ms(reads, args.rounds))
+    for size in sizes:
+        result.update(_measure(url, f"hist-{size}", size))
+        if size:
+            timed = ("summary_by_day", "balance", "page_1", "page_50")
+            result[f"query_plans_{size}_events"] = {
+                what: _plans(engine, reads[f"{what}_ms_{size}_events"])
+                for what in timed if f"{what}_ms_{size}_events" in reads}
     if postgres:
         result["analysed"] = _analysed(engine)
     smallest, largest = sizes[1] if len(sizes) > 2 else sizes[0], sizes[-1]
