@@ -24,7 +24,7 @@ from creditmeter.engine import Engine
 from creditmeter.errors import InputError
 from creditmeter.events import STANDARD_TIER
 from creditmeter.money import format_credits
-from creditmeter.timeutil import format_instant
+from creditmeter.timeutil import format_instant_once
 
 
 @dataclass
@@ -149,7 +149,7 @@ def csv_chunks(stream: Iterable[StoredEvent], rows_per_chunk: int = 500) -> Iter
     for stored in stream:
         e, c = stored.event, stored.charge
         writer.writerow([
-            format_instant(c.timestamp_us), _cell(e.id), _cell(e.model or ""), e.input_tokens,
+            format_instant_once(c.timestamp_us), _cell(e.id), _cell(e.model or ""), e.input_tokens,
             e.output_tokens, e.cached_input_tokens, e.cache_write_tokens,
             _cell(";".join(f"{k}={v}" for k, v in e.quantities)), format_credits(c.cost_uc),
             format_credits(c.overage_uc),

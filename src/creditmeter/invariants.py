@@ -33,24 +33,27 @@ Parts = Sequence[tuple[str, int]]
 EventParts = tuple[str, str, int, int, Parts, str | None]
 # (hold id, account, amount, parts, status) of one hold.
 HoldParts = tuple[str, str, int, Parts, str]
-# (account, day, Σ cost, events) of one day of an account's usage.
-DayUsage = tuple[str, int, int, int]
+# (account, day, model or "", (Σ cost, events, Σ of each token kind)) of one day of an
+# account's usage of one model.
+DayUsage = tuple[str, int, str, tuple[int, ...]]
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerTotals:
     """What the append-only tables hold, as the store reads it, for :func:`check` to judge.
 
-    Each iterable is read once, in the order of the fields, while the store's transaction is
-    open: the store may stream them (events are too many to hold at once).
+    Each iterable is read once, in the order of the fields (the two day sums side by side),
+    while the store's transaction is open: the store may stream them (events, and days of
+    usage, are too many to hold at once).
 
     Attributes:
       owners: (grant id, account id) of every grant.
       entry_sums: entries summed per (account, grant, kind).
       events: every event with its parts.
       holds: every hold with its parts.
-      derived_days: the events' credits and count per (account, UTC day).
-      stored_days: the daily rollups as stored.
+      derived_days: the events' credits, count and tokens per (account, UTC day, model), in the
+        order of those keys as Python orders them (strings compared by code point).
+      stored_days: the daily rollups as stored, in the same order.
     """
 
     owners: Iterable[tuple[str, str]]
@@ -75,7 +78,7 @@ class _Ledger:
       bad_events: ids of events whose parts + overage differ from their cost, or with a part ≤ 0.
       bad_holds: ids of holds whose parts pass their amount, or settled more than once.
       strays: parts, holds or entries on a grant of another account (or of no account).
-      bad_days: "account day" of each rollup that differs from the events it sums.
+      bad_days: "account day model" of each rollup that differs from the events it sums.
     """
 
     entry_sums: dict[tuple[str | None, str], int] = dataclasses.field(default_factory=dict)
@@ -149,11 +152,25 @@ def _add_holds(ledger: _Ledger, holds: Iterable[HoldParts], settles: dict[str, i
 
 
 def _bad_days(derived_days: Iterable[DayUsage], stored_days: Iterable[DayUsage]) -> list[str]:
-    """(account, day) rollups that differ from the events they sum."""
-    derived = {(a, d): (c, n) for a, d, c, n in derived_days}
-    stored = {(a, d): (c, n) for a, d, c, n in stored_days}
-    return [f"{a} {d}" for a, d in sorted(set(derived) | set(stored))
-            if derived.get((a, d)) != stored.get((a, d))]
+    """(account, day, model) rollups that differ from the events they sum: the two sorted
+    streams merged, so that only the days found wrong are held, however long the history."""
+    bad: list[str] = []
+    derived, stored = iter(derived_days), iter(stored_days)
+    d, s = next(derived, None), next(stored, None)
+    last: tuple[str, int, str] | None = None
+    while d is not None or s is not None:
+        key = min(row[:3] for row in (d, s) if row is not None)
+        assert last is None or key > last, f"day sums out of order: {key} after {last}"
+        last = key
+        mine = d[3] if d is not None and d[:3] == key else None
+        theirs = s[3] if s is not None and s[:3] == key else None
+        if mine != theirs:
+            bad.append(f"{key[0]} {key[1]} {key[2] or '(no model)'}")
+        if mine is not None:
+            d = next(derived, None)
+        if theirs is not None:
+            s = next(stored, None)
+    return bad
 
 
 def check(grant_rows: Iterable[GrantRow], accounts: Iterable[tuple[str, int]],
@@ -175,7 +192,7 @@ def check(grant_rows: Iterable[GrantRow], accounts: Iterable[tuple[str, int]],
         problems.append(f"hold {hold_id}: its parts add up to more than its amount, or it was settled twice")
     problems.extend(ledger.strays)
     for day in ledger.bad_days:
-        problems.append(f"usage rollup {day}: its credits or event count differ from the events")
+        problems.append(f"usage rollup {day}: its credits, event count or tokens differ from the events")
     return problems
 
 

@@ -45,8 +45,12 @@ def to_datetime(us: int) -> datetime:
 @functools.lru_cache(maxsize=65_536)  # packages' start and expiry instants repeat in every view
 def format_instant(us: int | None) -> str | None:
     """ISO 8601 in UTC with a ``Z``; whole seconds print without a fraction."""
-    if us is None:
-        return None
+    return None if us is None else format_instant_once(us)
+
+
+def format_instant_once(us: int) -> str:
+    """:func:`format_instant` without its cache, for instants that do not repeat (each event's
+    time in an export: caching them would fill the cache, and memory, with the history)."""
     # isoformat() prints the fraction only when there is one, as 6 digits; it ends "+00:00".
     return f"{(_EPOCH + timedelta(microseconds=us)).isoformat()[:-6]}Z"
 

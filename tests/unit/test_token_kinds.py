@@ -216,6 +216,9 @@ def test_a_database_of_the_previous_revision_is_upgraded(empty_url: str) -> None
         assert isinstance(changed, Rejected) and isinstance(changed.error, Conflict)
         assert len(list(engine.usage("alice"))) == 1
         assert engine.check_invariants() == []
+        day = ts - ts % 86_400_000_000  # the upgrade filled the day's token sums from its event
+        [summary] = engine.usage_summary("alice", "day", from_us=day, to_us=day + 86_400_000_000)
+        assert summary[1:] == (1, 1200, 300, 800, 50, 0, 0, cost_uc)
     finally:
         store.close()
 

@@ -17,17 +17,17 @@ import orjson
 from creditmeter.domain import EntryKind, GrantId, HoldId
 from creditmeter.ledger import Book
 from creditmeter.store.rows import HOLD_INSERT_COLUMNS, insert_sql, parts_json
-from creditmeter.store.schema import holds
+from creditmeter.store.schema import DAY_TOKENS, holds
 from creditmeter.timeutil import DAY_US
 
 # Entries that close a grant: a later one corrects the first (see ``Writes.persist``).
 CLOSING = (EntryKind.EXPIRE, EntryKind.VOID)
 
-# Adds a batch's day rollups to the stored ones; ``{values}`` is one or more rows of four.
-DAY_UPSERT = ("INSERT INTO usage_days (account_id, day_us, cost_uc, events) VALUES {values} "
-              "ON CONFLICT (account_id, day_us) DO UPDATE SET "
-              "cost_uc = usage_days.cost_uc + excluded.cost_uc, "
-              "events = usage_days.events + excluded.events")
+# Adds a batch's day rollups to the stored ones; ``{values}`` is one or more rows of ``DAY_COLUMNS``.
+DAY_COLUMNS = ("account_id", "day_us", "model", "cost_uc", "events", *DAY_TOKENS)
+DAY_UPSERT = (f"INSERT INTO usage_days ({', '.join(DAY_COLUMNS)}) VALUES {{values}} "
+              "ON CONFLICT (account_id, day_us, model) DO UPDATE SET "
+              + ", ".join(f"{c} = usage_days.{c} + excluded.{c}" for c in DAY_COLUMNS[3:]))
 
 Row = tuple[Any, ...]
 
@@ -44,7 +44,8 @@ class Changes:
       ended_holds: (status, settled event id, ended at, hold id).
       events: rows of ``EVENT_COLUMNS``.
       entries: the other entries (``ENTRY_COLUMNS``).
-      days: (account, day, Σ cost, event count), one row per (account, day).
+      days: rows of ``DAY_COLUMNS``: (account, day, model or "", Σ cost, event count, Σ of each
+        token kind), one per (account, day, model).
       counters: (used, held, closed, grant seq) of each grant whose counters changed.
       versions: (overage, overage since, new version, account id, loaded version) of each
         changed book; the write must find every account still at its loaded version.
@@ -66,14 +67,14 @@ def collect(books: Iterable[Book], recorded_at_us: int, grant_fps: Mapping[Grant
             hold_fps: Mapping[HoldId, str] | None) -> Changes:
     """The rows of everything ``books`` changed, recorded at ``recorded_at_us``."""
     changes = Changes()
-    days: dict[tuple[str, int], list[int]] = {}
+    days: dict[tuple[str, int, str], list[int]] = {}
     for book in books:
         _collect_book(changes, days, book, recorded_at_us, grant_fps or {}, hold_fps or {})
-    changes.days = [(a, d, c, n) for (a, d), (c, n) in days.items()]  # one row per key: no clash
+    changes.days = [(*key, *sums) for key, sums in days.items()]  # one row per key: no clash
     return changes
 
 
-def _collect_book(changes: Changes, days: dict[tuple[str, int], list[int]], book: Book,
+def _collect_book(changes: Changes, days: dict[tuple[str, int, str], list[int]], book: Book,
                   recorded_at_us: int, grant_fps: Mapping[GrantId, str],
                   hold_fps: Mapping[HoldId, str]) -> None:
     changes.grants += [(grant.seq, grant.id, grant.account_id, grant.kind.value, grant.amount_uc,
@@ -99,13 +100,21 @@ def _collect_book(changes: Changes, days: dict[tuple[str, int], list[int]], book
             orjson.dumps([[p.grant_id, p.amount_uc] for p in charge.allocations]).decode(),
             charge.price_version, charge.hold_id, event.fingerprint, recorded_at_us,
             event.reasoning_tokens, event.cache_write_1h_tokens, event.service_tier))
-        key = (event.account_id, charge.timestamp_us - charge.timestamp_us % DAY_US)
+        key = (event.account_id, charge.timestamp_us - charge.timestamp_us % DAY_US, event.model or "")
         day = days.get(key)
         if day is None:
-            days[key] = [charge.cost_uc, 1]
+            days[key] = [charge.cost_uc, 1, event.input_tokens, event.output_tokens,
+                         event.cached_input_tokens, event.cache_write_tokens, event.reasoning_tokens,
+                         event.cache_write_1h_tokens]
         else:
             day[0] += charge.cost_uc
             day[1] += 1
+            day[2] += event.input_tokens
+            day[3] += event.output_tokens
+            day[4] += event.cached_input_tokens
+            day[5] += event.cache_write_tokens
+            day[6] += event.reasoning_tokens
+            day[7] += event.cache_write_1h_tokens
     for e in book.entries:
         row = (e.account_id, e.grant_id, e.kind.value, e.amount_uc, e.at_us, e.hold_id,
                e.note[:255], recorded_at_us)

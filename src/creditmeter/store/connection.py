@@ -32,12 +32,14 @@ from creditmeter.store.deliveries import DeliveryWork
 from creditmeter.store.notifications import NoticeRecords
 from creditmeter.store.reads import Reads
 from creditmeter.store.reconcile import Reconcile
+from creditmeter.store.summary import Summaries
 from creditmeter.store.writes import Writes
 
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 
-class SqlTransaction(Reads, Writes, Reconcile, AlertRecords, AlertQueries, DeliveryWork, NoticeRecords):
+class SqlTransaction(Reads, Summaries, Writes, Reconcile, AlertRecords, AlertQueries, DeliveryWork,
+                     NoticeRecords):
     """The :class:`~creditmeter.store.base.Transaction` on one SQLAlchemy connection."""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from creditmeter.store.base import EventTaken
-from creditmeter.store.changes import DAY_UPSERT, Changes, Row, plain_writes
+from creditmeter.store.changes import DAY_COLUMNS, DAY_UPSERT, Changes, Row, plain_writes
 from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
 from creditmeter.store.schema import entries, events
 
@@ -67,7 +67,7 @@ def write(driver: Any, mark: str, changes: Changes) -> int:
             _copy(driver, table, columns, rows)  # COPY cannot run inside a pipeline: first
         else:
             writes.append((insert_sql(table, columns, mark), rows))
-    writes += _joined(DAY_UPSERT, "(%s, %s, %s, %s)", changes.days)
+    writes += _joined(DAY_UPSERT, f"({', '.join(['%s'] * len(DAY_COLUMNS))})", changes.days)
     writes += _joined(_COUNTERS, _COUNTER_ROW, changes.counters)
     first_check = len(writes)
     writes += _joined(_VERSIONS, _VERSION_ROW, changes.versions)

@@ -22,7 +22,6 @@ from creditmeter.domain import (
     Hold,
     HoldStatus,
     StoredEvent,
-    SummaryRow,
 )
 from creditmeter.enterprise import Member, QuotaAllocation
 from creditmeter.invariants import GrantRow
@@ -279,19 +278,6 @@ class Reads(DriverTransaction):
                            f"AND created_at_us < {m} AND fallback = {m} AND status <> {m}",
                            (account_id, from_us, to_us, True, HoldStatus.RELEASED.value))
         return int(rows[0][0] or 0)
-
-    def usage_summary(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,
-                      model: str | None, group_by: str) -> list[SummaryRow]:
-        """Requests, tokens and credits per UTC day (``day``) or per model (``model``)."""
-        key = (events.c.ts_us - events.c.ts_us % DAY_US if group_by == "day"
-               else sa.func.coalesce(events.c.model, ""))
-        query = (sa.select(key.label("key"), sa.func.count(), sa.func.sum(events.c.input_tokens),
-                           sa.func.sum(events.c.output_tokens), sa.func.sum(events.c.cached_input_tokens),
-                           sa.func.sum(events.c.cache_write_tokens), sa.func.sum(events.c.reasoning_tokens),
-                           sa.func.sum(events.c.cache_write_1h_tokens), sa.func.sum(events.c.cost_uc))
-                 .where(*self._event_filter(account_ids, from_us, to_us, model))
-                 .group_by(key).order_by(key))
-        return [SummaryRow(r[0], *(int(v) for v in r[1:])) for r in self.conn.execute(query)]
 
     # -- keys and members --------------------------------------------------------------------
 

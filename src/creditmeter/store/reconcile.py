@@ -1,5 +1,6 @@
 """What ``reconcile`` reads: the grants with their cached counters, and the append-only tables
-raw (entries summed, events and holds row by row, day rollups beside the events' own day sums).
+raw (entries summed, events and holds row by row, day rollups beside the events' own day sums,
+both in (account, day, model) order).
 
 Nothing here judges; :func:`creditmeter.invariants.check` does. The rows are read lazily, in
 the order ``check`` reads them, and events stream in batches: a ledger of any size is read
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from creditmeter.invariants import DayUsage, EntrySum, EventParts, GrantRow, HoldParts, LedgerTotals
 from creditmeter.store.driver import DriverTransaction
 from creditmeter.store.rows import grant_row_from_row
-from creditmeter.store.schema import entries, events, grants, holds, usage_days
+from creditmeter.store.schema import DAY_TOKENS, entries, events, grants, holds, usage_days
 from creditmeter.timeutil import DAY_US
 
 STREAM_ROWS = 10_000  # events fetched at a time
@@ -68,16 +69,31 @@ class Reconcile(DriverTransaction):
 
     def _derived_days(self, account_ids: Sequence[str] | None) -> Iterator[DayUsage]:
         day = events.c.ts_us - events.c.ts_us % DAY_US
-        query = sa.select(events.c.account_id, day, sa.func.sum(events.c.cost_uc), sa.func.count()).group_by(
-            events.c.account_id, day)
-        for a, d, c, n in self.conn.execute(_scoped(query, events.c.account_id, account_ids)):
-            yield a, int(d), int(c), int(n)
+        model = sa.func.coalesce(events.c.model, "")
+        query = (sa.select(events.c.account_id, day, model, sa.func.sum(events.c.cost_uc), sa.func.count(),
+                           *(sa.func.sum(events.c[name]) for name in DAY_TOKENS))
+                 .group_by(events.c.account_id, day, model)
+                 .order_by(self._by_code_point(events.c.account_id), day, self._by_code_point(model)))
+        yield from self._days(_scoped(query, events.c.account_id, account_ids))
 
     def _stored_days(self, account_ids: Sequence[str] | None) -> Iterator[DayUsage]:
-        query = sa.select(usage_days.c.account_id, usage_days.c.day_us, usage_days.c.cost_uc,
-                          usage_days.c.events)
-        for a, d, c, n in self.conn.execute(_scoped(query, usage_days.c.account_id, account_ids)):
-            yield a, int(d), int(c), int(n)
+        query = (sa.select(usage_days.c.account_id, usage_days.c.day_us, usage_days.c.model,
+                           usage_days.c.cost_uc, usage_days.c.events,
+                           *(usage_days.c[name] for name in DAY_TOKENS))
+                 .order_by(self._by_code_point(usage_days.c.account_id), usage_days.c.day_us,
+                           self._by_code_point(usage_days.c.model)))
+        yield from self._days(_scoped(query, usage_days.c.account_id, account_ids))
+
+    def _days(self, query: Any) -> Iterator[DayUsage]:
+        """Rows of (account, day, model, totals…) as ``DayUsage``, fetched a batch at a time: the
+        days of a long history are never all in memory."""
+        for row in self.conn.execute(query.execution_options(yield_per=STREAM_ROWS)):
+            yield row[0], int(row[1]), row[2], tuple(int(v) for v in row[3:])
+
+    def _by_code_point(self, column: Any) -> Any:
+        """``column`` ordered as Python orders strings (what the merge of the day sums expects):
+        SQLite compares the UTF-8 bytes, which is that order; PostgreSQL needs the "C" collation."""
+        return column.collate("C") if self._pg else column
 
 
 def _scoped(query: Any, column: Any, account_ids: Sequence[str] | None) -> Any:

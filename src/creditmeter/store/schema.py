@@ -16,6 +16,10 @@ metadata = sa.MetaData()
 # SQLite only auto-numbers an INTEGER PRIMARY KEY; elsewhere the key is a BIGINT identity.
 SeqType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+# The token counts of ``events`` that ``usage_days`` sums per day too, in the summary's order.
+DAY_TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
+              "reasoning_tokens", "cache_write_1h_tokens")
+
 accounts = sa.Table(
     "accounts", metadata,
     sa.Column("id", sa.String(255), primary_key=True),
@@ -186,12 +190,15 @@ allocations = sa.Table(
 
 usage_days = sa.Table(
     "usage_days", metadata,
-    # Credits charged per account and UTC day (by event time), kept with every charge, so the
-    # usage of a period is read from a few rows however many events it had.
+    # Credits, events and tokens charged per account, UTC day (by event time) and model ("": the
+    # events with no model), kept with every charge, so the usage of a period, and its summary
+    # by day or by model, is read from a few rows per day however many events it had.
     sa.Column("account_id", sa.String(255), primary_key=True),
     sa.Column("day_us", sa.BigInteger, primary_key=True),
+    sa.Column("model", sa.String(255), primary_key=True),
     sa.Column("cost_uc", sa.BigInteger, nullable=False),
     sa.Column("events", sa.BigInteger, nullable=False),
+    *[sa.Column(name, sa.BigInteger, nullable=False) for name in DAY_TOKENS],
 )
 
 alerts = sa.Table(

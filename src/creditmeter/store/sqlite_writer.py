@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from creditmeter.store.changes import DAY_UPSERT, Changes, plain_writes
+from creditmeter.store.changes import DAY_COLUMNS, DAY_UPSERT, Changes, plain_writes
 from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
 from creditmeter.store.schema import entries, events
 
@@ -24,7 +24,7 @@ def write(conn: Connection, mark: str, changes: Changes) -> int:
     writes += [
         (insert_sql(events, EVENT_COLUMNS, m), changes.events),
         (insert_sql(entries, ENTRY_COLUMNS, m), changes.entries),
-        (DAY_UPSERT.format(values=f"({m}, {m}, {m}, {m})"), changes.days),
+        (DAY_UPSERT.format(values=f"({', '.join([m] * len(DAY_COLUMNS))})"), changes.days),
     ]
     cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
