@@ -201,8 +201,9 @@ class HoldCommands(EngineBase):
         """The hold as it stands once its account is locked (read again after the lock, so a
         concurrent settle or release is seen), and the account's book."""
         hold, books = _read_locked(tx, lambda: tx.get_hold(hold_id), lambda found: [found.account_id],
-                                   ("hold", hold_id, "hold_id"))
+                                   ("hold", hold_id, "hold_id"), at_us)
         book = books[hold.account_id]
+        book.take_hold(hold)  # loaded with only the holds past their ttl: this one too, if open
         self._bring(tx, book, at_us)
         return hold, book
 

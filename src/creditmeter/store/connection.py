@@ -33,7 +33,7 @@ from creditmeter.store.reads import Reads
 from creditmeter.store.reconcile import Reconcile
 from creditmeter.store.writes import Writes
 
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 
 class SqlTransaction(Reads, Writes, Reconcile, AlertRecords, AlertQueries, DeliveryWork, NoticeRecords):
