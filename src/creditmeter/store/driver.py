@@ -6,7 +6,7 @@ Driver errors raised here are not wrapped by SQLAlchemy; ``SqlStore.transaction`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -23,20 +23,41 @@ class DriverTransaction:
         self._last_grant_seq: int | None = None
         # Lock the accounts a write loads (PostgreSQL); SQLite's BEGIN IMMEDIATE locks it all.
         self._lock = " ORDER BY id FOR UPDATE" if lock else ""
+        self._ahead: list[tuple[Hashable, str, Sequence[Any]]] = []  # reads sent with the next pipeline
+        self._answers: dict[Hashable, list[Any]] = {}  # their rows, each taken once
+
+    def _send_ahead(self, key: Hashable, sql: str, params: Sequence[Any]) -> None:
+        """On PostgreSQL, send a read with the next pipeline of reads (after the statements
+        given to it: after its locks), not in a round trip of its own; ``_answered(key)`` then
+        has its rows. Elsewhere nothing: the read runs when asked."""
+        if self._pg:
+            self._ahead.append((key, sql, params))
+
+    def _answered(self, key: Hashable) -> list[Any] | None:
+        """The rows of a read sent ahead, once; None if it was not (or they were taken)."""
+        return self._answers.pop(key, None)
+
+    def _forget_answers(self) -> None:
+        """Drop what reads sent ahead answered and no one took: a write may change it."""
+        self._answers.clear()
 
     def _fetch_all(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         """The rows of several reads, in order; on PostgreSQL sent in one pipeline (the server
         still runs them one after the other)."""
         if not self._pg:
             return [self._fetch(sql, params) for sql, params in queries]
+        ahead, self._ahead = self._ahead, []
         cursors = []
         try:
             with self._driver.pipeline():
-                for sql, params in queries:
+                for sql, params in [*queries, *((sql, params) for _, sql, params in ahead)]:
                     cursor = self._driver.cursor()
                     cursors.append(cursor)
                     cursor.execute(sql, params)
-            return [cursor.fetchall() for cursor in cursors]
+            rows = [cursor.fetchall() for cursor in cursors]
+            for (key, _, _), answer in zip(ahead, rows[len(queries):], strict=True):
+                self._answers[key] = answer
+            return rows[:len(queries)]
         finally:
             for cursor in cursors:
                 cursor.close()

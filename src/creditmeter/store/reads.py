@@ -188,9 +188,26 @@ class Reads(DriverTransaction):
         row = self.conn.execute(sa.select(grants).where(grants.c.id == grant_id)).first()
         return None if row is None else grant_row_from_row(row)
 
+    def look_ahead(self, *, hold_id: str | None = None, event_id: str | None = None,
+                   price_version: bool = False) -> None:
+        """Send these lookups with the next load of books: on PostgreSQL in its pipeline, after
+        its locks (no round trip of their own); ``get_hold``, ``find_events`` and
+        ``latest_price_version`` then answer from them, once."""
+        if hold_id is not None:
+            self._send_ahead(("hold", hold_id), self._HOLD_BY_ID.format(m=self._mark), (hold_id,))
+        if event_id is not None:
+            self._send_ahead(("events", (event_id,)), f"SELECT id FROM events WHERE id IN ({self._mark})",
+                             (event_id,))
+        if price_version:
+            self._send_ahead(("price_version",), self._LATEST_PRICES, ())
+
+    _HOLD_BY_ID = f"SELECT {HOLD_SELECT}, request_fp FROM holds WHERE id = {{m}}"
+    _LATEST_PRICES = "SELECT max(version) FROM price_versions"
+
     def get_hold(self, hold_id: str) -> tuple[Hold, str] | None:
-        rows = self._fetch(f"SELECT {HOLD_SELECT}, request_fp FROM holds WHERE id = {self._mark}",
-                           (hold_id,))
+        rows = self._answered(("hold", hold_id))
+        if rows is None:
+            rows = self._fetch(self._HOLD_BY_ID.format(m=self._mark), (hold_id,))
         return (hold_from_row(rows[0]), rows[0][10]) if rows else None
 
     # -- events and usage --------------------------------------------------------------------
@@ -199,9 +216,11 @@ class Reads(DriverTransaction):
         """The stored events among ``event_ids`` (usually none: a cheap index probe first)."""
         known: list[str] = []
         for chunk in chunks(list(event_ids)):
-            marks = ", ".join([self._mark] * len(chunk))
-            known += [row[0] for row in self.conn.exec_driver_sql(
-                f"SELECT id FROM events WHERE id IN ({marks})", tuple(chunk))]
+            rows = self._answered(("events", tuple(chunk)))
+            if rows is None:
+                marks = ", ".join([self._mark] * len(chunk))
+                rows = self._fetch(f"SELECT id FROM events WHERE id IN ({marks})", tuple(chunk))
+            known += [row[0] for row in rows]
         found: dict[str, StoredEvent] = {}
         for chunk in chunks(known):
             for row in self.conn.execute(sa.select(events).where(events.c.id.in_(chunk))):
@@ -412,4 +431,7 @@ class Reads(DriverTransaction):
                 for r in rows]
 
     def latest_price_version(self) -> int:
-        return int(self._fetch("SELECT max(version) FROM price_versions", ())[0][0] or 0)
+        rows = self._answered(("price_version",))
+        if rows is None:
+            rows = self._fetch(self._LATEST_PRICES, ())
+        return int(rows[0][0] or 0)
