@@ -72,8 +72,9 @@ class SqlStore:
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
-            # No server-side prepared statements: after a few runs PostgreSQL would switch them to
-            # a generic plan, and for `id IN (…500 ids…)` that plan is a full scan.
+            # No server-side prepared statements by default: after a few runs PostgreSQL would
+            # switch them to a generic plan, and for `id IN (…500 ids…)` that plan is a full scan.
+            # Short statements (the hot path's) are prepared one by one (``driver.prepare``).
             # A connection idle for a while is pinged before use (one that was just used is not:
             # a ping per transaction would be a round trip each). One found dead mid-transaction
             # fails it as LostConnection (writes are retried whole), and the pool is renewed.

@@ -11,6 +11,17 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+# Statements of at most this many parameters are prepared on PostgreSQL (parsed and planned once
+# a connection): the hot path's lookups and one-row writes. Longer ones (an id list of a batch)
+# are not: their texts vary with the batch, and a generic plan of a long IN list is a full scan.
+PREPARE_MAX_PARAMS = 16
+
+
+def prepare(params: Sequence[Any]) -> bool | None:
+    """psycopg's ``prepare`` for a statement with ``params``: True, or None (not prepared: the
+    connection's threshold is off)."""
+    return True if len(params) <= PREPARE_MAX_PARAMS else None
+
 
 class DriverTransaction:
     """One open transaction on one SQLAlchemy connection and the driver connection under it."""
@@ -53,7 +64,7 @@ class DriverTransaction:
                 for sql, params in [*queries, *((sql, params) for _, sql, params in ahead)]:
                     cursor = self._driver.cursor()
                     cursors.append(cursor)
-                    cursor.execute(sql, params)
+                    cursor.execute(sql, params, prepare=prepare(params))
             rows = [cursor.fetchall() for cursor in cursors]
             for (key, _, _), answer in zip(ahead, rows[len(queries):], strict=True):
                 self._answers[key] = answer
@@ -67,7 +78,10 @@ class DriverTransaction:
         SQLAlchemy's result building (several times the cost of the query itself here)."""
         cursor = self._driver.cursor()
         try:
-            cursor.execute(sql, params)
+            if self._pg:
+                cursor.execute(sql, params, prepare=prepare(params))
+            else:
+                cursor.execute(sql, params)
             rows: list[Any] = cursor.fetchall()
             return rows
         finally:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from creditmeter.store.base import EventTaken
 from creditmeter.store.changes import DAY_UPSERT, Changes, Row, plain_writes
+from creditmeter.store.driver import prepare
 from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
 from creditmeter.store.schema import entries, events
 
@@ -109,7 +110,7 @@ def _pipeline(driver: Any, writes: list[tuple[str, list[Any]]]) -> list[int]:
                 cursor = driver.cursor()
                 cursors.append(cursor)
                 if len(rows) == 1:
-                    cursor.execute(sql, rows[0])
+                    cursor.execute(sql, rows[0], prepare=prepare(rows[0]))
                 elif rows:
                     cursor.executemany(sql, rows)
         return [cursor.rowcount for cursor in cursors]
