@@ -14,13 +14,12 @@ from sqlalchemy.engine import Connection
 # Statements of at most this many parameters are prepared on PostgreSQL (parsed and planned once
 # a connection): the hot path's lookups and one-row writes. Longer ones (an id list of a batch)
 # are not: their texts vary with the batch, and a generic plan of a long IN list is a full scan.
-PREPARE_MAX_PARAMS = 16
+PREPARE_MAX_PARAMS = 20  # an event row
 
 
-def prepare(params: Sequence[Any]) -> bool | None:
-    """psycopg's ``prepare`` for a statement with ``params``: True, or None (not prepared: the
-    connection's threshold is off)."""
-    return True if len(params) <= PREPARE_MAX_PARAMS else None
+def prepare(params: Sequence[Any]) -> bool:
+    """psycopg's ``prepare`` for a statement with ``params``."""
+    return len(params) <= PREPARE_MAX_PARAMS
 
 
 class DriverTransaction:
