@@ -1,5 +1,5 @@
 """creditmeter benchmarks:
-``python benchmarks/run.py ingest|balance|contention|api|gateway|deliveries [--db URL]``.
+``python benchmarks/run.py ingest|balance|contention|holds|api|gateway|deliveries|reads [--db URL]``.
 
 Without ``--db`` they run on fresh SQLite files in benchmarks/work; with a PostgreSQL URL they
 make fresh databases on that server.
@@ -971,6 +971,28 @@ def reads(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def holds(args: argparse.Namespace) -> dict[str, Any]:
+    from holds import run as run_holds
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    url = fresh_database(args.db, "holds")
+    start = AT - DAY_US
+    priced = False
+
+    def setup(engine: Engine, account: str) -> None:
+        nonlocal priced
+        if not priced:
+            engine.load_prices(parse_catalog(load_yaml(example_catalog_text())), start, start)
+            priced = True
+        engine.create_account(account, start)
+        engine.add_grant(account, 10**9 * US_PER_S, "package", start, grant_id=f"{account}-pack")
+
+    result = run_holds(args, url, setup, AT)
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    result["machine"] = {"python": platform.python_version(), "cpus": mp.cpu_count()}
+    return result
+
+
 def show(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -1014,6 +1036,11 @@ def main() -> None:
     p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
     p.add_argument("--processes", type=int, default=8)
     p.add_argument("--pairs", type=int, default=300, help="pairs per process")
+    p = sub.add_parser("holds", help="reserve and settle on one account, by its open holds")
+    p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1_000],
+                   help="open holds on each account (besides an account with none)")
+    p.add_argument("--rounds", type=int, default=200, help="reserve + settle pairs on each account")
     p = sub.add_parser("api", help="balance reads and usage posts against a real server")
     p.add_argument("--db", help="a PostgreSQL server URL to run on (default: a fresh SQLite file)")
     p.add_argument("--workers", type=int, default=1)
@@ -1042,7 +1069,7 @@ def main() -> None:
     run = ingest_alerts if args.benchmark == "ingest" and args.alerts else ingest_terms if (
         args.benchmark == "ingest" and args.terms) else {
         "ingest": ingest, "balance": balance_bench, "contention": contention, "api": api,
-        "gateway": gateway, "deliveries": deliveries, "reads": reads}[args.benchmark]
+        "gateway": gateway, "deliveries": deliveries, "reads": reads, "holds": holds}[args.benchmark]
     result = run(args)
     show(result)
     RESULTS.mkdir(parents=True, exist_ok=True)

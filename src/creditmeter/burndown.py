@@ -40,3 +40,17 @@ def allocate(drawable: Iterable[tuple[GrantId, int]], amount_uc: int) -> tuple[l
         parts.append(Allocation(grant_id, take))
         left -= take
     return parts, left
+
+
+def lasts(grant: Grant | None, until_us: int | None) -> bool:
+    """Whether ``grant`` lasts at least until ``until_us`` (None: only one that never expires does)."""
+    assert grant is not None
+    return grant.expires_at_us is None or (until_us is not None and grant.expires_at_us >= until_us)
+
+
+def merge(parts: list[Allocation]) -> list[Allocation]:
+    """Join parts on the same grant, keeping the order in which grants were first drawn."""
+    totals: dict[GrantId, int] = {}
+    for part in parts:
+        totals[part.grant_id] = totals.get(part.grant_id, 0) + part.amount_uc
+    return [Allocation(gid, amount) for gid, amount in totals.items()]

@@ -24,7 +24,7 @@ from bisect import insort
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from creditmeter.burndown import allocate, order_key
+from creditmeter.burndown import allocate, lasts, merge, order_key
 from creditmeter.domain import (
     Account,
     Allocation,
@@ -66,11 +66,16 @@ class Counters:
 
 
 class Book:
-    """One account's grants, open holds and overage, and the changes a command made to them."""
+    """One account's grants, overage and the open holds a command needs, and its changes.
+
+    Open holds: only those lapsed by ``holds_through_us`` and those taken in (:meth:`take_hold`);
+    grants' counters carry what they hold. ``holds_change``: per key, Σ held by open holds since
+    the book was loaded or written."""
 
     def __init__(self, account: Account, overage_uc: int,
                  grants: Iterable[tuple[Grant, Counters]], holds: Iterable[Hold],
-                 version: int = 0, overage_since_us: int | None = None, terms: Any = None) -> None:
+                 version: int = 0, overage_since_us: int | None = None, terms: Any = None,
+                 holds_through_us: int = MAX_US) -> None:
         self.account = account
         self.terms = terms  # what recurs on the account (a creditmeter.terms.Terms; None: nothing)
         self.provided: dict[int, tuple[int, int]] = {}  # per schedule, the period last provided
@@ -84,6 +89,7 @@ class Book:
         self._by_id: dict[GrantId, Grant] = {g.id: g for g in self.grants}
         self.counters: dict[GrantId, Counters] = {g.id: c for g, c in pairs}
         self.holds: dict[HoldId, Hold] = {h.id: h for h in holds if h.status is HoldStatus.OPEN}
+        self.holds_through_us = holds_through_us  # every open hold lapsed by then is in ``holds``
         # A period's package → its rollover: a late event in the period draws on both.
         self.rolled: dict[GrantId, GrantId] = {}
         self._usable = Usable()  # the grants usable when, per stretch of time
@@ -99,6 +105,7 @@ class Book:
         self.voided: list[Grant] = []
         self.new_holds: list[Hold] = []
         self.ended_holds: list[Hold] = []
+        self.holds_change: dict[str | None, int] = {}
         self.changed: set[GrantId] = set()
         self.overage_changed = False
         self.mark: Any = None  # what the book stood at when a command began (its alerts compare)
@@ -170,6 +177,7 @@ class Book:
 
     def end_lapsed(self, at_us: int) -> None:
         """End the holds whose ttl passed by ``at_us``, each at its expiry."""
+        assert at_us <= self.holds_through_us, (at_us, self.holds_through_us)
         for hold in [h for h in self.holds.values() if h.expires_at_us <= at_us]:
             self._end_hold(hold, hold.expires_at_us, HoldStatus.EXPIRED, "ttl passed")
 
@@ -210,7 +218,7 @@ class Book:
         assert grant.id not in self.counters, grant.id
         self._note_rollover(grant)
         insort(self.grants, grant, key=order_key)  # after those it ties with, as a stable sort would
-        self._usable.forget(*self._life(grant))
+        self._usable.forget_grant(grant, self._period_of(grant))
         self._by_id[grant.id] = grant
         self.counters[grant.id] = Counters()
         self.new_grants.append(grant)
@@ -223,7 +231,7 @@ class Book:
         """Void (refund) a grant: what remains is removed; what was used stays used."""
         voided = grant._replace(voided_at_us=at_us)
         self.grants[self.grants.index(grant)] = voided
-        self._usable.forget(*self._life(voided))
+        self._usable.forget_grant(voided, self._period_of(voided))
         self._by_id[voided.id] = voided
         self.voided.append(voided)
         self._close(voided, self.residual(voided), at_us)
@@ -247,7 +255,7 @@ class Book:
             more, left = allocate(self._drawing(timestamp_us), left)
             for part in more:
                 self._use(part.grant_id, part.amount_uc, at_us)
-            parts = _merge(parts + more) if parts else more
+            parts = merge(parts + more) if parts else more
         charge = Charge(event.id, self.account.id, "charged", cost_uc, tuple(parts), left,
                         price_version, timestamp_us, hold.id if hold else None)
         self.charges.append((event, charge))
@@ -281,6 +289,7 @@ class Book:
                     at_us + ttl_s * 1_000_000, HoldStatus.OPEN, None, key_id, fallback)
         self.holds[hold_id] = hold
         self.new_holds.append(hold)
+        self._change_held(hold, 1)
         return hold
 
     def refusal(self, amount_uc: int, at_us: int) -> Refused | None:
@@ -294,9 +303,16 @@ class Book:
                            "not enough credits available")
         return None
 
-    def uncovered_uc(self) -> int:
-        """What open holds hold beyond the credits they took (their overage to be)."""
-        return sum(h.amount_uc - sum(p.amount_uc for p in h.parts) for h in self.holds.values())
+    def take_hold(self, hold: Hold) -> None:
+        """Take in an open hold of the account read on its own (to settle or release it)."""
+        assert hold.account_id == self.account.id, (hold, self.account.id)
+        if (hold.status is HoldStatus.OPEN and hold.id not in self.holds
+                and all(h.id != hold.id for h in self.ended_holds)):
+            self.holds[hold.id] = hold
+
+    def _change_held(self, hold: Hold, sign: int) -> None:
+        key = hold.key_id
+        self.holds_change[key] = self.holds_change.get(key, 0) + sign * hold.amount_uc
 
     def end_hold(self, hold: Hold, at_us: int, status: HoldStatus,
                  settled_event_id: EventId | None = None) -> Hold:
@@ -326,7 +342,7 @@ class Book:
         usable at ``at_us`` that last at least until ``until_us`` (None: that never expire; 0:
         any), in burn-down order. None, and nothing changed, when they cannot cover it all."""
         usable = [(gid, amount) for gid, amount in self.drawable(at_us)
-                  if _lasts(self.grant(gid), until_us)]
+                  if lasts(self.grant(gid), until_us)]
         parts, short = allocate(usable, amount_uc)
         if short:
             return None
@@ -376,13 +392,9 @@ class Book:
         if grant.kind is GrantKind.ROLLOVER:
             self.rolled[rollover_source(grant.id)] = grant.id
 
-    def _life(self, grant: Grant) -> tuple[int, int]:
-        """When a grant can be drawn on: its own life, and a rollover's period's."""
-        source = self._by_id.get(rollover_source(grant.id)) if grant.kind is GrantKind.ROLLOVER else None
-        start = grant.effective_at_us
-        if source is not None:
-            start = min(start, source.effective_at_us)
-        return start, MAX_US + 1 if grant.expires_at_us is None else grant.expires_at_us
+    def _period_of(self, grant: Grant) -> Grant | None:
+        """A rollover's period package (None for any other grant)."""
+        return self._by_id.get(rollover_source(grant.id)) if grant.kind is GrantKind.ROLLOVER else None
 
     def _lifetime(self, part: Allocation) -> tuple[bool, int, int]:
         grant = self.grant(part.grant_id)
@@ -431,18 +443,7 @@ class Book:
                                       part.amount_uc, at_us, hold_id=hold.id, note=note))
         ended = hold._replace(status=status, settled_event_id=settled_event_id)
         del self.holds[hold.id]
+        self._change_held(hold, -1)
         self.ended_holds.append(ended)
         return ended
 
-
-def _lasts(grant: Grant | None, until_us: int | None) -> bool:
-    assert grant is not None
-    return grant.expires_at_us is None or (until_us is not None and grant.expires_at_us >= until_us)
-
-
-def _merge(parts: list[Allocation]) -> list[Allocation]:
-    """Join parts on the same grant, keeping the order in which grants were first drawn."""
-    totals: dict[GrantId, int] = {}
-    for part in parts:
-        totals[part.grant_id] = totals.get(part.grant_id, 0) + part.amount_uc
-    return [Allocation(gid, amount) for gid, amount in totals.items()]

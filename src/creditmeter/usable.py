@@ -80,8 +80,12 @@ class Usable:
     def __init__(self) -> None:
         self._stretches: Stretches[tuple[Grant, ...]] = Stretches()
 
-    def forget(self, from_us: int, to_us: int) -> None:
-        self._stretches.forget(from_us, to_us)
+    def forget_grant(self, grant: Grant, period: Grant | None) -> None:
+        """Forget the stretches a grant added or voided changes: those in its life and, for a
+        rollover, in its ``period`` package's (which it follows in the order until it starts)."""
+        start = grant.effective_at_us if period is None else min(grant.effective_at_us,
+                                                                  period.effective_at_us)
+        self._stretches.forget(start, MAX_US + 1 if grant.expires_at_us is None else grant.expires_at_us)
 
     def at(self, grants: Sequence[Grant], by_id: Mapping[GrantId, Grant],
            rolled: Mapping[GrantId, GrantId], at_us: int) -> tuple[Grant, ...]:

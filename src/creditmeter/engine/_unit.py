@@ -133,7 +133,7 @@ class EngineBase:
 
     def _book(self, tx: Transaction, account_id: str, at_us: int, *, write: bool = True) -> Book:
         """The account's book (locked in a write) brought to ``at_us`` (see :meth:`_bring`)."""
-        book = tx.load_books([account_id]).get(AccountId(account_id))
+        book = tx.load_books([account_id], lapsed_by_us=at_us).get(AccountId(account_id))
         if book is None:
             raise NotFound("account", account_id, "account_id")
         self._bring(tx, book, at_us, write=write)
@@ -222,14 +222,14 @@ class EngineBase:
 
 def _read_locked(tx: Transaction, fetch: Callable[[], tuple[X, object] | None],
                  accounts: Callable[[X], list[str]],
-                 missing: tuple[str, str, str]) -> tuple[X, dict[AccountId, Book]]:
+                 missing: tuple[str, str, str], at_us: int) -> tuple[X, dict[AccountId, Book]]:
     """The object ``fetch`` reads, as it stands once the accounts it names are locked: read it,
-    lock (load) those accounts, read it again, so a write that got there first is seen. A missing
-    object is ``NotFound(*missing)`` (what, id, field)."""
+    lock (load, to be brought to ``at_us``) those accounts, read it again, so a write that got
+    there first is seen. A missing object is ``NotFound(*missing)`` (what, id, field)."""
     found = fetch()
     if found is None:
         raise NotFound(*missing)
-    books = tx.load_books(accounts(found[0]))
+    books = tx.load_books(accounts(found[0]), lapsed_by_us=at_us)
     found = fetch()
     assert found is not None
     return found[0], books

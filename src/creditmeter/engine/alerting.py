@@ -45,7 +45,7 @@ from creditmeter.money import format_credits
 from creditmeter.plans import PlanKind, grant_expiry
 from creditmeter.store.base import Transaction
 from creditmeter.terms import Terms, terms_from_json
-from creditmeter.timeutil import format_instant, month_bounds
+from creditmeter.timeutil import MIN_US, format_instant, month_bounds
 
 TOPUP_SOURCE = "topup:"  # a pack granted by auto top-up before its payment was confirmed
 
@@ -84,7 +84,7 @@ class AlertCommands(SubscriptionCommands):
     def auto_topup(self, account_id: str) -> AutoTopup | None:
         check_id(account_id, "account_id")
         with self._read() as tx:
-            book = tx.load_books([account_id]).get(AccountId(account_id))
+            book = tx.load_books([account_id], lapsed_by_us=MIN_US).get(AccountId(account_id))
         if book is None:
             raise NotFound("account", account_id, "account_id")
         terms: Terms | None = book.terms

@@ -118,7 +118,7 @@ class SubscriptionCommands(EngineBase):
         def work(tx: Transaction) -> Subscription:
             sub, books = _read_locked(tx, lambda: tx.get_subscription(subscription_id),
                                       lambda found: [found.account_id],
-                                      ("subscription", subscription_id, "subscription_id"))
+                                      ("subscription", subscription_id, "subscription_id"), at_us)
             if not sub.recurring:
                 raise Conflict(f"subscription {subscription_id!r} is a trial: it ends by itself")
             if sub.status(at_us) is SubscriptionStatus.EXPIRED:

@@ -15,14 +15,13 @@ from creditmeter.engine._unit import (
     _check_overage_room,
     _check_request_tokens,
     _rate_event,
-    _read_locked,
     _request_fp,
     _version_at,
 )
 from creditmeter.engine.alerting import limit_alert, limit_usage_alerts, merged_rules
 from creditmeter.engine.limits import admit
 from creditmeter.engine.usage import SETTLE_ID_PREFIX, _duplicate
-from creditmeter.errors import Conflict, InputError
+from creditmeter.errors import Conflict, InputError, NotFound
 from creditmeter.events import MAX_TOKENS, TOKEN_FIELDS, fingerprint, parse_service_tier
 from creditmeter.ids import check_id, check_new_id
 from creditmeter.ledger import Book
@@ -99,6 +98,7 @@ class HoldCommands(EngineBase):
             raise InputError("key_id", f"must be at most {MAX_KEY_ID} characters")
 
         def work(tx: Transaction) -> Hold | Refused:
+            tx.look_ahead(hold_id=hid)  # read with the book, once it is locked
             book = self._book(tx, account_id, at_us)  # locked first: then nothing changes under us
             amount_uc = amount(tx)
             request_fp = _request_fp(account_id, amount_uc, ttl)
@@ -144,6 +144,7 @@ class HoldCommands(EngineBase):
         eid = check_id(event_id, "id") if event_id is not None else f"{SETTLE_ID_PREFIX}{hold_id}"
 
         def work(tx: Transaction) -> tuple[Charge, int]:
+            tx.look_ahead(event_id=eid, price_version=True)  # read with the book, once locked
             hold, book = self._locked_hold(tx, hold_id, at_us)
             event = _settle_event(eid, hold, usage)
             stored = tx.find_events([eid]).get(eid)
@@ -200,9 +201,15 @@ class HoldCommands(EngineBase):
     def _locked_hold(self, tx: Transaction, hold_id: str, at_us: int) -> tuple[Hold, Book]:
         """The hold as it stands once its account is locked (read again after the lock, so a
         concurrent settle or release is seen), and the account's book."""
-        hold, books = _read_locked(tx, lambda: tx.get_hold(hold_id), lambda found: [found.account_id],
-                                   ("hold", hold_id, "hold_id"))
-        book = books[hold.account_id]
+        found = tx.get_hold(hold_id)  # its account, to lock
+        if found is None:
+            raise NotFound("hold", hold_id, "hold_id")
+        tx.look_ahead(hold_id=hold_id)  # read again once the account is locked, with its book
+        book = tx.load_books([found[0].account_id], lapsed_by_us=at_us)[found[0].account_id]
+        again = tx.get_hold(hold_id)
+        assert again is not None
+        hold = again[0]
+        book.take_hold(hold)  # loaded with only the holds past their ttl: this one too, if open
         self._bring(tx, book, at_us)
         return hold, book
 

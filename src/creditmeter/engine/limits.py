@@ -204,13 +204,22 @@ def _counted(tx: Transaction, book: Book, rule: LimitRule, start: int,
     return [(ts, sum(a for g, a in orjson.loads(parts) if g in quota)) for ts, _, parts in rows]
 
 
-def _held(book: Book, rule: LimitRule) -> int:
+def open_holds_uc(tx: Transaction, book: Book, key_id: str | None = None) -> int:
+    """What the account's open holds (made with ``key_id``, when given) hold in all: as stored
+    (an indexed sum), with what the book changed since (holds made, and ended)."""
+    changed = book.holds_change
+    change = sum(changed.values()) if key_id is None else changed.get(key_id, 0)
+    return tx.open_holds_uc(book.account.id, key_id) + change
+
+
+def _held(tx: Transaction, book: Book, rule: LimitRule) -> int:
     if rule.scope is Scope.ACCOUNT:
-        return sum(h.amount_uc for h in book.holds.values())
+        return open_holds_uc(tx, book)
     if rule.scope is Scope.KEY:
-        return sum(h.amount_uc for h in book.holds.values() if h.key_id == rule.key_id)
+        return open_holds_uc(tx, book, rule.key_id) if rule.key_id is not None else 0
+    # What a member's quota holds: the open holds' parts on its grants, in their counters.
     quota = _quota_grants(book, rule.enterprise_id)
-    return sum(p.amount_uc for h in book.holds.values() for p in h.parts if p.grant_id in quota)
+    return sum(book.counters[g.id].held_uc for g in book.grants if g.id in quota)
 
 
 def limit_status(tx: Transaction, book: Book, rule: LimitRule, at_us: int,
@@ -224,7 +233,7 @@ def limit_status(tx: Transaction, book: Book, rule: LimitRule, at_us: int,
     else:
         rows = _counted(tx, book, rule, start, end)
         used = sum(cost for _, cost in rows)
-    held = _held(book, rule)
+    held = _held(tx, book, rule)
     resets = end
     if step is not None:
         resets = next((ts + step for ts, cost in rows if cost > 0), None)
@@ -287,7 +296,9 @@ def admit(tx: Transaction, book: Book, amount_uc: int, at_us: int, key_id: str |
         return None, False, False
     if policy.mode is WhenOut.OVERAGE:
         uncovered = amount_uc - max(0, min(amount_uc, book.available_uc(at_us)))
-        if book.overage_uc + book.uncovered_uc() + uncovered <= policy.overage_cap_uc:
+        # What open holds hold beyond the credits they took (their overage to be).
+        held_uncovered = open_holds_uc(tx, book) - book.held_uc()
+        if book.overage_uc + held_uncovered + uncovered <= policy.overage_cap_uc:
             return None, True, False
         cap = format_credits(policy.overage_cap_uc)
         return replace(refused, reason=f"the overage cap of {cap} credits is reached "

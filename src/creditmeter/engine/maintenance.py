@@ -36,7 +36,7 @@ class Maintenance(AlertCommands):
         renewed, failed = self._renew(at_us)
 
         def work(tx: Transaction) -> TickReport:
-            books = tx.load_books(tx.accounts_to_tick(at_us))
+            books = tx.load_books(tx.accounts_to_tick(at_us), lapsed_by_us=at_us)
             expired = 0
             entries = 0
             for book in books.values():

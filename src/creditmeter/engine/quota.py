@@ -138,7 +138,7 @@ class EnterpriseCommands(EngineBase):
             # Not a member (existing or not: an admin learns nothing about other accounts).
             if tx.member_role(enterprise_id, member_id) is None:
                 raise InputError("account_id", f"{member_id!r} is not a member of {enterprise_id!r}")
-            books = tx.load_books([enterprise_id, member_id])  # both locked, in id order
+            books = tx.load_books([enterprise_id, member_id], lapsed_by_us=at_us)  # both locked, in id order
             pool, member = books[AccountId(enterprise_id)], books[AccountId(member_id)]
             done = existing(tx)  # made meanwhile, by a call that held the lock first
             if done is not None:
@@ -189,7 +189,7 @@ class EnterpriseCommands(EngineBase):
         def work(tx: Transaction) -> QuotaAllocation:
             allocation, books = _read_locked(tx, lambda: tx.get_allocation(allocation_id),
                                              lambda found: [found.enterprise_id, found.member_id],
-                                             ("allocation", allocation_id, "grant_id"))
+                                             ("allocation", allocation_id, "grant_id"), at_us)
             if allocation.revoked_at_us is not None:
                 return allocation
             pool, member = books[AccountId(allocation.enterprise_id)], books[AccountId(allocation.member_id)]
@@ -238,7 +238,8 @@ class EnterpriseCommands(EngineBase):
             pool = self._balance(tx, enterprise_id, at_us)
             members = tx.list_members(enterprise_id)
             allocations = tx.list_allocations(enterprise_id)
-            books = tx.load_books([m.account_id for m in members] + [a.member_id for a in allocations])
+            books = tx.load_books([m.account_id for m in members] + [a.member_id for a in allocations],
+                                  lapsed_by_us=at_us)
         source = source_of(enterprise_id)
         quota: dict[str, list[Package]] = {}
         for member_id, book in books.items():

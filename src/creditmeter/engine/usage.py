@@ -95,7 +95,7 @@ class UsageCommands(EngineBase):
         taken: EventTaken | None = None
         found = 0
         while True:
-            books = tx.load_books(accounts, self._books)  # locks them
+            books = tx.load_books(accounts, self._books, at_us)  # locks them
             stored = tx.find_events([e.id for _, e in parsed])
             if taken is not None and len(stored) <= found:
                 raise taken  # nothing more is visible to this transaction: start it over

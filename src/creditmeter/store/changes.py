@@ -49,6 +49,8 @@ class Changes:
       counters: (used, held, closed, grant seq) of each grant whose counters changed.
       versions: (overage, overage since, new version, account id, loaded version) of each
         changed book; the write must find every account still at its loaded version.
+      savepoint: the write opens and releases the savepoint it runs after itself (PostgreSQL:
+        in its one pipeline, rather than in round trips of their own).
     """
 
     grants: list[Row] = dataclasses.field(default_factory=list)
@@ -61,6 +63,7 @@ class Changes:
     days: list[Row] = dataclasses.field(default_factory=list)
     counters: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)
     versions: list[tuple[int, int | None, int, str, int]] = dataclasses.field(default_factory=list)
+    savepoint: bool = False
 
 
 def collect(books: Iterable[Book], recorded_at_us: int, grant_fps: Mapping[GrantId, str] | None,

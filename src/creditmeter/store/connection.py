@@ -35,7 +35,8 @@ from creditmeter.store.reconcile import Reconcile
 from creditmeter.store.summary import Summaries
 from creditmeter.store.writes import Writes
 
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
+NEVER_BY_COUNT = 1 << 30  # psycopg's prepare threshold: with None, not even a statement asked to is
 
 
 class SqlTransaction(Reads, Summaries, Writes, Reconcile, AlertRecords, AlertQueries, DeliveryWork,
@@ -77,12 +78,15 @@ class SqlStore:
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
-            # No server-side prepared statements: after a few runs PostgreSQL would switch them to
-            # a generic plan, and for `id IN (…500 ids…)` that plan is a full scan.
+            # No statement is prepared because it ran often (the threshold is never reached):
+            # after a few runs PostgreSQL would switch it to a generic plan, and for
+            # `id IN (…500 ids…)` that plan is a full scan. Short statements (the hot path's) are
+            # prepared one by one (``driver.prepare``).
             # A connection idle for a while is pinged before use (one that was just used is not:
             # a ping per transaction would be a round trip each). One found dead mid-transaction
             # fails it as LostConnection (writes are retried whole), and the pool is renewed.
-            self.engine = sa.create_engine(_driver_url(url), connect_args={"prepare_threshold": None})
+            self.engine = sa.create_engine(_driver_url(url),
+                                           connect_args={"prepare_threshold": NEVER_BY_COUNT})
             sa.event.listen(self.engine, "checkout", _ping_if_idle)
             sa.event.listen(self.engine, "checkin", _note_checkin)
 

@@ -6,10 +6,20 @@ Driver errors raised here are not wrapped by SQLAlchemy; ``SqlStore.transaction`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
+
+# Statements of at most this many parameters are prepared on PostgreSQL (parsed and planned once
+# a connection): the hot path's lookups and one-row writes. Longer ones (an id list of a batch)
+# are not: their texts vary with the batch, and a generic plan of a long IN list is a full scan.
+PREPARE_MAX_PARAMS = 20  # an event row
+
+
+def prepare(params: Sequence[Any]) -> bool:
+    """psycopg's ``prepare`` for a statement with ``params``."""
+    return len(params) <= PREPARE_MAX_PARAMS
 
 
 class DriverTransaction:
@@ -24,20 +34,41 @@ class DriverTransaction:
         self._grant_seqs: list[int] = []  # PostgreSQL: taken from the sequence, not used yet
         # Lock the accounts a write loads (PostgreSQL); SQLite's BEGIN IMMEDIATE locks it all.
         self._lock = " ORDER BY id FOR UPDATE" if lock else ""
+        self._ahead: list[tuple[Hashable, str, Sequence[Any]]] = []  # reads sent with the next pipeline
+        self._answers: dict[Hashable, list[Any]] = {}  # their rows, each taken once
+
+    def _send_ahead(self, key: Hashable, sql: str, params: Sequence[Any]) -> None:
+        """On PostgreSQL, send a read with the next pipeline of reads (after the statements
+        given to it: after its locks), not in a round trip of its own; ``_answered(key)`` then
+        has its rows. Elsewhere nothing: the read runs when asked."""
+        if self._pg:
+            self._ahead.append((key, sql, params))
+
+    def _answered(self, key: Hashable) -> list[Any] | None:
+        """The rows of a read sent ahead, once; None if it was not (or they were taken)."""
+        return self._answers.pop(key, None)
+
+    def _forget_answers(self) -> None:
+        """Drop what reads sent ahead answered and no one took: a write may change it."""
+        self._answers.clear()
 
     def _fetch_all(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         """The rows of several reads, in order; on PostgreSQL sent in one pipeline (the server
         still runs them one after the other)."""
         if not self._pg:
             return [self._fetch(sql, params) for sql, params in queries]
+        ahead, self._ahead = self._ahead, []
         cursors = []
         try:
             with self._driver.pipeline():
-                for sql, params in queries:
+                for sql, params in [*queries, *((sql, params) for _, sql, params in ahead)]:
                     cursor = self._driver.cursor()
                     cursors.append(cursor)
-                    cursor.execute(sql, params)
-            return [cursor.fetchall() for cursor in cursors]
+                    cursor.execute(sql, params, prepare=prepare(params))
+            rows = [cursor.fetchall() for cursor in cursors]
+            for (key, _, _), answer in zip(ahead, rows[len(queries):], strict=True):
+                self._answers[key] = answer
+            return rows[:len(queries)]
         finally:
             for cursor in cursors:
                 cursor.close()
@@ -47,7 +78,10 @@ class DriverTransaction:
         SQLAlchemy's result building (several times the cost of the query itself here)."""
         cursor = self._driver.cursor()
         try:
-            cursor.execute(sql, params)
+            if self._pg:
+                cursor.execute(sql, params, prepare=prepare(params))
+            else:
+                cursor.execute(sql, params)
             rows: list[Any] = cursor.fetchall()
             return rows
         finally:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from creditmeter.store.base import EventTaken
 from creditmeter.store.changes import DAY_COLUMNS, DAY_UPSERT, Changes, Row, plain_writes
+from creditmeter.store.driver import prepare
 from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
 from creditmeter.store.schema import entries, events
 
@@ -36,14 +37,19 @@ _UNIQUE_VIOLATION = "23505"
 
 
 @contextmanager
-def undone_if_event_taken(driver: Any) -> Iterator[None]:
-    """Run the block after a savepoint; if it fails because an event id is already stored (by a
-    transaction that committed meanwhile), roll back to the savepoint and raise ``EventTaken``.
+def undone_if_event_taken(driver: Any, changes: Changes) -> Iterator[None]:
+    """Run the block (the write of ``changes``) after a savepoint; if it fails because an event
+    id is already stored (by a transaction that committed meanwhile), roll back to the savepoint
+    and raise ``EventTaken``. A write that goes in one pipeline opens and releases the savepoint
+    in it (``Changes.savepoint``): two round trips fewer.
 
     Locks taken before the savepoint are kept, and the committed event is visible to the next
     statement (read committed), so looking for the events again finds it.
     """
-    driver.execute("SAVEPOINT persist")
+    changes.savepoint = not (changes.grants or changes.closings or len(changes.events) >= COPY_FROM
+                             or len(changes.entries) >= COPY_FROM)
+    if not changes.savepoint:
+        driver.execute("SAVEPOINT persist")
     try:
         yield
     except Exception as exc:
@@ -54,13 +60,15 @@ def undone_if_event_taken(driver: Any) -> Iterator[None]:
             raise
         driver.execute("ROLLBACK TO SAVEPOINT persist")
         raise EventTaken(str(orig).strip().splitlines()[0]) from exc
-    driver.execute("RELEASE SAVEPOINT persist")
+    if not changes.savepoint:
+        driver.execute("RELEASE SAVEPOINT persist")
 
 
 def write(driver: Any, mark: str, changes: Changes) -> int:
     """Write ``changes`` (but their new grants and closing entries) on the driver connection;
     the number of accounts found at their loaded version and moved to the next."""
-    writes = plain_writes(changes, mark)
+    writes: list[tuple[str, list[Any]]] = [("SAVEPOINT persist", [()])] if changes.savepoint else []
+    writes += plain_writes(changes, mark)
     for table, columns, rows in ((events, EVENT_COLUMNS, changes.events),
                                  (entries, ENTRY_COLUMNS, changes.entries)):
         if len(rows) >= COPY_FROM:
@@ -71,8 +79,11 @@ def write(driver: Any, mark: str, changes: Changes) -> int:
     writes += _joined(_COUNTERS, _COUNTER_ROW, changes.counters)
     first_check = len(writes)
     writes += _joined(_VERSIONS, _VERSION_ROW, changes.versions)
+    last_check = len(writes)
+    if changes.savepoint:
+        writes.append(("RELEASE SAVEPOINT persist", [()]))
     counts = _pipeline(driver, writes)
-    return sum(counts[first_check:])
+    return sum(counts[first_check:last_check])
 
 
 def _joined(template: str, row: str, rows: Sequence[Row]) -> Iterator[tuple[str, list[Any]]]:
@@ -99,7 +110,7 @@ def _pipeline(driver: Any, writes: list[tuple[str, list[Any]]]) -> list[int]:
                 cursor = driver.cursor()
                 cursors.append(cursor)
                 if len(rows) == 1:
-                    cursor.execute(sql, rows[0])
+                    cursor.execute(sql, rows[0], prepare=prepare(rows[0]))
                 elif rows:
                     cursor.executemany(sql, rows)
         return [cursor.rowcount for cursor in cursors]

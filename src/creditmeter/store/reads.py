@@ -50,8 +50,10 @@ from creditmeter.store.rows import (
 from creditmeter.store.schema import accounts, events, grants, holds, members, price_versions, subscriptions
 from creditmeter.subscriptions import Subscription
 from creditmeter.terms import terms_from_json
-from creditmeter.timeutil import DAY_US
+from creditmeter.timeutil import DAY_US, MAX_US
 
+OPEN = HoldStatus.OPEN.value
+ANY_EXPIRY = 2**63 - 1  # past every hold's expiry: a book given every open hold
 STREAM_ROWS = 1_000  # events fetched at a time by a listing longer than a page
 
 
@@ -69,8 +71,11 @@ class Reads(DriverTransaction):
         return [(account_from_row(r), r[4]) for r in rows]
 
     def load_books(self, account_ids: Iterable[str],
-                   cache: MutableMapping[AccountId, Book] | None = None) -> dict[AccountId, Book]:
-        """Load each account's grants (with counters), open holds and overage.
+                   cache: MutableMapping[AccountId, Book] | None = None,
+                   lapsed_by_us: int | None = None) -> dict[AccountId, Book]:
+        """Load each account's grants (with counters), overage and the open holds whose ttl
+        passed by ``lapsed_by_us`` (None: every open hold), found through the index on the open
+        holds' expiry: a command brought to that instant needs no other (see ``Book``).
 
         With ``cache``, a book loaded before is reused when the account's stored version is
         still the one it was loaded at (every write bumps it), so a long import does not
@@ -78,8 +83,9 @@ class Reads(DriverTransaction):
         """
         ids = sorted(set(account_ids))
         books: dict[AccountId, Book] = {}
+        through = MAX_US if lapsed_by_us is None else lapsed_by_us
         if cache is not None:
-            ids = self._reuse_books(ids, cache, books)
+            ids = self._reuse_books(ids, cache, books, through)
         found: dict[str, tuple[Any, ...]] = {}
         grant_rows: dict[str, list[tuple[Grant, Counters]]] = {}
         hold_rows: dict[str, list[Hold]] = {}
@@ -92,8 +98,7 @@ class Reads(DriverTransaction):
                 (f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us, terms "
                  f"FROM accounts WHERE id IN ({marks}){self._lock}", params),
                 (f"SELECT {GRANT_SELECT} FROM grants WHERE account_id IN ({marks})", params),
-                (f"SELECT {HOLD_SELECT} FROM holds WHERE account_id IN ({marks}) AND status = {self._mark}",
-                 (*params, HoldStatus.OPEN.value))])
+                self._lapsed_sql(marks, params, through)])
             for row in account_rows:
                 found[row[0]] = tuple(row)
                 grant_rows[row[0]] = []
@@ -107,16 +112,26 @@ class Reads(DriverTransaction):
         for aid, (_, name, kind, created, overage, version, since, terms) in found.items():
             book = Book(Account(AccountId(aid), name, AccountKind(kind), created), overage,
                         grant_rows[aid], hold_rows[aid], version, since,
-                        terms_from_json(terms) if terms else None)
+                        terms_from_json(terms) if terms else None, through)
             books[AccountId(aid)] = book
             if cache is not None:
                 cache[AccountId(aid)] = book
         return books
 
+    def _lapsed_sql(self, marks: str, params: tuple[Any, ...],
+                    through_us: int) -> tuple[str, tuple[Any, ...]]:
+        """The open holds of some accounts whose ttl passed by ``through_us`` (the status a
+        literal: the partial index on open holds serves it whatever plan the server keeps)."""
+        return (f"SELECT {HOLD_SELECT} FROM holds WHERE account_id IN ({marks}) AND status = '{OPEN}' "
+                f"AND expires_at_us <= {self._mark}",
+                (*params, through_us if through_us < MAX_US else ANY_EXPIRY))
+
     def _reuse_books(self, ids: list[str], cache: MutableMapping[AccountId, Book],
-                     books: dict[AccountId, Book]) -> list[str]:
-        """Put the cached books still at their stored version into ``books``; the ids to load."""
+                     books: dict[AccountId, Book], through_us: int) -> list[str]:
+        """Put the cached books still at their stored version into ``books``, with the holds
+        lapsed since they were loaded; the ids to load."""
         stale = []
+        behind: list[Book] = []
         for chunk in chunks(ids):
             marks = ", ".join([self._mark] * len(chunk))
             for aid, version in self._fetch(
@@ -125,9 +140,31 @@ class Reads(DriverTransaction):
                 book = cache.get(aid)
                 if book is not None and book.version == version and not book.has_changes:
                     books[aid] = book
+                    if book.holds_through_us < through_us:
+                        behind.append(book)
                 else:
                     stale.append(aid)
+        for chunk in chunks(behind):
+            lapsed: dict[str, list[Hold]] = {}
+            for row in self._fetch(*self._lapsed_sql(", ".join([self._mark] * len(chunk)),
+                                                     tuple(b.account.id for b in chunk), through_us)):
+                lapsed.setdefault(row[1], []).append(hold_from_row(row))
+            for book in chunk:
+                for hold in lapsed.get(book.account.id, ()):
+                    book.take_hold(hold)
+                book.holds_through_us = through_us
         return stale
+
+    def open_holds_uc(self, account_id: str, key_id: str | None = None) -> int:
+        """What the account's open holds (those made with ``key_id``, when given) hold in all,
+        as stored: summed through the index on open holds."""
+        sql = (f"SELECT coalesce(sum(amount_uc), 0) FROM holds WHERE account_id = {self._mark} "
+               f"AND status = '{OPEN}'")
+        params: tuple[Any, ...] = (account_id,)
+        if key_id is not None:
+            sql += f" AND key_id = {self._mark}"
+            params = (account_id, key_id)
+        return int(self._fetch(sql, params)[0][0])
 
     def accounts_to_tick(self, at_us: int) -> list[str]:
         """Accounts with a hold past its ttl, an unrecorded expiry/void, unpaid overage, or terms."""
@@ -150,9 +187,26 @@ class Reads(DriverTransaction):
         row = self.conn.execute(sa.select(grants).where(grants.c.id == grant_id)).first()
         return None if row is None else grant_row_from_row(row)
 
+    def look_ahead(self, *, hold_id: str | None = None, event_id: str | None = None,
+                   price_version: bool = False) -> None:
+        """Send these lookups with the next load of books: on PostgreSQL in its pipeline, after
+        its locks (no round trip of their own); ``get_hold``, ``find_events`` and
+        ``latest_price_version`` then answer from them, once."""
+        if hold_id is not None:
+            self._send_ahead(("hold", hold_id), self._HOLD_BY_ID.format(m=self._mark), (hold_id,))
+        if event_id is not None:
+            self._send_ahead(("events", (event_id,)), f"SELECT id FROM events WHERE id IN ({self._mark})",
+                             (event_id,))
+        if price_version:
+            self._send_ahead(("price_version",), self._LATEST_PRICES, ())
+
+    _HOLD_BY_ID = f"SELECT {HOLD_SELECT}, request_fp FROM holds WHERE id = {{m}}"
+    _LATEST_PRICES = "SELECT max(version) FROM price_versions"
+
     def get_hold(self, hold_id: str) -> tuple[Hold, str] | None:
-        rows = self._fetch(f"SELECT {HOLD_SELECT}, request_fp FROM holds WHERE id = {self._mark}",
-                           (hold_id,))
+        rows = self._answered(("hold", hold_id))
+        if rows is None:
+            rows = self._fetch(self._HOLD_BY_ID.format(m=self._mark), (hold_id,))
         return (hold_from_row(rows[0]), rows[0][10]) if rows else None
 
     # -- events and usage --------------------------------------------------------------------
@@ -161,9 +215,11 @@ class Reads(DriverTransaction):
         """The stored events among ``event_ids`` (usually none: a cheap index probe first)."""
         known: list[str] = []
         for chunk in chunks(list(event_ids)):
-            marks = ", ".join([self._mark] * len(chunk))
-            known += [row[0] for row in self._fetch(f"SELECT id FROM events WHERE id IN ({marks})",
-                                                    tuple(chunk))]
+            rows = self._answered(("events", tuple(chunk)))
+            if rows is None:
+                marks = ", ".join([self._mark] * len(chunk))
+                rows = self._fetch(f"SELECT id FROM events WHERE id IN ({marks})", tuple(chunk))
+            known += [row[0] for row in rows]
         found: dict[str, StoredEvent] = {}
         for chunk in chunks(known):
             for row in self.conn.execute(sa.select(events).where(events.c.id.in_(chunk))):
@@ -361,4 +417,7 @@ class Reads(DriverTransaction):
                 for r in rows]
 
     def latest_price_version(self) -> int:
-        return int(self._fetch("SELECT max(version) FROM price_versions", ())[0][0] or 0)
+        rows = self._answered(("price_version",))
+        if rows is None:
+            rows = self._fetch(self._LATEST_PRICES, ())
+        return int(rows[0][0] or 0)

@@ -110,7 +110,9 @@ holds = sa.Table(
     sa.Column("request_fp", sa.String(64), nullable=False),
     sa.Column("key_id", sa.String(64), nullable=True),
     sa.Column("fallback", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Index("ix_holds_account_status", "account_id", "status"),
+    # An account's open holds by expiry: those past their ttl, and what open holds hold in all.
+    sa.Index("ix_holds_open_expires", "account_id", "expires_at_us", sqlite_where=sa.text("status = 'open'"),
+             postgresql_where=sa.text("status = 'open'")),
     sa.Index("ix_holds_status_expires", "status", "expires_at_us"),
     sa.Index("ix_holds_account_created", "account_id", "created_at_us"),
 )

@@ -52,10 +52,11 @@ class Writes(DriverTransaction):
                 hold_fps: dict[HoldId, str] | None = None) -> None:
         """Write everything the books' transitions produced; ``EventTaken`` (nothing of it
         written) if another transaction stored one of the events' ids first."""
+        self._forget_answers()
         changes = collect(books, recorded_at_us, grant_fps, hold_fps)
         if self._pg and changes.events:
             # Events of other accounts may carry the same ids: their writers hold other locks.
-            with postgres_writer.undone_if_event_taken(self._driver):
+            with postgres_writer.undone_if_event_taken(self._driver, changes):
                 self._write_changes(changes)
         else:
             self._write_changes(changes)
