@@ -160,7 +160,8 @@ def _bad_days(derived_days: Iterable[DayUsage], stored_days: Iterable[DayUsage])
     last: tuple[str, int, str] | None = None
     while d is not None or s is not None:
         key = min(row[:3] for row in (d, s) if row is not None)
-        assert last is None or key > last, f"day sums out of order: {key} after {last}"
+        if last is not None and key <= last:  # the merge below relies on it (kept under -O too)
+            raise RuntimeError(f"day sums out of order: {key} after {last}")
         last = key
         mine = d[3] if d is not None and d[:3] == key else None
         theirs = s[3] if s is not None and s[:3] == key else None

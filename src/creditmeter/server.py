@@ -94,7 +94,7 @@ def create_app(engine: Engine, *, admin_key: str | None = None, clock: Clock = s
                                 inline=engine.local_reads)
         app.router.routes[:0] = routes
         # Inside the metrics and the body limit (added after it, so outside it), ahead of the rest.
-        app.add_middleware(GatewayLane, routes=routes, on_error=api_errors.on_error)
+        app.add_middleware(GatewayLane, routes=routes, on_error=api_errors.on_error, on_http=_on_http)
     app.add_exception_handler(CreditmeterError, api_errors.on_error)
     app.add_exception_handler(RequestValidationError, api_errors.on_invalid)
     app.add_exception_handler(StarletteHTTPException, _on_http)

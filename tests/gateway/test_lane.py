@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.exceptions import HTTPException
 
 from creditmeter.engine import Engine
 from creditmeter.errors import Conflict
@@ -91,3 +92,16 @@ def test_other_methods_take_the_apps_way(client: tuple[TestClient, str]) -> None
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert response.json()["error"]["code"]
+
+
+def test_an_http_error_is_answered_in_the_gateways_shape(client: tuple[TestClient, str], engine: Engine,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    api, key = client
+
+    def teapot(*_: object, **__: object) -> None:
+        raise HTTPException(418, "short and stout")
+
+    monkeypatch.setattr(engine, "reserve_estimate", teapot)
+    response = api.post(CHAT, json=_chat(), headers=bearer(key))
+    assert response.status_code == 418, response.text
+    assert response.json()["error"]["code"] == "http_error"

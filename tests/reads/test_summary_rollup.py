@@ -90,7 +90,9 @@ def test_part_days_at_both_ends_and_within_one_day(make_engine: EngineFactory) -
     table = [(None, None), (T0, T0 + 10 * DAY), (T0 + 1, T0 + 10 * DAY - 1),
              (T0 + DAY // 2, T0 + 5 * DAY + DAY // 3), (T0 + 3 * DAY - 1, T0 + 3 * DAY + 1),
              (T0 + 2 * DAY + 5, T0 + 2 * DAY + DAY // 2), (T0 + 4 * DAY, T0 + 4 * DAY),
-             (T0 + 6 * DAY, T0 + 2 * DAY), (T0 + DAY // 2, None), (None, T0 + 7 * DAY + 17)]
+             (T0 + 6 * DAY, T0 + 2 * DAY), (T0 + DAY // 2, None), (None, T0 + 7 * DAY + 17),
+             # past the instants any event can have, up to the ends of 64-bit integers
+             (-(2**63), 2**63 - 1), (2**63 - 1, None), (None, -(2**63)), (-(2**63), T0 + DAY // 2)]
     for from_us, to_us in table:
         got = engine.usage_summary("u", "day", from_us=from_us, to_us=to_us)
         assert got == _oracle(stored, from_us, to_us, None, "day"), (from_us, to_us)

@@ -4,6 +4,8 @@ database file themselves), on a real database file."""
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,3 +77,41 @@ def test_without_the_thread_nothing_is_copied_below_sqlites_threshold(store: Sql
     time.sleep(0.3)
     assert not _copied(tmp_path / "db.sqlite")  # every page still only in the WAL
     store.close()
+
+
+def test_threads_opening_connections_while_the_thread_starts(tmp_path: Path) -> None:
+    """A server's other threads (deliveries, pending settles) open connections while its
+    checkpoints are moved to their own thread: none of them fails, and every connection opened
+    after it checkpoints only past the fallback."""
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the window is narrow
+    errors: list[str] = []
+    try:
+        for attempt in range(25):
+            store = SqlStore(f"sqlite:///{tmp_path / f'race{attempt}.sqlite'}")
+            go = threading.Event()
+
+            def reader(store: SqlStore = store, go: threading.Event = go) -> None:
+                go.wait()
+                for _ in range(20):
+                    try:
+                        with store.engine.connect() as conn:  # a fresh connection each time
+                            conn.exec_driver_sql("SELECT 1")
+                        store.engine.dispose()
+                    except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                        errors.append(repr(exc)[:120])
+
+            threads = [threading.Thread(target=reader) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            go.set()
+            stop = store.background_checkpoints()
+            for thread in threads:
+                thread.join()
+            with store.engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == FALLBACK_PAGES
+            stop()
+            store.close()
+    finally:
+        sys.setswitchinterval(old_interval)
+    assert not errors, errors[:3]

@@ -13,6 +13,7 @@ busy database) raises ``StaleWrite`` and the engine retries the command whole.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from creditmeter.errors import InputError, SchemaError
+from creditmeter.store import driver
 from creditmeter.store.alert_queries import AlertQueries
 from creditmeter.store.alerts import AlertRecords
 from creditmeter.store.base import LostConnection, StaleWrite
@@ -54,6 +56,7 @@ class SqlStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._fallback_checkpoints = False  # SQLite: checkpoint only past the fallback (own thread)
         try:
             self._create_engine(url)
         except sa.exc.ArgumentError:  # not a URL, or a scheme no installed driver speaks
@@ -75,7 +78,7 @@ class SqlStore:
             # Connections are kept (opening one runs PRAGMAs): enough for a server's thread pool.
             self.engine = sa.create_engine(url, connect_args={"timeout": 30}, pool_size=20,
                                            max_overflow=20)
-            sa.event.listen(self.engine, "connect", _sqlite_on_connect)
+            sa.event.listen(self.engine, "connect", self._sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
             # No statement is prepared because it ran often (the threshold is never reached):
@@ -85,6 +88,7 @@ class SqlStore:
             # A connection idle for a while is pinged before use (one that was just used is not:
             # a ping per transaction would be a round trip each). One found dead mid-transaction
             # fails it as LostConnection (writes are retried whole), and the pool is renewed.
+            driver.PREPARE = driver.prepares(os.environ)
             self.engine = sa.create_engine(_driver_url(url),
                                            connect_args={"prepare_threshold": NEVER_BY_COUNT})
             sa.event.listen(self.engine, "checkout", _ping_if_idle)
@@ -220,7 +224,8 @@ class SqlStore:
         path = sa.engine.make_url(self.url).database if self.is_sqlite else None
         if not path or path == ":memory:" or self._checkpointer is not None:
             return lambda: None
-        sa.event.listen(self.engine, "connect", _sqlite_fallback_checkpoints)
+        # Read by each connection opened from now on (no listener added while threads connect).
+        self._fallback_checkpoints = True
         with self._writer:  # connections opened from now on checkpoint only past the fallback
             if self._write_conn is not None:
                 self._write_conn.close()
@@ -229,6 +234,9 @@ class SqlStore:
         self._checkpointer = Checkpointer(path, interval_s)
         self._checkpointer.start()
         return self._stop_checkpoints
+
+    def _sqlite_on_connect(self, dbapi_conn: Any, _record: Any) -> None:
+        _set_up_sqlite(dbapi_conn, self._fallback_checkpoints)
 
     def _stop_checkpoints(self) -> None:
         if self._checkpointer is not None:
@@ -314,18 +322,16 @@ def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         raise sa.exc.DisconnectionError(str(exc)) from exc
 
 
-def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+def _set_up_sqlite(dbapi_conn: Any, fallback_checkpoints: bool) -> None:
     dbapi_conn.isolation_level = None  # transactions are begun explicitly (below)
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    if fallback_checkpoints:  # the checkpoints run on a thread of their own
+        cursor.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
     cursor.close()
-
-
-def _sqlite_fallback_checkpoints(dbapi_conn: Any, _record: Any) -> None:
-    dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

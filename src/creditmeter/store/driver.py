@@ -6,10 +6,12 @@ Driver errors raised here are not wrapped by SQLAlchemy; ``SqlStore.transaction`
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
+
+from creditmeter.errors import InputError
 
 # Statements of at most this many parameters are prepared on PostgreSQL (parsed and planned once
 # a connection): the hot path's lookups and one-row writes. Longer ones (an id list of a batch)
@@ -17,9 +19,21 @@ from sqlalchemy.engine import Connection
 PREPARE_MAX_PARAMS = 20  # an event row
 
 
+def prepares(environ: Mapping[str, str]) -> bool:
+    """Whether short statements are prepared: unless ``CREDITMETER_PG_PREPARE`` is ``off`` (behind
+    a pooler that cannot keep prepared statements, such as PgBouncer before 1.21)."""
+    value = environ.get("CREDITMETER_PG_PREPARE", "on").strip().lower()
+    if value not in ("on", "off"):
+        raise InputError("CREDITMETER_PG_PREPARE", f"must be on or off, not {value!r}")
+    return value == "on"
+
+
+PREPARE = True  # set from the environment when a PostgreSQL store is opened
+
+
 def prepare(params: Sequence[Any]) -> bool:
     """psycopg's ``prepare`` for a statement with ``params``."""
-    return len(params) <= PREPARE_MAX_PARAMS
+    return PREPARE and len(params) <= PREPARE_MAX_PARAMS
 
 
 class DriverTransaction:

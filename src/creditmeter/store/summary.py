@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from creditmeter.domain import SummaryRow
 from creditmeter.store.driver import DriverTransaction
 from creditmeter.store.schema import DAY_TOKENS, events
-from creditmeter.timeutil import DAY_US
+from creditmeter.timeutil import DAY_US, MAX_US, MIN_US
 
 _TOTALS = ", ".join(f"sum({name})" for name in ("events", *DAY_TOKENS, "cost_uc"))
 
@@ -29,6 +29,10 @@ class Summaries(DriverTransaction):
         """Requests, tokens and credits per UTC day (``day``, oldest first) or per model
         (``model``, "" for the events with none, in code point order) of the events with
         ``from_us <= ts < to_us`` (no bound: unbounded on that side), of ``model`` only if given."""
+        # Bounds past the instants any event can have are those instants (whole days around
+        # them stay within the database's integers).
+        from_us = None if from_us is None else min(max(from_us, MIN_US), MAX_US + 1)
+        to_us = None if to_us is None else min(max(to_us, MIN_US), MAX_US + 1)
         first_day = None if from_us is None else -(-from_us // DAY_US) * DAY_US
         last_day = None if to_us is None else to_us // DAY_US * DAY_US
         if model == "" or (first_day is not None and last_day is not None and first_day > last_day):
