@@ -87,8 +87,9 @@ class Source(Protocol):
         returns once the broker has stored it. Raises ``SourceUnavailable`` when it could not now,
         ``DeadLetterRefused`` when it never will."""
 
-    async def lag(self) -> int | None:
-        """Messages in the stream not delivered to this consumer group yet (None: unknown)."""
+    async def lag(self, fresh: bool = False) -> int | None:
+        """Messages in the stream not delivered to this consumer group yet (None: unknown);
+        ``fresh``: asked of the broker now, not a figure it gave a moment ago."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +223,7 @@ async def consume(source: Source, engine: Engine, clock: Callable[[], int], stat
             failures = 0
             stats.lag = await _lag(source, stats.lag)
             if options.idle_exit_s is not None and loop.time() - idle_since >= options.idle_exit_s:
+                stats.lag = await _lag(source, stats.lag, fresh=True)  # what it leaves behind
                 return
             continue
         idle_since = loop.time()
@@ -244,9 +246,9 @@ async def _hand_back(source: Source, messages: Sequence[Message], delay_s: float
         pass  # the broker delivers them again anyway once their acknowledgement wait is over
 
 
-async def _lag(source: Source, known: int | None) -> int | None:
+async def _lag(source: Source, known: int | None, *, fresh: bool = False) -> int | None:
     try:
-        found = await source.lag()
+        found = await source.lag(fresh)
     except SourceUnavailable:
         return known
     return known if found is None else found

@@ -141,8 +141,8 @@ class KafkaSource:
         except (OSError, ConnectionError) as exc:
             raise SourceUnavailable(f"dead letter: {exc}") from exc
 
-    async def lag(self) -> int | None:
-        return await self.log.lag()
+    async def lag(self, fresh: bool = False) -> int | None:
+        return await self.log.lag()  # the log's own figure, asked each time
 
     async def close(self) -> None:
         closer = getattr(self.log, "close", None)

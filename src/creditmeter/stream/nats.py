@@ -127,11 +127,11 @@ class NatsSource:
         except _BROKER_ERRORS as exc:
             raise SourceUnavailable(f"dead letter: {exc or type(exc).__name__}") from exc
 
-    async def lag(self) -> int | None:
+    async def lag(self, fresh: bool = False) -> int | None:
         """Messages not done: not delivered yet plus delivered and not acknowledged (asked of the
-        server at most once a second)."""
+        server at most once a second, unless ``fresh``)."""
         now = asyncio.get_running_loop().time()
-        if self._lag is not None and now - self._asked < LAG_EVERY_S:
+        if not fresh and self._lag is not None and now - self._asked < LAG_EVERY_S:
             return self._lag
         try:
             info = await self.sub.consumer_info()
