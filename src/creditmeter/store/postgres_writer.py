@@ -23,14 +23,19 @@ from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
 from creditmeter.store.schema import entries, events
 
 COPY_FROM = 50  # appends of fewer rows go as INSERTs in the pipeline
-VALUES_ROWS = 1000  # rows per statement joined with a VALUES list
 
-_COUNTERS = ("UPDATE grants AS g SET used_uc = v.u, held_uc = v.h, closed_uc = v.c FROM (VALUES {values}) "
-             "AS v(u, h, c, seq) WHERE g.seq = v.seq")
-_COUNTER_ROW = "(%s::bigint, %s::bigint, %s::bigint, %s::bigint)"
+# The rollups, counters and versions of a batch each go as one statement of a few arrays (one per
+# column): its text is the same whatever the number of rows, so psycopg neither parses a long
+# VALUES list nor misses its cache, and the statement is prepared once a connection.
+_DAY_TYPES = ("text", "bigint", "text") + ("bigint",) * (len(DAY_COLUMNS) - 3)
+_DAYS = DAY_UPSERT.replace("VALUES {values}", "SELECT * FROM unnest("
+                           + ", ".join(f"%b::{t}[]" for t in _DAY_TYPES) + ")")
+_COUNTERS = ("UPDATE grants AS g SET used_uc = v.u, held_uc = v.h, closed_uc = v.c "
+             "FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[]) AS v(u, h, c, seq) "
+             "WHERE g.seq = v.seq")
 _VERSIONS = ("UPDATE accounts AS a SET overage_uc = v.o, overage_since_us = v.s, version = v.nv "
-             "FROM (VALUES {values}) AS v(o, s, nv, id, ov) WHERE a.id = v.id AND a.version = v.ov")
-_VERSION_ROW = "(%s::bigint, %s::bigint, %s::bigint, %s, %s::bigint)"
+             "FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::bigint[]) "
+             "AS v(o, s, nv, id, ov) WHERE a.id = v.id AND a.version = v.ov")
 
 
 _UNIQUE_VIOLATION = "23505"
@@ -75,10 +80,10 @@ def write(driver: Any, mark: str, changes: Changes) -> int:
             _copy(driver, table, columns, rows)  # COPY cannot run inside a pipeline: first
         else:
             writes.append((insert_sql(table, columns, mark), rows))
-    writes += _joined(DAY_UPSERT, f"({', '.join(['%s'] * len(DAY_COLUMNS))})", changes.days)
-    writes += _joined(_COUNTERS, _COUNTER_ROW, changes.counters)
+    writes += _by_columns(_DAYS, changes.days)
+    writes += _by_columns(_COUNTERS, changes.counters)
     first_check = len(writes)
-    writes += _joined(_VERSIONS, _VERSION_ROW, changes.versions)
+    writes += _by_columns(_VERSIONS, changes.versions)
     last_check = len(writes)
     if changes.savepoint:
         writes.append(("RELEASE SAVEPOINT persist", [()]))
@@ -86,11 +91,9 @@ def write(driver: Any, mark: str, changes: Changes) -> int:
     return sum(counts[first_check:last_check])
 
 
-def _joined(template: str, row: str, rows: Sequence[Row]) -> Iterator[tuple[str, list[Any]]]:
-    """``template`` run for up to ``VALUES_ROWS`` rows at a time, the rows' values as one list."""
-    for start in range(0, len(rows), VALUES_ROWS):
-        chunk = rows[start:start + VALUES_ROWS]
-        yield template.format(values=", ".join([row] * len(chunk))), [tuple(x for r in chunk for x in r)]
+def _by_columns(statement: str, rows: Sequence[Row]) -> list[tuple[str, list[Any]]]:
+    """``statement`` run once with the rows' values as one list per column (none: not run)."""
+    return [(statement, [tuple(list(column) for column in zip(*rows, strict=True))])] if rows else []
 
 
 def _copy(driver: Any, table: sa.Table, columns: Sequence[str], rows: list[Row]) -> None:
