@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from creditmeter.domain import SummaryRow
 from creditmeter.store.driver import DriverTransaction
+from creditmeter.store.reads import Reads
 from creditmeter.store.schema import DAY_TOKENS, events
 from creditmeter.timeutil import DAY_US, MAX_US, MIN_US
 
@@ -70,13 +71,7 @@ class Summaries(DriverTransaction):
         """The summary grouped from the events themselves (every event of the range is read)."""
         key = (events.c.ts_us - events.c.ts_us % DAY_US if group_by == "day"
                else sa.func.coalesce(events.c.model, ""))
-        where: list[Any] = [events.c.account_id.in_(list(account_ids))]
-        if from_us is not None:
-            where.append(events.c.ts_us >= from_us)
-        if to_us is not None:
-            where.append(events.c.ts_us < to_us)
-        if model is not None:
-            where.append(events.c.model == model)
+        where = Reads._event_filter(list(account_ids), from_us, to_us, model)
         query = (sa.select(key.label("key"), sa.func.count(),
                            *(sa.func.sum(events.c[name]) for name in DAY_TOKENS),
                            sa.func.sum(events.c.cost_uc))
