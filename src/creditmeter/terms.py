@@ -301,8 +301,7 @@ def _note_quiet(book: Book, at_us: int) -> None:
             seen.append((key, period))
         if rolls:
             start = max(start, schedule.anchor_us + 1)  # at the very start roll_over does nothing
-    if book.quiet.find(start) is None:
-        book.quiet.add(start, end, tuple(seen))
+    book.quiet.add(start, end, tuple(seen))
 
 
 MAX_OWED_PERIODS = 1_000

@@ -66,9 +66,6 @@ class Stretches(Generic[T]):
     def clear(self) -> None:
         self._starts, self._ends, self._values = [], [], []
 
-    def __len__(self) -> int:
-        return len(self._starts)
-
 
 class Usable:
     """The grants usable in the stretches of time worked out so far. A grant added or voided
