@@ -143,6 +143,12 @@ class ModelPrice:
     # Derived once (rating reads them for every event).
     base_rates: TokenRates = field(init=False, repr=False, compare=False)
     has_rules: bool = field(init=False, repr=False, compare=False)
+    # Every prompt size a rule starts above, ascending (standard and each tier's), and the rates
+    # in force remembered by (tier, how many of them a prompt passes, open window's index): a
+    # handful of combinations per model, each worked out once.
+    cut_points: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    rates_memo: dict[tuple[str | None, int, int], TokenRates] = field(init=False, repr=False,
+                                                                       compare=False)
 
     def __post_init__(self) -> None:
         # The model's own rates: standard tier, below every threshold, outside off-peak.
@@ -151,6 +157,10 @@ class ModelPrice:
             self.cache_write_uc if self.cache_write_1h_uc is None else self.cache_write_1h_uc,
             self.output_uc if self.reasoning_uc is None else self.reasoning_uc))
         object.__setattr__(self, "has_rules", bool(self.above or self.tiers or self.off_peak))
+        cuts = {t.prompt_tokens for t in self.above}
+        cuts.update(t.prompt_tokens for tier in self.tiers.values() for t in tier.above)
+        object.__setattr__(self, "cut_points", tuple(sorted(cuts)))
+        object.__setattr__(self, "rates_memo", {})
 
     def to_dict(self) -> dict[str, Any]:
         """The model in its file form (credits as strings)."""

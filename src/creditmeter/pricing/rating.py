@@ -15,6 +15,7 @@ The prompt is every token sent in (input, cache reads, cache writes). Then
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import replace
 
 from creditmeter.errors import InputError
@@ -51,14 +52,26 @@ def layers(price: ModelPrice, service_tier: str | None, prompt_tokens: int) -> l
     return out
 
 
-def open_window(price: ModelPrice, at_us: int | None) -> OffPeakWindow | None:
-    """The first off-peak window open at ``at_us`` (none when no time is given)."""
-    if at_us is None:
-        return None
-    for window in price.off_peak:
-        if is_open(window.timezone, window.hours, window.weekdays, at_us):
-            return window
-    return None
+def _open_index(price: ModelPrice, at_us: int | None) -> int:
+    """The index of the first off-peak window open at ``at_us``; -1 for none."""
+    if at_us is not None:
+        for index, window in enumerate(price.off_peak):
+            if is_open(window.timezone, window.hours, window.weekdays, at_us):
+                return index
+    return -1
+
+
+def _rates_in_force(price: ModelPrice, service_tier: str | None, prompt_tokens: int,
+                    at_us: int | None) -> TokenRates:
+    """:func:`rates_for` the open window, remembered on the model: the rates depend only on the
+    tier, on which prompt sizes the prompt passes and on the window."""
+    window = _open_index(price, at_us)
+    key = (service_tier, bisect_left(price.cut_points, prompt_tokens), window)
+    rates = price.rates_memo.get(key)
+    if rates is None:
+        rates = rates_for(price, service_tier, prompt_tokens, None if window < 0 else price.off_peak[window])
+        price.rates_memo[key] = rates
+    return rates
 
 
 def rates_for(price: ModelPrice, service_tier: str | None, prompt_tokens: int,
@@ -97,8 +110,7 @@ def rate(catalog: Catalog, model: str | None, input_tokens: int, output_tokens: 
     if model is not None:
         price = _model(catalog, model)
         prompt = input_tokens + cached_input_tokens + cache_write_tokens + cache_write_1h_tokens
-        r = (rates_for(price, service_tier, prompt, open_window(price, at_us)) if price.has_rules
-             else price.base_rates)
+        r = _rates_in_force(price, service_tier, prompt, at_us) if price.has_rules else price.base_rates
         scaled = (input_tokens * r.input_uc + output_tokens * r.output_uc
                   + reasoning_tokens * r.reasoning_uc + cached_input_tokens * r.cached_input_uc
                   + cache_write_tokens * r.cache_write_uc + cache_write_1h_tokens * r.cache_write_1h_uc)
