@@ -31,9 +31,14 @@ def prepares(environ: Mapping[str, str]) -> bool:
 PREPARE = True  # set from the environment when a PostgreSQL store is opened
 
 
-def prepare(params: Sequence[Any]) -> bool:
-    """psycopg's ``prepare`` for a statement with ``params``."""
-    return PREPARE and len(params) <= PREPARE_MAX_PARAMS
+def prepare(params: Sequence[Any], *, arrays: bool = False) -> bool:
+    """psycopg's ``prepare`` for a statement with ``params``. A read given an array of ids is
+    planned for the ids each time: a generic plan of ``= ANY($1)``, made while a table was small,
+    scans it whole once it is not. The writes over arrays (``arrays``) join them on keys, whatever
+    the sizes, and are prepared."""
+    if not PREPARE or len(params) > PREPARE_MAX_PARAMS:
+        return False
+    return arrays or not any(type(p) is list for p in params)
 
 
 class DriverTransaction:
@@ -50,6 +55,14 @@ class DriverTransaction:
         self._lock = " ORDER BY id FOR UPDATE" if lock else ""
         self._ahead: list[tuple[Hashable, str, Sequence[Any]]] = []  # reads sent with the next pipeline
         self._answers: dict[Hashable, list[Any]] = {}  # their rows, each taken once
+
+    def _among(self, column: str, values: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        """A condition that ``column`` (text) is one of ``values``, and its parameters. On
+        PostgreSQL one array parameter: the same text whatever the count, so the server parses
+        and plans it once a connection (prepared), not a list of hundreds of parameters each time."""
+        if self._pg:
+            return f"{column} = ANY(%b::text[])", (list(values),)
+        return f"{column} IN ({', '.join([self._mark] * len(values))})", tuple(values)
 
     def _send_ahead(self, key: Hashable, sql: str, params: Sequence[Any]) -> None:
         """On PostgreSQL, send a read with the next pipeline of reads (after the statements

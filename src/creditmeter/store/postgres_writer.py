@@ -113,7 +113,7 @@ def _pipeline(driver: Any, writes: list[tuple[str, list[Any]]]) -> list[int]:
                 cursor = driver.cursor()
                 cursors.append(cursor)
                 if len(rows) == 1:
-                    cursor.execute(sql, rows[0], prepare=prepare(rows[0]))
+                    cursor.execute(sql, rows[0], prepare=prepare(rows[0], arrays=True))
                 elif rows:
                     cursor.executemany(sql, rows)
         return [cursor.rowcount for cursor in cursors]

@@ -91,14 +91,14 @@ class Reads(DriverTransaction):
         hold_rows: dict[str, list[Hold]] = {}
         kinds = GRANT_KINDS
         for chunk in chunks(ids):
-            marks = ", ".join([self._mark] * len(chunk))
-            params = tuple(chunk)
+            ids_in, params = self._among("id", chunk)
+            accounts_in, _ = self._among("account_id", chunk)
             # The account rows first (locking them in a write), then their grants and holds.
             account_rows, grant_list, hold_list = self._fetch_all([
                 (f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us, terms "
-                 f"FROM accounts WHERE id IN ({marks}){self._lock}", params),
-                (f"SELECT {GRANT_SELECT} FROM grants WHERE account_id IN ({marks})", params),
-                self._lapsed_sql(marks, params, through)])
+                 f"FROM accounts WHERE {ids_in}{self._lock}", params),
+                (f"SELECT {GRANT_SELECT} FROM grants WHERE {accounts_in}", params),
+                self._lapsed_sql(chunk, through)])
             for row in account_rows:
                 found[row[0]] = tuple(row)
                 grant_rows[row[0]] = []
@@ -118,11 +118,11 @@ class Reads(DriverTransaction):
                 cache[AccountId(aid)] = book
         return books
 
-    def _lapsed_sql(self, marks: str, params: tuple[Any, ...],
-                    through_us: int) -> tuple[str, tuple[Any, ...]]:
+    def _lapsed_sql(self, account_ids: Sequence[str], through_us: int) -> tuple[str, tuple[Any, ...]]:
         """The open holds of some accounts whose ttl passed by ``through_us`` (the status a
         literal: the partial index on open holds serves it whatever plan the server keeps)."""
-        return (f"SELECT {HOLD_SELECT} FROM holds WHERE account_id IN ({marks}) AND status = '{OPEN}' "
+        among, params = self._among("account_id", account_ids)
+        return (f"SELECT {HOLD_SELECT} FROM holds WHERE {among} AND status = '{OPEN}' "
                 f"AND expires_at_us <= {self._mark}",
                 (*params, through_us if through_us < MAX_US else ANY_EXPIRY))
 
@@ -133,10 +133,9 @@ class Reads(DriverTransaction):
         stale = []
         behind: list[Book] = []
         for chunk in chunks(ids):
-            marks = ", ".join([self._mark] * len(chunk))
+            among, params = self._among("id", chunk)
             for aid, version in self._fetch(
-                    f"SELECT id, version FROM accounts WHERE id IN ({marks}){self._lock}",
-                    tuple(chunk)):
+                    f"SELECT id, version FROM accounts WHERE {among}{self._lock}", params):
                 book = cache.get(aid)
                 if book is not None and book.version == version and not book.has_changes:
                     books[aid] = book
@@ -146,8 +145,7 @@ class Reads(DriverTransaction):
                     stale.append(aid)
         for chunk in chunks(behind):
             lapsed: dict[str, list[Hold]] = {}
-            for row in self._fetch(*self._lapsed_sql(", ".join([self._mark] * len(chunk)),
-                                                     tuple(b.account.id for b in chunk), through_us)):
+            for row in self._fetch(*self._lapsed_sql([b.account.id for b in chunk], through_us)):
                 lapsed.setdefault(row[1], []).append(hold_from_row(row))
             for book in chunk:
                 for hold in lapsed.get(book.account.id, ()):
@@ -217,8 +215,8 @@ class Reads(DriverTransaction):
         for chunk in chunks(list(event_ids)):
             rows = self._answered(("events", tuple(chunk)))
             if rows is None:
-                marks = ", ".join([self._mark] * len(chunk))
-                rows = self._fetch(f"SELECT id FROM events WHERE id IN ({marks})", tuple(chunk))
+                among, params = self._among("id", chunk)
+                rows = self._fetch(f"SELECT id FROM events WHERE {among}", params)
             known += [row[0] for row in rows]
         found: dict[str, StoredEvent] = {}
         for chunk in chunks(known):
