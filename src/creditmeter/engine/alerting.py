@@ -100,6 +100,8 @@ class AlertCommands(SubscriptionCommands):
         return merged_rules(self.settings.alert_rules, book.terms, at_us)
 
     def _mark(self, book: Book, at_us: int) -> None:
+        if book.terms is None and not self.settings.alert_rules:
+            return  # no rule, no top-up: nothing its figures could cross (most imports' books)
         if book.mark is None:
             book.mark = Figures(book.available_uc(at_us), book.overage_uc, {})
             book.used_before = {}  # from now on the book notes what each grant had used

@@ -80,17 +80,21 @@ def collect(books: Iterable[Book], recorded_at_us: int, grant_fps: Mapping[Grant
 def _collect_book(changes: Changes, days: dict[tuple[str, int, str], list[int]], book: Book,
                   recorded_at_us: int, grant_fps: Mapping[GrantId, str],
                   hold_fps: Mapping[HoldId, str]) -> None:
-    changes.grants += [(grant.seq, grant.id, grant.account_id, grant.kind.value, grant.amount_uc,
-                        grant.priority, grant.effective_at_us, grant.expires_at_us, grant.name,
-                        grant.source, grant.created_at_us, grant_fps.get(grant.id, ""))
-                       for grant in book.new_grants]
-    changes.voids += [(grant.voided_at_us, grant.id) for grant in book.voided]
-    changes.new_holds += [(hold.id, hold.account_id, hold.amount_uc, parts_json(hold.parts),
-                           hold.created_at_us, hold.expires_at_us, hold.status.value,
-                           hold_fps.get(hold.id, ""), hold.key_id, hold.fallback)
-                          for hold in book.new_holds]
-    changes.ended_holds += [(hold.status.value, hold.settled_event_id, recorded_at_us, hold.id)
-                            for hold in book.ended_holds]
+    if book.new_grants:  # most books of an import make, void and hold nothing
+        changes.grants += [(grant.seq, grant.id, grant.account_id, grant.kind.value, grant.amount_uc,
+                            grant.priority, grant.effective_at_us, grant.expires_at_us, grant.name,
+                            grant.source, grant.created_at_us, grant_fps.get(grant.id, ""))
+                           for grant in book.new_grants]
+    if book.voided:
+        changes.voids += [(grant.voided_at_us, grant.id) for grant in book.voided]
+    if book.new_holds:
+        changes.new_holds += [(hold.id, hold.account_id, hold.amount_uc, parts_json(hold.parts),
+                               hold.created_at_us, hold.expires_at_us, hold.status.value,
+                               hold_fps.get(hold.id, ""), hold.key_id, hold.fallback)
+                              for hold in book.new_holds]
+    if book.ended_holds:
+        changes.ended_holds += [(hold.status.value, hold.settled_event_id, recorded_at_us, hold.id)
+                                for hold in book.ended_holds]
     event_rows = changes.events
     for event, charge in book.charges:
         event_rows.append((
