@@ -252,8 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             proc.terminate()
             proc.wait(10)
     n = max(args.streams)
-    errors = sum(v for k, v in result.items() if k.endswith("_errors") and not k.startswith(f"n{n}_litellm")
-                 and "litellm" not in k)
+    errors = sum(v for k, v in result.items() if k.endswith("_errors") and "litellm" not in k)
     result["targets"] = {
         f"{n} streams on one account: CPU per stream within 20% of spread":
             (result[f"n{n}_one_to_spread_cpu_ms_per_stream"] or 99) <= FLAT,
