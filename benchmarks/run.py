@@ -1,5 +1,9 @@
 """creditmeter benchmarks:
-``python benchmarks/run.py ingest|balance|contention|holds|api|gateway|deliveries|reads [--db URL]``.
+``python benchmarks/run.py ingest|balance|contention|holds|api|gateway|deliveries|reads|scale [--db URL]``.
+
+``scale`` (benchmarks/scale.py) measures, in one command, ingest of 1,000,000 events over 10,000
+accounts with the bytes each takes on disk, the reads at 10,000 and 1,000,000 events, and
+hundreds of concurrent streams through the gateway on one account against spread over as many.
 
 Without ``--db`` they run on fresh SQLite files in benchmarks/work; with a PostgreSQL URL they
 make fresh databases on that server.
@@ -1065,7 +1069,25 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000],
                    help="events of history on each account")
     p.add_argument("--rounds", type=int, default=30, help="reads of each kind on each account")
+    p = sub.add_parser("scale", help="ingest, reads and concurrent gateway streams at scale (scale.py)")
+    p.add_argument("--db", help="a PostgreSQL server URL to run on (default: fresh SQLite files)")
+    p.add_argument("--parts", nargs="+", choices=["ingest", "reads", "streams"],
+                   default=["ingest", "reads", "streams"])
+    p.add_argument("--events", type=int, default=1_000_000, help="ingest: events in the file")
+    p.add_argument("--accounts", type=int, default=10_000, help="ingest: accounts they go to")
+    p.add_argument("--batch", type=int, default=5_000, help="ingest: events a transaction")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000], help="reads: history sizes")
+    p.add_argument("--rounds", type=int, default=30, help="reads: reads of each kind on each account")
+    p.add_argument("--streams", type=int, nargs="+", default=[50, 200, 500], help="streams: N at once")
+    p.add_argument("--stream-rounds", type=int, default=2, help="streams: rounds of each way, taking turns")
+    p.add_argument("--stream-seconds", type=float, default=2.0, help="streams: each stream's length")
+    p.add_argument("--litellm", metavar="PATH", help="streams: LiteLLM's `litellm` command, measured too")
     args = parser.parse_args()
+    if args.benchmark == "scale":
+        import scale
+
+        scale.main(args)
+        return
     run = ingest_alerts if args.benchmark == "ingest" and args.alerts else ingest_terms if (
         args.benchmark == "ingest" and args.terms) else {
         "ingest": ingest, "balance": balance_bench, "contention": contention, "api": api,

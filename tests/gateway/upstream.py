@@ -18,6 +18,9 @@ streamed one word a chunk. Besides the common behaviours:
 - ``fake-crlf``: streams with ``\r\n`` line endings, mixed with ``\n`` ones, in odd-sized pieces.
 - ``fake-inline-usage``: reports usage on the finish chunk, beside its choices.
 
+Started with ``--stream-seconds S``, every chat completions stream sends its first event at once and
+spreads the rest evenly over ``S`` seconds (a model's pace, for load with many streams open at once).
+
 ``GET /_requests`` answers what it received, newest last: each request's ``path``, ``query``,
 ``body``, the ``authorization``, ``x_api_key``, ``anthropic_version`` and ``anthropic_beta``
 headers, and the ``usage`` it reported (its final count, for a stream); ``POST /_reset`` forgets
@@ -68,8 +71,9 @@ def usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
 
 
 class Upstream:
-    def __init__(self) -> None:
+    def __init__(self, stream_seconds: float = 0.0) -> None:
         self.received: list[dict[str, Any]] = []
+        self.stream_seconds = stream_seconds
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -174,9 +178,12 @@ class Upstream:
             for start in range(0, len(text), 7):
                 await send({"type": "http.response.body", "body": text[start:start + 7], "more_body": True})
             return
-        for data in events:
+        pause = self.stream_seconds / (len(events) - 1) if self.stream_seconds and len(events) > 1 else 0.0
+        for i, data in enumerate(events):
             if model == "fake-slow":
                 await asyncio.sleep(0.05)
+            elif pause and i:
+                await asyncio.sleep(pause)
             await self.event(send, data)
 
     @staticmethod
@@ -201,7 +208,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--stream-seconds", type=float, default=0.0,
+                        help="spread each chat completions stream over this many seconds")
     args = parser.parse_args()
+    app.stream_seconds = args.stream_seconds
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
                 server_header=False, date_header=False)
 
