@@ -151,6 +151,12 @@ class Terms:
         sub = self.running(at_us)
         return sub.plan.when_out if sub is not None else BLOCK
 
+    @functools.cached_property
+    def may_alert(self) -> bool:
+        """Whether a book's figures can raise an alert by these terms: a plan with alert rules,
+        or an auto top-up."""
+        return self.own_topup is not None or any(sub.plan.alerts for sub in self.subscriptions)
+
     def alert_rules(self, at_us: int) -> tuple[AlertRule, ...]:
         """The alert rules of the plan running at ``at_us``."""
         sub = self.running(at_us)

@@ -100,7 +100,7 @@ class AlertCommands(SubscriptionCommands):
         return merged_rules(self.settings.alert_rules, book.terms, at_us)
 
     def _mark(self, book: Book, at_us: int) -> None:
-        if book.terms is None and not self.settings.alert_rules:
+        if not self.settings.alert_rules and (book.terms is None or not book.terms.may_alert):
             return  # no rule, no top-up: nothing its figures could cross (most imports' books)
         if book.mark is None:
             book.mark = Figures(book.available_uc(at_us), book.overage_uc, {})
