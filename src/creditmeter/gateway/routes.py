@@ -86,8 +86,10 @@ def _endpoint(kind: type[Call], engine: Engine, gateway: Gateway, clock: Clock, 
             who = await caller(request)
             assert who.account_id is not None  # ``caller`` lets account keys in only
             raw = await request.body()
-            this = kind(engine, gateway, clock, call, who.account_id, raw, request.headers,
-                        request.url.query, key_id=who.key_id)
+            # The query as the URL's (``request.url`` would build the whole URL to get it).
+            query = request.scope.get("query_string", b"").decode("latin-1")
+            this = kind(engine, gateway, clock, call, who.account_id, raw, request.headers, query,
+                        key_id=who.key_id)
         except GatewayError as exc:
             return kind.render(exc)
         try:
