@@ -204,9 +204,10 @@ class HoldCommands(EngineBase):
         found = tx.get_hold(hold_id)  # its account, to lock
         if found is None:
             raise NotFound("hold", hold_id, "hold_id")
-        tx.look_ahead(hold_id=hold_id)  # read again once the account is locked, with its book
+        if not tx.serialised:
+            tx.look_ahead(hold_id=hold_id)  # read again once the account is locked, with its book
         book = tx.load_books([found[0].account_id], lapsed_by_us=at_us)[found[0].account_id]
-        again = tx.get_hold(hold_id)
+        again = found if tx.serialised else tx.get_hold(hold_id)
         assert again is not None
         hold = again[0]
         book.take_hold(hold)  # loaded with only the holds past their ttl: this one too, if open

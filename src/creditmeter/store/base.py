@@ -45,6 +45,10 @@ class LostConnection(Transient):
 
 
 class Transaction(Protocol):
+    # True when the transaction had the database to itself from its start (SQLite's writes, begun
+    # IMMEDIATE): nothing it read can change under it, so nothing needs reading again after a lock.
+    serialised: bool
+
     def get_account(self, account_id: str) -> tuple[Account, int] | None: ...
     def insert_account(self, account: Account) -> None: ...
     def list_accounts(self) -> list[tuple[Account, int]]: ...

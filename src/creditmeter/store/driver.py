@@ -53,6 +53,7 @@ class DriverTransaction:
         self._grant_seqs: list[int] = []  # PostgreSQL: taken from the sequence, not used yet
         # Lock the accounts a write loads (PostgreSQL); SQLite's BEGIN IMMEDIATE locks it all.
         self._lock = " ORDER BY id FOR UPDATE" if lock else ""
+        self.serialised = not self._pg and bool(conn.info.get("immediate"))
         self._ahead: list[tuple[Hashable, str, Sequence[Any]]] = []  # reads sent with the next pipeline
         self._answers: dict[Hashable, list[Any]] = {}  # their rows, each taken once
 
