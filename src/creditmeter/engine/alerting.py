@@ -100,10 +100,13 @@ class AlertCommands(SubscriptionCommands):
         return merged_rules(self.settings.alert_rules, book.terms, at_us)
 
     def _mark(self, book: Book, at_us: int) -> None:
-        if not self.settings.alert_rules and (book.terms is None or not book.terms.may_alert):
-            return  # no rule, no top-up: nothing its figures could cross (most imports' books)
+        # Every book is marked: depleted and overage started are raised without any rule. What
+        # each grant had used is noted only while a rule could watch it (a server default, the
+        # plan's); marked again once a command gives the account terms that could.
         if book.mark is None:
             book.mark = Figures(book.available_uc(at_us), book.overage_uc, {})
+        if book.used_before is None and (self.settings.alert_rules
+                                         or (book.terms is not None and book.terms.may_alert)):
             book.used_before = {}  # from now on the book notes what each grant had used
 
     def _raise_alerts(self, tx: Transaction, books: list[Book], at_us: int) -> list[Alert]:

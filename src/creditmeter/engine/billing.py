@@ -87,6 +87,7 @@ class SubscriptionCommands(EngineBase):
                                        f"({other.status(at_us).value}); cancel it first")
             tx.insert_subscription(sub, request_fp)
             self._refresh_terms(tx, book)
+            self._mark(book, at_us)  # its plan's alert rules watch what its packages pay from now on
             self._provide(tx, book, at_us)  # its allowances' first periods
             return self._grant_due(tx, book, sub, at_us)
 
