@@ -31,14 +31,12 @@ def prepares(environ: Mapping[str, str]) -> bool:
 PREPARE = True  # set from the environment when a PostgreSQL store is opened
 
 
-def prepare(params: Sequence[Any], *, arrays: bool = False) -> bool:
-    """psycopg's ``prepare`` for a statement with ``params``. A read given an array of ids is
-    planned for the ids each time: a generic plan of ``= ANY($1)``, made while a table was small,
-    scans it whole once it is not. The writes over arrays (``arrays``) join them on keys, whatever
-    the sizes, and are prepared."""
-    if not PREPARE or len(params) > PREPARE_MAX_PARAMS:
-        return False
-    return arrays or not any(type(p) is list for p in params)
+def prepare(params: Sequence[Any]) -> bool:
+    """psycopg's ``prepare`` for a statement with ``params``. A statement given arrays (a read of
+    many ids, a batch's writes over arrays) is planned for its values each time: a generic plan of
+    ``= ANY($1)`` or of a join on ``unnest($1)``, made while a table was small and never analysed,
+    reads it whole once it is not (and is kept until the table is analysed)."""
+    return PREPARE and len(params) <= PREPARE_MAX_PARAMS and not any(type(p) is list for p in params)
 
 
 class DriverTransaction:

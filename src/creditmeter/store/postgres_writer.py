@@ -26,7 +26,8 @@ COPY_FROM = 50  # appends of fewer rows go as INSERTs in the pipeline
 
 # The rollups, counters and versions of a batch each go as one statement of a few arrays (one per
 # column): its text is the same whatever the number of rows, so psycopg neither parses a long
-# VALUES list nor misses its cache, and the statement is prepared once a connection.
+# VALUES list nor misses its cache. It is not prepared (see ``driver.prepare``): planned for its
+# rows each time, it joins them to the table by its key whatever the table's size.
 _DAY_TYPES = ("text", "bigint", "text") + ("bigint",) * (len(DAY_COLUMNS) - 3)
 _DAYS = DAY_UPSERT.replace("VALUES {values}", "SELECT * FROM unnest("
                            + ", ".join(f"%b::{t}[]" for t in _DAY_TYPES) + ")")
@@ -113,7 +114,7 @@ def _pipeline(driver: Any, writes: list[tuple[str, list[Any]]]) -> list[int]:
                 cursor = driver.cursor()
                 cursors.append(cursor)
                 if len(rows) == 1:
-                    cursor.execute(sql, rows[0], prepare=prepare(rows[0], arrays=True))
+                    cursor.execute(sql, rows[0], prepare=prepare(rows[0]))
                 elif rows:
                     cursor.executemany(sql, rows)
         return [cursor.rowcount for cursor in cursors]
