@@ -17,6 +17,7 @@ import atexit
 import multiprocessing
 import multiprocessing.util  # its exit handler (which waits for children) is registered before ours
 import os
+import signal
 import subprocess
 from collections.abc import Mapping
 from multiprocessing.context import ForkServerContext, ForkServerProcess
@@ -60,7 +61,19 @@ class Forked:
         self.process.terminate()
 
     def kill(self) -> None:
-        self.process.kill()
+        """SIGKILL to the process and to every process it started (its process group: ``serve
+        --workers N`` spawns its workers, which a kill of the parent alone would leave running)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:  # not yet a group of its own (just started), or all gone
+            self.process.kill()
+
+    def kill_group(self) -> None:
+        """SIGKILL to whatever is left of the process group (workers of a parent already gone)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 _running: set[Forked] = set()
@@ -69,8 +82,7 @@ _running: set[Forked] = set()
 @atexit.register  # before multiprocessing's own exit handler, which would wait for them
 def _kill_left_running() -> None:
     for forked in _running:
-        if forked.poll() is None:
-            forked.kill()
+        forked.kill_group()  # a parent still running, or workers a killed one left
 
 
 def start(args: list[str], stdout: Path, stderr: Path | None = None,
@@ -87,6 +99,7 @@ def start(args: list[str], stdout: Path, stderr: Path | None = None,
 
 
 def _run(args: list[str], stdout: str, stderr: str, environ: dict[str, str], cwd: str) -> None:
+    os.setpgid(0, 0)  # a process group of its own, with whatever it starts (Forked.kill)
     with open(stdout, "wb") as out:
         os.dup2(out.fileno(), 1)
     if stderr == stdout:
@@ -98,3 +111,20 @@ def _run(args: list[str], stdout: str, stderr: str, environ: dict[str, str], cwd
     os.environ.update(environ)
     os.chdir(cwd)
     main(args, prog_name="creditmeter")  # exits with the command's code
+
+
+def run(args: list[str], folder: Path, env: Mapping[str, str] | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``creditmeter ARGS`` in a forked process, waited for: its exit code and output (files in
+    ``folder``), as ``subprocess.run(..., capture_output=True, text=True)`` answers them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"run-{len(_running)}"
+    out, err = folder / f"{name}.out", folder / f"{name}.err"
+    process = start(args, stdout=out, stderr=err, env=env)
+    try:
+        code = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+    return subprocess.CompletedProcess(["creditmeter", *args], code, out.read_text(), err.read_text())

@@ -100,7 +100,9 @@ def start_server(db_url: str, log: Path, *, workers: int = 1, env: dict[str, str
     process = forked.start(["serve", "--db", db_url, "--port", str(port), "--workers", str(workers),
                             "--no-access-log", *(extra_args or [])], stdout=log, env=environ)
     server = Server(f"http://127.0.0.1:{port}", db_url, process, log)
-    deadline = time.monotonic() + 30
+    # Workers are spawned interpreters, each importing the app: on a busy machine that takes a while.
+    patience_s = 30 if workers == 1 else 90
+    deadline = time.monotonic() + patience_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"creditmeter serve exited {process.returncode}: {log.read_text()}")
@@ -110,8 +112,9 @@ def start_server(db_url: str, log: Path, *, workers: int = 1, env: dict[str, str
         except httpx2.TransportError:
             pass
         time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"creditmeter serve did not answer within 30 s: {log.read_text()}")
+    process.kill()  # with the workers it spawned
+    process.wait()
+    raise RuntimeError(f"creditmeter serve did not answer within {patience_s} s: {log.read_text()}")
 
 
 def stop_server(server: Server) -> None:
@@ -121,6 +124,7 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+    server.process.kill_group()  # no worker outlives its server
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from tests import forked
 from tests.api.conftest import ADMIN_KEY, Server
 
 
@@ -240,16 +241,15 @@ def test_serve_refuses_a_bad_config_naming_the_field(tmp_path) -> None:  # type:
 
     cases = {"server:\n  threads: 0\n": "server.threads", "server:\n  tread: 4\n": "server.tread",
              "gateway: [1]\n": "gateway", "- 1\n": "config"}
-    for text, field in cases.items():
+    for text, field in cases.items():  # each in a forked process (tests/forked.py)
         config = tmp_path / "bad.yaml"
         config.write_text(text)
-        result = subprocess.run(
-            [sys.executable, "-m", "creditmeter.cli", "serve", "--db", f"sqlite:///{tmp_path}/x.db",
-             "--port", "1", "--config", str(config)], capture_output=True, text=True, timeout=60,
-            env={k: v for k, v in os.environ.items() if not k.startswith("CREDITMETER_")})
+        result = forked.run(["serve", "--db", f"sqlite:///{tmp_path}/x.db", "--port", "1",
+                             "--config", str(config)], tmp_path / "runs",
+                            env={k: v for k, v in os.environ.items() if not k.startswith("CREDITMETER_")})
         assert result.returncode == 2, (text, result.stderr)
         assert result.stderr.startswith(f"error: {field}"), (text, result.stderr)
-    bad_env = subprocess.run(
+    bad_env = subprocess.run(  # and the command as a new interpreter runs it
         [sys.executable, "-m", "creditmeter.cli", "serve", "--db", f"sqlite:///{tmp_path}/x.db",
          "--port", "1"],
         capture_output=True, text=True, timeout=60, env={**os.environ, "CREDITMETER_THREADS": "lots"})

@@ -1,5 +1,5 @@
 """Fixtures for the console: a real ``creditmeter serve`` over a seeded SQLite database (one per
-module), keys for each person in it, and Debian's Chromium driven by Playwright (one per session).
+module), keys for each person in it, and Debian's Chromium driven by Playwright (one per module).
 
 The seed is relative to the real clock (the server reads it): about a month of usage replayed at
 its own times, packages of every kind, a hold in flight, an account in overage, and two
@@ -156,9 +156,11 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium (never a downloaded one), headless, for the whole session."""
+    """Debian's Chromium (never a downloaded one), headless, for a module's tests. Not for the
+    whole session: while Playwright's sync API is open, its event loop is marked as running in
+    this thread, and a later test's ``asyncio.run`` would be refused."""
     if not os.access(CHROMIUM, os.X_OK):
         _unavailable(f"the browser tests need Chromium at {CHROMIUM}, which is missing")
     try:

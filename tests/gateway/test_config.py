@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 
+from tests import forked
 from tests.api.conftest import ADMIN_KEY, free_port, start_server, stop_server
-from tests.gateway.conftest import REPO, sqlite_url
+from tests.gateway.conftest import sqlite_url
 
 GOOD = {"base_url": "http://127.0.0.1:9/v1"}
 
@@ -36,9 +35,10 @@ def test_a_bad_gateway_section_stops_serve(tmp_path: Path, gateway: dict[str, An
     config.write_text(json.dumps({"gateway": gateway}))
     environ = {k: v for k, v in os.environ.items() if k != "CM_TEST_SURELY_UNSET"}
     environ["CREDITMETER_ADMIN_KEY"] = ADMIN_KEY
-    done = subprocess.run([sys.executable, "-m", "creditmeter.cli", "serve", "--db", sqlite_url(tmp_path),
-                           "--port", str(free_port()), "--config", str(config)],
-                          cwd=REPO, env=environ, capture_output=True, text=True, timeout=30)
+    # In a process of its own, forked (tests/forked.py); the installed command's refusals are
+    # tried in tests/api/test_server.py.
+    done = forked.run(["serve", "--db", sqlite_url(tmp_path), "--port", str(free_port()),
+                       "--config", str(config)], tmp_path, env=environ, timeout=30)
     assert done.returncode == 2, done.stdout + done.stderr
     assert field in done.stderr
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -21,6 +21,7 @@ from creditmeter.errors import Conflict, InputError
 from creditmeter.ids import ID_PATTERN, MAX_ID_LENGTH, check_id, check_new_id
 from creditmeter.plans import Plan, PlanCatalog, default_plans
 from creditmeter.subscriptions import trial_grant_id
+from tests import forked
 from tests.conftest import EngineFactory, at
 from tests.unit.test_bad_input import dump_tables
 
@@ -162,15 +163,16 @@ def test_a_long_account_with_a_trial_of_the_older_form_gets_no_second(make_engin
 
 # -- the command line ----------------------------------------------------------------------------
 
-def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "creditmeter.cli", *args, "--db", url],
-                          capture_output=True, text=True, timeout=60)
+def cli(url: str, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command in a process of its own (forked: tests/forked.py)."""
+    return forked.run([*args, "--db", url], folder)
 
 
 @pytest.mark.parametrize("bad", ["a/b", "a b", "a?b"])
-def test_cli_accounts_create_refuses_an_id_outside_the_rule(make_engine: EngineFactory, bad: str) -> None:
+def test_cli_accounts_create_refuses_an_id_outside_the_rule(make_engine: EngineFactory, bad: str,
+                                                            tmp_path: Path) -> None:
     url = make_engine().store.url
-    done = cli(url, "accounts", "create", bad, "--at", "2026-03-01")
+    done = cli(url, tmp_path, "accounts", "create", bad, "--at", "2026-03-01")
     assert done.returncode == 2, done
     assert done.stderr.startswith("error: id: "), done.stderr
-    assert json.loads(cli(url, "accounts", "list", "--json").stdout) == []
+    assert json.loads(cli(url, tmp_path, "accounts", "list", "--json").stdout) == []
