@@ -14,6 +14,7 @@ busy database) raises ``StaleWrite`` and the engine retries the command whole.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -325,13 +326,33 @@ def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
 def _set_up_sqlite(dbapi_conn: Any, fallback_checkpoints: bool) -> None:
     dbapi_conn.isolation_level = None  # transactions are begun explicitly (below)
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     if fallback_checkpoints:  # the checkpoints run on a thread of their own
         cursor.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
     cursor.close()
+
+
+WAL_SWITCH_TIMEOUT_S = 30.0  # as long as the busy timeout
+
+
+def _to_wal(cursor: Any) -> None:
+    """Put the database in WAL mode (kept in the file: once it is, nothing to do). Switching a new
+    file takes a lock SQLite does not wait for: connections opened at once on a file not yet in
+    WAL mode (threads starting together) get "database is locked" and try again, within the busy
+    timeout."""
+    deadline = time.monotonic() + WAL_SWITCH_TIMEOUT_S
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
