@@ -57,8 +57,9 @@ class DriverTransaction:
 
     def _among(self, column: str, values: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
         """A condition that ``column`` (text) is one of ``values``, and its parameters. On
-        PostgreSQL one array parameter: the same text whatever the count, so the server parses
-        and plans it once a connection (prepared), not a list of hundreds of parameters each time."""
+        PostgreSQL one array parameter: the same short text whatever the count, not a list of
+        hundreds of parameters for psycopg to build and parse each time (planned for its values
+        each time: see :func:`prepare`)."""
         if self._pg:
             return f"{column} = ANY(%b::text[])", (list(values),)
         return f"{column} IN ({', '.join([self._mark] * len(values))})", tuple(values)
