@@ -70,6 +70,14 @@ def write_events(path: Path, events: int, accounts: int, seed: int = 1) -> None:
             out.write(orjson.dumps(event) + b"\n")
 
 
+def events_file(events: int, accounts: int) -> Path:
+    """The event file of ``events`` over ``accounts`` (written once, kept in the work folder)."""
+    path = WORK / f"ingest-{events}-{accounts}.jsonl"
+    if not path.exists():
+        write_events(path, events, accounts)
+    return path
+
+
 # A plan with what SPEC §12 adds: monthly credits with a rollover, a daily allowance on the
 # Shanghai calendar (with its own rollover), a rolling and a calendar limit.
 TERMS_PLANS = """
@@ -257,9 +265,7 @@ def _ingest_targets(url: str, events_per_s: float, ratio: float) -> dict[str, bo
 
 def ingest(args: argparse.Namespace) -> dict[str, Any]:
     WORK.mkdir(parents=True, exist_ok=True)
-    events_path = WORK / f"ingest-{args.events}.jsonl"
-    if not events_path.exists():
-        write_events(events_path, args.events, args.accounts)
+    events_path = events_file(args.events, args.accounts)
     engine_url = fresh_database(args.db, "ingest-engine")
     baseline_url = fresh_database(args.db, "ingest-baseline")
     setup_engine(engine_url, args.accounts).store.close()
@@ -334,9 +340,7 @@ def ingest_alerts(args: argparse.Namespace) -> dict[str, Any]:
     with no alert rule and by one with the two of ``ALERT_RULES``, in alternating repetitions, each
     on a fresh copy of the database and in a process of its own."""
     WORK.mkdir(parents=True, exist_ok=True)
-    events_path = WORK / f"ingest-{args.events}.jsonl"
-    if not events_path.exists():
-        write_events(events_path, args.events, args.accounts)
+    events_path = events_file(args.events, args.accounts)
     template = fresh_database(args.db, "ingest-alerts-template")
     setup_engine(template, args.accounts, terms=True).store.close()
     seconds: dict[str, list[float]] = {"none": [], "rules": []}
@@ -373,9 +377,7 @@ def ingest_terms(args: argparse.Namespace) -> dict[str, Any]:
     to the plan ``--plan`` names in ``PLANS`` on every account), in alternating repetitions, each
     on a fresh copy of its variant's database and in a process of its own."""
     WORK.mkdir(parents=True, exist_ok=True)
-    events_path = WORK / f"ingest-{args.events}.jsonl"
-    if not events_path.exists():
-        write_events(events_path, args.events, args.accounts)
+    events_path = events_file(args.events, args.accounts)
     templates = {}
     for variant in ("plain", "terms"):
         templates[variant] = fresh_database(args.db, f"ingest-{variant}-template")

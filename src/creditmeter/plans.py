@@ -33,6 +33,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
 from creditmeter.alert_rules import AlertRule, parse_alert_rules
 from creditmeter.allowances import (
     BLOCK,
@@ -198,6 +200,22 @@ class PlanCatalog:
 
 _KIND_VALUES = frozenset(kind.value for kind in PlanKind)
 _PERIOD_VALUES = frozenset(period.value for period in Interval)
+
+
+_STORED: dict[bytes, Plan] = {}  # by the plan's JSON
+MAX_STORED = 256
+
+
+def stored_plan(data: dict[str, Any]) -> Plan:
+    """A plan as a subscription keeps it (``Plan.to_dict``), parsed once for every account on it:
+    the accounts' terms differ by their subscriptions' ids and times, so they are cached apart."""
+    key = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    plan = _STORED.get(key)
+    if plan is None:
+        if len(_STORED) >= MAX_STORED:
+            _STORED.clear()
+        plan = _STORED[key] = parse_plan(data)
+    return plan
 
 
 def parse_plans(data: object, source: str = "plans") -> PlanCatalog:
