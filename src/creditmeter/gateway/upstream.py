@@ -101,8 +101,9 @@ class _Pool:
 
 async def _reused(_session: aiohttp.ClientSession, context: SimpleNamespace,
                   _params: aiohttp.TraceConnectionReuseconnParams) -> None:
-    """A request goes out on a kept-alive connection: its ``trace_request_ctx`` says so."""
-    context.trace_request_ctx.reused = True
+    """A request goes out on a kept-alive connection: its ``trace_request_ctx`` (if any) says so."""
+    if context.trace_request_ctx is not None:
+        context.trace_request_ctx.reused = True
 
 
 def _answer_begun(exc: Exception) -> bool:
