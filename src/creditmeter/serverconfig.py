@@ -31,6 +31,7 @@ and hands them to each worker process as values (``creditmeter.server.Serving``)
     gateway:                       # the /v1 gateway: OpenAI's and Anthropic's APIs (see docs/gateway.md)
       timeout_s: 600               # longest wait for an upstream's next byte
       connect_timeout_s: 10
+      keepalive_s: 4               # longest an idle upstream connection is kept for another request
       max_request_s: 3600          # longest a request may take in all (its hold lasts this + 60 s)
       pending_dir: /var/lib/creditmeter/pending   # settles the database could not take yet
                                    # (default ~/.local/state/creditmeter/pending)
@@ -137,6 +138,7 @@ class UpstreamModel(_Section):
 class GatewaySection(_Section):
     timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    keepalive_s: Annotated[float, Field(gt=0, le=3600)] = 4.0
     max_request_s: Annotated[int, Field(ge=1, le=7 * 86_400 - 60)] = 3600
     pending_dir: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     models: dict[Annotated[str, Field(min_length=1, max_length=255)], UpstreamModel] = {}

@@ -71,11 +71,12 @@ def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10) -> None:
         process.wait()
 
 
-def start_upstream(log: Path, module: str = "tests.gateway.upstream") -> Upstream:
-    """The local upstream (or ``module``, another server taking ``--port``) in a process of its own."""
+def start_upstream(log: Path, module: str = "tests.gateway.upstream", *args: str) -> Upstream:
+    """The local upstream (or ``module``, another server taking ``--port``, and ``args``) in a
+    process of its own."""
     port = free_port()
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", module, "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *args],
                                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     upstream = Upstream(f"http://127.0.0.1:{port}", process)
     deadline = time.monotonic() + 30

@@ -234,8 +234,8 @@ class Call:
         route = self.route
         assert route.pool is not None
         try:
-            async with route.pool.session().post(self.upstream_url(), data=orjson.dumps(payload),
-                                                 headers=self.upstream_headers()) as answer:
+            async with await route.pool.post(self.upstream_url(), orjson.dumps(payload),
+                                             self.upstream_headers(), self.id) as answer:
                 status, content = answer.status, await answer.read()
         except UpstreamFailure as exc:
             await self.release("an upstream failure")
@@ -251,8 +251,8 @@ class Call:
         route = self.route
         assert route.pool is not None
         try:
-            answer = await route.pool.session().post(self.upstream_url(), data=orjson.dumps(payload),
-                                                     headers=self.upstream_headers())
+            answer = await route.pool.post(self.upstream_url(), orjson.dumps(payload),
+                                           self.upstream_headers(), self.id)
         except UpstreamFailure as exc:
             await self.release("an upstream failure")
             raise self.upstream_failed(None, type(exc).__name__) from None

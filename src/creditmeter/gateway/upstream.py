@@ -4,8 +4,10 @@ life of the process."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import aiohttp
 
@@ -14,7 +16,12 @@ from creditmeter.gateway.errors import JSON
 from creditmeter.gateway.pending import PendingSettles
 from creditmeter.serverconfig import DEMO_UPSTREAM, GatewaySection, UpstreamModel
 
+log = logging.getLogger("creditmeter.gateway")
 UpstreamFailure = (aiohttp.ClientError, TimeoutError)
+# How a kept-alive connection the upstream had closed fails a request sent on it (the upstream's
+# idle timeout and the request crossed): closed or reset before any answer. Not a connector error:
+# those are new connections, never used before.
+_CLOSED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientConnectionResetError)
 OPENAI, ANTHROPIC = "openai", "anthropic"
 ANTHROPIC_VERSION = "2023-06-01"  # sent when the client names none
 
@@ -41,24 +48,67 @@ class ModelRoute:
 
 class _Pool:
     """The connections to one upstream (every model on the same base URL shares them), opened on
-    first use, in the worker's event loop."""
+    first use, in the worker's event loop. An idle one is kept ``keepalive_s`` (set under the
+    upstream's own idle timeout, it is closed here before the upstream closes it)."""
 
     def __init__(self, section: GatewaySection) -> None:
         self.timeout = aiohttp.ClientTimeout(total=section.max_request_s,
                                              sock_connect=section.connect_timeout_s,
                                              sock_read=section.timeout_s)
+        self.keepalive_s = section.keepalive_s
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None  # a new connection for each request
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            reuse = aiohttp.TraceConfig()
+            reuse.on_connection_reuseconn.append(_reused)
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self.keepalive_s, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300),
-                timeout=self.timeout, trust_env=False, skip_auto_headers=("User-Agent",))
+                connector=connector, timeout=self.timeout, trust_env=False,
+                skip_auto_headers=("User-Agent",), trace_configs=[reuse])
         return self._session
 
+    def fresh_session(self) -> aiohttp.ClientSession:
+        if self._fresh is None or self._fresh.closed:
+            self._fresh = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=True, ttl_dns_cache=300),
+                timeout=self.timeout, trust_env=False, skip_auto_headers=("User-Agent",))
+        return self._fresh
+
+    async def post(self, url: str, data: bytes, headers: Mapping[str, str],
+                   request_id: str) -> aiohttp.ClientResponse:
+        """The upstream's answer to ``data`` (its status and headers read; its body still to
+        read). When a kept-alive connection turns out closed by the upstream before any of the
+        answer came (the request never reached it), the request is sent once more, on a new
+        connection; any other failure is raised."""
+        used = SimpleNamespace(reused=False)
+        try:
+            return await self.session().post(url, data=data, headers=headers, trace_request_ctx=used)
+        except _CLOSED as exc:
+            if not used.reused or isinstance(exc, aiohttp.ClientConnectorError) or _answer_begun(exc):
+                raise
+            log.warning("request %s: a kept-alive connection to the upstream was closed before any answer "
+                        "(%s: %s); sent again on a new connection (if frequent, lower gateway.keepalive_s "
+                        "under the upstream's idle timeout)", request_id, type(exc).__name__, exc)
+        return await self.fresh_session().post(url, data=data, headers=headers)
+
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
+
+
+async def _reused(_session: aiohttp.ClientSession, context: SimpleNamespace,
+                  _params: aiohttp.TraceConnectionReuseconnParams) -> None:
+    """A request goes out on a kept-alive connection: its ``trace_request_ctx`` (if any) says so."""
+    if context.trace_request_ctx is not None:
+        context.trace_request_ctx.reused = True
+
+
+def _answer_begun(exc: Exception) -> bool:
+    """Whether the upstream had begun its answer when its connection ended (a status line read)."""
+    return isinstance(exc, aiohttp.ServerDisconnectedError) and not isinstance(exc.message, str)
 
 
 class Gateway:
