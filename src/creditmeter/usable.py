@@ -14,7 +14,7 @@ rollover); once started, the rollover is in the order by itself.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
@@ -55,13 +55,13 @@ class Stretches(Generic[T]):
         self._values.insert(i, value)
 
     def forget(self, from_us: int, to_us: int) -> None:
-        """Forget the stretches that overlap ``[from_us, to_us)``."""
-        kept = [i for i, (s, e) in enumerate(zip(self._starts, self._ends, strict=True))
-                if e <= from_us or s >= to_us]
-        if len(kept) < len(self._starts):
-            self._starts = [self._starts[i] for i in kept]
-            self._ends = [self._ends[i] for i in kept]
-            self._values = [self._values[i] for i in kept]
+        """Forget the stretches that overlap ``[from_us, to_us)``: those from the first that ends
+        after ``from_us`` to the last that starts before ``to_us`` (none overlapping another,
+        their ends are in order as their starts are)."""
+        first = bisect_right(self._ends, from_us)
+        last = bisect_left(self._starts, to_us)
+        if first < last:
+            del self._starts[first:last], self._ends[first:last], self._values[first:last]
 
     def clear(self) -> None:
         self._starts, self._ends, self._values = [], [], []
