@@ -110,6 +110,7 @@ class Book:
         self.overage_changed = False
         self.mark: Any = None  # what the book stood at when a command began (its alerts compare)
         self.used_before: dict[GrantId, int] | None = None  # then: what each grant had used
+        self.raised: list[Any] | None = None  # alerts raised charge by charge (engine.alerting)
 
     @property
     def has_changes(self) -> bool:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from creditmeter.domain import Rejected
 from creditmeter.engine import Engine
 from creditmeter.ingest import ImportSummary, by_account, import_jsonl
+from creditmeter.plans import parse_plans
 from creditmeter.timeutil import US_PER_S
 from tests.conftest import EngineFactory, at
 
@@ -23,13 +24,21 @@ ACCOUNTS = ["a", "b", "c"]
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4"]
 
 
+PACK = {"plans": [{"id": "pack", "kind": "addon", "name": "Pack", "credits": 2, "valid_days": 30}]}
+
+
 def _setup(engine: Engine, catalog: Any) -> Engine:
+    """Three accounts with a trial and a package; the last also tops up 2 credits at once when
+    its credits go below 3 (at most 3 times a month)."""
     engine.load_prices(catalog, at("2026-01-01"), at("2026-01-01"))
+    engine.load_plans(parse_plans(PACK), at("2026-03-01"))
     for i, account in enumerate(ACCOUNTS):
         engine.create_account(account, at("2026-03-01"))
         engine.add_grant(account, (2 + i) * US_PER_S, "trial", at("2026-03-01"), grant_id=f"{account}-t",
                          expires_at_us=at("2026-03-09T18:00:00Z"))
         engine.add_grant(account, 3 * US_PER_S, "package", at("2026-03-01"), grant_id=f"{account}-p")
+    engine.set_auto_topup(ACCOUNTS[-1], {"below": 3, "pack": "pack", "max_per_month": 3, "grant_now": True},
+                          at("2026-03-01"))
     return engine
 
 

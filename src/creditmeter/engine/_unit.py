@@ -150,6 +150,10 @@ class EngineBase:
     def _mark(self, book: Book, at_us: int) -> None:
         """Note what ``book`` stands at before the command changes it (see ``engine.alerting``)."""
 
+    def _charged(self, tx: Transaction, book: Book, before_uc: int, at_us: int) -> None:
+        """After a charge of a batch that took the available credits from ``before_uc``: what it
+        alone raises (see ``engine.alerting``)."""
+
     def _persist(self, tx: Transaction, books: Iterable[Book], at_us: int,
                  grant_fps: dict[GrantId, str] | None = None,
                  hold_fps: dict[HoldId, str] | None = None) -> None:

@@ -123,11 +123,24 @@ class AlertCommands(SubscriptionCommands):
                 alerts += crossings(book.account.id, rules, before, after, at_us, period_of(book, at_us))
                 terms: Terms | None = book.terms
                 topup = None if terms is None else terms.own_topup
-                if topup is not None and topup_crossed(topup, before, after):
+                if book.raised is None and topup is not None and topup_crossed(topup, before, after):
                     alerts += self._topup(tx, book, topup, after, at_us)
-            book.mark = book.used_before = None
+            alerts += book.raised or ()
+            book.mark = book.used_before = book.raised = None
             raised += alerts
         return raised
+
+    def _charged(self, tx: Transaction, book: Book, before_uc: int, at_us: int) -> None:
+        """The auto top-up a charge of a batch crossed, decided then (its pack, with
+        ``grant_now``, usable by the next charge): a batch tops up as its events recorded one by
+        one would, whichever of them share it. Kept in ``book.raised``; the command's own check of
+        the top-up then stands aside."""
+        terms: Terms = book.terms
+        topup = terms.own_topup
+        raised = book.raised = book.raised if book.raised is not None else []
+        after = Figures(book.available_uc(at_us), book.overage_uc, {})
+        if topup is not None and topup_crossed(topup, Figures(before_uc, 0, {}), after):
+            raised += self._topup(tx, book, topup, after, at_us)
 
     def _topup(self, tx: Transaction, book: Book, topup: AutoTopup, after: Figures,
                at_us: int) -> list[Alert]:
@@ -135,7 +148,8 @@ class AlertCommands(SubscriptionCommands):
         ``grant_now`` the pack is granted at once (its source says it is not paid yet)."""
         aid = book.account.id
         start, end = month_bounds(at_us)
-        count = tx.topups_between(aid, start, end)
+        count = tx.topups_between(aid, start, end) + sum(  # and those of this command so far
+            a.type is AlertType.TOPUP_REQUESTED for a in book.raised or ())
         if count >= topup.max_per_month:
             return []
         key = f"topup:{(format_instant(start) or '')[:7]}:{count + 1}"

@@ -138,9 +138,14 @@ class UsageCommands(EngineBase):
             if event.account_id not in advanced:
                 self._bring(tx, book, at_us)
                 advanced.add(event.account_id)
+            topup = None
             if book.terms is not None:  # the rollovers and packages usable at the event's time
                 owed_at(book, ts, at_us, tx.next_grant_seq)
+                topup = book.terms.own_topup
+            before = book.available_uc(at_us) if topup is not None else 0
             charge = book.charge(event, cost, version.version, ts, at_us)
+            if topup is not None:  # a top-up is decided charge by charge, as one by one
+                self._charged(tx, book, before, at_us)
             results[index] = charge
             seen[event.id] = (event.fingerprint, charge)
         self._persist(tx, books.values(), at_us)
