@@ -59,7 +59,10 @@ class DriverTransaction:
         """A condition that ``column`` (text) is one of ``values``, and its parameters. On
         PostgreSQL one array parameter: the same short text whatever the count, not a list of
         hundreds of parameters for psycopg to build and parse each time (planned for its values
-        each time: see :func:`prepare`)."""
+        each time: see :func:`prepare`). One value (a command on one account): plain equality,
+        a short statement prepared like any lookup by key."""
+        if len(values) == 1:
+            return f"{column} = {self._mark}", (values[0],)
         if self._pg:
             return f"{column} = ANY(%b::text[])", (list(values),)
         return f"{column} IN ({', '.join([self._mark] * len(values))})", tuple(values)

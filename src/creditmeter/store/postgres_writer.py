@@ -2,7 +2,8 @@
 
 Large appends (events, entries) go by COPY, several times faster than INSERTs for many rows.
 Everything else is sent in one pipeline, one round trip rather than one per statement; the
-updates of many rows each go as one statement joined with a VALUES list.
+updates of many rows each go as one statement over arrays, those of one row (a command on one
+account) as a short prepared statement of plain values.
 
 A write of events runs after a savepoint: when another transaction stored one of their ids
 first, what the write did is undone and ``EventTaken`` raised, the transaction still open.
@@ -17,7 +18,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from creditmeter.store.base import EventTaken
-from creditmeter.store.changes import DAY_COLUMNS, DAY_UPSERT, Changes, Row, plain_writes
+from creditmeter.store.changes import (
+    COUNTERS_UPDATE,
+    DAY_COLUMNS,
+    DAY_UPSERT,
+    VERSION_UPDATE,
+    Changes,
+    Row,
+    plain_writes,
+)
 from creditmeter.store.driver import prepare
 from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
 from creditmeter.store.schema import entries, events
@@ -37,6 +46,10 @@ _COUNTERS = ("UPDATE grants AS g SET used_uc = v.u, held_uc = v.h, closed_uc = v
 _VERSIONS = ("UPDATE accounts AS a SET overage_uc = v.o, overage_since_us = v.s, version = v.nv "
              "FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::bigint[]) "
              "AS v(o, s, nv, id, ov) WHERE a.id = v.id AND a.version = v.ov")
+# The same writes of one row: plain values, prepared (by key: planned alike for any value).
+_DAY = DAY_UPSERT.format(values=f"({', '.join(['%s'] * len(DAY_COLUMNS))})")
+_COUNTER = COUNTERS_UPDATE.format(m="%s")
+_VERSION = VERSION_UPDATE.format(m="%s")
 
 
 _UNIQUE_VIOLATION = "23505"
@@ -81,10 +94,10 @@ def write(driver: Any, mark: str, changes: Changes) -> int:
             _copy(driver, table, columns, rows)  # COPY cannot run inside a pipeline: first
         else:
             writes.append((insert_sql(table, columns, mark), rows))
-    writes += _by_columns(_DAYS, changes.days)
-    writes += _by_columns(_COUNTERS, changes.counters)
+    writes += _by_columns(_DAYS, _DAY, changes.days)
+    writes += _by_columns(_COUNTERS, _COUNTER, changes.counters)
     first_check = len(writes)
-    writes += _by_columns(_VERSIONS, changes.versions)
+    writes += _by_columns(_VERSIONS, _VERSION, changes.versions)
     last_check = len(writes)
     if changes.savepoint:
         writes.append(("RELEASE SAVEPOINT persist", [()]))
@@ -92,8 +105,11 @@ def write(driver: Any, mark: str, changes: Changes) -> int:
     return sum(counts[first_check:last_check])
 
 
-def _by_columns(statement: str, rows: Sequence[Row]) -> list[tuple[str, list[Any]]]:
-    """``statement`` run once with the rows' values as one list per column (none: not run)."""
+def _by_columns(statement: str, one: str, rows: Sequence[Row]) -> list[tuple[str, list[Any]]]:
+    """``statement`` run once with the rows' values as one list per column; one row: ``one``
+    run with its values (none: not run)."""
+    if len(rows) == 1:
+        return [(one, [rows[0]])]
     return [(statement, [tuple(list(column) for column in zip(*rows, strict=True))])] if rows else []
 
 
