@@ -5,8 +5,9 @@ Everything else is sent in one pipeline, one round trip rather than one per stat
 updates of many rows each go as one statement over arrays, those of one row (a command on one
 account) as a short prepared statement of plain values.
 
-A write of events runs after a savepoint: when another transaction stored one of their ids
-first, what the write did is undone and ``EventTaken`` raised, the transaction still open.
+A write of events that asks for it runs after a savepoint: when another transaction stored one
+of their ids first, what the write did is undone and ``EventTaken`` raised, the transaction
+still open. Without it the transaction fails whole on the taken id (and is retried whole).
 """
 
 from __future__ import annotations

@@ -49,12 +49,14 @@ class Writes(DriverTransaction):
 
     def persist(self, books: Iterable[Book], recorded_at_us: int,
                 grant_fps: dict[GrantId, str] | None = None,
-                hold_fps: dict[HoldId, str] | None = None) -> None:
-        """Write everything the books' transitions produced; ``EventTaken`` (nothing of it
-        written) if another transaction stored one of the events' ids first."""
+                hold_fps: dict[HoldId, str] | None = None, *, undo_taken: bool = False) -> None:
+        """Write everything the books' transitions produced. If another transaction stored one
+        of the events' ids first: with ``undo_taken``, ``EventTaken`` with nothing of it written
+        and the transaction still open (for a caller that charges again in it; PostgreSQL pays a
+        savepoint for it); else the transaction fails (``StaleWrite``, retried whole)."""
         self._forget_answers()
         changes = collect(books, recorded_at_us, grant_fps, hold_fps)
-        if self._pg and changes.events:
+        if self._pg and changes.events and undo_taken:
             # Events of other accounts may carry the same ids: their writers hold other locks.
             with postgres_writer.undone_if_event_taken(self._driver, changes):
                 self._write_changes(changes)
