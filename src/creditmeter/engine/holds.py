@@ -120,7 +120,7 @@ class HoldCommands(EngineBase):
                 tx.insert_alert(alert, at_us)
             result = refused or book.reserve(HoldId(hid), amount_uc, ttl, at_us, short_ok=short_ok,
                                              key_id=key_id, fallback=fallback)
-            self._persist(tx, [book], at_us, hold_fps={HoldId(hid): request_fp})
+            self._persist(tx, [book], at_us, hold_fps={HoldId(hid): request_fp}, last=True)
             return result
 
         return self._write(work)
@@ -174,7 +174,7 @@ class HoldCommands(EngineBase):
                 charge = charge._replace(hold_id=hold.id)
                 book.charges[-1] = (event, charge)
             available = book.available_uc(at_us)
-            self._persist(tx, [book], at_us)
+            self._persist(tx, [book], at_us, last=True)
             return charge, available
 
         return self._write(work)
@@ -193,7 +193,7 @@ class HoldCommands(EngineBase):
             open_hold = book.holds.get(hold.id)
             ended = (book.end_hold(open_hold, at_us, HoldStatus.RELEASED) if open_hold
                      else next(h for h in book.ended_holds if h.id == hold.id))
-            self._persist(tx, [book], at_us)
+            self._persist(tx, [book], at_us, last=True)
             return ended
 
         return self._write(work)

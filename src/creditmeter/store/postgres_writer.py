@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from creditmeter.store.base import EventTaken
+from creditmeter.store.base import EventTaken, StaleWrite
 from creditmeter.store.changes import (
     COUNTERS_UPDATE,
     DAY_COLUMNS,
@@ -84,19 +84,15 @@ def undone_if_event_taken(driver: Any, changes: Changes) -> Iterator[None]:
         driver.execute("RELEASE SAVEPOINT persist")
 
 
-def write(driver: Any, mark: str, changes: Changes) -> int:
+def write(driver: Any, mark: str, changes: Changes, commit: bool = False) -> int:
     """Write ``changes`` (but their new grants and closing entries) on the driver connection;
-    the number of accounts found at their loaded version and moved to the next."""
+    the number of accounts found at their loaded version and moved to the next. ``commit``
+    (one book's write, no savepoint): the pipeline ends with the transaction's commit, after
+    the version's write checked it in the server (``StaleWrite`` and nothing committed if not)."""
+    if commit and len(changes.versions) == 1 and not changes.savepoint:
+        return _write_and_commit(driver, mark, changes)
     writes: list[tuple[str, list[Any]]] = [("SAVEPOINT persist", [()])] if changes.savepoint else []
-    writes += plain_writes(changes, mark)
-    for table, columns, rows in ((events, EVENT_COLUMNS, changes.events),
-                                 (entries, ENTRY_COLUMNS, changes.entries)):
-        if len(rows) >= COPY_FROM:
-            _copy(driver, table, columns, rows)  # COPY cannot run inside a pipeline: first
-        else:
-            writes.append((insert_sql(table, columns, mark), rows))
-    writes += _by_columns(_DAYS, _DAY, changes.days)
-    writes += _by_columns(_COUNTERS, _COUNTER, changes.counters)
+    writes += _writes(driver, mark, changes)
     first_check = len(writes)
     writes += _by_columns(_VERSIONS, _VERSION, changes.versions)
     last_check = len(writes)
@@ -104,6 +100,43 @@ def write(driver: Any, mark: str, changes: Changes) -> int:
         writes.append(("RELEASE SAVEPOINT persist", [()]))
     counts = _pipeline(driver, writes)
     return sum(counts[first_check:last_check])
+
+
+# The version's write failing the transaction when the account is not at its loaded version any
+# more: 1 / 0 raises, and the commit sent after it in the pipeline is not run.
+_VERSION_CHECKED = f"WITH v AS ({_VERSION} RETURNING 1) SELECT 1 / count(*) FROM v"
+_DIVISION_BY_ZERO = "22012"
+
+
+def _write_and_commit(driver: Any, mark: str, changes: Changes) -> int:
+    """``write`` of one book's changes, then COMMIT, in one pipeline."""
+    versions, changes.versions = changes.versions, []
+    try:
+        writes = _writes(driver, mark, changes)
+    finally:
+        changes.versions = versions
+    try:
+        _pipeline(driver, [*writes, (_VERSION_CHECKED, versions), ("COMMIT", [()])])
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) == _DIVISION_BY_ZERO:
+            raise StaleWrite("the account changed meanwhile") from exc
+        raise
+    return 1
+
+
+def _writes(driver: Any, mark: str, changes: Changes) -> list[tuple[str, list[Any]]]:
+    """The statements (each with its rows) that write ``changes`` but the versions, in order;
+    long appends are written here and now, by COPY (which cannot run inside a pipeline)."""
+    writes = plain_writes(changes, mark)
+    for table, columns, rows in ((events, EVENT_COLUMNS, changes.events),
+                                 (entries, ENTRY_COLUMNS, changes.entries)):
+        if len(rows) >= COPY_FROM:
+            _copy(driver, table, columns, rows)
+        else:
+            writes.append((insert_sql(table, columns, mark), rows))
+    writes += _by_columns(_DAYS, _DAY, changes.days)
+    writes += _by_columns(_COUNTERS, _COUNTER, changes.counters)
+    return writes
 
 
 def _by_columns(statement: str, one: str, rows: Sequence[Row]) -> list[tuple[str, list[Any]]]:
