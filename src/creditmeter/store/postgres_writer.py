@@ -116,7 +116,7 @@ def _write_and_commit(driver: Any, mark: str, changes: Changes) -> int:
     finally:
         changes.versions = versions
     try:
-        _pipeline(driver, [*writes, (_VERSION_CHECKED, versions), ("COMMIT", [()])])
+        _pipeline(driver, [*writes, (_VERSION_CHECKED, versions), ("COMMIT", [()])], counted=False)
     except Exception as exc:
         if getattr(exc, "sqlstate", None) == _DIVISION_BY_ZERO:
             raise StaleWrite("the account changed meanwhile") from exc
@@ -155,14 +155,16 @@ def _copy(driver: Any, table: sa.Table, columns: Sequence[str], rows: list[Row])
             copy.write_row(row)
 
 
-def _pipeline(driver: Any, writes: list[tuple[str, list[Any]]]) -> list[int]:
-    """Run the writes in one pipeline; the rows each statement changed."""
-    cursors = []
+def _pipeline(driver: Any, writes: list[tuple[str, list[Any]]], counted: bool = True) -> list[int]:
+    """Run the writes in one pipeline; the rows each statement changed (not ``counted``: none,
+    and one cursor sends them all)."""
+    cursors = [] if counted else [driver.cursor()]
     try:
         with driver.pipeline():
             for sql, rows in writes:
-                cursor = driver.cursor()
-                cursors.append(cursor)
+                if counted:
+                    cursors.append(driver.cursor())
+                cursor = cursors[-1]
                 if len(rows) == 1:
                     cursor.execute(sql, rows[0], prepare=prepare(rows[0]))
                 elif rows:
