@@ -155,3 +155,42 @@ def test_a_taken_id_in_a_small_batch_is_a_conflict_too(make_engine: EngineFactor
     assert _stored(first) == {"shared": ("a", 3_000_000), "own": ("b", 2_500_000)}
     assert sum(p.used_uc for p in first.balance("b", NOW).packages) == 2_500_000
     assert first.check_invariants() == []
+
+
+def test_a_settle_whose_event_id_another_account_took_meanwhile_is_a_conflict(
+        make_engine: EngineFactory) -> None:
+    """A settle writes its event without a savepoint: the taken id fails its transaction whole,
+    the attempt after it finds the event (another account's) and answers conflict; nothing of
+    the settle is written and the hold stays open."""
+    from creditmeter.engine import Usage
+
+    first, _ = _setup(make_engine)
+    url: str = first.store.url  # type: ignore[attr-defined]
+    second = Engine(SqlStore(url), Settings(write_attempts=2))
+    hold = first.reserve("b", 4 * CREDIT, NOW, hold_id="h-b")
+    assert not isinstance(hold, Rejected) and hasattr(hold, "parts")
+    answers: list[Any] = []
+
+    def settle() -> None:
+        try:
+            answers.append(second.settle("h-b", Usage("m", input_tokens=1_000_000), NOW, event_id="shared"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            answers.append(exc)
+        finally:
+            second.store.close()
+
+    thread = threading.Thread(target=settle)
+    results: list[Charge | Rejected | None] = [None]
+    with first.store.transaction(write=True) as tx:
+        first._charge_events(tx, [(0, parse_event(_event("shared", "a", 3_000_000)))], results, NOW)
+        thread.start()
+        _wait_until_blocked(url, thread)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert isinstance(answers[0], Conflict), answers
+    assert _stored(first) == {"shared": ("a", 3_000_000)}
+    packages = first.balance("b", NOW).packages
+    assert sum(p.used_uc for p in packages) == 0 and sum(p.held_uc for p in packages) == 4 * CREDIT
+    released = first.release("h-b", NOW)
+    assert released.status.value == "released"
+    assert first.check_invariants() == []

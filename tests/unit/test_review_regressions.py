@@ -26,7 +26,11 @@ def _setup(engine: Engine) -> None:
     engine.add_grant("a", 10 * CREDIT, "addon", T0, grant_id="g")
 
 
-def test_a_book_written_meanwhile_by_another_writer_is_refused_not_overwritten(engine: Engine) -> None:
+@pytest.mark.parametrize("commit", [False, True], ids=["then-commit", "commit-with-write"])
+def test_a_book_written_meanwhile_by_another_writer_is_refused_not_overwritten(engine: Engine,
+                                                                               commit: bool) -> None:
+    """Also when the write commits the transaction itself (PostgreSQL: in its pipeline, after
+    the version's write checked it in the server): nothing of it is committed."""
     _setup(engine)
     with engine.store.transaction(write=True) as tx:
         stale = tx.load_books(["a"])["a"]
@@ -35,8 +39,10 @@ def test_a_book_written_meanwhile_by_another_writer_is_refused_not_overwritten(e
     hold = stale.reserve("h", 10 * CREDIT, 60, T0)  # would overspend: e1 already used some
     assert isinstance(hold, Hold)
     with pytest.raises(StaleWrite), engine.store.transaction(write=True) as tx:
-        tx.persist([stale], T0)
+        tx.persist([stale], T0, commit=commit)
     assert engine.balance("a", T0).held_uc == 0
+    with engine.store.transaction() as tx:
+        assert tx.get_hold("h") is None
     assert engine.check_invariants() == []
 
 

@@ -156,11 +156,15 @@ class EngineBase:
 
     def _persist(self, tx: Transaction, books: Iterable[Book], at_us: int,
                  grant_fps: dict[GrantId, str] | None = None,
-                 hold_fps: dict[HoldId, str] | None = None) -> None:
-        """Write what the books' transitions produced, with the alerts their changes raise."""
+                 hold_fps: dict[HoldId, str] | None = None, *, undo_taken: bool = False,
+                 last: bool = False) -> None:
+        """Write what the books' transitions produced, with the alerts their changes raise;
+        ``undo_taken``: see ``Transaction.persist`` (only a command that charges again in the
+        same transaction on ``EventTaken`` asks for it). ``last``: the command writes nothing
+        after it, so (no alert to write either) the write may commit the transaction."""
         books = list(books)
         alerts = self._raise_alerts(tx, books, at_us)
-        tx.persist(books, at_us, grant_fps, hold_fps)
+        tx.persist(books, at_us, grant_fps, hold_fps, undo_taken=undo_taken, commit=last and not alerts)
         for alert in alerts:  # only once the changes are written: an undone attempt raises nothing
             tx.insert_alert(alert, at_us)
 

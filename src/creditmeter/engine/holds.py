@@ -120,7 +120,7 @@ class HoldCommands(EngineBase):
                 tx.insert_alert(alert, at_us)
             result = refused or book.reserve(HoldId(hid), amount_uc, ttl, at_us, short_ok=short_ok,
                                              key_id=key_id, fallback=fallback)
-            self._persist(tx, [book], at_us, hold_fps={HoldId(hid): request_fp})
+            self._persist(tx, [book], at_us, hold_fps={HoldId(hid): request_fp}, last=True)
             return result
 
         return self._write(work)
@@ -174,7 +174,7 @@ class HoldCommands(EngineBase):
                 charge = charge._replace(hold_id=hold.id)
                 book.charges[-1] = (event, charge)
             available = book.available_uc(at_us)
-            self._persist(tx, [book], at_us)
+            self._persist(tx, [book], at_us, last=True)
             return charge, available
 
         return self._write(work)
@@ -193,23 +193,21 @@ class HoldCommands(EngineBase):
             open_hold = book.holds.get(hold.id)
             ended = (book.end_hold(open_hold, at_us, HoldStatus.RELEASED) if open_hold
                      else next(h for h in book.ended_holds if h.id == hold.id))
-            self._persist(tx, [book], at_us)
+            self._persist(tx, [book], at_us, last=True)
             return ended
 
         return self._write(work)
 
     def _locked_hold(self, tx: Transaction, hold_id: str, at_us: int) -> tuple[Hold, Book]:
-        """The hold as it stands once its account is locked (read again after the lock, so a
-        concurrent settle or release is seen), and the account's book."""
-        found = tx.get_hold(hold_id)  # its account, to lock
-        if found is None:
+        """The hold as it stands once its account is locked (read after the lock, so a
+        concurrent settle or release is seen), and the account's book. The account is found
+        from the hold by the statements that lock and load it: no lookup of its own first."""
+        tx.look_ahead(hold_id=hold_id)  # read once the account is locked, with its book
+        book = tx.load_book_of_hold(hold_id, lapsed_by_us=at_us)
+        found = tx.get_hold(hold_id)
+        if book is None or found is None:
             raise NotFound("hold", hold_id, "hold_id")
-        if not tx.serialised:
-            tx.look_ahead(hold_id=hold_id)  # read again once the account is locked, with its book
-        book = tx.load_books([found[0].account_id], lapsed_by_us=at_us)[found[0].account_id]
-        again = found if tx.serialised else tx.get_hold(hold_id)
-        assert again is not None
-        hold = again[0]
+        hold = found[0]
         book.take_hold(hold)  # loaded with only the holds past their ttl: this one too, if open
         self._bring(tx, book, at_us)
         return hold, book

@@ -148,7 +148,7 @@ class UsageCommands(EngineBase):
                 self._charged(tx, book, before, at_us)
             results[index] = charge
             seen[event.id] = (event.fingerprint, charge)
-        self._persist(tx, books.values(), at_us)
+        self._persist(tx, books.values(), at_us, undo_taken=True)  # see _charge_events
 
     def _check_time_and_price(self, prices: PriceBook, ts: int, oldest: int,
                               newest: int) -> PriceVersion:

@@ -29,6 +29,12 @@ DAY_UPSERT = (f"INSERT INTO usage_days ({', '.join(DAY_COLUMNS)}) VALUES {{value
               "ON CONFLICT (account_id, day_us, model) DO UPDATE SET "
               + ", ".join(f"{c} = usage_days.{c} + excluded.{c}" for c in DAY_COLUMNS[3:]))
 
+# A grant's counters and an account's version, each row by its key (the version checked: a write
+# that finds the account at another one changes nothing).
+COUNTERS_UPDATE = "UPDATE grants SET used_uc = {m}, held_uc = {m}, closed_uc = {m} WHERE seq = {m}"
+VERSION_UPDATE = ("UPDATE accounts SET overage_uc = {m}, overage_since_us = {m}, version = {m} "
+                  "WHERE id = {m} AND version = {m}")
+
 Row = tuple[Any, ...]
 
 

@@ -94,6 +94,7 @@ class SqlStore:
                                            connect_args={"prepare_threshold": NEVER_BY_COUNT})
             sa.event.listen(self.engine, "checkout", _ping_if_idle)
             sa.event.listen(self.engine, "checkin", _note_checkin)
+            sa.event.listen(self.engine, "before_cursor_execute", _in_transaction)
 
     @staticmethod
     def _ensure_sqlite_dir(url: str) -> None:
@@ -199,6 +200,8 @@ class SqlStore:
                     raise StaleWrite(_describe(exc)) from exc
                 raise
         finally:
+            if not self.is_sqlite and not conn.invalidated:
+                driver.end_ahead(conn.connection.driver_connection)
             if not keep:
                 try:
                     conn.close()
@@ -305,6 +308,12 @@ def _lost_race(exc: Exception) -> bool:
 
 
 IDLE_PING_S = 1.0
+
+
+def _in_transaction(conn: Connection, *_: Any) -> None:
+    """A statement run through SQLAlchemy runs in the transaction: begun first, if the store's
+    own reads did not begin it yet (``driver.begin_ahead``)."""
+    driver.begun(conn.connection.driver_connection)
 
 
 def _note_checkin(_dbapi_conn: Any, record: Any) -> None:

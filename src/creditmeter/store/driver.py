@@ -39,14 +39,46 @@ def prepare(params: Sequence[Any]) -> bool:
     return PREPARE and len(params) <= PREPARE_MAX_PARAMS and not any(type(p) is list for p in params)
 
 
+IDLE = 0  # libpq's transaction status of a connection in no transaction
+
+
+def begin_ahead(driver: Any) -> None:
+    """PostgreSQL: let the transaction begin with the first pipeline of reads (its BEGIN sent in
+    it), not in a round trip of its own as psycopg sends it. The driver connection is put in
+    autocommit until then (psycopg then sends no BEGIN); ``begun`` makes sure a statement sent
+    any other way first is in the transaction all the same, and ``end_ahead`` puts it back."""
+    if driver.pgconn.transaction_status == IDLE:
+        driver.autocommit = True
+
+
+def begun(driver: Any) -> bool:
+    """Whether the transaction has begun; if not, it will with the next statement (psycopg's
+    own BEGIN before it). False: the caller may send BEGIN itself, first in its pipeline."""
+    if driver.autocommit and driver.pgconn.transaction_status == IDLE:
+        driver.autocommit = False
+        return False
+    return True
+
+
+def end_ahead(driver: Any) -> None:
+    """After the transaction (committed or rolled back): psycopg begins transactions again."""
+    if driver.autocommit and driver.pgconn.transaction_status == IDLE:
+        driver.autocommit = False
+
+
 class DriverTransaction:
-    """One open transaction on one SQLAlchemy connection and the driver connection under it."""
+    """One open transaction on one SQLAlchemy connection and the driver connection under it.
+
+    On PostgreSQL the transaction's BEGIN goes with its first pipeline of reads (``begin_ahead``):
+    the driver connection is reached through ``_driver``, which begins it first if not yet."""
 
     def __init__(self, conn: Connection, mark: str, lock: bool = False) -> None:
         self.conn = conn
         self._mark = mark
-        self._driver: Any = conn.connection.driver_connection
+        self._raw: Any = conn.connection.driver_connection
         self._pg = conn.dialect.name == "postgresql"
+        if self._pg:
+            begin_ahead(self._raw)
         self._last_grant_seq: int | None = None
         self._grant_seqs: list[int] = []  # PostgreSQL: taken from the sequence, not used yet
         # Lock the accounts a write loads (PostgreSQL); SQLite's BEGIN IMMEDIATE locks it all.
@@ -55,11 +87,21 @@ class DriverTransaction:
         self._ahead: list[tuple[Hashable, str, Sequence[Any]]] = []  # reads sent with the next pipeline
         self._answers: dict[Hashable, list[Any]] = {}  # their rows, each taken once
 
+    @property
+    def _driver(self) -> Any:
+        """The driver connection, in the transaction (PostgreSQL: begun if it was not)."""
+        if self._pg:
+            begun(self._raw)
+        return self._raw
+
     def _among(self, column: str, values: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
         """A condition that ``column`` (text) is one of ``values``, and its parameters. On
         PostgreSQL one array parameter: the same short text whatever the count, not a list of
         hundreds of parameters for psycopg to build and parse each time (planned for its values
-        each time: see :func:`prepare`)."""
+        each time: see :func:`prepare`). One value (a command on one account): plain equality,
+        a short statement prepared like any lookup by key."""
+        if len(values) == 1:
+            return f"{column} = {self._mark}", (values[0],)
         if self._pg:
             return f"{column} = ANY(%b::text[])", (list(values),)
         return f"{column} IN ({', '.join([self._mark] * len(values))})", tuple(values)
@@ -86,10 +128,14 @@ class DriverTransaction:
             return [self._fetch(sql, params) for sql, params in queries]
         ahead, self._ahead = self._ahead, []
         cursors = []
+        driver = self._raw
+        begin = driver.autocommit and driver.pgconn.transaction_status == IDLE
         try:
-            with self._driver.pipeline():
+            with driver.pipeline():
+                if begin:  # the transaction's BEGIN, in autocommit till now (see begin_ahead)
+                    driver.execute("BEGIN")
                 for sql, params in [*queries, *((sql, params) for _, sql, params in ahead)]:
-                    cursor = self._driver.cursor()
+                    cursor = driver.cursor()
                     cursors.append(cursor)
                     cursor.execute(sql, params, prepare=prepare(params))
             rows = [cursor.fetchall() for cursor in cursors]

@@ -2,10 +2,12 @@
 
 Large appends (events, entries) go by COPY, several times faster than INSERTs for many rows.
 Everything else is sent in one pipeline, one round trip rather than one per statement; the
-updates of many rows each go as one statement joined with a VALUES list.
+updates of many rows each go as one statement over arrays, those of one row (a command on one
+account) as a short prepared statement of plain values.
 
-A write of events runs after a savepoint: when another transaction stored one of their ids
-first, what the write did is undone and ``EventTaken`` raised, the transaction still open.
+A write of events that asks for it runs after a savepoint: when another transaction stored one
+of their ids first, what the write did is undone and ``EventTaken`` raised, the transaction
+still open. Without it the transaction fails whole on the taken id (and is retried whole).
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from creditmeter.store.base import EventTaken
-from creditmeter.store.changes import DAY_COLUMNS, DAY_UPSERT, Changes, Row, plain_writes
+from creditmeter.store.base import EventTaken, StaleWrite
+from creditmeter.store.changes import (
+    COUNTERS_UPDATE,
+    DAY_COLUMNS,
+    DAY_UPSERT,
+    VERSION_UPDATE,
+    Changes,
+    Row,
+    plain_writes,
+)
 from creditmeter.store.driver import prepare
 from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
 from creditmeter.store.schema import entries, events
@@ -37,6 +47,10 @@ _COUNTERS = ("UPDATE grants AS g SET used_uc = v.u, held_uc = v.h, closed_uc = v
 _VERSIONS = ("UPDATE accounts AS a SET overage_uc = v.o, overage_since_us = v.s, version = v.nv "
              "FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::bigint[]) "
              "AS v(o, s, nv, id, ov) WHERE a.id = v.id AND a.version = v.ov")
+# The same writes of one row: plain values, prepared (by key: planned alike for any value).
+_DAY = DAY_UPSERT.format(values=f"({', '.join(['%s'] * len(DAY_COLUMNS))})")
+_COUNTER = COUNTERS_UPDATE.format(m="%s")
+_VERSION = VERSION_UPDATE.format(m="%s")
 
 
 _UNIQUE_VIOLATION = "23505"
@@ -70,21 +84,17 @@ def undone_if_event_taken(driver: Any, changes: Changes) -> Iterator[None]:
         driver.execute("RELEASE SAVEPOINT persist")
 
 
-def write(driver: Any, mark: str, changes: Changes) -> int:
+def write(driver: Any, mark: str, changes: Changes, commit: bool = False) -> int:
     """Write ``changes`` (but their new grants and closing entries) on the driver connection;
-    the number of accounts found at their loaded version and moved to the next."""
+    the number of accounts found at their loaded version and moved to the next. ``commit``
+    (one book's write, no savepoint): the pipeline ends with the transaction's commit, after
+    the version's write checked it in the server (``StaleWrite`` and nothing committed if not)."""
+    if commit and len(changes.versions) == 1 and not changes.savepoint:
+        return _write_and_commit(driver, mark, changes)
     writes: list[tuple[str, list[Any]]] = [("SAVEPOINT persist", [()])] if changes.savepoint else []
-    writes += plain_writes(changes, mark)
-    for table, columns, rows in ((events, EVENT_COLUMNS, changes.events),
-                                 (entries, ENTRY_COLUMNS, changes.entries)):
-        if len(rows) >= COPY_FROM:
-            _copy(driver, table, columns, rows)  # COPY cannot run inside a pipeline: first
-        else:
-            writes.append((insert_sql(table, columns, mark), rows))
-    writes += _by_columns(_DAYS, changes.days)
-    writes += _by_columns(_COUNTERS, changes.counters)
+    writes += _writes(driver, mark, changes)
     first_check = len(writes)
-    writes += _by_columns(_VERSIONS, changes.versions)
+    writes += _by_columns(_VERSIONS, _VERSION, changes.versions)
     last_check = len(writes)
     if changes.savepoint:
         writes.append(("RELEASE SAVEPOINT persist", [()]))
@@ -92,8 +102,48 @@ def write(driver: Any, mark: str, changes: Changes) -> int:
     return sum(counts[first_check:last_check])
 
 
-def _by_columns(statement: str, rows: Sequence[Row]) -> list[tuple[str, list[Any]]]:
-    """``statement`` run once with the rows' values as one list per column (none: not run)."""
+# The version's write failing the transaction when the account is not at its loaded version any
+# more: 1 / 0 raises, and the commit sent after it in the pipeline is not run.
+_VERSION_CHECKED = f"WITH v AS ({_VERSION} RETURNING 1) SELECT 1 / count(*) FROM v"
+_DIVISION_BY_ZERO = "22012"
+
+
+def _write_and_commit(driver: Any, mark: str, changes: Changes) -> int:
+    """``write`` of one book's changes, then COMMIT, in one pipeline."""
+    versions, changes.versions = changes.versions, []
+    try:
+        writes = _writes(driver, mark, changes)
+    finally:
+        changes.versions = versions
+    try:
+        _pipeline(driver, [*writes, (_VERSION_CHECKED, versions), ("COMMIT", [()])], counted=False)
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) == _DIVISION_BY_ZERO:
+            raise StaleWrite("the account changed meanwhile") from exc
+        raise
+    return 1
+
+
+def _writes(driver: Any, mark: str, changes: Changes) -> list[tuple[str, list[Any]]]:
+    """The statements (each with its rows) that write ``changes`` but the versions, in order;
+    long appends are written here and now, by COPY (which cannot run inside a pipeline)."""
+    writes = plain_writes(changes, mark)
+    for table, columns, rows in ((events, EVENT_COLUMNS, changes.events),
+                                 (entries, ENTRY_COLUMNS, changes.entries)):
+        if len(rows) >= COPY_FROM:
+            _copy(driver, table, columns, rows)
+        else:
+            writes.append((insert_sql(table, columns, mark), rows))
+    writes += _by_columns(_DAYS, _DAY, changes.days)
+    writes += _by_columns(_COUNTERS, _COUNTER, changes.counters)
+    return writes
+
+
+def _by_columns(statement: str, one: str, rows: Sequence[Row]) -> list[tuple[str, list[Any]]]:
+    """``statement`` run once with the rows' values as one list per column; one row: ``one``
+    run with its values (none: not run)."""
+    if len(rows) == 1:
+        return [(one, [rows[0]])]
     return [(statement, [tuple(list(column) for column in zip(*rows, strict=True))])] if rows else []
 
 
@@ -105,14 +155,16 @@ def _copy(driver: Any, table: sa.Table, columns: Sequence[str], rows: list[Row])
             copy.write_row(row)
 
 
-def _pipeline(driver: Any, writes: list[tuple[str, list[Any]]]) -> list[int]:
-    """Run the writes in one pipeline; the rows each statement changed."""
-    cursors = []
+def _pipeline(driver: Any, writes: list[tuple[str, list[Any]]], counted: bool = True) -> list[int]:
+    """Run the writes in one pipeline; the rows each statement changed (not ``counted``: none,
+    and one cursor sends them all)."""
+    cursors = [] if counted else [driver.cursor()]
     try:
         with driver.pipeline():
             for sql, rows in writes:
-                cursor = driver.cursor()
-                cursors.append(cursor)
+                if counted:
+                    cursors.append(driver.cursor())
+                cursor = cursors[-1]
                 if len(rows) == 1:
                     cursor.execute(sql, rows[0], prepare=prepare(rows[0]))
                 elif rows:

@@ -86,43 +86,57 @@ class Reads(DriverTransaction):
         through = MAX_US if lapsed_by_us is None else lapsed_by_us
         if cache is not None:
             ids = self._reuse_books(ids, cache, books, through)
+        for chunk in chunks(ids):
+            ids_in, params = self._among("id", chunk)
+            accounts_in, _ = self._among("account_id", chunk)
+            loaded = self._load(ids_in, accounts_in, params, through)
+            books.update(loaded)
+            if cache is not None:
+                cache.update(loaded)
+        return books
+
+    def load_book_of_hold(self, hold_id: str, lapsed_by_us: int) -> Book | None:
+        """:meth:`load_books` of the account ``hold_id`` was made on (None: no such hold),
+        found by the statements that load it (a hold's account never changes): no lookup first."""
+        account = f"(SELECT account_id FROM holds WHERE id = {self._mark})"
+        books = self._load(f"id = {account}", f"account_id = {account}", (hold_id,), lapsed_by_us)
+        return next(iter(books.values()), None)
+
+    def _load(self, ids_in: str, accounts_in: str, params: tuple[Any, ...],
+              through: int) -> dict[AccountId, Book]:
+        """The books of the accounts ``ids_in`` (a condition on accounts.id) and ``accounts_in``
+        (the same on account_id) name, with ``params``; the account rows first (locking them in
+        a write), then their grants and holds."""
         found: dict[str, tuple[Any, ...]] = {}
         grant_rows: dict[str, list[tuple[Grant, Counters]]] = {}
         hold_rows: dict[str, list[Hold]] = {}
         kinds = GRANT_KINDS
-        for chunk in chunks(ids):
-            ids_in, params = self._among("id", chunk)
-            accounts_in, _ = self._among("account_id", chunk)
-            # The account rows first (locking them in a write), then their grants and holds.
-            account_rows, grant_list, hold_list = self._fetch_all([
-                (f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us, terms "
-                 f"FROM accounts WHERE {ids_in}{self._lock}", params),
-                (f"SELECT {GRANT_SELECT} FROM grants WHERE {accounts_in}", params),
-                self._lapsed_sql(chunk, through)])
-            for row in account_rows:
-                found[row[0]] = tuple(row)
-                grant_rows[row[0]] = []
-                hold_rows[row[0]] = []
-            for r in grant_list:
-                grant_rows[r[1]].append((
-                    Grant(r[0], r[1], kinds[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]),
-                    Counters(r[12], r[13], r[14])))
-            for row in hold_list:
-                hold_rows[row[1]].append(hold_from_row(row))
-        for aid, (_, name, kind, created, overage, version, since, terms) in found.items():
-            book = Book(Account(AccountId(aid), name, AccountKind(kind), created), overage,
-                        grant_rows[aid], hold_rows[aid], version, since,
-                        terms_from_json(terms) if terms else None, through)
-            books[AccountId(aid)] = book
-            if cache is not None:
-                cache[AccountId(aid)] = book
-        return books
+        account_rows, grant_list, hold_list = self._fetch_all([
+            (f"SELECT id, name, kind, created_at_us, overage_uc, version, overage_since_us, terms "
+             f"FROM accounts WHERE {ids_in}{self._lock}", params),
+            (f"SELECT {GRANT_SELECT} FROM grants WHERE {accounts_in}", params),
+            self._lapsed_sql(accounts_in, params, through)])
+        for row in account_rows:
+            found[row[0]] = tuple(row)
+            grant_rows[row[0]] = []
+            hold_rows[row[0]] = []
+        for r in grant_list:
+            grant_rows[r[1]].append((
+                Grant(r[0], r[1], kinds[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]),
+                Counters(r[12], r[13], r[14])))
+        for row in hold_list:
+            hold_rows[row[1]].append(hold_from_row(row))
+        return {AccountId(aid): Book(Account(AccountId(aid), name, AccountKind(kind), created), overage,
+                                     grant_rows[aid], hold_rows[aid], version, since,
+                                     terms_from_json(terms) if terms else None, through)
+                for aid, (_, name, kind, created, overage, version, since, terms) in found.items()}
 
-    def _lapsed_sql(self, account_ids: Sequence[str], through_us: int) -> tuple[str, tuple[Any, ...]]:
-        """The open holds of some accounts whose ttl passed by ``through_us`` (the status a
-        literal: the partial index on open holds serves it whatever plan the server keeps)."""
-        among, params = self._among("account_id", account_ids)
-        return (f"SELECT {HOLD_SELECT} FROM holds WHERE {among} AND status = '{OPEN}' "
+    def _lapsed_sql(self, accounts_in: str, params: tuple[Any, ...],
+                    through_us: int) -> tuple[str, tuple[Any, ...]]:
+        """The open holds of the accounts ``accounts_in`` (a condition on account_id) names whose
+        ttl passed by ``through_us`` (the status a literal: the partial index on open holds
+        serves it whatever plan the server keeps)."""
+        return (f"SELECT {HOLD_SELECT} FROM holds WHERE {accounts_in} AND status = '{OPEN}' "
                 f"AND expires_at_us <= {self._mark}",
                 (*params, through_us if through_us < MAX_US else ANY_EXPIRY))
 
@@ -145,7 +159,8 @@ class Reads(DriverTransaction):
                     stale.append(aid)
         for chunk in chunks(behind):
             lapsed: dict[str, list[Hold]] = {}
-            for row in self._fetch(*self._lapsed_sql([b.account.id for b in chunk], through_us)):
+            among, params = self._among("account_id", [b.account.id for b in chunk])
+            for row in self._fetch(*self._lapsed_sql(among, params, through_us)):
                 lapsed.setdefault(row[1], []).append(hold_from_row(row))
             for book in chunk:
                 for hold in lapsed.get(book.account.id, ()):

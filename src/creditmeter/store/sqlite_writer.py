@@ -11,7 +11,14 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from creditmeter.store.changes import DAY_COLUMNS, DAY_UPSERT, Changes, plain_writes
+from creditmeter.store.changes import (
+    COUNTERS_UPDATE,
+    DAY_COLUMNS,
+    DAY_UPSERT,
+    VERSION_UPDATE,
+    Changes,
+    plain_writes,
+)
 from creditmeter.store.rows import ENTRY_COLUMNS, EVENT_COLUMNS, insert_sql
 from creditmeter.store.schema import entries, events
 
@@ -32,13 +39,10 @@ def write(conn: Connection, mark: str, changes: Changes) -> int:
             if rows:
                 cursor.executemany(sql, rows)
         if changes.counters:
-            cursor.executemany(
-                f"UPDATE grants SET used_uc = {m}, held_uc = {m}, closed_uc = {m} WHERE seq = {m}",
-                changes.counters)
+            cursor.executemany(COUNTERS_UPDATE.format(m=m), changes.counters)
         if not changes.versions:
             return 0
-        cursor.executemany(f"UPDATE accounts SET overage_uc = {m}, overage_since_us = {m}, version = {m} "
-                           f"WHERE id = {m} AND version = {m}", changes.versions)
+        cursor.executemany(VERSION_UPDATE.format(m=m), changes.versions)
         return int(cursor.rowcount)
     finally:
         cursor.close()

@@ -49,24 +49,30 @@ class Writes(DriverTransaction):
 
     def persist(self, books: Iterable[Book], recorded_at_us: int,
                 grant_fps: dict[GrantId, str] | None = None,
-                hold_fps: dict[HoldId, str] | None = None) -> None:
-        """Write everything the books' transitions produced; ``EventTaken`` (nothing of it
-        written) if another transaction stored one of the events' ids first."""
+                hold_fps: dict[HoldId, str] | None = None, *, undo_taken: bool = False,
+                commit: bool = False) -> None:
+        """Write everything the books' transitions produced. If another transaction stored one
+        of the events' ids first: with ``undo_taken``, ``EventTaken`` with nothing of it written
+        and the transaction still open (for a caller that charges again in it; PostgreSQL pays a
+        savepoint for it); else the transaction fails (``StaleWrite``, retried whole).
+
+        ``commit``: nothing more is written in this transaction; on PostgreSQL the write of one
+        book commits it, in the same round trip (the lock is let go a round trip sooner)."""
         self._forget_answers()
         changes = collect(books, recorded_at_us, grant_fps, hold_fps)
-        if self._pg and changes.events:
+        if self._pg and changes.events and undo_taken:
             # Events of other accounts may carry the same ids: their writers hold other locks.
             with postgres_writer.undone_if_event_taken(self._driver, changes):
                 self._write_changes(changes)
         else:
-            self._write_changes(changes)
+            self._write_changes(changes, commit)
 
-    def _write_changes(self, changes: Changes) -> None:
+    def _write_changes(self, changes: Changes, commit: bool = False) -> None:
         if changes.grants:  # one statement for them all (allowances make many in a batch)
             self.conn.exec_driver_sql(insert_sql(grants, GRANT_INSERT_COLUMNS, self._mark), changes.grants)
         self._insert_closings(changes.closings)
         if self._pg:
-            updated = postgres_writer.write(self._driver, self._mark, changes)
+            updated = postgres_writer.write(self._driver, self._mark, changes, commit)
         else:
             updated = sqlite_writer.write(self.conn, self._mark, changes)
         # Optimistic check: each book must still be at the version it was loaded at.
