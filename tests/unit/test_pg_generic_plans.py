@@ -9,6 +9,7 @@ import pytest
 
 from creditmeter.domain import Hold
 from creditmeter.engine import Engine, Usage
+from creditmeter.store import driver
 from tests.conftest import at
 
 CREDIT = 1_000_000
@@ -32,9 +33,11 @@ def _prepared_plans(engine: Engine) -> dict[str, str]:
     return plans
 
 
-def test_the_generic_plans_of_one_accounts_commands_read_by_key(engine: Engine) -> None:
+def test_the_generic_plans_of_one_accounts_commands_read_by_key(engine: Engine,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     if engine.store.is_sqlite:  # type: ignore[attr-defined]
         pytest.skip("statements are prepared on PostgreSQL only")
+    monkeypatch.setattr(driver, "PREPARE", True)  # whatever CREDITMETER_PG_PREPARE says here
     engine.create_account("a", T0)
     engine.add_grant("a", 100 * CREDIT, "addon", T0, grant_id="g")
     for i in range(3):
