@@ -26,11 +26,10 @@ def _locked_elsewhere(engine: Engine, account_id: str) -> bool:
     return False
 
 
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
 @pytest.mark.parametrize("first", ["pipeline", "plain-read", "sqlalchemy"])
 @pytest.mark.parametrize("load", ["books", "book_of_hold"])
 def test_the_accounts_a_write_loads_stay_locked_till_it_ends(engine: Engine, first: str, load: str) -> None:
-    if engine.store.is_sqlite:  # type: ignore[attr-defined]
-        pytest.skip("row locks are PostgreSQL's")
     engine.create_account("a", T0)
     engine.add_grant("a", 10 * CREDIT, "addon", T0, grant_id="g")
     engine.reserve("a", CREDIT, T0, hold_id="h", ttl_s=60)

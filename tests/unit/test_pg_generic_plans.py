@@ -33,10 +33,9 @@ def _prepared_plans(engine: Engine) -> dict[str, str]:
     return plans
 
 
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)  # PostgreSQL's alone
 def test_the_generic_plans_of_one_accounts_commands_read_by_key(engine: Engine,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    if engine.store.is_sqlite:  # type: ignore[attr-defined]
-        pytest.skip("statements are prepared on PostgreSQL only")
     monkeypatch.setattr(driver, "PREPARE", True)  # whatever CREDITMETER_PG_PREPARE says here
     engine.create_account("a", T0)
     engine.add_grant("a", 100 * CREDIT, "addon", T0, grant_id="g")
