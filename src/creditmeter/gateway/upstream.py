@@ -5,6 +5,7 @@ life of the process."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -22,6 +23,12 @@ UpstreamFailure = (aiohttp.ClientError, TimeoutError)
 # idle timeout and the request crossed): closed or reset before any answer. Not a connector error:
 # those are new connections, never used before.
 _CLOSED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientConnectionResetError)
+# How soon after a request goes out on a kept-alive connection its failure must come for the request
+# to be sent again. The upstream closing an idle connection as the request arrives fails it within
+# about one round trip; a later failure (a worker restarted while generating, a reset after the
+# answer began) may come after the upstream took the request, and sending it again could call the
+# model twice: that one is a 502, nothing charged.
+RESEND_WITHIN_S = 0.5
 OPENAI, ANTHROPIC = "openai", "anthropic"
 ANTHROPIC_VERSION = "2023-06-01"  # sent when the client names none
 
@@ -58,6 +65,7 @@ class _Pool:
         self.keepalive_s = section.keepalive_s
         self._session: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None  # a new connection for each request
+        self.closing = False  # set by aclose: no request sent again, no new session made to send it
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -79,21 +87,31 @@ class _Pool:
     async def post(self, url: str, data: bytes, headers: Mapping[str, str],
                    request_id: str) -> aiohttp.ClientResponse:
         """The upstream's answer to ``data`` (its status and headers read; its body still to
-        read). When a kept-alive connection turns out closed by the upstream before any of the
-        answer came (the request never reached it), the request is sent once more, on a new
-        connection; any other failure is raised."""
+        read). When a kept-alive connection turns out closed by the upstream within
+        ``RESEND_WITHIN_S`` of sending the request, with no answer read (the upstream closed it
+        idle as the request arrived), and the pool is not closing, the request is sent once more, on a new
+        connection, in what remains of ``max_request_s``; any other failure is raised."""
         used = SimpleNamespace(reused=False)
+        started = time.monotonic()
         try:
             return await self.session().post(url, data=data, headers=headers, trace_request_ctx=used)
         except _CLOSED as exc:
-            if not used.reused or isinstance(exc, aiohttp.ClientConnectorError) or _answer_begun(exc):
+            failed_after = time.monotonic() - started
+            remaining = self.timeout.total - failed_after if self.timeout.total is not None else None
+            if (not used.reused or isinstance(exc, aiohttp.ClientConnectorError) or _answer_begun(exc)
+                    or failed_after > RESEND_WITHIN_S or self.closing
+                    or (remaining is not None and remaining <= 0)):
                 raise
-            log.warning("request %s: a kept-alive connection to the upstream was closed before any answer "
-                        "(%s: %s); sent again on a new connection (if frequent, lower gateway.keepalive_s "
-                        "under the upstream's idle timeout)", request_id, type(exc).__name__, exc)
-        return await self.fresh_session().post(url, data=data, headers=headers)
+            log.warning("request %s: a kept-alive connection to the upstream failed %.3f s after the "
+                        "request went out, with no answer read (%s: %s); sent again on a new connection "
+                        "(if frequent, lower gateway.keepalive_s under the upstream's idle timeout)",
+                        request_id, failed_after, type(exc).__name__, exc)
+        timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=self.timeout.sock_connect,
+                                        sock_read=self.timeout.sock_read)
+        return await self.fresh_session().post(url, data=data, headers=headers, timeout=timeout)
 
     async def aclose(self) -> None:
+        self.closing = True
         for session in (self._session, self._fresh):
             if session is not None:
                 await session.close()
