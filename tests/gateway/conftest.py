@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +31,7 @@ from creditmeter.engine import Engine
 from creditmeter.pricing import load_yaml, parse_catalog
 from creditmeter.store.sql import SqlStore
 from tests.api.conftest import Server, bearer, free_port, start_server, stop_server
+from tests.conftest import Postgres
 
 REPO = Path(__file__).parents[2]
 UPSTREAM_KEY_ENV = "CM_TEST_UPSTREAM_KEY"
@@ -319,6 +321,24 @@ def stop_gateway(gateway: GatewayServer) -> None:
         stop_server(gateway.server)
     finally:
         gateway.engine.store.close()
+
+
+@contextmanager
+def gateway_on_postgres(postgres: Postgres | str, directory: Path, prices: dict[str, Price],
+                        gateway: dict[str, Any], *, workers: int = 1) -> Iterator[GatewayServer]:
+    """A gateway (``start_gateway``) on a fresh PostgreSQL database, stopped and the database
+    given back afterwards."""
+    if isinstance(postgres, str):
+        pytest.skip(postgres)  # in CI the postgres fixture fails instead
+    name = postgres.fresh()
+    try:
+        running = start_gateway(postgres.url(name), directory, prices, gateway, workers=workers)
+        try:
+            yield running
+        finally:
+            stop_gateway(running)
+    finally:
+        postgres.give_back(name)
 
 
 def sqlite_url(directory: Path) -> str:

@@ -28,6 +28,7 @@ from tests.gateway.conftest import (
     Upstream,
     anthropic_model,
     credits,
+    gateway_on_postgres,
     sqlite_url,
     start_gateway,
     stop_gateway,
@@ -229,18 +230,8 @@ def sqlite_gateway(upstream: Upstream, tmp_path: Path) -> Iterator[GatewayServer
 
 @pytest.fixture
 def postgres_gateway(upstream: Upstream, postgres: Postgres | str, tmp_path: Path) -> Iterator[GatewayServer]:
-    if isinstance(postgres, str):
-        pytest.skip(postgres)  # in CI the postgres fixture fails instead
-    name = postgres.fresh()
-    try:
-        running = start_gateway(postgres.url(name), tmp_path, PRICES, gateway_config(upstream),
-                                workers=2)
-        try:
-            yield running
-        finally:
-            stop_gateway(running)
-    finally:
-        postgres.give_back(name)
+    with gateway_on_postgres(postgres, tmp_path, PRICES, gateway_config(upstream), workers=2) as running:
+        yield running
 
 
 def test_a_burst_never_overspends_on_sqlite(sqlite_gateway: GatewayServer) -> None:

@@ -26,6 +26,7 @@ from tests.gateway.conftest import (
     Upstream,
     approx_prompt_tokens,
     credits,
+    gateway_on_postgres,
     sqlite_url,
     start_gateway,
     start_upstream,
@@ -78,18 +79,9 @@ def sqlite_gateway(relays: dict[str, tuple[Upstream, Path]], tmp_path: Path) -> 
 @pytest.fixture
 def postgres_gateway(relays: dict[str, tuple[Upstream, Path]], postgres: Postgres | str,
                      tmp_path: Path) -> Iterator[GatewayServer]:
-    if isinstance(postgres, str):
-        pytest.skip(postgres)  # in CI the postgres fixture fails instead
-    name = postgres.fresh()
-    try:
-        # One worker: the second request must go out on the pool the first one left a connection in.
-        running = start_gateway(postgres.url(name), tmp_path, PRICES, gateway_config(relays))
-        try:
-            yield running
-        finally:
-            stop_gateway(running)
-    finally:
-        postgres.give_back(name)
+    # One worker: the second request must go out on the pool the first one left a connection in.
+    with gateway_on_postgres(postgres, tmp_path, PRICES, gateway_config(relays)) as running:
+        yield running
 
 
 def drops(log: Path) -> int:
