@@ -108,7 +108,7 @@ def by_account(lines: list[tuple[int, Any]], batch_size: int) -> Iterator[list[t
         if type(item) is dict:
             key, event_id = item.get("account_id"), item.get("id")
             key = key if type(key) is str else None
-        if event_id is not None and type(event_id) is str and owners.setdefault(event_id, key) != key:
+        if type(event_id) is str and owners.setdefault(event_id, key) != key:
             ordered = lines
             break
         group = groups.get(key)

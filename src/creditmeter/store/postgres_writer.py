@@ -110,13 +110,9 @@ _DIVISION_BY_ZERO = "22012"
 
 def _write_and_commit(driver: Any, mark: str, changes: Changes) -> int:
     """``write`` of one book's changes, then COMMIT, in one pipeline."""
-    versions, changes.versions = changes.versions, []
+    writes = _writes(driver, mark, changes)
     try:
-        writes = _writes(driver, mark, changes)
-    finally:
-        changes.versions = versions
-    try:
-        _pipeline(driver, [*writes, (_VERSION_CHECKED, versions), ("COMMIT", [()])], counted=False)
+        _pipeline(driver, [*writes, (_VERSION_CHECKED, changes.versions), ("COMMIT", [()])], counted=False)
     except Exception as exc:
         if getattr(exc, "sqlstate", None) == _DIVISION_BY_ZERO:
             raise StaleWrite("the account changed meanwhile") from exc
