@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gc
 import io
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from creditmeter.collector import collect, collector_paused
 from creditmeter.domain import Charge, Rejected, StoredEvent
 from creditmeter.engine import Engine
 from creditmeter.errors import InputError
@@ -122,17 +121,7 @@ def by_account(lines: list[tuple[int, Any]], batch_size: int) -> Iterator[list[t
         yield ordered[start:start + batch_size]
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cycle collector during a batch: a batch makes many short-lived objects and
-    no cycles, and collections triggered by them cost more than the batch's own work."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+COLLECT_EVERY = 1_000_000  # lines read between an import's own cycle collections
 
 
 def import_jsonl(engine: Engine, path: Path, at_us: int, *, batch_size: int = 5_000,
@@ -140,18 +129,23 @@ def import_jsonl(engine: Engine, path: Path, at_us: int, *, batch_size: int = 5_
     """Charge every event of a JSONL file, batch by batch; ``progress`` hears the bytes read so far."""
     summary = ImportSummary()
     started = time.perf_counter()
-    for window, consumed in read_batches(path, window_lines(batch_size)):
-        for n, item in window:
-            if isinstance(item, InputError):
-                summary.rejected.append((n, None, None, item.reason))
-        good = [(n, item) for n, item in window if not isinstance(item, InputError)]
-        for batch in by_account(good, batch_size):
-            with _gc_paused():
+    read = 0
+    with collector_paused():  # see creditmeter.collector
+        for window, consumed in read_batches(path, window_lines(batch_size)):
+            for n, item in window:
+                if isinstance(item, InputError):
+                    summary.rejected.append((n, None, None, item.reason))
+            good = [(n, item) for n, item in window if not isinstance(item, InputError)]
+            for batch in by_account(good, batch_size):
                 results = engine.record_batch([item for _, item in batch], at_us)
-            for (n, _), result in zip(batch, results, strict=True):
-                _count(summary, n, result)
-        if progress is not None:
-            progress(consumed)
+                for (n, _), result in zip(batch, results, strict=True):
+                    _count(summary, n, result)
+            if progress is not None:
+                progress(consumed)
+            read += len(window)
+            if read >= COLLECT_EVERY:
+                collect()
+                read = 0
     summary.rejected.sort(key=lambda r: r[0])
     summary.seconds = time.perf_counter() - started
     return summary

@@ -22,13 +22,13 @@ every message stays in the stream until a charge of it has committed.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
+from creditmeter.collector import collector_paused
 from creditmeter.domain import Charge, Rejected
 from creditmeter.engine import Engine
 from creditmeter.errors import CreditmeterError, InputError, Unavailable
@@ -153,15 +153,8 @@ async def charge_batch(engine: Engine, messages: Sequence[Message],
 
 
 def _record(engine: Engine, events: list[dict[str, Any]], at_us: int) -> list[Charge | Rejected]:
-    # A batch makes many short-lived objects and no cycles: collections triggered by them cost
-    # more than the batch's own work (as in the file import).
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():  # see creditmeter.collector
         return engine.record_batch(events, at_us)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 async def handle_batch(source: Source, engine: Engine, messages: Sequence[Message], at_us: int,
