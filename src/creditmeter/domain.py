@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple, NewType
 
-from creditmeter.errors import CreditmeterError
+from creditmeter.errors import CreditmeterError, let_frames_go
 
 AccountId = NewType("AccountId", str)
 GrantId = NewType("GrantId", str)
@@ -183,6 +183,9 @@ class Rejected:
     event_id: str | None
     error: CreditmeterError
     status: str = "rejected"
+
+    def __post_init__(self) -> None:
+        let_frames_go(self.error)  # a rejection is kept: not the frames its error came through
 
     @property
     def error_type(self) -> str:

@@ -91,3 +91,21 @@ class Unavailable(CreditmeterError):
 
     exit_code = 7
     kind = "unavailable"
+
+
+def let_frames_go(exc: BaseException) -> BaseException:
+    """Drop the tracebacks of ``exc`` and of the errors chained to it, keeping their types and
+    messages. An error kept after it was caught (a rejected event's, a retried write's) holds,
+    through its traceback, the frames it passed through and all they held (a whole batch), and
+    those frames hold the error back: a reference cycle, freed only by the cycle collector,
+    which bulk imports pause (see ``creditmeter.collector``)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        err.__traceback__ = None
+        todo += [err.__cause__, err.__context__]
+    return exc

@@ -121,7 +121,7 @@ def by_account(lines: list[tuple[int, Any]], batch_size: int) -> Iterator[list[t
         yield ordered[start:start + batch_size]
 
 
-COLLECT_EVERY = 1_000_000  # lines read between an import's own cycle collections
+COLLECT_EVERY = 500_000  # lines read between an import's own cycle collections
 
 
 def import_jsonl(engine: Engine, path: Path, at_us: int, *, batch_size: int = 5_000,

@@ -1,11 +1,13 @@
-"""The cycle collector is paused while an import charges and reads (it walks every object the
+"""The cycle collector is paused while an import reads and charges (it walks every object the
 process keeps, at a cost larger than the batch's), collected by the import itself every
-``COLLECT_EVERY`` lines, and left as it was found however the import ends."""
+``COLLECT_EVERY`` lines, and left as it was found however the import ends. An import makes no
+reference cycle, rejected lines and retried writes included, so nothing waits for a collection."""
 
 from __future__ import annotations
 
 import gc
 import json
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,11 @@ from typing import Any
 import pytest
 
 from creditmeter import ingest
-from creditmeter.collector import collector_paused
+from creditmeter.collector import collect, collector_paused
 from creditmeter.engine import Engine
 from creditmeter.stream import core as stream_core
 from tests.conftest import at
+from tests.unit.test_review_regressions import _FlakyStore
 
 NOW = at("2026-03-02T10:00:00Z")
 SQLITE = pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
@@ -27,15 +30,21 @@ def collector_on() -> Iterator[None]:
     was = gc.isenabled()
     gc.enable()
     yield
-    if not was:
+    if was:
+        gc.enable()
+    else:
         gc.disable()
 
 
-def _file(tmp_path: Path, events: int) -> Path:
+def _file(tmp_path: Path, events: int, *, bad: bool = True) -> Path:
+    lines = [json.dumps({"id": f"e{i}", "account_id": "a", "model": "demo-small", "input_tokens": 10,
+                         "timestamp": "2026-03-02T09:00:00Z"}) for i in range(events)]
+    if bad:
+        lines += ["{not json", json.dumps({"id": "x1", "account_id": "a", "input_tokens": -1}),
+                  json.dumps({"id": "x2", "account_id": "nobody", "model": "demo-small"}),
+                  json.dumps({"id": "x3", "account_id": "a", "model": "no-such-model"})]
     path = tmp_path / "events.jsonl"
-    path.write_text("".join(json.dumps({"id": f"e{i}", "account_id": "a", "model": "demo-small",
-                                        "input_tokens": 10, "timestamp": "2026-03-02T09:00:00Z"}) + "\n"
-                            for i in range(events)) + "{not json\n")
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -50,37 +59,73 @@ def _watch(engine: Engine, seen: list[bool]) -> None:
 
 
 @SQLITE
-def test_an_import_charges_with_the_collector_paused_and_collects_itself(
+def test_an_import_reads_and_charges_with_the_collector_paused_and_collects_itself(
         engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collector_on: None) -> None:
     engine.create_account("a", NOW - 3_600_000_000)
-    seen: list[bool] = []
-    _watch(engine, seen)
+    charged: list[bool] = []
+    _watch(engine, charged)
+    read: list[bool] = []
+    reader = ingest.read_batches
+
+    def watched_reader(path: Path, size: int) -> Iterator[Any]:
+        for window in reader(path, size):
+            read.append(gc.isenabled())
+            yield window
+
+    monkeypatch.setattr(ingest, "read_batches", watched_reader)
     collected: list[bool] = []
     monkeypatch.setattr(ingest, "collect", lambda: collected.append(gc.isenabled()))
     monkeypatch.setattr(ingest, "COLLECT_EVERY", 4)
     monkeypatch.setattr(ingest, "WINDOW_BATCHES", 1)
-    summary = ingest.import_jsonl(engine, _file(tmp_path, 10), NOW, batch_size=2)
-    assert (summary.charged, len(summary.rejected)) == (10, 1)
-    assert seen and not any(seen)  # every batch charged with the collector paused
-    assert collected == [False, False]  # windows of 2 lines: at 4 and at 8 (11 lines read in all)
+    summary = ingest.import_jsonl(engine, _file(tmp_path, 10, bad=False), NOW, batch_size=2)
+    assert (summary.charged, len(summary.rejected)) == (10, 0)
+    assert len(read) == 5 and not any(read)  # every window read with the collector paused
+    assert charged and not any(charged)  # every batch charged with it paused
+    assert collected == [False, False]  # windows of 2 lines: at 4 and at 8
     assert gc.isenabled()
 
 
+def test_an_import_leaves_no_cycle_behind_with_rejected_lines_and_retried_writes(
+        engine: Engine, tmp_path: Path, collector_on: None) -> None:
+    engine.create_account("a", NOW - 3_600_000_000)
+    flaky = Engine(_FlakyStore(engine.store, failures=2), engine.settings)  # type: ignore[arg-type]
+    path = _file(tmp_path, 30)
+    gc.collect()
+    summary = ingest.import_jsonl(flaky, path, NOW, batch_size=8)
+    assert (summary.charged, len(summary.rejected)) == (30, 4)
+    assert flaky.store.failures == 0  # type: ignore[attr-defined]  # both retries happened
+    assert gc.collect() == 0  # nothing the import made waits for the collector
+
+
 @SQLITE
-def test_an_import_that_fails_leaves_the_collector_running(
+def test_an_import_that_fails_leaves_the_collector_as_it_was(
         engine: Engine, tmp_path: Path, collector_on: None) -> None:
     engine.create_account("a", NOW - 3_600_000_000)
 
     def failing(events: list[dict[str, Any]], at_us: int) -> Any:
         raise RuntimeError("the store went away")
 
+    def progress(done: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest.import_jsonl(engine, _file(tmp_path, 3), NOW, progress=progress)
+    assert gc.isenabled()
     engine.record_batch = failing  # type: ignore[method-assign]
+    gc.disable()  # a caller that had it off keeps it off
     with pytest.raises(RuntimeError):
         ingest.import_jsonl(engine, _file(tmp_path, 3), NOW)
+    assert not gc.isenabled()
+
+
+def test_overlapping_pauses_end_with_the_last(collector_on: None) -> None:
+    first, second = collector_paused(), collector_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # a batch on another thread is still charging
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
     assert gc.isenabled()
-
-
-def test_a_paused_collector_stays_as_the_caller_left_it(collector_on: None) -> None:
     gc.disable()
     with collector_paused():
         assert not gc.isenabled()
@@ -89,6 +134,20 @@ def test_a_paused_collector_stays_as_the_caller_left_it(collector_on: None) -> N
     with pytest.raises(ValueError), collector_paused():
         raise ValueError("inside")
     assert gc.isenabled()
+
+
+def test_collect_frees_cycles_while_paused(collector_on: None) -> None:
+    class Node:
+        other: Any = None
+
+    with collector_paused():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+        assert gone() is not None
+        collect()
+        assert gone() is None
 
 
 @SQLITE

@@ -24,7 +24,7 @@ import orjson
 from creditmeter.alert_rules import AlertRule
 from creditmeter.alerts import Alert
 from creditmeter.domain import AccountId, Balance, GrantId, HoldId, Package, Period, UsageEvent
-from creditmeter.errors import InputError, NotFound, Unavailable
+from creditmeter.errors import InputError, NotFound, Unavailable, let_frames_go
 from creditmeter.events import MAX_TOKENS
 from creditmeter.ids import check_id
 from creditmeter.ledger import Book
@@ -100,6 +100,7 @@ class EngineBase:
             except Transient as exc:
                 self._books.clear()
                 last = exc
+                let_frames_go(exc)  # kept past this attempt: not its frames (see errors)
                 if attempt == attempts:
                     break
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))

@@ -23,7 +23,7 @@ from creditmeter.engine._unit import (
     _version_at,
 )
 from creditmeter.enterprise import enterprise_share, share_summary
-from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound
+from creditmeter.errors import Conflict, CreditmeterError, InputError, NotFound, let_frames_go
 from creditmeter.events import check_id, check_something_used, checked, parse_event
 from creditmeter.ids import check_text
 from creditmeter.ledger import Book
@@ -105,6 +105,7 @@ class UsageCommands(EngineBase):
                 return
             except EventTaken as exc:
                 taken = exc
+                let_frames_go(exc)  # kept past this round: not its frames (see errors)
                 for account_id in accounts:  # their books hold changes that were never written
                     self._books.pop(AccountId(account_id), None)
 
