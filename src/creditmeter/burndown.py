@@ -31,14 +31,16 @@ def allocate(drawable: Iterable[tuple[GrantId, int]], amount_uc: int) -> tuple[l
     assert amount_uc >= 0, amount_uc
     parts: list[Allocation] = []
     left = amount_uc
+    if not left:
+        return parts, 0
     for grant_id, can_give in drawable:
-        if left == 0:
-            break
         if can_give <= 0:
             continue
-        take = can_give if can_give < left else left
-        parts.append(Allocation(grant_id, take))
-        left -= take
+        if can_give >= left:  # covered: no need to look at the next grant
+            parts.append(Allocation(grant_id, left))
+            return parts, 0
+        parts.append(Allocation(grant_id, can_give))
+        left -= can_give
     return parts, left
 
 
