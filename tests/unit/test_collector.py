@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import types
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,11 @@ import pytest
 
 from creditmeter import ingest
 from creditmeter.collector import collect, collector_paused
+from creditmeter.domain import Rejected, UsageEvent
 from creditmeter.engine import Engine
+from creditmeter.engine.usage import UsageCommands
+from creditmeter.store.base import EventTaken
+from creditmeter.store.reads import Reads
 from creditmeter.stream import core as stream_core
 from tests.conftest import at
 from tests.unit.test_review_regressions import _FlakyStore
@@ -91,10 +96,60 @@ def test_an_import_leaves_no_cycle_behind_with_rejected_lines_and_retried_writes
     flaky = Engine(_FlakyStore(engine.store, failures=2), engine.settings)  # type: ignore[arg-type]
     path = _file(tmp_path, 30)
     gc.collect()
+    gc.disable()  # off when the import's pause ends too: no collection may run before the count
     summary = ingest.import_jsonl(flaky, path, NOW, batch_size=8)
     assert (summary.charged, len(summary.rejected)) == (30, 4)
     assert flaky.store.failures == 0  # type: ignore[attr-defined]  # both retries happened
     assert gc.collect() == 0  # nothing the import made waits for the collector
+
+
+def _left_for_the_collector() -> list[Any]:
+    """What only a collection would free, kept for a look (and then let go)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return list(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+@SQLITE
+@pytest.mark.parametrize("visible", ["in the same transaction", "only to the next"])
+def test_an_event_taken_meanwhile_leaves_no_frame_behind(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch, collector_on: None, visible: str) -> None:
+    """Another account's writer stores one of the batch's ids after the batch looked for them:
+    charged again in the same transaction when the id is seen stored then, else retried whole.
+    Neither keeps the batch's frames, events or errors for the collector to free."""
+    for account in ("a", "b"):
+        engine.create_account(account, NOW - 3_600_000_000)
+    engine.record({"id": "t0", "account_id": "b", "model": "demo-small", "input_tokens": 10}, NOW)
+    charge_new, find_events = UsageCommands._charge_new, Reads.find_events
+    taken: list[bool] = []
+    looks: list[bool] = []
+
+    def once_taken(self: Any, *args: Any) -> None:
+        if not taken:
+            taken.append(True)
+            raise EventTaken("simulated")
+        charge_new(self, *args)
+
+    def seen_late(self: Any, event_ids: Any) -> Any:  # t0 is hidden from the first look(s)
+        looks.append(True)
+        found = find_events(self, event_ids)
+        hidden = 1 if visible == "in the same transaction" else 2
+        return found if len(looks) > hidden else {k: v for k, v in found.items() if k != "t0"}
+
+    monkeypatch.setattr(UsageCommands, "_charge_new", once_taken)
+    monkeypatch.setattr(Reads, "find_events", seen_late)
+    events = [{"id": f"t{i}", "account_id": "a", "model": "demo-small", "input_tokens": 10} for i in range(5)]
+    gc.collect()
+    gc.disable()
+    results = engine.record_batch(events, NOW)
+    assert taken and results[0].status == "rejected" and [r.status for r in results[1:]] == ["charged"] * 4
+    kept = [type(o).__name__ for o in _left_for_the_collector()
+            if isinstance(o, (types.FrameType, types.TracebackType, BaseException, UsageEvent, Rejected))]
+    assert kept == []
 
 
 @SQLITE

@@ -100,9 +100,9 @@ class EngineBase:
             except Transient as exc:
                 self._books.clear()
                 last = exc
-                let_frames_go(exc)  # kept past this attempt: not its frames (see errors)
                 if attempt == attempts:
-                    break
+                    break  # the last keeps its traceback: it is the cause of the error raised
+                let_frames_go(exc)  # kept past this attempt: not its frames (see errors)
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))
             except BaseException:
                 self._books.clear()  # books may hold changes that were never written
