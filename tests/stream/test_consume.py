@@ -96,7 +96,8 @@ def test_three_consumers_charge_each_event_exactly_once(nats_server: NatsServer,
 
 
 def scrape_while_running(port: int) -> str:
-    """The consumer's metrics page, once it has charged something."""
+    """The consumer's metrics page, once it has charged something and measured its lag (which
+    it does after each batch: a page read between the two has no lag yet)."""
     deadline = time.monotonic() + 30
     text = ""
     while time.monotonic() < deadline:
@@ -106,7 +107,8 @@ def scrape_while_running(port: int) -> str:
         except OSError:
             time.sleep(0.1)
             continue
-        if 'outcome="charged"} 0.0' not in text and "outcome=\"charged\"}" in text:
+        if ('outcome="charged"} 0.0' not in text and "outcome=\"charged\"}" in text
+                and "creditmeter_stream_lag" in text):
             return text
         time.sleep(0.1)
     return text
