@@ -33,11 +33,13 @@ from creditmeter.store.driver import DriverTransaction
 from creditmeter.store.rows import (
     ACCOUNT_SELECT,
     ALLOCATION_SELECT,
+    EVENT_SELECT,
     GRANT_KINDS,
     GRANT_SELECT,
     HOLD_SELECT,
     KEY_SELECT,
     SUBSCRIPTION_SELECT,
+    EventRow,
     account_from_row,
     allocation_from_row,
     chunks,
@@ -234,9 +236,11 @@ class Reads(DriverTransaction):
                 rows = self._fetch(f"SELECT id FROM events WHERE {among}", params)
             known += [row[0] for row in rows]
         found: dict[str, StoredEvent] = {}
-        for chunk in chunks(known):
-            for row in self.conn.execute(sa.select(events).where(events.c.id.in_(chunk))):
-                found[row.id] = stored_event(row)
+        for chunk in chunks(known):  # straight from the driver, as above (a query built with
+            among, params = self._among("id", chunk)  # SQLAlchemy leaves cycles behind)
+            for row in self._fetch(f"SELECT {EVENT_SELECT} FROM events WHERE {among}", params):
+                stored = stored_event(EventRow(*row))
+                found[stored.event.id] = stored
         return found
 
     def list_events(self, account_ids: Sequence[str], from_us: int | None, to_us: int | None,

@@ -7,6 +7,7 @@ read through SQLAlchemy are named.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -122,6 +123,12 @@ def subscription_from_row(r: Sequence[Any]) -> Subscription:
 def allocation_from_row(r: Sequence[Any]) -> QuotaAllocation:
     """A quota allocation from a row of ``ALLOCATION_SELECT``."""
     return QuotaAllocation(r[0], r[1], r[2], r[3], parts_from_json(r[4]), r[5], r[6], r[7])
+
+
+# The events table's columns, named: a row read straight from the driver (``EventRow(*row)`` of
+# ``SELECT {EVENT_SELECT}``) reads as a SQLAlchemy row of the table does.
+EventRow = collections.namedtuple("EventRow", ("seq", *EVENT_COLUMNS))  # type: ignore[misc]
+EVENT_SELECT = ", ".join(EventRow._fields)
 
 
 def stored_event(row: Any) -> StoredEvent:
