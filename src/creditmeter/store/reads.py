@@ -236,8 +236,9 @@ class Reads(DriverTransaction):
                 rows = self._fetch(f"SELECT id FROM events WHERE {among}", params)
             known += [row[0] for row in rows]
         found: dict[str, StoredEvent] = {}
-        for chunk in chunks(known):  # straight from the driver, as above (a query built with
-            among, params = self._among("id", chunk)  # SQLAlchemy leaves cycles behind)
+        # Straight from the driver too: a query built with SQLAlchemy leaves cycles behind.
+        for chunk in chunks(known):
+            among, params = self._among("id", chunk)
             for row in self._fetch(f"SELECT {EVENT_SELECT} FROM events WHERE {among}", params):
                 stored = stored_event(EventRow(*row))
                 found[stored.event.id] = stored

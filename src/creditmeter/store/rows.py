@@ -1,8 +1,8 @@
 """How records sit in the tables: the column lists the store reads and writes, and the
 conversions between a row and a record.
 
-Rows read through the driver are plain tuples in the order of the ``*_SELECT`` lists here; rows
-read through SQLAlchemy are named.
+Rows read through the driver are plain tuples in the order of the ``*_SELECT`` lists here (an
+event's is named by ``EventRow``); rows read through SQLAlchemy are named.
 """
 
 from __future__ import annotations
