@@ -93,7 +93,7 @@ class Unavailable(CreditmeterError):
     kind = "unavailable"
 
 
-def let_frames_go(exc: BaseException) -> BaseException:
+def let_frames_go(exc: BaseException) -> None:
     """Drop the tracebacks of ``exc`` and of the errors chained to it, keeping their types and
     messages. An error kept after it was caught (a rejected event's, a retried write's) holds,
     through its traceback, the frames it passed through and all they held (a whole batch), and
@@ -108,4 +108,3 @@ def let_frames_go(exc: BaseException) -> BaseException:
         seen.add(id(err))
         err.__traceback__ = None
         todo += [err.__cause__, err.__context__]
-    return exc
